@@ -1,0 +1,358 @@
+//! Storage-level compute. A backend owns device buffers and implements every
+//! primitive the differentiable ops in [`crate::ops`] are built from; model
+//! code never sees a backend, only [`crate::Tensor`]s.
+//!
+//! Contract for every implementation (CPU now, CUDA later):
+//! * buffers live on the backend's device; a primitive reads and writes
+//!   device buffers only (no host round trip inside an op) and, on CUDA,
+//!   enqueues its work on the backend's explicit stream;
+//! * all buffers are dense row-major: layout ops (permute, narrow, concat)
+//!   produce new buffers instead of strided views;
+//! * float primitives accumulate in f32 whatever the storage dtype, and their
+//!   outputs take the dtype of their first float input.
+
+pub mod cpu;
+
+use crate::tensor::{DType, Shape};
+use anyhow::{bail, Result};
+
+pub use cpu::CpuStorage;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Sigmoid,
+    /// `x * sigmoid(1.702 x)`, CLIP's activation.
+    QuickGelu,
+    /// `scale * x + shift`.
+    Affine { scale: f32, shift: f32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `out[b] = op(A[b]) @ op(B[b])` with `op(A)` of shape [m, k] and `op(B)` of
+/// shape [k, n]. A is stored [m, k] (or [k, m] when `trans_a`), B [k, n] (or
+/// [n, k] when `trans_b`); a batch stride of 0 reuses one matrix for the whole
+/// batch. The output is a fresh dense [batch, m, n].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmSpec {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub a_batch_stride: usize,
+    pub b_batch_stride: usize,
+}
+
+/// Scaled dot-product attention over `batch_heads` independent heads:
+/// q [bh, q_len, head_dim], k and v [bh, kv_len, head_dim].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub batch_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+    /// Query i attends to keys j <= i only (needs q_len == kv_len).
+    pub causal: bool,
+    pub scale: f32,
+}
+
+/// Optimizer hyper-parameters for one update of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count, for the bias corrections.
+    pub step: u64,
+}
+
+/// Every primitive a backend provides. Shapes are validated by the caller
+/// (`crate::ops`); implementations may assume consistent arguments.
+pub trait BackendStorage: Sized {
+    fn dtype(&self) -> DType;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn to_dtype(&self, dtype: DType) -> Result<Self>;
+    /// Copies to the host as f32 (indices as their exact values).
+    fn to_host_f32(&self) -> Result<Vec<f32>>;
+    fn to_host_u32(&self) -> Result<Vec<u32>>;
+
+    fn gemm(&self, rhs: &Self, spec: &GemmSpec) -> Result<Self>;
+    fn unary(&self, op: UnaryOp) -> Result<Self>;
+    /// Gradient of `op` at input `self` with output `out`, given `grad`.
+    fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self>;
+    /// Elementwise op of two tensors broadcast to `out_shape`.
+    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self>;
+    /// Repeats `self` (of `shape`) along broadcast dimensions to `out_shape`.
+    fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self>;
+    /// Sums `self` (of `shape`) down to `out_shape`, which broadcasts to `shape`.
+    fn sum_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self>;
+
+    fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Self>;
+    fn narrow(&self, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<Self>;
+    fn concat(parts: &[&Self], shapes: &[&Shape], dim: usize) -> Result<Self>;
+    /// `out[i] = self[ids[i]]` for a table `self` of `rows` rows of `cols`.
+    fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self>;
+    /// `out[ids[i]] += self[i]` into a zeroed table of `rows` rows of `cols`.
+    fn index_add(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self>;
+
+    /// Returns (y, mean, rstd) over rows of `cols`.
+    fn layernorm(&self, gamma: &Self, beta: &Self, cols: usize, eps: f32) -> Result<(Self, Self, Self)>;
+    /// Returns (dx, dgamma, dbeta).
+    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)>;
+    fn softmax(&self, cols: usize) -> Result<Self>;
+    fn softmax_backward(&self, grad: &Self, cols: usize) -> Result<Self>;
+    /// Returns (x / max(||x||, eps), max(||x||, eps)) over rows of `cols`.
+    fn l2_normalize(&self, cols: usize, eps: f32) -> Result<(Self, Self)>;
+    /// Gradient of `l2_normalize` from its outputs `self` (y) and `norm`.
+    fn l2_normalize_backward(&self, norm: &Self, grad: &Self, cols: usize) -> Result<Self>;
+    /// Returns (out, lse), lse being each query row's log-sum-exp of scores.
+    fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
+    /// Returns (dq, dk, dv), recomputing probabilities from `lse`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)>;
+    /// Mean BCE-with-logits over entries whose label is +1 or -1 (0 = unknown);
+    /// a one-element loss, 0 when no label is known.
+    fn masked_bce(&self, labels: &Self) -> Result<Self>;
+    /// d loss / d logits scaled by the one-element `grad`.
+    fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self>;
+    /// Bicubic (a = -0.75, half-pixel centres, clamped borders) resize of
+    /// `channels` grids of h x w to out_h x out_w.
+    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self>;
+
+    /// `self += other`, in place (parameter-gradient accumulation).
+    fn add_assign(&mut self, other: &Self) -> Result<()>;
+    /// One SGD-with-momentum update, in place on parameter and momentum.
+    fn sgd_step(&mut self, grad: &Self, momentum: &mut Self, step: &SgdStep) -> Result<()>;
+    /// One AdamW update, in place on parameter and both moments.
+    fn adamw_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, step: &AdamWStep) -> Result<()>;
+}
+
+/// A buffer on some backend. Each variant holds one backend's storage; the
+/// dispatch below is the only place that matches on the device.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+macro_rules! unary_dispatch {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Storage::Cpu($s) => Storage::Cpu($body?),
+        }
+    };
+}
+
+/// Unwraps several storages of one backend, or fails naming the mismatch.
+macro_rules! same_backend {
+    (($($arg:ident),+) => $variant:ident $body:block) => {
+        #[allow(unreachable_patterns)]
+        match ($($arg,)+) {
+            ($(Storage::$variant($arg),)+) => $body,
+            _ => bail!("operands live on different devices"),
+        }
+    };
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.to_dtype(dtype)))
+    }
+
+    pub fn to_host_f32(&self) -> Result<Vec<f32>> {
+        match self {
+            Storage::Cpu(s) => s.to_host_f32(),
+        }
+    }
+
+    pub fn to_host_u32(&self) -> Result<Vec<u32>> {
+        match self {
+            Storage::Cpu(s) => s.to_host_u32(),
+        }
+    }
+
+    pub fn gemm(&self, rhs: &Storage, spec: &GemmSpec) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, rhs) => Cpu { Ok(Storage::Cpu(this.gemm(rhs, spec)?)) })
+    }
+
+    pub fn unary(&self, op: UnaryOp) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.unary(op)))
+    }
+
+    pub fn unary_backward(&self, out: &Storage, grad: &Storage, op: UnaryOp) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, out, grad) => Cpu { Ok(Storage::Cpu(this.unary_backward(out, grad, op)?)) })
+    }
+
+    pub fn binary(&self, rhs: &Storage, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, rhs) => Cpu { Ok(Storage::Cpu(this.binary(rhs, op, lhs_shape, rhs_shape, out_shape)?)) })
+    }
+
+    pub fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.broadcast_to(shape, out_shape)))
+    }
+
+    pub fn sum_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.sum_to(shape, out_shape)))
+    }
+
+    pub fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.permute(shape, perm)))
+    }
+
+    pub fn narrow(&self, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.narrow(shape, dim, start, len)))
+    }
+
+    pub fn concat(parts: &[&Storage], shapes: &[&Shape], dim: usize) -> Result<Storage> {
+        match parts.first() {
+            Some(Storage::Cpu(_)) => {
+                let cpu = parts
+                    .iter()
+                    .map(|p| match p {
+                        Storage::Cpu(s) => Ok(s),
+                        #[allow(unreachable_patterns)]
+                        _ => bail!("concat operands live on different devices"),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::concat(&cpu, shapes, dim)?))
+            }
+            None => bail!("concat needs at least one tensor"),
+        }
+    }
+
+    pub fn index_select(&self, ids: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, ids) => Cpu { Ok(Storage::Cpu(this.index_select(ids, rows, cols)?)) })
+    }
+
+    pub fn index_add(&self, ids: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, ids) => Cpu { Ok(Storage::Cpu(this.index_add(ids, rows, cols)?)) })
+    }
+
+    pub fn layernorm(&self, gamma: &Storage, beta: &Storage, cols: usize, eps: f32) -> Result<(Storage, Storage, Storage)> {
+        let this = self;
+        same_backend!((this, gamma, beta) => Cpu {
+            let (y, mean, rstd) = this.layernorm(gamma, beta, cols, eps)?;
+            Ok((Storage::Cpu(y), Storage::Cpu(mean), Storage::Cpu(rstd)))
+        })
+    }
+
+    pub fn layernorm_backward(&self, gamma: &Storage, mean: &Storage, rstd: &Storage, grad: &Storage, cols: usize) -> Result<(Storage, Storage, Storage)> {
+        let this = self;
+        same_backend!((this, gamma, mean, rstd, grad) => Cpu {
+            let (dx, dg, db) = this.layernorm_backward(gamma, mean, rstd, grad, cols)?;
+            Ok((Storage::Cpu(dx), Storage::Cpu(dg), Storage::Cpu(db)))
+        })
+    }
+
+    pub fn softmax(&self, cols: usize) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.softmax(cols)))
+    }
+
+    pub fn softmax_backward(&self, grad: &Storage, cols: usize) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, grad) => Cpu { Ok(Storage::Cpu(this.softmax_backward(grad, cols)?)) })
+    }
+
+    pub fn l2_normalize(&self, cols: usize, eps: f32) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(s) => {
+                let (y, norm) = s.l2_normalize(cols, eps)?;
+                Ok((Storage::Cpu(y), Storage::Cpu(norm)))
+            }
+        }
+    }
+
+    pub fn l2_normalize_backward(&self, norm: &Storage, grad: &Storage, cols: usize) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, norm, grad) => Cpu { Ok(Storage::Cpu(this.l2_normalize_backward(norm, grad, cols)?)) })
+    }
+
+    pub fn attention(q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
+        same_backend!((q, k, v) => Cpu {
+            let (out, lse) = CpuStorage::attention(q, k, v, spec)?;
+            Ok((Storage::Cpu(out), Storage::Cpu(lse)))
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_backward(q: &Storage, k: &Storage, v: &Storage, out: &Storage, lse: &Storage, grad: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage, Storage)> {
+        same_backend!((q, k, v, out, lse, grad) => Cpu {
+            let (dq, dk, dv) = CpuStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
+            Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
+        })
+    }
+
+    pub fn masked_bce(&self, labels: &Storage) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, labels) => Cpu { Ok(Storage::Cpu(this.masked_bce(labels)?)) })
+    }
+
+    pub fn masked_bce_backward(&self, labels: &Storage, grad: &Storage) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, labels, grad) => Cpu { Ok(Storage::Cpu(this.masked_bce_backward(labels, grad)?)) })
+    }
+
+    pub fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.bicubic_resize(channels, h, w, out_h, out_w)))
+    }
+
+    pub fn add_assign(&mut self, other: &Storage) -> Result<()> {
+        let this = self;
+        same_backend!((this, other) => Cpu { this.add_assign(other) })
+    }
+
+    pub fn sgd_step(&mut self, grad: &Storage, momentum: &mut Storage, step: &SgdStep) -> Result<()> {
+        let this = self;
+        same_backend!((this, grad, momentum) => Cpu { this.sgd_step(grad, momentum, step) })
+    }
+
+    pub fn adamw_step(&mut self, grad: &Storage, m: &mut Storage, v: &mut Storage, step: &AdamWStep) -> Result<()> {
+        let this = self;
+        same_backend!((this, grad, m, v) => Cpu { this.adamw_step(grad, m, v, step) })
+    }
+}

@@ -1,0 +1,23 @@
+//! mlrpl-engine: a CLIP-based multi-label recogniser with partial labels,
+//! trained by its own reverse-mode autograd on a CPU or CUDA backend.
+//!
+//! Layout (see `docs/design.md`):
+//! * [`tensor`]: shapes, dtypes and the [`Tensor`] handle.
+//! * [`backend`]: the storage-level [`backend::BackendStorage`] trait and its
+//!   CPU implementation (the reference); the CUDA one slots in beside it.
+//! * [`autograd`]: the tape, no-grad scopes and `backward`.
+//! * [`ops`]: differentiable ops, each with its backward.
+//! * [`optim`]: SGD, AdamW and learning-rate schedules.
+//! * [`kernels`]: the CUDA kernels embedded by `build.rs`.
+
+pub mod autograd;
+pub mod backend;
+pub mod device;
+pub mod kernels;
+pub mod ops;
+pub mod optim;
+pub mod rng;
+pub mod tensor;
+
+pub use device::Device;
+pub use tensor::{DType, Shape, Tensor};

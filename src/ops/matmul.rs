@@ -1,0 +1,99 @@
+//! Matrix products: `matmul` (batched, broadcasting a 2-D operand over the
+//! other's batch) and `linear` (x W^T + b, PyTorch's weight layout).
+
+use super::{check_float_operands, grad_if};
+use crate::autograd;
+use crate::backend::GemmSpec;
+use crate::tensor::{Shape, Tensor};
+use anyhow::{bail, Result};
+
+impl Tensor {
+    /// `self` [..., m, k] @ `rhs` [..., k, n]. Batch dims must match, or one
+    /// side must be 2-D (it is reused for every batch entry).
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        gemm(self, rhs, false, false)
+    }
+
+    /// `self` [..., in] @ `weight`^T + `bias`, with weight [out, in] and bias [out].
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        if weight.rank() != 2 {
+            bail!("linear: weight must be 2-D [out, in], got shape {}", weight.shape());
+        }
+        let y = gemm(self, weight, false, true)?;
+        match bias {
+            Some(b) if b.dims() != [weight.dims()[0]] => {
+                bail!("linear: bias shape {} does not match weight shape {}", b.shape(), weight.shape())
+            }
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `op(a) @ op(b)` where `op` transposes the last two dims when asked.
+fn gemm(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    check_float_operands("matmul", &[a, b])?;
+    let shape_error = || anyhow::anyhow!(
+        "matmul: shapes {} and {} do not multiply{}",
+        a.shape(),
+        b.shape(),
+        if trans_b { " (second operand transposed)" } else { "" }
+    );
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(shape_error());
+    }
+    let last_two = |t: &Tensor, trans: bool| {
+        let d = t.dims();
+        let (r, c) = (d[d.len() - 2], d[d.len() - 1]);
+        if trans { (c, r) } else { (r, c) }
+    };
+    let ((m, k), (k2, n)) = (last_two(a, trans_a), last_two(b, trans_b));
+    if k != k2 {
+        return Err(shape_error());
+    }
+    let a_batch = &a.dims()[..a.rank() - 2];
+    let b_batch = &b.dims()[..b.rank() - 2];
+    // A shared 2-D right operand: fold a's batch into its rows, one big GEMM.
+    if b_batch.is_empty() && !a_batch.is_empty() && !trans_a {
+        let rows: usize = a_batch.iter().product::<usize>() * m;
+        let flat = gemm(&a.reshape([rows, k])?, b, false, trans_b)?;
+        let mut dims = a_batch.to_vec();
+        dims.extend([m, n]);
+        return flat.reshape(dims);
+    }
+    let batch_dims = if a_batch == b_batch || b_batch.is_empty() {
+        a_batch
+    } else if a_batch.is_empty() {
+        b_batch
+    } else {
+        return Err(shape_error());
+    };
+    let spec = GemmSpec {
+        batch: batch_dims.iter().product(),
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
+        b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
+    };
+    let storage = a.storage().gemm(&b.storage(), &spec)?;
+    let mut dims = batch_dims.to_vec();
+    dims.extend([m, n]);
+    let out = Tensor::op_output(storage, Shape::new(dims), &[a, b]);
+    let (lhs, rhs) = (a.clone(), b.clone());
+    autograd::record(&out, &[a, b], move |g, needs| {
+        let (a, b) = (&lhs, &rhs);
+        // C = op(A) op(B): dA and dB are GEMMs of g with the other operand,
+        // summed over the batch where that operand was shared.
+        let da = grad_if(needs[0], || {
+            if trans_a { gemm(b, g, trans_b, true) } else { gemm(g, b, false, !trans_b) }?.sum_to(a.shape())
+        })?;
+        let db = grad_if(needs[1], || {
+            if trans_b { gemm(g, a, true, trans_a) } else { gemm(a, g, !trans_a, false) }?.sum_to(b.shape())
+        })?;
+        Ok(vec![da, db])
+    });
+    Ok(out)
+}

@@ -1,0 +1,69 @@
+//! Optimizers over parameter groups, and learning-rate schedules. Updates
+//! run as one backend primitive per parameter (a fused kernel on CUDA), in
+//! place on the parameter and its state; optimizer state is f32.
+
+mod adamw;
+mod schedule;
+mod sgd;
+
+pub use adamw::AdamW;
+pub use schedule::{CosineSchedule, Warmup};
+pub use sgd::Sgd;
+
+use crate::tensor::{DType, Tensor, TensorId};
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+
+/// Parameters sharing optimizer settings; `weight_decay` overrides the
+/// optimizer's default (e.g. 0 for the logit scale and biases).
+#[derive(Clone, Debug)]
+pub struct ParamGroup {
+    pub params: Vec<Tensor>,
+    pub weight_decay: Option<f32>,
+}
+
+impl ParamGroup {
+    pub fn new(params: Vec<Tensor>) -> Self {
+        ParamGroup { params, weight_decay: None }
+    }
+
+    pub fn no_decay(params: Vec<Tensor>) -> Self {
+        ParamGroup { params, weight_decay: Some(0.0) }
+    }
+}
+
+pub trait Optimizer {
+    /// Applies one update to every parameter that has a gradient.
+    fn step(&mut self) -> Result<()>;
+    fn lr(&self) -> f32;
+    fn set_lr(&mut self, lr: f32);
+    fn groups(&self) -> &[ParamGroup];
+
+    fn zero_grad(&self) {
+        self.groups().iter().flat_map(|g| &g.params).for_each(Tensor::zero_grad);
+    }
+}
+
+fn check_groups(groups: &[ParamGroup]) -> Result<()> {
+    for p in groups.iter().flat_map(|g| &g.params) {
+        if !p.is_parameter() {
+            bail!("optimizer: {p:?} is not a parameter (use Tensor::into_parameter)");
+        }
+    }
+    Ok(())
+}
+
+/// Zero-initialised f32 state tensors, one per parameter, made on first use.
+#[derive(Default, Debug)]
+struct StateBuffers(HashMap<TensorId, Tensor>);
+
+impl StateBuffers {
+    fn get(&mut self, param: &Tensor) -> Result<Tensor> {
+        if let Some(t) = self.0.get(&param.id()) {
+            return Ok(t.clone());
+        }
+        let t = Tensor::zeros(param.shape().clone(), DType::F32, param.device())?;
+        self.0.insert(param.id(), t.clone());
+        Ok(t)
+    }
+}

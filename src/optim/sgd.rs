@@ -1,0 +1,52 @@
+//! SGD with momentum and weight decay, as `torch.optim.SGD` (dampening 0,
+//! no Nesterov): g += wd p; m = mu m + g; p -= lr m.
+
+use super::{check_groups, Optimizer, ParamGroup, StateBuffers};
+use crate::backend::SgdStep;
+use anyhow::Result;
+
+#[derive(Debug)]
+pub struct Sgd {
+    groups: Vec<ParamGroup>,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    momentum_buffers: StateBuffers,
+}
+
+impl Sgd {
+    pub fn new(groups: Vec<ParamGroup>, lr: f32, momentum: f32, weight_decay: f32) -> Result<Self> {
+        check_groups(&groups)?;
+        Ok(Sgd { groups, lr, momentum, weight_decay, momentum_buffers: StateBuffers::default() })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        for group in &self.groups {
+            let step = SgdStep {
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: group.weight_decay.unwrap_or(self.weight_decay),
+            };
+            for p in &group.params {
+                let Some(grad) = p.grad() else { continue };
+                let buffer = self.momentum_buffers.get(p)?;
+                p.storage_mut().sgd_step(&grad.storage(), &mut buffer.storage_mut(), &step)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Side-by-side CPU GEMM benchmark: the engine's gemm_f32 (benches/gemm.rs)
+# against PyTorch's CPU torch.matmul (tools/bench_torch_matmul.py), same
+# shapes, same thread count, alternating rounds in one run. Prints a table
+# with the ratio engine/torch and writes docs/benchmarks/gemm-cpu.md.
+#
+# Usage: tools/bench-gemm.sh [--rounds N] [--runs N] [--warmup N]
+#                            [--wait-idle SECS] [--out FILE | --no-write]
+#
+#   --rounds N       engine/torch rounds, alternating (default 3); each figure
+#                    reported is the median over rounds of per-round medians.
+#   --runs N         timed runs per shape per round (default 15).
+#   --warmup N       untimed runs per shape per round first (default 3).
+#   --wait-idle S    before each round wait up to S seconds (default 300) for
+#                    the other processes on the machine to use < 10% CPU; the
+#                    load seen is recorded in the report either way.
+#   --out FILE       markdown report (default docs/benchmarks/gemm-cpu.md).
+#   --no-write       print the report, write nothing under docs/.
+#
+# Environment: CARGO_TARGET_DIR (default ./target-bench), PYTHON (a Python that
+# can create the venv, default python3), BENCH_VENV (default ./.venv-bench).
+#
+# The venv gets the plain `torch` wheel from PyPI: a CUDA build (several GiB
+# with its nvidia-* dependencies) whose CPU path (MKL / oneDNN) is the same as
+# the CPU-only build's; no GPU is needed or used.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ROUNDS=3
+RUNS=15
+WARMUP=3
+WAIT_IDLE=300
+OUT="docs/benchmarks/gemm-cpu.md"
+WRITE=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --runs) RUNS="$2"; shift 2 ;;
+        --warmup) WARMUP="$2"; shift 2 ;;
+        --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        --no-write) WRITE=0; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-gemm: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-bench}"
+VENV="${BENCH_VENV:-$ROOT/.venv-bench}"
+PY="$VENV/bin/python"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-gemm.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# --- PyTorch venv -----------------------------------------------------------
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+    echo "== setting up $VENV with torch from PyPI (large download)"
+    [[ -x "$PY" ]] || "${PYTHON:-python3}" -m venv "$VENV"
+    "$PY" -m pip install --quiet --upgrade pip
+    "$PY" -m pip install --quiet torch numpy
+fi
+
+# --- build the engine benchmark first, so no round pays for compiling ------
+echo "== building benches/gemm.rs (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+cargo bench --bench gemm --no-run
+
+# Fraction of CPU time (0-100) used by everything on the machine over 1 s.
+cpu_busy() {
+    local a b
+    read -r -a a < <(head -1 /proc/stat)
+    sleep 1
+    read -r -a b < <(head -1 /proc/stat)
+    local total=0 idle i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    idle=$((b[4] - a[4] + b[5] - a[5]))
+    if ((total <= 0)); then echo 0; else echo $(((100 * (total - idle)) / total)); fi
+}
+
+wait_idle() {
+    local start=$SECONDS busy
+    while :; do
+        busy=$(cpu_busy)
+        if ((busy < 10)) || ((SECONDS - start >= WAIT_IDLE)); then
+            echo "$busy"
+            return
+        fi
+        echo "   machine busy (${busy}% CPU), waiting..." >&2
+        sleep 4
+    done
+}
+
+# The OPENBLAS_* tuning some environments set is meant for OpenBLAS/numpy;
+# torch uses MKL, but unset it for the torch process anyway.
+TORCH_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    busy=$(wait_idle)
+    echo "$busy" > "$WORK/busy-$r"
+    echo "== round $r/$ROUNDS (other load before the round: ${busy}% CPU): engine"
+    cargo bench --quiet --bench gemm -- --runs "$RUNS" --warmup "$WARMUP" --json "$WORK/engine-$r.json"
+    echo "== round $r/$ROUNDS: torch"
+    "${TORCH_ENV[@]}" "$PY" tools/bench_torch_matmul.py --runs "$RUNS" --warmup "$WARMUP" --json "$WORK/torch-$r.json"
+done
+
+# --- summary ----------------------------------------------------------------
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || true)"
+if [[ -z "$COMMIT" ]]; then
+    COMMIT="uncommitted"
+elif [[ -n "$(git status --porcelain -- src benches Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+    COMMIT="$COMMIT (+ uncommitted changes)"
+fi
+export BENCH_WORK="$WORK" BENCH_ROUNDS="$ROUNDS" BENCH_RUNS="$RUNS" BENCH_WARMUP="$WARMUP" BENCH_COMMIT="$COMMIT"
+export BENCH_CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+export BENCH_CORES="$(nproc)"
+export BENCH_FLAGS="$(grep -m1 -o -w -E 'avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+export BENCH_CPUFAM="$(lscpu | sed -n 's/^CPU family:[[:space:]]*//p' | head -1)"
+export BENCH_KERNEL="$(uname -sr)"
+export BENCH_RUSTC="$(rustc --version)"
+export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+export BENCH_CMD="tools/bench-gemm.sh --rounds $ROUNDS --runs $RUNS --warmup $WARMUP"
+
+"$PY" - "$WRITE" "$OUT" <<'EOF'
+import json, os, statistics, sys
+
+write, out = sys.argv[1] == "1", sys.argv[2]
+E = os.environ
+work, rounds = E["BENCH_WORK"], int(E["BENCH_ROUNDS"])
+eng = [json.load(open(f"{work}/engine-{r}.json")) for r in range(1, rounds + 1)]
+tor = [json.load(open(f"{work}/torch-{r}.json")) for r in range(1, rounds + 1)]
+busy = [open(f"{work}/busy-{r}").read().strip() for r in range(1, rounds + 1)]
+
+def per_shape(docs):
+    d = {}
+    for doc in docs:
+        for res in doc["results"]:
+            d.setdefault(res["name"], []).append(res)
+    return d
+
+E_, T_ = per_shape(eng), per_shape(tor)
+names = [res["name"] for res in eng[0]["results"]]
+rows = []
+for name in names:
+    e, t = E_[name], T_.get(name)
+    if not t:
+        continue
+    eg = [x["gflops"] for x in e]
+    tg = [x["gflops"] for x in t]
+    em, tm = statistics.median(eg), statistics.median(tg)
+    x = e[0]
+    rows.append({
+        "name": name, "what": x["what"],
+        "shape": f'{x["m"]}x{x["k"]}x{x["n"]}' + (" (B^T)" if x["trans_b"] else ""),
+        "eng": em, "tor": tm, "ratio": em / tm,
+        "eng_all": eg, "tor_all": tg,
+        "eng_ms": statistics.median(y["median_s"] for y in e) * 1e3,
+        "tor_ms": statistics.median(y["median_s"] for y in t) * 1e3,
+        "err": max(y["check_err"] for y in e),
+    })
+
+fmt = lambda xs: " / ".join(f"{v:.0f}" for v in xs)
+head = rows[0] if rows and rows[0]["name"] == "square-1024" else None
+verdict = ""
+if head:
+    ok = head["ratio"] >= 0.70
+    verdict = (f'**1024x1024x1024: engine {head["eng"]:.1f} GFLOP/s vs torch {head["tor"]:.1f} GFLOP/s '
+               f'= {100 * head["ratio"]:.0f}% of torch — requirement (>= 70%) '
+               f'{"met" if ok else "NOT met"}.**')
+
+table = ["| shape (m x k x n) | what | engine GFLOP/s | torch GFLOP/s | engine / torch | engine ms | torch ms | engine per round | torch per round |",
+         "|---|---|---:|---:|---:|---:|---:|---|---|"]
+for r in rows:
+    table.append(f'| `{r["name"]}` {r["shape"]} | {r["what"]} | {r["eng"]:.1f} | {r["tor"]:.1f} | '
+                 f'{r["ratio"]:.2f} | {r["eng_ms"]:.2f} | {r["tor_ms"]:.2f} | {fmt(r["eng_all"])} | {fmt(r["tor_all"])} |')
+
+md = f"""# CPU GEMM: engine vs PyTorch
+
+{verdict}
+
+| | |
+|---|---|
+| date | {E["BENCH_DATE"]} |
+| device | {E["BENCH_CPU"]} (CPU family {E["BENCH_CPUFAM"]}), {E["BENCH_CORES"]} cores; ISA flags seen: {E["BENCH_FLAGS"].strip()} |
+| kernel | {E["BENCH_KERNEL"]} |
+| commit | {E["BENCH_COMMIT"]} |
+| command | `{E["BENCH_CMD"]}` |
+| engine | `mlrpl_engine::backend::cpu::gemm::gemm_f32` (`gemm` crate, rayon), {eng[0]["threads"]} threads, {E["BENCH_RUSTC"]}, `cargo bench` (release) |
+| torch | {tor[0]["torch_version"]}, `torch.matmul` on CPU, `torch.set_num_threads({tor[0]["threads"]})` |
+| torch BLAS | {tor[0]["blas"]} |
+| method | per round and shape: check against an f64 reference (max error / RMS <= 1e-4), {E["BENCH_WARMUP"]} warm-up runs, median of {E["BENCH_RUNS"]} timed runs; {rounds} rounds alternating engine / torch; figures are the median over rounds |
+| other CPU load before each round | {", ".join(b + "%" for b in busy)} |
+
+GFLOP/s = 2·m·n·k / median time; output allocation is inside the timed call on both sides.
+
+{chr(10).join(table)}
+"""
+print()
+print(md)
+if write:
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    notes_marker = "<!-- notes: kept across runs -->"
+    notes = ""
+    if os.path.exists(out):
+        old = open(out).read()
+        if notes_marker in old:
+            notes = old[old.index(notes_marker):]
+    with open(out, "w") as f:
+        f.write(md)
+        if notes:
+            f.write("\n" + notes)
+    print(f"wrote {out}")
+EOF
