@@ -8,6 +8,7 @@ use std::fmt;
 /// Where a tensor's storage lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Device {
+    /// The CPU backend (the reference).
     Cpu,
 }
 
@@ -23,7 +24,9 @@ impl fmt::Display for Device {
 pub enum DeviceRequest {
     /// The GPU when one is usable, else the CPU.
     Auto,
+    /// The CPU backend (the reference).
     Cpu,
+    /// A CUDA GPU, or a clear error when none is usable.
     Cuda,
 }
 

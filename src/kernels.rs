@@ -73,12 +73,20 @@ mod tests {
             "embedded modules differ from kernels/*.cu (stale build?)"
         );
 
+        let cfg_form = if cfg!(mlrpl_kernels = "fatbin") {
+            "fatbin"
+        } else if cfg!(mlrpl_kernels = "source") {
+            "source"
+        } else {
+            "unset"
+        };
+        assert_eq!(cfg_form, FORM, "cfg(mlrpl_kernels) disagrees with FORM");
+
         for name in &on_disk {
             let m = module(name).unwrap();
             match m.image {
                 KernelImage::Fatbin(bytes) => {
                     assert_eq!(FORM, "fatbin");
-                    assert!(cfg!(mlrpl_kernels = "fatbin"));
                     assert_eq!(
                         bytes.as_ptr() as usize % 16,
                         0,
@@ -93,7 +101,6 @@ mod tests {
                 }
                 KernelImage::Source(text) => {
                     assert_eq!(FORM, "source");
-                    assert!(cfg!(mlrpl_kernels = "source"));
                     let file = std::fs::read_to_string(format!("{dir}/{name}.cu")).unwrap();
                     assert_eq!(text, file, "{name}: embedded source is stale");
                 }

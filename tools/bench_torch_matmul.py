@@ -15,6 +15,7 @@ Usage:
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -36,9 +37,8 @@ def blas_backend():
     cfg = torch.__config__.show()
     lines = [l.strip(" -") for l in cfg.splitlines()]
     blas = [l for l in lines if "Math Kernel Library" in l or "OpenBLAS" in l or "MKL-DNN" in l]
-    info = [p.strip() for l in lines for p in l.split(",") if p.strip().startswith(("BLAS_INFO", "CPU capability"))]
-    cap = [l for l in lines if l.startswith("CPU capability")]
-    return "; ".join(blas + info + cap)
+    info = re.findall(r"BLAS_INFO=\w+", cfg) + [l for l in lines if l.startswith("CPU capability")]
+    return "; ".join(dict.fromkeys(blas + info))
 
 
 def main():
