@@ -12,8 +12,11 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod clip;
+pub mod data;
 pub mod device;
 pub mod kernels;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;

@@ -1,0 +1,99 @@
+//! CLIP sizes, inferred from the weight shapes alone (no config file), for
+//! any ViT CLIP: B/32, B/16, L/14 or a small random test model.
+
+use crate::nn::WeightMap;
+use anyhow::{bail, Context, Result};
+
+/// Head width of every OpenAI CLIP transformer: heads = width / 64.
+pub const HEAD_WIDTH: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VisionConfig {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub patch: usize,
+    /// Patches per side at the checkpoint's native resolution.
+    pub grid: usize,
+    pub embed_dim: usize,
+}
+
+impl VisionConfig {
+    pub fn resolution(&self) -> usize {
+        self.patch * self.grid
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextConfig {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub embed_dim: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClipConfig {
+    pub vision: VisionConfig,
+    pub text: TextConfig,
+}
+
+/// Number of consecutive `{prefix}{i}.` blocks present, i = 0, 1, ...
+fn count_blocks(w: &WeightMap, prefix: &str) -> usize {
+    (0..).take_while(|i| w.contains(&format!("{prefix}{i}.attn.in_proj_weight"))).count()
+}
+
+fn heads(w: &WeightMap, key: &str, width: usize) -> Result<usize> {
+    match w.metadata().get(key) {
+        Some(v) => v.parse().with_context(|| format!("{}: metadata `{key}` = {v:?} is not a count", w.source().display())),
+        None if width % HEAD_WIDTH == 0 => Ok(width / HEAD_WIDTH),
+        None => bail!("{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata", w.source().display()),
+    }
+}
+
+impl ClipConfig {
+    /// Infers sizes from a map in OpenAI's naming. Head counts are width/64
+    /// as in OpenAI's models unless the file's metadata has `vision_heads` /
+    /// `text_heads`.
+    pub fn infer(w: &WeightMap) -> Result<ClipConfig> {
+        let src = w.source().display();
+        let conv = w.dims_of("visual.conv1.weight")?;
+        let &[width, 3, patch, patch_w] = conv.as_slice() else {
+            bail!("{src}: `visual.conv1.weight` has shape {conv:?}; expected [width, 3, patch, patch]");
+        };
+        if patch != patch_w {
+            bail!("{src}: non-square patches {patch} x {patch_w} are not supported");
+        }
+        let positions = w.dims_of("visual.positional_embedding")?[0];
+        let grid = ((positions.saturating_sub(1)) as f64).sqrt().round() as usize;
+        if grid * grid + 1 != positions {
+            bail!("{src}: `visual.positional_embedding` has {positions} rows, not 1 + a square number of patches");
+        }
+        let vision = VisionConfig {
+            width,
+            layers: count_blocks(w, "visual.transformer.resblocks."),
+            heads: heads(w, "vision_heads", width)?,
+            patch,
+            grid,
+            embed_dim: w.dims_of("visual.proj")?[1],
+        };
+        let text_width = w.dims_of("ln_final.weight")?[0];
+        let text = TextConfig {
+            width: text_width,
+            layers: count_blocks(w, "transformer.resblocks."),
+            heads: heads(w, "text_heads", text_width)?,
+            context_length: w.dims_of("positional_embedding")?[0],
+            vocab_size: w.dims_of("token_embedding.weight")?[0],
+            embed_dim: w.dims_of("text_projection")?[1],
+        };
+        if vision.layers == 0 || text.layers == 0 {
+            bail!("{src}: no transformer blocks found (vision {}, text {})", vision.layers, text.layers);
+        }
+        if vision.embed_dim != text.embed_dim {
+            bail!("{src}: image embedding width {} differs from text embedding width {}", vision.embed_dim, text.embed_dim);
+        }
+        Ok(ClipConfig { vision, text })
+    }
+}
