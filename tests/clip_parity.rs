@@ -86,3 +86,18 @@ fn truncating_text_to_the_longest_eot_changes_nothing() {
     let truncated = clip.text.encode(&short).unwrap();
     assert_close(&truncated, &full, "truncated vs full context");
 }
+
+#[test]
+fn initialised_weights_build_a_clip_whose_sizes_are_inferred_back() {
+    use mlrpl_engine::clip::{init::init_weights, ClipConfig, TextConfig, VisionConfig};
+    let config = ClipConfig {
+        vision: VisionConfig { width: 64, layers: 1, heads: 1, patch: 8, grid: 2, embed_dim: 16 },
+        text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 8, vocab_size: 50, embed_dim: 16 },
+    };
+    let a = init_weights(&config, 3, &Device::Cpu).unwrap();
+    let clip = Clip::from_weights(a.clone()).unwrap();
+    assert_eq!(clip.config, config);
+    let b = init_weights(&config, 3, &Device::Cpu).unwrap();
+    let w = "visual.transformer.resblocks.0.attn.in_proj_weight";
+    assert_eq!(a.get(w).unwrap().to_vec().unwrap(), b.get(w).unwrap().to_vec().unwrap(), "seeded");
+}

@@ -2,6 +2,7 @@
 //! Face's namings with sizes inferred from the shapes, and the BPE tokenizer.
 
 pub mod config;
+pub mod init;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;
