@@ -1,5 +1,7 @@
 //! The `mlrpl-engine` command line.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use mlrpl_engine::device::{self, DeviceRequest};
 use std::process::ExitCode;
@@ -23,23 +25,17 @@ enum Command {
     Eval,
     /// Predict the categories of images with a trained checkpoint.
     Predict,
-    /// Encode images and texts with a CLIP checkpoint.
-    Encode,
+    /// Encode images and texts with a CLIP checkpoint (embeddings as safetensors).
+    Encode(cli::encode::EncodeArgs),
+    /// Zero-shot classification of images with CLIP and the prompt "a photo of a {}.".
+    ZeroShot(cli::zero_shot::ZeroShotArgs),
     /// Run the kernel and end-to-end benchmarks.
     Bench,
 }
 
-impl Command {
-    /// The project issue that implements the command.
-    fn planned_in(&self) -> (&'static str, u32) {
-        match self {
-            Command::Train => ("train", 4),
-            Command::Eval => ("eval", 4),
-            Command::Predict => ("predict", 4),
-            Command::Encode => ("encode", 3),
-            Command::Bench => ("bench", 6),
-        }
-    }
+/// A command that a later issue implements.
+fn not_yet(name: &str, issue: u32) -> anyhow::Result<()> {
+    anyhow::bail!("`{name}` is not implemented in this build yet (planned in issue {issue})")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,8 +43,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(notice) = &selection.notice {
         eprintln!("{notice}");
     }
-    let (name, issue) = cli.command.planned_in();
-    anyhow::bail!("`{name}` is not implemented in this build yet (planned in issue {issue}); the engine core is in place")
+    match cli.command {
+        Command::Encode(args) => cli::encode::run(args, &selection.device),
+        Command::ZeroShot(args) => cli::zero_shot::run(args, &selection.device),
+        Command::Train => not_yet("train", 4),
+        Command::Eval => not_yet("eval", 4),
+        Command::Predict => not_yet("predict", 4),
+        Command::Bench => not_yet("bench", 6),
+    }
 }
 
 fn main() -> ExitCode {

@@ -9,6 +9,8 @@ output folder (default tests/fixtures/):
   clip_openai.safetensors  weights in OpenAI's state-dict naming, stored f16
   clip_hf.safetensors      the same weights in Hugging Face naming, stored bf16
   clip_io.safetensors      inputs, per-block activations and outputs (f32)
+  clip_input.png           an image at the model's resolution, with its
+                           embeddings in clip_io (`png_*`), for `encode`
 
 Weights are rounded to values exact in both f16 and bf16, so both files hold
 the same model and one set of outputs serves both. Every file's
@@ -25,14 +27,18 @@ import argparse
 import json
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 import clip.model as openai_clip
 from transformers import CLIPConfig, CLIPModel
 
 FORMAT_VERSION = 1
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128, vision_patch_size=8,
              context_length=77, vocab_size=1000, transformer_width=64, transformer_heads=2, transformer_layers=2)
@@ -186,6 +192,12 @@ def main():
     images_big = torch.randn(2, 3, big_res, big_res, generator=gen)
     tokens = token_batch(cfg, gen)
 
+    pixels = torch.randint(0, 256, (res, res, 3), generator=gen, dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save(os.path.join(args.out, "clip_input.png"))
+    # torchvision's ToTensor + Normalize, in f32 (no resampling: already R x R).
+    png = pixels.permute(2, 0, 1).float() / 255.0
+    png = ((png - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)).unsqueeze(0)
+
     vision_blocks = []
     dense = visual_tokens(model.visual, images, blocks=vision_blocks)
     image_embeds = model.encode_image(images)
@@ -210,7 +222,8 @@ def main():
 
     io = {"images": images, "images_big": images_big, "tokens": tokens.float(),
           "image_embeds": image_embeds, "dense_tokens": dense, "dense_tokens_big": dense_big,
-          "text_embeds": text_embeds}
+          "text_embeds": text_embeds, "png_image_embeds": model.encode_image(png),
+          "png_dense_tokens": visual_tokens(model.visual, png)}
     for i, a in enumerate(vision_blocks):
         io[f"vision_block_{i}"] = a
     for i, a in enumerate(text_acts):

@@ -1,0 +1,76 @@
+//! `mlrpl-engine zero-shot`: CLIP's zero-shot baseline, each image scored
+//! against every class name with the prompt "a photo of a {}.".
+
+use super::{encode_texts, over_image_batches};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mlrpl_engine::autograd::no_grad;
+use mlrpl_engine::clip::Clip;
+use mlrpl_engine::data::image::Preprocess;
+use mlrpl_engine::Device;
+use std::path::PathBuf;
+
+/// The hand-written prompt of CLIP's zero-shot evaluation.
+pub const PROMPT: &str = "a photo of a {}.";
+
+/// CLIP's fixed logit scale (100) when a checkpoint stores none.
+const DEFAULT_LOGIT_SCALE: f32 = 100.0;
+
+#[derive(Args, Debug)]
+pub struct ZeroShotArgs {
+    /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
+    #[arg(long)]
+    clip: PathBuf,
+    /// Class names, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// A file with one class name per line (instead of --classes).
+    #[arg(long)]
+    classes_file: Option<PathBuf>,
+    /// An image to classify; repeatable.
+    #[arg(long = "image", required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+}
+
+fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
+    let mut names: Vec<String> = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    if let Some(path) = &args.classes_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
+        names.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+    }
+    if names.is_empty() {
+        bail!("zero-shot: give class names with --classes or --classes-file");
+    }
+    Ok(names)
+}
+
+/// Prints, per image, the top-k classes by softmax probability over
+/// `logit_scale * cos(image, "a photo of a {class}.")`, as JSON lines.
+pub fn run(args: ZeroShotArgs, device: &Device) -> Result<()> {
+    let classes = class_names(&args)?;
+    let _no_grad = no_grad();
+    let clip = Clip::load(&args.clip, device)?;
+    let prompts: Vec<String> = classes.iter().map(|c| PROMPT.replace("{}", c)).collect();
+    let text = encode_texts(&clip, &prompts)?.l2_normalize()?;
+    let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
+    let image = over_image_batches(&args.images, mode, |x| clip.vision.encode(x))?.l2_normalize()?;
+    let scale = match &clip.logit_scale {
+        Some(log_scale) => log_scale.scalar()?.exp(),
+        None => DEFAULT_LOGIT_SCALE,
+    };
+    let probs = image.matmul(&text.transpose(0, 1)?)?.scale(scale)?.softmax()?.to_vec()?;
+    for (path, row) in args.images.iter().zip(probs.chunks(classes.len())) {
+        let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<serde_json::Value> = ranked
+            .iter()
+            .take(args.top_k)
+            .map(|&(c, p)| serde_json::json!({ "class": classes[c], "probability": p }))
+            .collect();
+        println!("{}", serde_json::json!({ "image": path.display().to_string(), "top": top }));
+    }
+    Ok(())
+}

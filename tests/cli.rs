@@ -1,0 +1,145 @@
+//! The command line: help and device selection, `encode` against PyTorch's
+//! CLIP on an image at the model's resolution, `zero-shot`, and one clear
+//! line (never a panic) for bad input.
+
+use mlrpl_engine::autograd::no_grad;
+use mlrpl_engine::clip::init::init_weights;
+use mlrpl_engine::clip::tokenizer::Tokenizer;
+use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
+use mlrpl_engine::nn::WeightMap;
+use mlrpl_engine::{Device, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn engine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mlrpl-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
+    let diff: f64 = g.iter().zip(&w).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(diff / norm <= 1e-4, "{what}: relative error {:e}", diff / norm);
+}
+
+/// A random CLIP with the full BPE vocabulary (for text through the real
+/// tokenizer), saved to a scratch file.
+fn full_vocab_clip() -> PathBuf {
+    let path = scratch("full-vocab.safetensors");
+    let config = ClipConfig {
+        vision: VisionConfig { width: 64, layers: 1, heads: 1, patch: 8, grid: 4, embed_dim: 16 },
+        text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 77, vocab_size: 49408, embed_dim: 16 },
+    };
+    let w = init_weights(&config, 1, &Device::Cpu).unwrap();
+    let tensors: Vec<_> = w.names().map(|n| (n.to_string(), w.get(n).unwrap())).collect();
+    WeightMap::save(&path, &tensors, Default::default()).unwrap();
+    path
+}
+
+#[test]
+fn help_lists_the_commands_and_device_cuda_fails_in_one_line() {
+    let help = String::from_utf8(engine(&["--help"]).stdout).unwrap();
+    for command in ["train", "eval", "predict", "encode", "zero-shot", "bench", "--device"] {
+        assert!(help.contains(command), "--help lacks {command}");
+    }
+    assert!(engine(&["--version"]).status.success());
+    if !matches!(mlrpl_engine::device::probe_cuda(), mlrpl_engine::device::CudaProbe::Found { .. }) {
+        let out = engine(&["--device", "cuda", "train"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: --device cuda"), "{err}");
+    }
+}
+
+#[test]
+fn encode_matches_pytorch_clip_on_an_image_at_model_resolution() {
+    let out_path = scratch("encode.safetensors");
+    let clip = fixture("clip_openai.safetensors");
+    let image = fixture("clip_input.png");
+    let out = engine(&[
+        "--device", "cpu", "encode", "--clip", clip.to_str().unwrap(), "--image", image.to_str().unwrap(),
+        "--image", image.to_str().unwrap(), "--dense", "--out", out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = WeightMap::load(&out_path, &Device::Cpu).unwrap();
+    let want = WeightMap::load(&fixture("clip_io.safetensors"), &Device::Cpu).unwrap();
+    let twice = |name: &str| {
+        let t = want.get(name).unwrap();
+        Tensor::concat(&[&t, &t], 0).unwrap()
+    };
+    assert_close(&got.get("image_embeds").unwrap(), &twice("png_image_embeds"), "image_embeds");
+    assert_close(&got.get("dense_tokens").unwrap(), &twice("png_dense_tokens"), "dense_tokens");
+    assert!(!got.contains("text_embeds"));
+}
+
+#[test]
+fn encode_text_is_the_tokenizer_then_the_text_tower() {
+    let clip_path = full_vocab_clip();
+    let out_path = scratch("encode-text.safetensors");
+    let texts = ["a photo of a hair drier.", "Two dogs & a CAT!"];
+    let out = engine(&[
+        "encode", "--clip", clip_path.to_str().unwrap(), "--text", texts[0], "--text", texts[1], "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = WeightMap::load(&out_path, &Device::Cpu).unwrap().get("text_embeds").unwrap();
+    let _no_grad = no_grad();
+    let clip = Clip::load(&clip_path, &Device::Cpu).unwrap();
+    let tokenizer = Tokenizer::embedded().unwrap();
+    let tokens: Vec<Vec<u32>> = texts.iter().map(|t| tokenizer.tokenize(t, 77).unwrap()).collect();
+    assert_close(&got, &clip.text.encode(&tokens).unwrap(), "text_embeds");
+}
+
+#[test]
+fn zero_shot_prints_ranked_probabilities_per_image() {
+    let clip_path = full_vocab_clip();
+    let image = fixture("clip_input.png");
+    let out = engine(&[
+        "zero-shot", "--clip", clip_path.to_str().unwrap(), "--classes", "cat,dog,hair drier", "--image",
+        image.to_str().unwrap(), "--top-k", "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = line["top"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    let (p0, p1) = (top[0]["probability"].as_f64().unwrap(), top[1]["probability"].as_f64().unwrap());
+    assert!(p0 >= p1 && p0 + p1 <= 1.0 + 1e-6 && p1 > 0.0, "{line}");
+}
+
+#[test]
+fn a_broken_image_or_weight_file_is_one_line_naming_the_file() {
+    let clip = fixture("clip_openai.safetensors");
+    let broken = scratch("broken.jpg");
+    std::fs::write(&broken, b"\xFF\xD8\xFF\xE0 truncated").unwrap();
+    let missing_weights = scratch("no-such-weights.safetensors");
+    let cases: [(&[&str], &Path); 2] = [
+        (&["encode", "--clip", clip.to_str().unwrap(), "--image", broken.to_str().unwrap(), "--out", "/dev/null"], &broken),
+        (&["encode", "--clip", missing_weights.to_str().unwrap(), "--text", "x", "--out", "/dev/null"], &missing_weights),
+    ];
+    for (args, named) in cases {
+        let out = engine(args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+        assert!(error_lines[0].contains(named.to_str().unwrap()), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
