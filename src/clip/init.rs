@@ -11,7 +11,7 @@ use crate::tensor::{DType, Tensor};
 use anyhow::Result;
 
 /// CLIP's initial temperature: logit_scale = ln(1 / 0.07).
-pub const INITIAL_LOGIT_SCALE: f32 = 2.659_260_1;
+pub const INITIAL_LOGIT_SCALE: f32 = 2.659_26;
 
 struct Init<'a> {
     weights: WeightMap,

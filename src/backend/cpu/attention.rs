@@ -26,7 +26,7 @@ fn scores(q: &[f32], k: &[f32], spec: &AttentionSpec) -> Vec<f32> {
 }
 
 /// Per head: the slices of q (or out), and of k and v.
-fn head_slices<'a>(x: &'a [f32], h: usize, len: usize, d: usize) -> &'a [f32] {
+fn head_slices(x: &[f32], h: usize, len: usize, d: usize) -> &[f32] {
     &x[h * len * d..(h + 1) * len * d]
 }
 
