@@ -831,3 +831,33 @@ fn no_grad_forward_matches_and_records_nothing() {
     assert!(!out.requires_grad());
     assert_eq!(out.to_vec().unwrap(), with_grad);
 }
+
+/// The decoupling scores with fc3/fc4 collapsed against DESIGN.md §2.3
+/// written literally: z = tanh(x * t) materialised, then fc3, then fc4.
+#[test]
+fn decoupling_scores_match_literal_fc3_fc4() {
+    let mut rng = Rng::new(140);
+    let (b, c, n, d) = (2, 3, 5, 6);
+    let x = rng.normal_vec(b * n * d, 1.0);
+    let t = rng.normal_vec(c * d, 1.0);
+    let w3 = rng.normal_vec(d * d, 0.4);
+    let b3 = rng.normal_vec(d, 0.3);
+    let w4 = rng.normal_vec(d, 0.4);
+    let b4 = rng.normal_vec(1, 0.3);
+    let mut want = vec![0.0f64; b * c * n];
+    for bi in 0..b {
+        for ci in 0..c {
+            for ni in 0..n {
+                let z: Vec<f64> = (0..d).map(|k| (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh()).collect();
+                let h: Vec<f64> = (0..d)
+                    .map(|o| b3[o] as f64 + (0..d).map(|i| w3[o * d + i] as f64 * z[i]).sum::<f64>())
+                    .collect();
+                want[(bi * c + ci) * n + ni] = b4[0] as f64 + (0..d).map(|o| w4[o] as f64 * h[o]).sum::<f64>();
+            }
+        }
+    }
+    let u = tensor(w4.clone(), &[1, d]).matmul(&tensor(w3, &[d, d])).unwrap().reshape([d]).unwrap();
+    let shift = tensor(w4, &[1, d]).matmul(&tensor(b3, &[d, 1])).unwrap().add(&tensor(b4, &[1, 1])).unwrap();
+    let got = tensor(x, &[b, n, d]).decoupling_scores(&tensor(t, &[c, d]), &u).unwrap().add(&shift.reshape([1]).unwrap()).unwrap();
+    assert_tensor("decoupling scores", &got, &want, &[b, c, n], F32_TOL);
+}

@@ -564,3 +564,30 @@ fn grad_bf16_parameters_match_f32_gradients() {
         assert_close(&format!("bf16 gradient of input {i}"), a, &to_f64(b), BF16_TOL);
     }
 }
+
+#[test]
+fn grad_decoupling_scores() {
+    let mut rng = Rng::new(270);
+    let (b, c, n, d) = (2, 3, 4, 5);
+    let x = Input::randn(&mut rng, &[b, n, d], 1.0);
+    let t = Input::randn(&mut rng, &[c, d], 1.0);
+    let u = Input::randn(&mut rng, &[d], 0.5);
+    gradcheck("decoupling_scores", 270, &[x, t, u], |p| p[0].decoupling_scores(&p[1], &p[2]));
+}
+
+/// The whole module head: scores, softmax over positions, pooling, through
+/// the collapsed fc3/fc4 parameters.
+#[test]
+fn grad_decoupling_through_fc3_fc4_and_pooling() {
+    let mut rng = Rng::new(271);
+    let (b, c, n, d) = (2, 3, 4, 5);
+    let x = Input::randn(&mut rng, &[b, n, d], 1.0);
+    let t = Input::randn(&mut rng, &[c, d], 1.0);
+    let w3 = Input::randn(&mut rng, &[d, d], 0.4);
+    let w4 = Input::randn(&mut rng, &[1, d], 0.4);
+    gradcheck("decoupling head", 271, &[x, t, w3, w4], |p| {
+        let u = p[3].matmul(&p[2])?.reshape([d])?;
+        let a = p[0].decoupling_scores(&p[1], &u)?.softmax()?;
+        a.matmul(&p[0])
+    });
+}

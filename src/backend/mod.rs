@@ -69,6 +69,15 @@ pub struct AttentionSpec {
     pub scale: f32,
 }
 
+/// Sizes of a semantic-decoupling score computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecouplingDims {
+    pub batch: usize,
+    pub classes: usize,
+    pub positions: usize,
+    pub width: usize,
+}
+
 /// Optimizer hyper-parameters for one update of one tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdStep {
@@ -135,6 +144,12 @@ pub trait BackendStorage: Sized {
     /// Returns (dq, dk, dv), recomputing probabilities from `lse`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)>;
+    /// Semantic-decoupling scores (DESIGN.md §2.3 with fc3/fc4 collapsed):
+    /// `s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k])` for x [B, N, d],
+    /// t [C, d], u [d]; never materialises the [B, C, N, d] tensor.
+    fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self>;
+    /// Returns (dx, dt, du) given the gradient of the scores [B, C, N].
+    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)>;
     /// Mean BCE-with-logits over entries whose label is +1 or -1 (0 = unknown);
     /// a one-element loss, 0 when no label is known.
     fn masked_bce(&self, labels: &Self) -> Result<Self>;
@@ -324,6 +339,17 @@ impl Storage {
         same_backend!((q, k, v, out, lse, grad) => Cpu {
             let (dq, dk, dv) = CpuStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
             Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
+        })
+    }
+
+    pub fn decoupling_scores(x: &Storage, t: &Storage, u: &Storage, dims: &DecouplingDims) -> Result<Storage> {
+        same_backend!((x, t, u) => Cpu { Ok(Storage::Cpu(CpuStorage::decoupling_scores(x, t, u, dims)?)) })
+    }
+
+    pub fn decoupling_scores_backward(x: &Storage, t: &Storage, u: &Storage, grad: &Storage, dims: &DecouplingDims) -> Result<(Storage, Storage, Storage)> {
+        same_backend!((x, t, u, grad) => Cpu {
+            let (dx, dt, du) = CpuStorage::decoupling_scores_backward(x, t, u, grad, dims)?;
+            Ok((Storage::Cpu(dx), Storage::Cpu(dt), Storage::Cpu(du)))
         })
     }
 

@@ -6,6 +6,7 @@
 mod attention;
 mod binary;
 mod cast;
+mod decoupling;
 mod index;
 mod layout;
 mod loss;

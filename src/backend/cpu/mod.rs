@@ -4,6 +4,7 @@
 //! narrows the result back to the dtype of its first float input.
 
 mod attention;
+mod decoupling;
 mod elementwise;
 pub mod gemm;
 mod layout;
@@ -12,7 +13,7 @@ mod norm;
 mod optim;
 mod resize;
 
-use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, GemmSpec, SgdStep, UnaryOp};
+use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, SgdStep, UnaryOp};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 use half::{bf16, f16};
@@ -200,6 +201,15 @@ impl BackendStorage for CpuStorage {
         let (dq, dk, dv) =
             attention::backward(&q.f32s(), &k.f32s(), &v.f32s(), &out.f32s(), &lse.f32s(), &grad.f32s(), spec);
         Ok((q.like(dq), k.like(dk), v.like(dv)))
+    }
+
+    fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self> {
+        Ok(x.like(decoupling::scores(&x.f32s(), &t.f32s(), &u.f32s(), dims)))
+    }
+
+    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)> {
+        let (dx, dt, du) = decoupling::scores_backward(&x.f32s(), &t.f32s(), &u.f32s(), &grad.f32s(), dims);
+        Ok((x.like(dx), t.like(dt), u.like(du)))
     }
 
     fn masked_bce(&self, labels: &Self) -> Result<Self> {
