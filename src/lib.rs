@@ -16,6 +16,8 @@ pub mod clip;
 pub mod data;
 pub mod device;
 pub mod kernels;
+pub mod mlrpl;
+pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;

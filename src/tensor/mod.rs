@@ -141,6 +141,18 @@ impl Tensor {
         Ok(Tensor::build(self.0.storage.clone(), self.shape().clone(), self.device().clone(), true, true))
     }
 
+    /// Overwrites this tensor's values in place with `src`'s (same shape;
+    /// converted to this dtype). For loading parameters and optimizer state;
+    /// records nothing on the tape.
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            bail!("copy_from: source shape {} differs from destination shape {}", src.shape(), self.shape());
+        }
+        let values = src.storage().to_dtype(self.dtype())?;
+        *self.storage_mut() = values;
+        Ok(())
+    }
+
     /// The same data with no autograd history.
     pub fn detach(&self) -> Tensor {
         self.with_shape(self.shape().clone(), false)

@@ -1,0 +1,58 @@
+//! The semantic decoupling module (DESIGN.md §2.3): each category's text
+//! feature decides where to look in the patch feature map, giving one
+//! visual feature per category.
+
+use super::uniform_parameter;
+use crate::device::Device;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use anyhow::Result;
+
+#[derive(Clone, Debug)]
+pub struct SemanticDecoupling {
+    /// fc1: D -> d, no bias ([d, D], PyTorch layout).
+    pub w1: Tensor,
+    /// fc2: D -> d, no bias.
+    pub w2: Tensor,
+    /// fc3: d -> d with bias b3.
+    pub w3: Tensor,
+    pub b3: Tensor,
+    /// fc4: d -> 1 with bias b4 ([1, d] and [1]).
+    pub w4: Tensor,
+    pub b4: Tensor,
+}
+
+impl SemanticDecoupling {
+    /// `nn.Linear`-style initialisation for embedding width `embed` and
+    /// decoupling width `width`.
+    pub fn new(embed: usize, width: usize, rng: &mut Rng, device: &Device) -> Result<Self> {
+        Ok(SemanticDecoupling {
+            w1: uniform_parameter(&[width, embed], embed, rng, device)?,
+            w2: uniform_parameter(&[width, embed], embed, rng, device)?,
+            w3: uniform_parameter(&[width, width], width, rng, device)?,
+            b3: uniform_parameter(&[width], width, rng, device)?,
+            w4: uniform_parameter(&[1, width], width, rng, device)?,
+            b4: uniform_parameter(&[1], width, rng, device)?,
+        })
+    }
+
+    pub fn parameters(&self) -> Vec<Tensor> {
+        vec![self.w1.clone(), self.w2.clone(), self.w3.clone(), self.b3.clone(), self.w4.clone(), self.b4.clone()]
+    }
+
+    /// Patch features X [B, N, D] and text features T [C, D] -> one visual
+    /// feature per category [B, C, D]:
+    /// `s = fc4(fc3(tanh(fc1(X) * fc2(T))))`, softmax over positions,
+    /// attention-weighted sum of X. fc3 and fc4 are collapsed
+    /// (`s = (W3^T w4) . z + w4 . b3 + b4`), so the [B, C, N, d] tensor z is
+    /// never built; the parameters stay as written.
+    pub fn forward(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
+        let width = self.w3.dims()[0];
+        let x = patches.linear(&self.w1, None)?;
+        let t = text.linear(&self.w2, None)?;
+        let u = self.w4.matmul(&self.w3)?.reshape([width])?;
+        let shift = self.w4.matmul(&self.b3.reshape([width, 1])?)?.reshape([1])?.add(&self.b4)?;
+        let attention = x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()?;
+        attention.matmul(patches)
+    }
+}

@@ -1,0 +1,98 @@
+//! The whole model: frozen CLIP towers, prompt learner, semantic decoupling
+//! and the cosine classifier with learnable scale and bias (DESIGN.md §2.4).
+
+use super::{PromptConfig, PromptLearner, SemanticDecoupling};
+use crate::autograd::no_grad;
+use crate::clip::tokenizer::Tokenizer;
+use crate::clip::Clip;
+use crate::optim::ParamGroup;
+use crate::rng::Rng;
+use crate::tensor::{DType, Tensor};
+use anyhow::{bail, Result};
+
+/// kappa = exp(log_kappa) starts at 20.
+const INITIAL_KAPPA: f32 = 20.0;
+/// beta starts at -5, so first predictions are not saturated.
+const INITIAL_BETA: f32 = -5.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlrplConfig {
+    pub prompt: PromptConfig,
+    /// Decoupling width d (default: CLIP's embedding width D).
+    pub decoupling_width: Option<usize>,
+    /// With `false`, every category uses the global image feature (the
+    /// "prompts only" baseline, `--no-sdm`).
+    pub use_sdm: bool,
+}
+
+impl Default for MlrplConfig {
+    fn default() -> Self {
+        MlrplConfig { prompt: PromptConfig::default(), decoupling_width: None, use_sdm: true }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MlrplModel {
+    pub clip: Clip,
+    pub class_names: Vec<String>,
+    pub prompts: PromptLearner,
+    pub sdm: Option<SemanticDecoupling>,
+    /// Scalar log of the cosine scale kappa.
+    pub log_kappa: Tensor,
+    /// Per-category bias [C].
+    pub beta: Tensor,
+}
+
+impl MlrplModel {
+    pub fn new(clip: Clip, class_names: Vec<String>, config: &MlrplConfig, rng: &mut Rng) -> Result<Self> {
+        let tokenizer = Tokenizer::shared()?;
+        let prompts = PromptLearner::new(&clip.text, tokenizer, &class_names, &config.prompt, rng)?;
+        let device = clip.text.token_embedding().device().clone();
+        let embed = clip.config.vision.embed_dim;
+        let sdm = match config.use_sdm {
+            true => Some(SemanticDecoupling::new(embed, config.decoupling_width.unwrap_or(embed), rng, &device)?),
+            false => None,
+        };
+        let log_kappa = Tensor::full(INITIAL_KAPPA.ln(), [1], DType::F32, &device)?.into_parameter()?;
+        let beta = Tensor::full(INITIAL_BETA, [class_names.len()], DType::F32, &device)?.into_parameter()?;
+        Ok(MlrplModel { clip, class_names, prompts, sdm, log_kappa, beta })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Optimizer groups: weight decay on the prompts and the decoupling
+    /// module, none on log_kappa and beta (DESIGN.md §2.5).
+    pub fn parameter_groups(&self) -> Vec<ParamGroup> {
+        let mut decayed = vec![self.prompts.ctx.clone()];
+        if let Some(sdm) = &self.sdm {
+            decayed.extend(sdm.parameters());
+        }
+        vec![ParamGroup::new(decayed), ParamGroup::no_decay(vec![self.log_kappa.clone(), self.beta.clone()])]
+    }
+
+    /// The frozen image encoder's outputs, recorded on no tape: the dense
+    /// tokens [B, 1 + N, D] (class token first).
+    pub fn image_tokens(&self, images: &Tensor) -> Result<Tensor> {
+        let _no_grad = no_grad();
+        self.clip.vision.encode_dense(images)
+    }
+
+    /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
+    pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let &[b, l, d] = tokens.dims() else { bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape()) };
+        let text = self.prompts.text_features(&self.clip.text)?;
+        let classes = self.num_classes();
+        let visual = match &self.sdm {
+            Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?,
+            None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?,
+        };
+        let cosine = visual.cosine_similarity(&text)?;
+        cosine.mul(&self.log_kappa.exp()?)?.add(&self.beta)
+    }
+
+    pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        self.logits_from_tokens(&self.image_tokens(images)?)
+    }
+}
