@@ -17,7 +17,6 @@ pub mod data;
 pub mod device;
 pub mod kernels;
 pub mod mlrpl;
-pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
