@@ -1,3 +1,5 @@
-//! Data: image decoding and preprocessing.
+//! Data: the dataset interface and its sources, image decoding and
+//! preprocessing.
 
+pub mod dataset;
 pub mod image;
