@@ -9,8 +9,13 @@ use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Tensor};
 use std::path::PathBuf;
 
+/// The fixture folder: tests/fixtures, or `MLRPL_CLIP_FIXTURES` for a manual
+/// check against full-size dumps (`tools/make_clip_dumps.py --full-size`).
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    match std::env::var_os("MLRPL_CLIP_FIXTURES") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name),
+    }
 }
 
 fn io() -> WeightMap {
@@ -38,10 +43,19 @@ fn check_model(file: &str, naming: Naming) {
     let io = io();
     let clip = Clip::load(&fixture(file), &Device::Cpu).unwrap();
     assert_eq!(clip.naming, naming);
+    // The sizes inferred from the shapes are the ones the dump was built with.
+    let built: serde_json::Value = serde_json::from_str(&io.metadata()["config"]).unwrap();
+    let size = |key: &str| built[key].as_u64().unwrap() as usize;
     let v = &clip.config.vision;
-    assert_eq!((v.width, v.layers, v.heads, v.patch, v.grid, v.embed_dim), (128, 2, 2, 8, 4, 32));
+    assert_eq!(
+        (v.width, v.layers, v.heads, v.patch, v.grid * v.patch, v.embed_dim),
+        (size("vision_width"), size("vision_layers"), size("vision_width") / 64, size("vision_patch_size"), size("image_resolution"), size("embed_dim"))
+    );
     let t = &clip.config.text;
-    assert_eq!((t.width, t.layers, t.heads, t.context_length, t.vocab_size), (64, 2, 2, 77, 1000));
+    assert_eq!(
+        (t.width, t.layers, t.heads, t.context_length, t.vocab_size),
+        (size("transformer_width"), size("transformer_layers"), size("transformer_heads"), size("context_length"), size("vocab_size"))
+    );
 
     let images = io.get("images").unwrap();
     let mut blocks = Vec::new();
