@@ -2,7 +2,9 @@
 
 use super::{check_groups, Optimizer, ParamGroup, StateBuffers};
 use crate::backend::AdamWStep;
-use anyhow::Result;
+use crate::tensor::{DType, Tensor};
+use anyhow::{Context, Result};
+use std::collections::HashMap;
 
 #[derive(Debug)]
 pub struct AdamW {
@@ -64,5 +66,26 @@ impl Optimizer for AdamW {
 
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
+    }
+
+    fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut state = self.first_moments.export(&self.groups, "m");
+        state.extend(self.second_moments.export(&self.groups, "v"));
+        let device = self.groups.iter().flat_map(|g| &g.params).next().map(|p| p.device().clone());
+        if let Some(device) = device {
+            // f32 holds step counts exactly up to 2^24.
+            state.push(("step".to_string(), Tensor::full(self.step_count as f32, [1], DType::F32, &device)?));
+        }
+        Ok(state)
+    }
+
+    fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.first_moments.import(&self.groups, "m", state)?;
+        self.second_moments.import(&self.groups, "v", state)?;
+        self.step_count = match state.get("step") {
+            Some(step) => step.scalar().context("optimizer state `step`")? as u64,
+            None => 0,
+        };
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ pub use schedule::{CosineSchedule, Warmup};
 pub use sgd::Sgd;
 
 use crate::tensor::{DType, Tensor, TensorId};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 
 /// Parameters sharing optimizer settings; `weight_decay` overrides the
@@ -39,6 +39,13 @@ pub trait Optimizer {
     fn set_lr(&mut self, lr: f32);
     fn groups(&self) -> &[ParamGroup];
 
+    /// The optimizer state, named `p{i}.{kind}` with i the parameter's index
+    /// in group order, for checkpoints.
+    fn state_tensors(&self) -> Result<Vec<(String, Tensor)>>;
+    /// Restores what [`Optimizer::state_tensors`] returned; a missing or
+    /// misshapen tensor is an error naming it.
+    fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+
     fn zero_grad(&self) {
         self.groups().iter().flat_map(|g| &g.params).for_each(Tensor::zero_grad);
     }
@@ -58,6 +65,29 @@ fn check_groups(groups: &[ParamGroup]) -> Result<()> {
 struct StateBuffers(HashMap<TensorId, Tensor>);
 
 impl StateBuffers {
+    /// The buffers that exist, named `p{i}.{kind}` in parameter order.
+    fn export(&self, groups: &[ParamGroup], kind: &str) -> Vec<(String, Tensor)> {
+        let params = groups.iter().flat_map(|g| &g.params);
+        params
+            .enumerate()
+            .filter_map(|(i, p)| self.0.get(&p.id()).map(|t| (format!("p{i}.{kind}"), t.clone())))
+            .collect()
+    }
+
+    /// Replaces the buffers with `p{i}.{kind}` entries of `state`; parameters
+    /// without an entry start from zero again.
+    fn import(&mut self, groups: &[ParamGroup], kind: &str, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.0.clear();
+        for (i, p) in groups.iter().flat_map(|g| &g.params).enumerate() {
+            let name = format!("p{i}.{kind}");
+            let Some(saved) = state.get(&name) else { continue };
+            let buffer = self.get(p)?;
+            buffer.copy_from(saved).with_context(|| format!("optimizer state `{name}`"))?;
+        }
+        Ok(())
+    }
+
+
     fn get(&mut self, param: &Tensor) -> Result<Tensor> {
         if let Some(t) = self.0.get(&param.id()) {
             return Ok(t.clone());

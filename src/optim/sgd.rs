@@ -3,7 +3,9 @@
 
 use super::{check_groups, Optimizer, ParamGroup, StateBuffers};
 use crate::backend::SgdStep;
+use crate::tensor::Tensor;
 use anyhow::Result;
+use std::collections::HashMap;
 
 #[derive(Debug)]
 pub struct Sgd {
@@ -48,5 +50,13 @@ impl Optimizer for Sgd {
 
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
+    }
+
+    fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.momentum_buffers.export(&self.groups, "momentum"))
+    }
+
+    fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.momentum_buffers.import(&self.groups, "momentum", state)
     }
 }
