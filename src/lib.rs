@@ -16,6 +16,7 @@ pub mod clip;
 pub mod data;
 pub mod device;
 pub mod kernels;
+pub mod metrics;
 pub mod mlrpl;
 pub mod nn;
 pub mod ops;
