@@ -36,8 +36,23 @@ impl SemanticDecoupling {
         })
     }
 
+    /// The parameters under PyTorch-style names (fc1..fc4).
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        [
+            ("fc1.weight", &self.w1),
+            ("fc2.weight", &self.w2),
+            ("fc3.weight", &self.w3),
+            ("fc3.bias", &self.b3),
+            ("fc4.weight", &self.w4),
+            ("fc4.bias", &self.b4),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect()
+    }
+
     pub fn parameters(&self) -> Vec<Tensor> {
-        vec![self.w1.clone(), self.w2.clone(), self.w3.clone(), self.b3.clone(), self.w4.clone(), self.b4.clone()]
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
     /// Patch features X [B, N, D] and text features T [C, D] -> one visual

@@ -62,14 +62,25 @@ impl MlrplModel {
         self.class_names.len()
     }
 
+    /// Every trainable tensor with its checkpoint name (docs/checkpoints.md),
+    /// weight-decayed ones first.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut named = vec![("prompt.ctx".to_string(), self.prompts.ctx.clone())];
+        if let Some(sdm) = &self.sdm {
+            named.extend(sdm.named_parameters().into_iter().map(|(n, t)| (format!("sdm.{n}"), t)));
+        }
+        named.push(("classifier.log_kappa".to_string(), self.log_kappa.clone()));
+        named.push(("classifier.beta".to_string(), self.beta.clone()));
+        named
+    }
+
     /// Optimizer groups: weight decay on the prompts and the decoupling
     /// module, none on log_kappa and beta (DESIGN.md §2.5).
     pub fn parameter_groups(&self) -> Vec<ParamGroup> {
-        let mut decayed = vec![self.prompts.ctx.clone()];
-        if let Some(sdm) = &self.sdm {
-            decayed.extend(sdm.parameters());
-        }
-        vec![ParamGroup::new(decayed), ParamGroup::no_decay(vec![self.log_kappa.clone(), self.beta.clone()])]
+        let (no_decay, decayed): (Vec<_>, Vec<_>) =
+            self.named_parameters().into_iter().partition(|(name, _)| name.starts_with("classifier."));
+        let tensors = |v: Vec<(String, Tensor)>| v.into_iter().map(|(_, t)| t).collect();
+        vec![ParamGroup::new(tensors(decayed)), ParamGroup::no_decay(tensors(no_decay))]
     }
 
     /// The frozen image encoder's outputs, recorded on no tape: the dense
