@@ -23,6 +23,7 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use tensor::{DType, Shape, Tensor};

@@ -20,11 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train the MLR-PL model (semantic decoupling + category-specific prompts) on a dataset with partial labels.
-    Train,
-    /// Evaluate a checkpoint on a split: mAP, CP, CR, CF1, OP, OR, OF1.
-    Eval,
-    /// Predict the categories of images with a trained checkpoint.
-    Predict,
+    Train(Box<cli::train::TrainArgs>),
+    /// Evaluate a checkpoint on a split: mAP, CP, CR, CF1, OP, OR, OF1 and their top-3 versions.
+    Eval(cli::evaluate::EvalArgs),
+    /// Predict the categories of images with a trained checkpoint (JSON out).
+    Predict(cli::evaluate::PredictArgs),
     /// Encode images and texts with a CLIP checkpoint (embeddings as safetensors).
     Encode(cli::encode::EncodeArgs),
     /// Zero-shot classification of images with CLIP and the prompt "a photo of a {}.".
@@ -46,9 +46,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Encode(args) => cli::encode::run(args, &selection.device),
         Command::ZeroShot(args) => cli::zero_shot::run(args, &selection.device),
-        Command::Train => not_yet("train", 4),
-        Command::Eval => not_yet("eval", 4),
-        Command::Predict => not_yet("predict", 4),
+        Command::Train(args) => cli::train::run(*args, &selection.device),
+        Command::Eval(args) => cli::evaluate::run_eval(args, &selection.device),
+        Command::Predict(args) => cli::evaluate::run_predict(args, &selection.device),
         Command::Bench => not_yet("bench", 6),
     }
 }

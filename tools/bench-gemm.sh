@@ -201,6 +201,10 @@ for name in names:
         "err": max(y["check_err"] for y in e),
     })
 
+noisy = [r for r, b in enumerate(busy, 1) if int(b[1]) >= 10 or int(b[2]) >= 10]
+warning = (f"\n> **Warning:** other processes took >= 10% of the CPU during round(s) "
+           f"{', '.join(map(str, noisy))}; these figures are disturbed, rerun on an idle machine.\n"
+           if noisy else "")
 fmt = lambda xs: " / ".join(f"{v:.0f}" for v in xs)
 head = rows[0] if rows and rows[0]["name"] == "square-1024" else None
 verdict = ""
@@ -219,7 +223,7 @@ for r in rows:
 md = f"""# CPU GEMM: engine vs PyTorch
 
 {verdict}
-
+{warning}
 | | |
 |---|---|
 | date | {E["BENCH_DATE"]} |

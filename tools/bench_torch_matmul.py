@@ -24,7 +24,7 @@ import torch
 
 # (name, what, m, k, n, trans_b) -- keep in step with CASES in benches/gemm.rs.
 CASES = [
-    ("square-1024", "headline 1024x1024x1024", 1024, 1024, 1024, False),
+    ("square-1024", "headline shape of the requirement", 1024, 1024, 1024, False),
     ("proj-512x768x768", "512 rows through a 768->768 projection", 512, 768, 768, False),
     ("vit-mlp-fc1", "ViT-B/16@448 MLP fc1: 785 tokens, 768->3072", 785, 768, 3072, False),
     ("vit-mlp-fc2", "ViT-B/16@448 MLP fc2: 785 tokens, 3072->768", 785, 3072, 768, False),

@@ -1,6 +1,9 @@
 //! Subcommand implementations of the `mlrpl-engine` binary.
 
+pub mod data;
 pub mod encode;
+pub mod evaluate;
+pub mod train;
 pub mod zero_shot;
 
 use anyhow::{bail, Result};

@@ -1,0 +1,168 @@
+//! `mlrpl-engine eval` and `mlrpl-engine predict`: a trained checkpoint on a
+//! dataset split, or on images.
+
+use super::data::{clip_of_checkpoint, DataArgs, Part};
+use super::train::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use mlrpl_engine::clip::Clip;
+use mlrpl_engine::data::augment::{augmented_chw, Augment};
+use mlrpl_engine::data::image::load_rgb;
+use mlrpl_engine::mlrpl::MlrplModel;
+use mlrpl_engine::rng::Rng;
+use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions};
+use mlrpl_engine::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+/// A trained model rebuilt from its checkpoint: CLIP (the one the
+/// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
+fn load_model(path: &Path, clip: Option<&PathBuf>, device: &Device) -> Result<(MlrplModel, usize)> {
+    let loaded = checkpoint::load(path, device)?;
+    let state = &loaded.state;
+    let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
+        .with_context(|| format!("{}: no model configuration in the checkpoint state", path.display()))?;
+    let clip = match clip {
+        Some(p) => Clip::load(p, device)?,
+        None => clip_of_checkpoint(&state.clip, device)?,
+    };
+    let image_size = model_args.image_size.unwrap_or(clip.config.vision.resolution());
+    let model = MlrplModel::new(clip, state.class_names.clone(), &model_args.config(), &mut Rng::new(0))?;
+    checkpoint::restore_params(&model.named_parameters(), &loaded.params, &path.display().to_string())?;
+    Ok((model, image_size))
+}
+
+fn inference_options(image_size: usize, batch_size: usize, skip_bad_images: bool) -> TrainOptions {
+    TrainOptions {
+        epochs: 1,
+        batch_size,
+        lr: 0.0,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        warmup_epochs: 0,
+        warmup_lr: 0.0,
+        image_size,
+        cutout: false,
+        workers: 0,
+        seed: 0,
+        log_every: 1,
+        skip_bad_images,
+        progress: false,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EvalSplit {
+    Train,
+    Test,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint state file (checkpoint-best.json) or a run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// CLIP weights, when not where the checkpoint says.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
+    split: EvalSplit,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print every class's AP.
+    #[arg(long)]
+    per_class_ap: bool,
+}
+
+/// Image side of the embedded set, as `train` uses it.
+const EMBEDDED_IMAGE_SIZE: usize = 64;
+
+pub fn run_eval(args: EvalArgs, device: &Device) -> Result<()> {
+    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device)?;
+    let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
+    let dataset = args.data.open(part, EMBEDDED_IMAGE_SIZE)?;
+    if dataset.class_names() != model.class_names.as_slice() {
+        bail!("the checkpoint's classes differ from {}'s", dataset.describe());
+    }
+    let indices: Vec<usize> = (0..dataset.len()).collect();
+    let options = inference_options(image_size, args.batch_size, args.data.skip_bad_images);
+    let metrics = evaluate_split(&model, &dataset, &indices, None, &options)?;
+    println!("{} ({} images):", dataset.describe(), indices.len());
+    println!("{}", metrics.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A checkpoint state file (checkpoint-best.json) or a run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// CLIP weights, when not where the checkpoint says.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// An image (JPEG or PNG); repeatable.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// A folder whose .jpg/.jpeg/.png files are all predicted.
+    #[arg(long)]
+    folder: Option<PathBuf>,
+    /// Probability at or above which a category is reported as present.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Write the JSON here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).with_context(|| format!("cannot read folder {}", folder.display()))? {
+        let path = entry.with_context(|| format!("cannot read folder {}", folder.display()))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Per image: the categories at or above the threshold and the top-k, with
+/// their probabilities, as one JSON array.
+pub fn run_predict(args: PredictArgs, device: &Device) -> Result<()> {
+    let mut paths = args.images.clone();
+    if let Some(folder) = &args.folder {
+        paths.extend(images_in(folder)?);
+    }
+    if paths.is_empty() {
+        bail!("predict: give --image or --folder");
+    }
+    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device)?;
+    let _no_grad = mlrpl_engine::autograd::no_grad();
+    let mut results = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(32) {
+        let mut values = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
+        for path in chunk {
+            values.extend(augmented_chw(&load_rgb(path)?, image_size, Augment::Eval, &mut Rng::new(0)));
+        }
+        let images = Tensor::from_vec(values, [chunk.len(), 3, image_size, image_size], device)?;
+        let probs = model.logits(&images)?.sigmoid()?.to_vec()?;
+        for (path, row) in chunk.iter().zip(probs.chunks(model.num_classes())) {
+            let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
+            let mut ranked: Vec<usize> = (0..row.len()).collect();
+            ranked.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let present: Vec<_> = ranked.iter().copied().filter(|&c| row[c] >= args.threshold).map(entry).collect();
+            let top: Vec<_> = ranked.iter().copied().take(args.top_k).map(entry).collect();
+            results.push(serde_json::json!({ "image": path.display().to_string(), "present": present, "top": top }));
+        }
+    }
+    let json = serde_json::to_string_pretty(&results)?;
+    match &args.out {
+        Some(out) => checkpoint::write_atomically(out, json.as_bytes())?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `mlrpl-engine train`: the MLR-PL model on a dataset with partial labels.
+
+use super::data::{load_clip, DataArgs, Part};
+use anyhow::{bail, Result};
+use clap::Args;
+use mlrpl_engine::data::loader::split_validation;
+use mlrpl_engine::data::partial::LabelMask;
+use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
+use mlrpl_engine::rng::Rng;
+use mlrpl_engine::train::{self, checkpoint, evaluate_split, Run, TrainData, TrainOptions};
+use mlrpl_engine::Device;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The model's shape: everything `eval` and `predict` need to rebuild it.
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct ModelArgs {
+    /// Context vectors per prompt (M).
+    #[arg(long, default_value_t = 16)]
+    pub n_ctx: usize,
+    /// One context shared by all categories (CoOp) instead of one per category.
+    #[arg(long)]
+    pub shared_ctx: bool,
+    /// Initialise the context from this phrase's token embeddings, e.g. "a photo of a".
+    #[arg(long)]
+    pub ctx_init: Option<String>,
+    /// Width d of the semantic decoupling module (default: CLIP's embedding width).
+    #[arg(long)]
+    pub decoupling_width: Option<usize>,
+    /// Prompts only: no semantic decoupling (every category sees the global image feature).
+    #[arg(long)]
+    pub no_sdm: bool,
+    /// Input resolution R (default: the CLIP's own; 448 is usual for COCO/VOC with ViT-B/16).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn config(&self) -> MlrplConfig {
+        MlrplConfig {
+            prompt: PromptConfig { n_ctx: self.n_ctx, shared_ctx: self.shared_ctx, ctx_init: self.ctx_init.clone() },
+            decoupling_width: self.decoupling_width,
+            use_sdm: !self.no_sdm,
+        }
+    }
+}
+
+#[derive(Args, Debug, Serialize)]
+pub struct TrainArgs {
+    /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Known-label proportion p: each training label is kept with probability p.
+    #[arg(long, default_value_t = 0.5)]
+    known_ratio: f64,
+    /// Reuse a saved label mask instead of sampling one.
+    #[arg(long)]
+    label_mask: Option<PathBuf>,
+    /// Seed of the label mask.
+    #[arg(long, default_value_t = 0)]
+    mask_seed: u64,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.002)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Epochs at the constant warm-up learning rate before the cosine decay.
+    #[arg(long, default_value_t = 1)]
+    warmup_epochs: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    warmup_lr: f32,
+    /// No Cutout augmentation.
+    #[arg(long)]
+    no_cutout: bool,
+    /// Fraction of the training split held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Data-loading threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder: checkpoints, label mask, metrics.jsonl.
+    #[arg(long, default_value = "runs/default")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Print the test AP of every class in the summary.
+    #[arg(long)]
+    per_class_ap: bool,
+    /// Steps between two lines of metrics.jsonl.
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+}
+
+/// Image side of the embedded set: the random small CLIP's resolution.
+const EMBEDDED_IMAGE_SIZE: usize = 64;
+
+pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
+    mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
+    if !args.resume && checkpoint::state_path(&args.run_dir, "last").exists() {
+        bail!(
+            "run folder {} already holds a run; continue it with --resume or choose another --run-dir",
+            args.run_dir.display()
+        );
+    }
+    let resume = if args.resume { Some(checkpoint::load(&args.run_dir, device)?) } else { None };
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), args.seed, device)?;
+    let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
+    let train_set = args.data.open(Part::Train, EMBEDDED_IMAGE_SIZE)?;
+    let test_set = args.data.open(Part::Test, EMBEDDED_IMAGE_SIZE)?;
+    if train_set.class_names() != test_set.class_names() {
+        bail!("the training and test splits have different classes");
+    }
+    let classes = train_set.class_names().to_vec();
+    let mask_path = args.run_dir.join("label-mask.json");
+    let mask = match (&args.label_mask, &resume) {
+        (Some(path), _) => LabelMask::load(path, train_set.len(), classes.len())?,
+        (None, Some(_)) => LabelMask::load(&mask_path, train_set.len(), classes.len())?,
+        (None, None) => LabelMask::sample(train_set.len(), classes.len(), args.known_ratio, args.mask_seed)?,
+    };
+    std::fs::create_dir_all(&args.run_dir)?;
+    mask.save(&mask_path)?;
+    let (train_indices, val_indices) = split_validation(train_set.len(), args.val_fraction, args.seed);
+    let model = MlrplModel::new(clip, classes, &args.model.config(), &mut Rng::new(args.seed))?;
+    let options = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        warmup_epochs: args.warmup_epochs,
+        warmup_lr: args.warmup_lr,
+        image_size,
+        cutout: !args.no_cutout,
+        workers: args.workers,
+        seed: args.seed,
+        log_every: args.log_every,
+        skip_bad_images: args.data.skip_bad_images,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    eprintln!(
+        "training on {} ({} images, {} for validation), {} classes, known-label proportion {:.2}, run folder {}",
+        train_set.describe(),
+        train_indices.len(),
+        val_indices.len(),
+        model.num_classes(),
+        mask.kept_fraction(),
+        args.run_dir.display()
+    );
+    let all_test: Vec<usize> = (0..test_set.len()).collect();
+    let untrained = evaluate_split(&model, &test_set, &all_test, None, &options)?;
+    let config = serde_json::to_value(&args)?;
+    let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
+    let run = Run { dir: args.run_dir.clone(), clip: clip_name, config };
+    let outcome = train::train(&model, &data, &options, &run, resume)?;
+    let best = checkpoint::load(&checkpoint::state_path(&args.run_dir, "best"), device)?;
+    checkpoint::restore_params(&model.named_parameters(), &best.params, "best checkpoint")?;
+    let tested = evaluate_split(&model, &test_set, &all_test, None, &options)?;
+    println!(
+        "best checkpoint: epoch {} (validation mAP {:.2}), {}",
+        outcome.best_epoch.unwrap_or(0),
+        100.0 * outcome.best_val_map.unwrap_or(0.0),
+        checkpoint::state_path(&args.run_dir, "best").display()
+    );
+    println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
+    println!("test split, trained model:\n{}", tested.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
+    Ok(())
+}

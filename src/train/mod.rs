@@ -1,0 +1,260 @@
+//! The training loop (DESIGN.md §2.5): SGD with momentum over the MLR-PL
+//! model's trainable tensors, warm-up then cosine decay per step, validation
+//! on a held-out part of the training split every epoch, the best and the
+//! last checkpoint kept, a JSON-lines metrics file, and `resume`.
+
+pub mod checkpoint;
+
+use crate::data::augment::Augment;
+use crate::data::dataset::MultiLabelDataset;
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::partial::LabelMask;
+use crate::metrics::{evaluate, MultiLabelMetrics};
+use crate::mlrpl::MlrplModel;
+use crate::optim::{CosineSchedule, Optimizer, Sgd, Warmup};
+use anyhow::{bail, Context, Result};
+use checkpoint::TrainState;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Probability at or above which a category counts as predicted.
+pub const THRESHOLD: f32 = 0.5;
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub warmup_epochs: usize,
+    /// The constant learning rate of the warm-up epochs.
+    pub warmup_lr: f32,
+    pub image_size: usize,
+    pub cutout: bool,
+    pub workers: usize,
+    pub seed: u64,
+    /// Steps between two lines of the metrics file.
+    pub log_every: usize,
+    pub skip_bad_images: bool,
+    /// Print a progress line to stderr.
+    pub progress: bool,
+}
+
+/// What a run trains and validates on.
+pub struct TrainData {
+    pub dataset: Arc<dyn MultiLabelDataset>,
+    pub train_indices: Vec<usize>,
+    /// Held out of the training split; selects the best checkpoint.
+    pub val_indices: Vec<usize>,
+    pub mask: Arc<LabelMask>,
+}
+
+/// Where a run writes, and what its checkpoints record about it.
+pub struct Run {
+    pub dir: PathBuf,
+    pub clip: String,
+    pub config: serde_json::Value,
+}
+
+pub struct Outcome {
+    pub best_val_map: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+}
+
+/// Sigmoid probabilities [N, C] of `indices` and their labels (after
+/// `mask` when given), in order, with no augmentation and no tape.
+pub fn predict(
+    model: &MlrplModel,
+    dataset: &Arc<dyn MultiLabelDataset>,
+    indices: &[usize],
+    mask: Option<Arc<LabelMask>>,
+    options: &TrainOptions,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let _no_grad = crate::autograd::no_grad();
+    let loader = Loader::new(
+        dataset.clone(),
+        indices.to_vec(),
+        LoaderOptions {
+            batch_size: options.batch_size,
+            workers: options.workers,
+            image_size: options.image_size,
+            augment: Augment::Eval,
+            label_mask: mask,
+            skip_bad_images: options.skip_bad_images,
+            ..LoaderOptions::default()
+        },
+    )?;
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for batch in loader {
+        let batch = batch?;
+        scores.extend(model.logits(&batch.images)?.sigmoid()?.to_vec()?);
+        labels.extend(batch.labels.to_vec()?);
+    }
+    Ok((scores, labels))
+}
+
+/// Evaluates `indices` of `dataset` (mAP and the threshold metrics).
+pub fn evaluate_split(
+    model: &MlrplModel,
+    dataset: &Arc<dyn MultiLabelDataset>,
+    indices: &[usize],
+    mask: Option<Arc<LabelMask>>,
+    options: &TrainOptions,
+) -> Result<MultiLabelMetrics> {
+    let (scores, labels) = predict(model, dataset, indices, mask, options)?;
+    evaluate(&scores, &labels, model.num_classes(), THRESHOLD)
+}
+
+fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open metrics file {}", path.display()))?;
+    writeln!(file, "{value}").with_context(|| format!("cannot write metrics file {}", path.display()))
+}
+
+/// Trains `model` for `options.epochs` epochs, from `resume` when given.
+pub fn train(
+    model: &MlrplModel,
+    data: &TrainData,
+    options: &TrainOptions,
+    run: &Run,
+    resume: Option<checkpoint::Loaded>,
+) -> Result<Outcome> {
+    if options.epochs == 0 || options.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if data.train_indices.is_empty() {
+        bail!("no training images");
+    }
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    let steps_per_epoch = if data.train_indices.len() >= options.batch_size {
+        data.train_indices.len() / options.batch_size
+    } else {
+        1
+    };
+    let schedule = CosineSchedule {
+        base_lr: options.lr,
+        min_lr: 0.0,
+        warmup: Warmup::Constant(options.warmup_lr),
+        warmup_steps: options.warmup_epochs * steps_per_epoch,
+        total_steps: options.epochs * steps_per_epoch,
+    };
+    let named = model.named_parameters();
+    let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
+    let mut state = TrainState {
+        format_version: checkpoint::FORMAT_VERSION,
+        epoch: 0,
+        step: 0,
+        best_val_map: None,
+        best_epoch: None,
+        seed: options.seed,
+        clip: run.clip.clone(),
+        class_names: model.class_names.clone(),
+        config: run.config.clone(),
+        tensors: String::new(),
+    };
+    if let Some(loaded) = resume {
+        if loaded.state.class_names != model.class_names {
+            bail!("--resume: the checkpoint's classes differ from this dataset's");
+        }
+        checkpoint::restore_params(&named, &loaded.params, "resumed checkpoint")?;
+        optimizer.load_state_tensors(&loaded.optimizer_state)?;
+        state = loaded.state;
+        eprintln!("resuming after epoch {} (step {})", state.epoch, state.step);
+    }
+    let metrics_path = run.dir.join("metrics.jsonl");
+    let train_options = LoaderOptions {
+        batch_size: options.batch_size,
+        shuffle: true,
+        seed: options.seed,
+        workers: options.workers,
+        image_size: options.image_size,
+        augment: Augment::Train { cutout: options.cutout },
+        drop_last: data.train_indices.len() >= options.batch_size,
+        label_mask: Some(data.mask.clone()),
+        skip_bad_images: options.skip_bad_images,
+        ..LoaderOptions::default()
+    };
+    let start_epoch = state.epoch;
+    for epoch in start_epoch..options.epochs {
+        let loader = Loader::new(
+            data.dataset.clone(),
+            data.train_indices.clone(),
+            LoaderOptions { epoch: epoch as u64, ..train_options.clone() },
+        )?;
+        let batches = loader.num_batches();
+        let started = Instant::now();
+        let (mut images_seen, mut loss_sum, mut loss_count) = (0usize, 0.0f64, 0usize);
+        for (i, batch) in loader.enumerate() {
+            let batch = batch?;
+            let lr = schedule.lr(state.step);
+            optimizer.set_lr(lr);
+            optimizer.zero_grad();
+            let loss = model.logits(&batch.images)?.masked_bce_with_logits(&batch.labels)?;
+            let value = loss.scalar()?;
+            if !value.is_finite() {
+                bail!("the loss became {value} at epoch {} step {}; try a lower --lr", epoch + 1, state.step);
+            }
+            loss.backward()?;
+            optimizer.step()?;
+            state.step += 1;
+            images_seen += batch.len();
+            loss_sum += value as f64;
+            loss_count += 1;
+            let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            if options.progress {
+                eprint!(
+                    "\repoch {}/{} [{:>4}/{batches}] loss {:.4} lr {lr:.2e} {rate:.1} img/s ",
+                    epoch + 1,
+                    options.epochs,
+                    i + 1,
+                    loss_sum / loss_count as f64
+                );
+            }
+            if state.step % options.log_every.max(1) == 0 {
+                append_line(
+                    &metrics_path,
+                    &serde_json::json!({ "epoch": epoch + 1, "step": state.step, "loss": value, "lr": lr, "images_per_s": rate }),
+                )?;
+            }
+        }
+        if options.progress {
+            eprintln!();
+        }
+        let val = evaluate_split(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options)
+            .context("validation")?;
+        state.epoch = epoch + 1;
+        let improved = state.best_val_map.is_none_or(|best| val.map > best);
+        if improved {
+            state.best_val_map = Some(val.map);
+            state.best_epoch = Some(state.epoch);
+        }
+        append_line(
+            &metrics_path,
+            &serde_json::json!({
+                "epoch": state.epoch, "step": state.step, "train_loss": loss_sum / loss_count.max(1) as f64,
+                "val_map": val.map, "val_cf1": val.cf1, "val_of1": val.of1, "best": improved,
+            }),
+        )?;
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, validation mAP {:.2}{}",
+            state.epoch,
+            options.epochs,
+            loss_sum / loss_count.max(1) as f64,
+            100.0 * val.map,
+            if improved { " (best so far)" } else { "" }
+        );
+        let optimizer_state = optimizer.state_tensors()?;
+        if improved {
+            checkpoint::save(&run.dir, "best", &named, &optimizer_state, &state)?;
+        }
+        checkpoint::save(&run.dir, "last", &named, &optimizer_state, &state)?;
+    }
+    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
+}
