@@ -738,3 +738,56 @@ fn all_sources_are_trait_objects() {
         assert!(s.image(0).is_ok(), "{}", s.describe());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Real data (ignored; needs the downloads)
+// ---------------------------------------------------------------------------
+
+/// `COCO_ROOT=/data/coco VOC_ROOT=/data/voc cargo test --release --test
+/// datasets -- --ignored --nocapture real_data`: opens the real sets (the
+/// ones whose variable is set), prints sizes, timings and label counts.
+#[test]
+#[ignore]
+fn real_data() {
+    use std::time::Instant;
+    let summary = |ds: &dyn MultiLabelDataset, secs: f64| {
+        let (mut pos, mut unk) = (0usize, 0usize);
+        for i in 0..ds.len() {
+            pos += ds.labels(i).iter().filter(|&&v| v == P).count();
+            unk += ds.labels(i).iter().filter(|&&v| v == U).count();
+        }
+        eprintln!(
+            "{}: {} images, {pos} positive and {unk} unknown labels, opened in {secs:.2} s",
+            ds.describe(),
+            ds.len()
+        );
+    };
+    if let Some(root) = std::env::var_os("COCO_ROOT") {
+        for split in [CocoSplit::Train2014, CocoSplit::Val2014] {
+            let t = Instant::now();
+            match CocoDataset::open(Path::new(&root), split, &opts(true)) {
+                Ok(ds) => {
+                    summary(&ds, t.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  {} without annotations; {:?}",
+                        ds.unannotated_count(),
+                        ds.skipped_missing_images().warning()
+                    );
+                }
+                Err(e) => eprintln!("{e:#}"),
+            }
+        }
+    }
+    if let Some(root) = std::env::var_os("VOC_ROOT") {
+        for split in ["trainval", "test"] {
+            let t = Instant::now();
+            match VocDataset::open(Path::new(&root), split, false, &opts(true)) {
+                Ok(ds) => {
+                    summary(&ds, t.elapsed().as_secs_f64());
+                    eprintln!("  {} difficult-only (image, class) pairs", ds.difficult_only_count());
+                }
+                Err(e) => eprintln!("{e:#}"),
+            }
+        }
+    }
+}

@@ -30,9 +30,8 @@ struct Tiny {
 impl Tiny {
     fn new(n: usize, classes: usize, side: usize, bad: &[usize]) -> Tiny {
         let mut rng = Rng::new(99);
-        let labels = (0..n)
-            .map(|_| (0..classes).map(|_| if rng.uniform() < 0.3 { 1.0 } else { -1.0 }).collect())
-            .collect();
+        let labels =
+            (0..n).map(|_| (0..classes).map(|_| if rng.uniform() < 0.3 { 1.0 } else { -1.0 }).collect()).collect();
         Tiny {
             classes: (0..classes).map(|c| format!("class{c}")).collect(),
             labels,
@@ -73,7 +72,11 @@ impl MultiLabelDataset for Tiny {
         let mut data = Vec::with_capacity(s * s * 3);
         for y in 0..s {
             for x in 0..s {
-                data.extend_from_slice(&[(index * 13 + x * 7) as u8, (index * 5 + y * 11) as u8, (x * y + index) as u8]);
+                data.extend_from_slice(&[
+                    (index * 13 + x * 7) as u8,
+                    (index * 5 + y * 11) as u8,
+                    (x * y + index) as u8,
+                ]);
             }
         }
         RgbImage::new(s, s, data)
@@ -256,7 +259,10 @@ fn an_unreadable_image_ends_the_epoch_with_an_error_naming_it() {
     let a = collect(&ds, all.clone(), o.clone());
     o.workers = 4;
     let b = collect(&ds, all.clone(), o);
-    assert_eq!(a.iter().map(|x| x.indices.clone()).collect::<Vec<_>>(), b.iter().map(|x| x.indices.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|x| x.indices.clone()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.indices.clone()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -305,7 +311,9 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     let img = RgbImage::new(side, side, data).unwrap();
     let n = 4000;
     let flips = (0..n)
-        .filter(|&i| augmented_rgb(&img, side, Augment::Train { cutout: false }, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127)
+        .filter(|&i| {
+            augmented_rgb(&img, side, Augment::Train { cutout: false }, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127
+        })
         .count();
     let f = flips as f64 / n as f64;
     assert!((f - 0.5).abs() < 0.03, "flip fraction {f}");
@@ -341,7 +349,8 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     }
     assert!(colours.len() > n * 9 / 10, "fill colours should be random");
     // Expected side: cut = int(0.5 * 16 + 0.5) = 8, half 4, centre uniform, clipped.
-    let mean_len: f64 = (0..side).map(|c| (c + 4).min(side - 1) - c.saturating_sub(4) + 1).sum::<usize>() as f64 / side as f64;
+    let mean_len: f64 =
+        (0..side).map(|c| (c + 4).min(side - 1) - c.saturating_sub(4) + 1).sum::<usize>() as f64 / side as f64;
     let expected = mean_len * mean_len;
     let mean = area_sum as f64 / n as f64;
     assert!((mean - expected).abs() / expected < 0.03, "mean cutout area {mean}, expected {expected}");

@@ -31,7 +31,8 @@ fn kept_proportion_matches_the_ratio_over_100k_labels() {
         assert!((frac - p).abs() < 0.008, "p {p}: kept {frac}");
         assert!((mask.kept_fraction() - frac).abs() < 1e-12);
         // No structure: per-class and per-item halves agree with p too.
-        let first_classes = (0..1250).flat_map(|i| (0..40).map(move |c| (i, c))).filter(|&(i, c)| mask.is_kept(i, c)).count();
+        let first_classes =
+            (0..1250).flat_map(|i| (0..40).map(move |c| (i, c))).filter(|&(i, c)| mask.is_kept(i, c)).count();
         assert!((first_classes as f64 / 50_000.0 - p).abs() < 0.012, "p {p}: first half of classes");
     }
 }
@@ -117,7 +118,8 @@ fn save_and_load_round_trip() {
     assert_eq!(json["seed"], 42);
     assert!(json["mask_base64"].as_str().unwrap().len() == 1001usize.div_ceil(8).div_ceil(3) * 4);
     // No temporary file left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
@@ -127,10 +129,7 @@ fn wrong_shape_load_names_the_file_and_both_shapes() {
     let path = temp_path("wrong-shape");
     LabelMask::sample(1000, 80, 0.5, 0).unwrap().save(&path).unwrap();
     let err = LabelMask::load(&path, 82081, 80).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        format!("label mask {} is for 1000 x 80 labels, the dataset has 82081 x 80", path.display())
-    );
+    assert_eq!(err, format!("label mask {} is for 1000 x 80 labels, the dataset has 82081 x 80", path.display()));
     let err = LabelMask::load(&path, 1000, 20).unwrap_err().to_string();
     assert!(err.contains("1000 x 80") && err.contains("1000 x 20"), "{err}");
     std::fs::remove_dir_all(path.parent().unwrap()).ok();

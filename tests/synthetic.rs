@@ -364,8 +364,12 @@ fn speed_and_sample_grid() {
     let mut counts = [0usize; 5];
     let mut labels = 0usize;
     let mut dup = 0usize;
+    let mut per_class = [0usize; 10];
     for i in 0..big.len() {
         let sc = big.scene(i);
+        for (c, l) in sc.labels().into_iter().enumerate() {
+            per_class[c] += l as usize;
+        }
         counts[sc.objects.len()] += 1;
         let l = sc.labels().iter().filter(|&&b| b).count();
         labels += l;
@@ -377,6 +381,8 @@ fn speed_and_sample_grid() {
         labels as f64 / 20000.0,
         dup as f64 / 200.0
     );
+    let freq: Vec<f64> = per_class.iter().map(|&k| k as f64 / 20000.0).collect();
+    println!("per-class frequency over 20000: {freq:.3?}");
     let mut rng = Rng::new(0);
     for i in start..start + 2 {
         let smp = s.sample(i);

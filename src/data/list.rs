@@ -100,7 +100,7 @@ pub(crate) fn check_images(
     if !missing.is_empty() && !options.skip_missing_images {
         bail!(
             "image {} listed in {} not found ({} of {} listed images are missing; \
-             --skip-missing-images drops them)",
+             --skip-bad-images drops them)",
             missing[0].display(),
             listed_in.display(),
             missing.len(),

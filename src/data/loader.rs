@@ -171,7 +171,12 @@ fn warn_once(name: &str, error: &anyhow::Error) {
     static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let mut set = WARNED.get_or_init(|| Mutex::new(HashSet::new())).lock().unwrap_or_else(|e| e.into_inner());
     if set.insert(name.to_string()) {
-        eprintln!("warning: skipping unreadable image {name}: {error:#}");
+        let message = format!("{error:#}");
+        if message.contains(name) {
+            eprintln!("warning: skipping an unreadable image: {message}");
+        } else {
+            eprintln!("warning: skipping unreadable image {name}: {message}");
+        }
     }
 }
 
@@ -220,11 +225,8 @@ impl Loader {
         if let Some(mask) = &label_mask {
             mask.check_shape(len, num_classes)?;
         }
-        let workers = if workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            workers
-        };
+        let workers =
+            if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
         let order = Arc::new(epoch_order(&indices, shuffle, seed, epoch));
         let n = order.len();
         let num_batches = if drop_last { n / batch_size } else { n.div_ceil(batch_size) };
@@ -259,9 +261,7 @@ impl Loader {
             stop: stop.clone(),
             skipped: skipped.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("loader-assembler".into())
-            .spawn(move || assembler.run());
+        let handle = std::thread::Builder::new().name("loader-assembler".into()).spawn(move || assembler.run());
         let mut loader = Loader {
             rx: Some(batch_rx),
             threads,
@@ -396,7 +396,11 @@ struct Assembler {
 
 impl Assembler {
     fn empty(&self) -> RawBatch {
-        RawBatch { images: Vec::new(), labels: Vec::with_capacity(self.batch_size * self.num_classes), indices: Vec::with_capacity(self.batch_size) }
+        RawBatch {
+            images: Vec::new(),
+            labels: Vec::with_capacity(self.batch_size * self.num_classes),
+            indices: Vec::with_capacity(self.batch_size),
+        }
     }
 
     fn fail(&self, error: anyhow::Error) {
@@ -430,7 +434,11 @@ impl Assembler {
                         continue;
                     }
                     // The dataset's error names the file; add the item's name if it does not.
-                    let e = if format!("{e:#}").contains(&name) { e } else { e.context(format!("cannot load {name} (item {index})")) };
+                    let e = if format!("{e:#}").contains(&name) {
+                        e
+                    } else {
+                        e.context(format!("cannot load {name} (item {index})"))
+                    };
                     return self.fail(e);
                 }
             };

@@ -73,9 +73,7 @@ const BITS_DOC: &str =
 /// Checks a known-label proportion: it must lie in (0, 1].
 pub fn check_known_ratio(known_ratio: f64) -> Result<()> {
     if !(known_ratio > 0.0 && known_ratio <= 1.0) {
-        bail!(
-            "--known-ratio must be in (0, 1] (the proportion of training labels kept), got {known_ratio}"
-        );
+        bail!("--known-ratio must be in (0, 1] (the proportion of training labels kept), got {known_ratio}");
     }
     Ok(())
 }
@@ -99,7 +97,9 @@ impl LabelMask {
     /// `known_ratio`, from `Rng::new(seed)`, in item-major order.
     pub fn sample(num_items: usize, num_classes: usize, known_ratio: f64, seed: u64) -> Result<LabelMask> {
         check_known_ratio(known_ratio)?;
-        let total = num_items.checked_mul(num_classes).ok_or_else(|| anyhow!("label mask {num_items} x {num_classes} is too large"))?;
+        let total = num_items
+            .checked_mul(num_classes)
+            .ok_or_else(|| anyhow!("label mask {num_items} x {num_classes} is too large"))?;
         let mut bits = vec![0u8; total.div_ceil(8)];
         let mut rng = Rng::new(seed);
         let mut num_kept = 0;
@@ -219,17 +219,15 @@ impl LabelMask {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "mask".into());
         let tmp = path.with_file_name(format!(".{name}.tmp"));
         std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write label mask {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
-
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     }
 
     /// Reads a mask written by [`save`](Self::save) and checks that it is
     /// for `expected_items x expected_classes` labels. Every error names the
     /// file.
     pub fn load(path: &Path, expected_items: usize, expected_classes: usize) -> Result<LabelMask> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("cannot read label mask {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read label mask {}: {e}", path.display()))?;
         let file: MaskFile = serde_json::from_str(&text).map_err(|e| {
             anyhow!("label mask {} is not a valid mask file (JSON written by this engine): {e}", path.display())
         })?;
@@ -238,7 +236,11 @@ impl LabelMask {
             bail!("{} is not a label mask (format {:?}, expected {MASK_FORMAT:?})", path.display(), file.format);
         }
         if file.version != MASK_VERSION {
-            bail!("label mask {} has version {}, this engine reads version {MASK_VERSION}", path.display(), file.version);
+            bail!(
+                "label mask {} has version {}, this engine reads version {MASK_VERSION}",
+                path.display(),
+                file.version
+            );
         }
         check_known_ratio(file.known_ratio).map_err(|e| bad(format!("{e}")))?;
         let mut mask = LabelMask {
@@ -261,10 +263,7 @@ impl LabelMask {
             return Err(bad("bits set past the last label".into()));
         }
         let num_kept: usize = bits.iter().map(|b| b.count_ones() as usize).sum();
-        ensure!(
-            num_kept == file.num_kept,
-            bad(format!("{num_kept} labels kept, the header says {}", file.num_kept))
-        );
+        ensure!(num_kept == file.num_kept, bad(format!("{num_kept} labels kept, the header says {}", file.num_kept)));
         mask.bits = bits;
         mask.num_kept = num_kept;
         Ok(mask)
