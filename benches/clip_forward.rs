@@ -14,7 +14,8 @@
 //!
 //! Usage:
 //!   cargo bench --bench clip_forward -- --weights W.safetensors --io IO.safetensors
-//!       [--runs N] [--warmup N] [--json PATH] [--profile] [--profile-runs N]
+//!       [--runs N] [--warmup N] [--json PATH]
+//!       [--profile [--profile-runs N] [--split-bias]]
 //! Environment (the flags win): `CLIP_BENCH_WEIGHTS`, `CLIP_BENCH_IO`,
 //! `CLIP_BENCH_RUNS` (default 10), `CLIP_BENCH_WARMUP` (default 3),
 //! `CLIP_BENCH_JSON`, `CLIP_BENCH_PROFILE=1`; `RAYON_NUM_THREADS` sets the
@@ -23,8 +24,11 @@
 //! `--profile` adds an instrumented pass after the timing: the same forward
 //! rebuilt from the tower's public pieces (transformer blocks) and the raw
 //! weights (embedding, `ln_pre`, `ln_post`, `proj`), one public op at a time,
-//! each op's wall time summed by kind (GEMMs by shape, with GFLOP/s). It is
-//! checked against `expected` as well, and lands in the JSON under `profile`.
+//! each op's wall time summed by kind (linears by shape, with GFLOP/s), mean
+//! of `--profile-runs` passes (default 3). It is checked against `expected`
+//! as well, and lands in the JSON under `profile`. `Tensor::linear` is timed
+//! as one op (whatever the engine does for the bias); `--split-bias` times
+//! `linear` without bias and the bias `add` apart instead.
 
 use anyhow::{bail, Context, Result};
 use mlrpl_engine::autograd;
@@ -45,6 +49,7 @@ struct Options {
     json: Option<String>,
     profile: bool,
     profile_runs: usize,
+    split_bias: bool,
 }
 
 fn fail(msg: &str) -> ! {
@@ -63,6 +68,7 @@ fn parse_options() -> Options {
         json: env("CLIP_BENCH_JSON"),
         profile: env("CLIP_BENCH_PROFILE").is_some_and(|v| v != "0"),
         profile_runs: 3,
+        split_bias: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +82,7 @@ fn parse_options() -> Options {
             "--json" => opts.json = Some(value("--json")),
             "--profile" => opts.profile = true,
             "--profile-runs" => opts.profile_runs = number("--profile-runs", value("--profile-runs")),
+            "--split-bias" => opts.split_bias = true,
             // `cargo bench` passes `--bench` to harness-less benchmarks.
             "--bench" => {}
             s => fail(&format!("unknown argument {s} (see the header of benches/clip_forward.rs)")),
@@ -120,6 +127,7 @@ struct Slot {
 #[derive(Default)]
 struct Profiler {
     slots: BTreeMap<String, Slot>,
+    split_bias: bool,
 }
 
 impl Profiler {
@@ -133,15 +141,20 @@ impl Profiler {
         Ok(out)
     }
 
-    /// `x [.., k] @ w^T` then `+ bias`, as `Tensor::linear`, timed apart.
+    /// `Tensor::linear` (x [.., k] @ w^T + bias), timed as one op; with
+    /// `split_bias`, the product (`linear` without bias) and the bias add
+    /// (`Tensor::add`) are timed apart instead.
     fn linear(&mut self, what: &str, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (rows, k) = (x.elem_count() / x.dims()[x.rank() - 1], x.dims()[x.rank() - 1]);
         let n = w.dims()[0];
-        let name = format!("gemm {what} ({rows}x{k}x{n})");
-        let y = self.time(name, 2.0 * (rows * k * n) as f64, || x.linear(w, None))?;
+        let flops = 2.0 * (rows * k * n) as f64;
         match bias {
-            Some(b) => self.time("bias add (linear)", 0.0, || y.add(b)),
-            None => Ok(y),
+            Some(b) if self.split_bias => {
+                let y = self.time(format!("gemm {what} ({rows}x{k}x{n})"), flops, || x.linear(w, None))?;
+                self.time("bias add (after gemm)", 0.0, || y.add(b))
+            }
+            Some(b) => self.time(format!("linear {what} ({rows}x{k}x{n}) + bias"), flops, || x.linear(w, Some(b))),
+            None => self.time(format!("linear {what} ({rows}x{k}x{n})"), flops, || x.linear(w, None)),
         }
     }
 
@@ -205,7 +218,7 @@ impl Profiler {
         }
         let class = self.time("class token narrow", 0.0, || x.narrow(1, 0, 1)?.reshape([b, width]))?;
         let y = self.layer_norm(&class, &ln_post)?;
-        let name = format!("gemm proj ({b}x{width}x{})", c.embed_dim);
+        let name = format!("matmul proj ({b}x{width}x{})", c.embed_dim);
         self.time(name, 2.0 * (b * width * c.embed_dim) as f64, || y.matmul(&proj))
     }
 }
@@ -270,13 +283,13 @@ fn run() -> Result<()> {
     let mut profile_json = serde_json::Value::Null;
     if opts.profile {
         let raw = WeightMap::load(&weights, &device)?;
-        let mut warm = Profiler::default();
+        let mut warm = Profiler { split_bias: opts.split_bias, ..Default::default() };
         let out = warm.encode(&clip, &raw, &images)?;
         let err = rel_err(&out.to_vec()?, &expected);
         if !(err <= TOLERANCE) {
             bail!("instrumented forward differs from PyTorch's: {err:.3e} > {TOLERANCE:e}");
         }
-        let mut prof = Profiler::default();
+        let mut prof = Profiler { split_bias: opts.split_bias, ..Default::default() };
         let t = Instant::now();
         for _ in 0..opts.profile_runs {
             std::hint::black_box(prof.encode(&clip, &raw, &images)?);
@@ -310,7 +323,7 @@ fn run() -> Result<()> {
             }));
         }
         profile_json = serde_json::json!({ "passes": opts.profile_runs, "ms_per_batch": total * 1e3,
-                                           "check_err": err, "ops": entries });
+                                           "check_err": err, "split_bias": opts.split_bias, "ops": entries });
     }
 
     if let Some(path) = &opts.json {

@@ -45,7 +45,7 @@ pub struct DataArgs {
     /// VOC: count difficult-only objects as positives (default: unknown).
     #[arg(long)]
     pub voc_difficult: bool,
-    /// Leave out listed images that are missing or unreadable (counted) instead of failing.
+    /// Leave out images that are missing or unreadable (counted, with a warning) instead of failing.
     #[arg(long)]
     pub skip_bad_images: bool,
 }
@@ -57,8 +57,8 @@ pub enum Part {
 }
 
 fn report_skipped(skipped: &SkippedImages, what: &str) {
-    if skipped.count > 0 {
-        eprintln!("warning: skipped {} missing images of {what} (first: {:?})", skipped.count, skipped.examples.first());
+    if let Some(warning) = skipped.warning() {
+        eprintln!("warning: {what}: {warning}");
     }
 }
 
