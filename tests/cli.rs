@@ -143,3 +143,47 @@ fn a_broken_image_or_weight_file_is_one_line_naming_the_file() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn train_rejects_bad_flags_in_one_line_before_any_work() {
+    for (args, flag) in [
+        (vec!["train", "--known-ratio", "0"], "--known-ratio"),
+        (vec!["train", "--known-ratio", "1.5"], "--known-ratio"),
+        (vec!["train", "--resume"], "--run-dir"),
+        (vec!["train", "--dataset", "coco"], "--data-root"),
+    ] {
+        let out = engine(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+        assert!(error_lines[0].contains(flag), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn train_eval_predict_on_a_tiny_embedded_run() {
+    let run_dir = scratch("tiny-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let run = run_dir.to_str().unwrap();
+    let out = engine(&["train", "--epochs", "1", "--warmup-epochs", "0", "--n-ctx", "2", "--run-dir", run]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("untrained model: mAP") && report.contains("trained model"), "{report}");
+    for file in ["checkpoint-best.json", "checkpoint-last.json", "label-mask.json", "metrics.jsonl"] {
+        assert!(run_dir.join(file).exists(), "{file} missing");
+    }
+    let again = engine(&["train", "--epochs", "1", "--run-dir", run]);
+    assert!(stderr(&again).contains("already holds a run"), "{}", stderr(&again));
+
+    let best = run_dir.join("checkpoint-best.json");
+    let out = engine(&["eval", "--checkpoint", best.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mAP"));
+
+    let image = fixture("clip_input.png");
+    let out = engine(&["predict", "--checkpoint", best.to_str().unwrap(), "--image", image.to_str().unwrap(), "--top-k", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["top"].as_array().unwrap().len(), 2);
+}

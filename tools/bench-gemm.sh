@@ -67,8 +67,16 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
 fi
 
 # --- build the engine benchmark first, so no round pays for compiling ------
+# The rounds run the built executable itself, so a source edit made while the
+# benchmark runs cannot trigger a rebuild in the middle of it.
 echo "== building benches/gemm.rs (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo bench --bench gemm --no-run
+ENGINE_BIN="$(cargo bench --bench gemm --no-run --message-format=json 2>/dev/null | "$PY" -c '
+import json, sys
+exes = [j["executable"] for j in map(json.loads, sys.stdin)
+        if j.get("reason") == "compiler-artifact" and j["target"]["name"] == "gemm" and j.get("executable")]
+print(exes[-1])')"
+echo "   $ENGINE_BIN"
 
 # Fraction of CPU time (0-100) used by everything on the machine over 1 s.
 cpu_busy() {
@@ -130,7 +138,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for ((try = 1; ; try++)); do
         busy=$(wait_idle)
         echo "== round $r/$ROUNDS, try $try (other load before: ${busy}% CPU): engine"
-        run_measured "$WORK/other-e" cargo bench --quiet --bench gemm -- --runs "$RUNS" --warmup "$WARMUP" \
+        run_measured "$WORK/other-e" "$ENGINE_BIN" --runs "$RUNS" --warmup "$WARMUP" \
             --json "$WORK/engine-$r.json"
         echo "== round $r/$ROUNDS, try $try: torch"
         run_measured "$WORK/other-t" "${TORCH_ENV[@]}" "$PY" tools/bench_torch_matmul.py --runs "$RUNS" \

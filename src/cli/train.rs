@@ -91,9 +91,10 @@ pub struct TrainArgs {
     workers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run folder: checkpoints, label mask, metrics.jsonl.
-    #[arg(long, default_value = "runs/default")]
-    run_dir: PathBuf,
+    /// Run folder: checkpoints, label mask, metrics.jsonl (default: a new
+    /// runs/run-<unix time> folder).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
     /// Continue the run in --run-dir from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -108,15 +109,28 @@ pub struct TrainArgs {
 /// Image side of the embedded set: the random small CLIP's resolution.
 const EMBEDDED_IMAGE_SIZE: usize = 64;
 
-pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
+/// A fresh run folder name under runs/.
+fn new_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("runs/run-{secs}"))
+}
+
+pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
     mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
-    if !args.resume && checkpoint::state_path(&args.run_dir, "last").exists() {
+    mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
+    let run_dir = match (&args.run_dir, args.resume) {
+        (Some(dir), _) => dir.clone(),
+        (None, false) => new_run_dir(),
+        (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
+    };
+    args.run_dir = Some(run_dir.clone());
+    if !args.resume && checkpoint::state_path(&run_dir, "last").exists() {
         bail!(
             "run folder {} already holds a run; continue it with --resume or choose another --run-dir",
-            args.run_dir.display()
+            run_dir.display()
         );
     }
-    let resume = if args.resume { Some(checkpoint::load(&args.run_dir, device)?) } else { None };
+    let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), args.seed, device)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train, EMBEDDED_IMAGE_SIZE)?;
@@ -125,13 +139,13 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
         bail!("the training and test splits have different classes");
     }
     let classes = train_set.class_names().to_vec();
-    let mask_path = args.run_dir.join("label-mask.json");
+    let mask_path = run_dir.join("label-mask.json");
     let mask = match (&args.label_mask, &resume) {
         (Some(path), _) => LabelMask::load(path, train_set.len(), classes.len())?,
         (None, Some(_)) => LabelMask::load(&mask_path, train_set.len(), classes.len())?,
         (None, None) => LabelMask::sample(train_set.len(), classes.len(), args.known_ratio, args.mask_seed)?,
     };
-    std::fs::create_dir_all(&args.run_dir)?;
+    std::fs::create_dir_all(&run_dir)?;
     mask.save(&mask_path)?;
     let (train_indices, val_indices) = split_validation(train_set.len(), args.val_fraction, args.seed);
     let model = MlrplModel::new(clip, classes, &args.model.config(), &mut Rng::new(args.seed))?;
@@ -158,22 +172,22 @@ pub fn run(args: TrainArgs, device: &Device) -> Result<()> {
         val_indices.len(),
         model.num_classes(),
         mask.kept_fraction(),
-        args.run_dir.display()
+        run_dir.display()
     );
     let all_test: Vec<usize> = (0..test_set.len()).collect();
     let untrained = evaluate_split(&model, &test_set, &all_test, None, &options)?;
     let config = serde_json::to_value(&args)?;
     let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
-    let run = Run { dir: args.run_dir.clone(), clip: clip_name, config };
+    let run = Run { dir: run_dir.clone(), clip: clip_name, config };
     let outcome = train::train(&model, &data, &options, &run, resume)?;
-    let best = checkpoint::load(&checkpoint::state_path(&args.run_dir, "best"), device)?;
+    let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
     checkpoint::restore_params(&model.named_parameters(), &best.params, "best checkpoint")?;
     let tested = evaluate_split(&model, &test_set, &all_test, None, &options)?;
     println!(
         "best checkpoint: epoch {} (validation mAP {:.2}), {}",
         outcome.best_epoch.unwrap_or(0),
         100.0 * outcome.best_val_map.unwrap_or(0.0),
-        checkpoint::state_path(&args.run_dir, "best").display()
+        checkpoint::state_path(&run_dir, "best").display()
     );
     println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
     println!("test split, trained model:\n{}", tested.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
