@@ -31,6 +31,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+INVOCATION="tools/bench-gemm.sh${*:+ $*}"
 ROUNDS=3
 RUNS=15
 WARMUP=3
@@ -167,7 +168,7 @@ export BENCH_KERNEL="$(uname -sr)"
 export BENCH_RUSTC="$(rustc --version)"
 export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 export BENCH_MKL_PATH="$("${TORCH_ENV[@]}" MKL_VERBOSE=1 "$PY" -c 'import torch; torch.randn(64, 64) @ torch.randn(64, 64)' 2>&1 | grep -m1 '^MKL_VERBOSE' | sed 's/^MKL_VERBOSE *//' || true)"
-export BENCH_CMD="tools/bench-gemm.sh --rounds $ROUNDS --runs $RUNS --warmup $WARMUP"
+export BENCH_CMD="$INVOCATION"
 
 "$PY" - "$WRITE" "$OUT" <<'EOF'
 import json, os, statistics, sys
@@ -239,7 +240,7 @@ md = f"""# CPU GEMM: engine vs PyTorch
 | kernel | {E["BENCH_KERNEL"]} |
 | commit | {E["BENCH_COMMIT"]} |
 | command | `{E["BENCH_CMD"]}` |
-| engine | `mlrpl_engine::backend::cpu::gemm::gemm_f32` (`gemm` crate, rayon), {eng[0]["threads"]} threads, {E["BENCH_RUSTC"]}, `cargo bench` (release) |
+| engine | `mlrpl_engine::backend::cpu::gemm::gemm_f32` (`gemm` crate, rayon), {eng[0]["threads"]} threads, {E["BENCH_RUSTC"]}, built by `cargo bench` (bench profile); `gemm` default features, i.e. AVX2/FMA microkernels (see notes) |
 | torch | {tor[0]["torch_version"]}, `torch.matmul` on CPU, `torch.set_num_threads({tor[0]["threads"]})` |
 | torch BLAS | {tor[0]["blas"]} |
 | method | per round and shape: check against an f64 reference (max error / RMS <= 1e-4), {E["BENCH_WARMUP"]} warm-up runs, median of {E["BENCH_RUNS"]} timed runs; {rounds} rounds alternating engine / torch; figures are the median over rounds |
