@@ -111,6 +111,9 @@ fn main() {
     fs::write(out_dir.join("kernels_embed.rs"), code).unwrap();
     println!("cargo::rustc-cfg=mlrpl_kernels=\"{form}\"");
     println!("cargo::rustc-env=MLRPL_KERNELS_FORM={form}");
+    // The compiler used, for tests/kernels_ptxas.rs (empty without one).
+    let nvcc_path = nvcc.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    println!("cargo::rustc-env=MLRPL_NVCC={nvcc_path}");
 }
 
 /// `dir/*.ext`, sorted by name, as absolute paths.

@@ -2,9 +2,10 @@
 //! `ptxas -v` and fails if any kernel spills registers (non-zero "bytes spill
 //! stores" / "bytes spill loads") or a file does not compile. Needs no GPU.
 //!
-//! nvcc is searched like build.rs does: `$NVCC`, `$CUDA_HOME/bin/nvcc`, PATH,
-//! `.cuda-toolchain/bin/nvcc` (`tools/cuda-toolchain.sh`). Without one, or with
-//! `MLRPL_NO_NVCC=1`, the test prints a SKIPPED line and passes, unless
+//! It uses the nvcc build.rs found (`$NVCC`, `$CUDA_HOME/bin/nvcc`, PATH,
+//! `.cuda-toolchain/bin/nvcc` from `tools/cuda-toolchain.sh`), which build.rs
+//! passes as `MLRPL_NVCC`. Without one, or with `MLRPL_NO_NVCC=1`, the test
+//! prints a SKIPPED line and passes, unless
 //! `MLRPL_REQUIRE_NVCC=1`, which turns the skip into a failure (for CI that
 //! installs the toolchain). The report goes straight to stderr, so it shows
 //! without `--nocapture`.
@@ -12,7 +13,7 @@
 use std::env;
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 const ARCHS: &[&str] = &["sm_90", "sm_80"];
@@ -21,38 +22,6 @@ const FLAGS: &[&str] = &["-O3", "-std=c++17"];
 
 fn flag(name: &str) -> bool {
     env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Same order as build.rs.
-fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
-    if let Some(p) = env::var_os("NVCC").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            is_executable(&p),
-            "NVCC={} is not an executable file",
-            p.display()
-        );
-        return Some(p);
-    }
-    let cuda_home = env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("nvcc"));
-    let on_path = env::var_os("PATH")
-        .map(|path| {
-            env::split_paths(&path)
-                .map(|d| d.join("nvcc"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let local = manifest.join(".cuda-toolchain").join("bin").join("nvcc");
-    cuda_home
-        .into_iter()
-        .chain(on_path)
-        .chain([local])
-        .find(|p| is_executable(p))
 }
 
 /// One kernel's `ptxas -v` figures.
@@ -126,11 +95,7 @@ fn report(text: &str) {
 #[test]
 fn kernels_compile_without_spills() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let nvcc = if flag("MLRPL_NO_NVCC") {
-        None
-    } else {
-        find_nvcc(&manifest)
-    };
+    let nvcc = option_env!("MLRPL_NVCC").filter(|p| !p.is_empty()).map(PathBuf::from);
     let Some(nvcc) = nvcc else {
         assert!(
             !flag("MLRPL_REQUIRE_NVCC"),
