@@ -42,6 +42,7 @@ cd "$ROOT"
 # shellcheck source=tools/bench-lib.sh
 source "$ROOT/tools/bench-lib.sh"
 
+INVOCATION="tools/bench-clip.sh${*:+ $*}"
 ROUNDS=3
 RUNS=10
 WARMUP=3
@@ -78,15 +79,20 @@ ensure_bench_venv "$VENV" "import torch, clip.model, safetensors" \
     torch numpy clip-anytorch safetensors "setuptools<70"
 
 # --- build the engine benchmark first, so no round pays for compiling ------
+# The rounds run the built executable itself: a source edit made while the
+# benchmark runs cannot trigger a rebuild in the middle of it.
 echo "== building benches/clip_forward.rs (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo bench --bench clip_forward --no-run
+ENGINE_BIN="$(bench_executable clip_forward)"
+[[ -x "$ENGINE_BIN" ]] || { echo "bench-clip: cannot find the clip_forward executable" >&2; exit 1; }
+echo "   $ENGINE_BIN"
 
 # --- the model and the input --------------------------------------------------
 echo "== writing a seeded random ViT-B/32 (f16) and its input/expected output"
 "${TORCH_ENV[@]}" "$PY" tools/bench_torch_clip.py --setup-only --weights "$WEIGHTS" --io "$IO"
 
 run_engine() {
-    run_measured "$WORK/other-e" cargo bench --quiet --bench clip_forward -- --weights "$WEIGHTS" --io "$IO" \
+    run_measured "$WORK/other-e" "$ENGINE_BIN" --weights "$WEIGHTS" --io "$IO" \
         --runs "$RUNS" --warmup "$WARMUP" --json "$WORK/engine-$1.json"
 }
 run_torch() {
@@ -117,7 +123,7 @@ done
 if ((PROFILE)); then
     busy=$(wait_idle)
     echo "== instrumented engine run (other load before: ${busy}% CPU)"
-    run_measured "$WORK/other-p" cargo bench --quiet --bench clip_forward -- --weights "$WEIGHTS" --io "$IO" \
+    run_measured "$WORK/other-p" "$ENGINE_BIN" --weights "$WEIGHTS" --io "$IO" \
         --runs 1 --warmup 1 --profile --json "$WORK/profile.json"
     echo "$busy $(cat "$WORK/other-p")" > "$WORK/busy-profile"
 fi
@@ -126,9 +132,7 @@ fi
 export_machine_info
 export BENCH_WORK="$WORK" BENCH_ROUNDS="$ROUNDS" BENCH_RUNS="$RUNS" BENCH_WARMUP="$WARMUP" BENCH_PROFILE="$PROFILE"
 export BENCH_COMMIT="$(bench_commit src benches Cargo.toml Cargo.lock)"
-BENCH_CMD="tools/bench-clip.sh --rounds $ROUNDS --runs $RUNS --warmup $WARMUP"
-((PROFILE)) && BENCH_CMD="$BENCH_CMD --profile"
-export BENCH_CMD
+export BENCH_CMD="$INVOCATION"
 export BENCH_TORCH_CFG="$("${TORCH_ENV[@]}" "$PY" -c '
 import torch
 c = torch.__config__.show()
@@ -183,7 +187,7 @@ md = f"""# CPU forward of CLIP ViT-B/32: engine vs PyTorch
 | device | {E["BENCH_CPU"]} (CPU family {E["BENCH_CPUFAM"]}), {E["BENCH_CORES"]} cores; ISA flags seen: {E["BENCH_FLAGS"].strip()} |
 | kernel | {E["BENCH_KERNEL"]} |
 | commit | {E["BENCH_COMMIT"]} |
-| command | `{E["BENCH_CMD"]}` |
+| command | `{E["BENCH_CMD"]}` ({rounds} rounds, {E["BENCH_RUNS"]} runs, {E["BENCH_WARMUP"]} warm-up) |
 | model | random ViT-B/32 CLIP built by OpenAI's `clip.model.CLIP` (seed 0; layer norms and biases randomised), weights rounded to f16 and loaded from the same f16 safetensors file by both sides; input: seeded N(0, 1) [{batch}, 3, 224, 224] |
 | engine | `mlrpl_engine::clip::Clip::load` + `clip.vision.encode` under `autograd::no_grad()`, CPU backend (f32), {eng[0]["threads"]} rayon threads, {E["BENCH_RUSTC"]}, `cargo bench` (release) |
 | torch | {tor[0]["torch_version"]}, `model.encode_image` (OpenAI's code, f32), `torch.set_num_threads({tor[0]["threads"]})`; faster of `no_grad` / `inference_mode` reported: `{best_mode}` ({mode_note}) |

@@ -18,6 +18,8 @@
 #   ensure_bench_venv VENV CHECK PKG...
 #                             creates VENV and pip-installs PKG... unless its
 #                             python can already run the statement CHECK
+#   bench_executable NAME     builds benches/NAME.rs (`cargo bench --no-run`)
+#                             and prints its executable's path
 #   bench_commit PATH...      short HEAD commit, "+ uncommitted changes" when
 #                             PATH... differ from it
 #   export_machine_info       exports BENCH_CPU (lscpu model name),
@@ -96,6 +98,16 @@ ensure_bench_venv() {
         "$venv/bin/python" -m pip install --quiet --upgrade pip
         "$venv/bin/python" -m pip install --quiet "$@"
     fi
+}
+
+# bench_executable NAME: builds `cargo bench --bench NAME` without running it
+# and prints the path of the executable. Rounds that run this file directly
+# cannot be disturbed by a rebuild when a source file changes meanwhile (as
+# `cargo bench` in every round would be).
+bench_executable() {
+    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null |
+        grep -F '"kind":["bench"]' | grep -F "\"name\":\"$1\"" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }
 
 # bench_commit PATH...: "abc1234", "abc1234 (+ uncommitted changes)" when any
