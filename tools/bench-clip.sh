@@ -211,7 +211,7 @@ if E.get("BENCH_PROFILE") == "1" and os.path.exists(f"{work}/profile.json"):
 One instrumented engine run after the rounds (other processes: {pb[0]}% before, {pb[1]}% during):
 the same forward rebuilt op by op from public APIs (`benches/clip_forward.rs --profile`), mean of
 {prof["passes"]} passes, {prof["ms_per_batch"]:.1f} ms / batch in all (check error {prof["check_err"]:.1e}).
-`linear` rows are whole `Tensor::linear` calls (bias included); GFLOP/s counts the product only.
+`linear` rows are whole `Linear::forward` calls (product and bias); GFLOP/s counts the product only.
 
 {chr(10).join(rows)}
 """
