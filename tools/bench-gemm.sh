@@ -240,7 +240,7 @@ md = f"""# CPU GEMM: engine vs PyTorch
 | kernel | {E["BENCH_KERNEL"]} |
 | commit | {E["BENCH_COMMIT"]} |
 | command | `{E["BENCH_CMD"]}` |
-| engine | `mlrpl_engine::backend::cpu::gemm::gemm_f32` (`gemm` crate, rayon), {eng[0]["threads"]} threads, {E["BENCH_RUSTC"]}, built by `cargo bench` (bench profile); `gemm` default features, i.e. AVX2/FMA microkernels (see notes) |
+| engine | `mlrpl_engine::backend::cpu::gemm::gemm_f32` (`gemm` crate, rayon), {eng[0]["threads"]} threads, {E["BENCH_RUSTC"]}, built by `cargo bench` (bench profile); `gemm` with its `x86-v4` feature: AVX-512 microkernels where the CPU has them, chosen at run time (see notes) |
 | torch | {tor[0]["torch_version"]}, `torch.matmul` on CPU, `torch.set_num_threads({tor[0]["threads"]})` |
 | torch BLAS | {tor[0]["blas"]} |
 | method | per round and shape: check against an f64 reference (max error / RMS <= 1e-4), {E["BENCH_WARMUP"]} warm-up runs, median of {E["BENCH_RUNS"]} timed runs; {rounds} rounds alternating engine / torch; figures are the median over rounds |
