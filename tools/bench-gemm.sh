@@ -59,81 +59,16 @@ PY="$VENV/bin/python"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-gemm.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-# --- PyTorch venv -----------------------------------------------------------
-if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
-    echo "== setting up $VENV with torch from PyPI (large download)"
-    [[ -x "$PY" ]] || "${PYTHON:-python3}" -m venv "$VENV"
-    "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet torch numpy
-fi
+# shellcheck source=tools/bench-lib.sh
+source "$ROOT/tools/bench-lib.sh"
+
+ensure_bench_venv "$VENV" "import torch" torch numpy
 
 # --- build the engine benchmark first, so no round pays for compiling ------
-# The rounds run the built executable itself, so a source edit made while the
-# benchmark runs cannot trigger a rebuild in the middle of it.
 echo "== building benches/gemm.rs (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo bench --bench gemm --no-run
-ENGINE_BIN="$(cargo bench --bench gemm --no-run --message-format=json 2>/dev/null | "$PY" -c '
-import json, sys
-exes = [j["executable"] for j in map(json.loads, sys.stdin)
-        if j.get("reason") == "compiler-artifact" and j["target"]["name"] == "gemm" and j.get("executable")]
-print(exes[-1])')"
+ENGINE_BIN="$(bench_executable gemm)"
 echo "   $ENGINE_BIN"
-
-# Fraction of CPU time (0-100) used by everything on the machine over 1 s.
-cpu_busy() {
-    local a b
-    read -r -a a < <(head -1 /proc/stat)
-    sleep 1
-    read -r -a b < <(head -1 /proc/stat)
-    local total=0 idle i
-    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-    idle=$((b[4] - a[4] + b[5] - a[5]))
-    if ((total <= 0)); then echo 0; else echo $(((100 * (total - idle)) / total)); fi
-}
-
-wait_idle() {
-    local start=$SECONDS busy
-    while :; do
-        busy=$(cpu_busy)
-        if ((busy < 10)) || ((SECONDS - start >= WAIT_IDLE)); then
-            echo "$busy"
-            return
-        fi
-        echo "   machine busy (${busy}% CPU), waiting..." >&2
-        sleep 4
-    done
-}
-
-# The OPENBLAS_* tuning some environments set is meant for OpenBLAS/numpy;
-# torch uses MKL, but unset it for the torch process anyway.
-TORCH_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-
-# CPU time (ms) of this shell's finished children, from `times` (run in this
-# shell, not a subshell, or it would see the subshell's children only).
-children_cpu_ms() {
-    times > "$WORK/times"
-    tail -1 "$WORK/times" | awk '
-        function ms(t,  m, x) { m = t; sub(/m.*/, "", m); x = t; sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return (m * 60 + x) * 1000 }
-        { printf "%d\n", ms($1) + ms($2) }'
-}
-
-# run_measured FILE CMD...: runs CMD and writes to FILE the share (%) of the
-# machine's CPU time that other processes used meanwhile: (all busy - ours) / all.
-run_measured() {
-    local file=$1 a b c0 c1 total=0 idle i
-    shift
-    read -r -a a < <(head -1 /proc/stat)
-    children_cpu_ms > "$WORK/c0"
-    "$@"
-    children_cpu_ms > "$WORK/c1"
-    read -r -a b < <(head -1 /proc/stat)
-    c0=$(cat "$WORK/c0"); c1=$(cat "$WORK/c1")
-    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-    idle=$((b[4] - a[4] + b[5] - a[5]))
-    awk -v t="$total" -v i="$idle" -v ours="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { if (t <= 0) { print 0; exit } other = ((t - i) * 1000 / hz - ours) / (t * 1000 / hz) * 100;
-                 if (other < 0) other = 0; printf "%.0f\n", other }' > "$file"
-}
 
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((try = 1; ; try++)); do
@@ -153,20 +88,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # --- summary ----------------------------------------------------------------
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || true)"
-if [[ -z "$COMMIT" ]]; then
-    COMMIT="uncommitted"
-elif [[ -n "$(git status --porcelain -- src benches Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
-    COMMIT="$COMMIT (+ uncommitted changes)"
-fi
+COMMIT="$(bench_commit src benches Cargo.toml Cargo.lock)"
 export BENCH_WORK="$WORK" BENCH_ROUNDS="$ROUNDS" BENCH_RUNS="$RUNS" BENCH_WARMUP="$WARMUP" BENCH_COMMIT="$COMMIT"
-export BENCH_CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
-export BENCH_CORES="$(nproc)"
-export BENCH_FLAGS="$(grep -m1 -o -w -E 'avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-export BENCH_CPUFAM="$(lscpu | sed -n 's/^CPU family:[[:space:]]*//p' | head -1)"
-export BENCH_KERNEL="$(uname -sr)"
-export BENCH_RUSTC="$(rustc --version)"
-export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+export_machine_info
 export BENCH_MKL_PATH="$("${TORCH_ENV[@]}" MKL_VERBOSE=1 "$PY" -c 'import torch; torch.randn(64, 64) @ torch.randn(64, 64)' 2>&1 | grep -m1 '^MKL_VERBOSE' | sed 's/^MKL_VERBOSE *//' || true)"
 export BENCH_CMD="$INVOCATION"
 
