@@ -36,7 +36,8 @@ import time
 import torch
 from safetensors.torch import load_file, save_file
 
-import clip.model as openai_clip
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_clip_dumps as clip_dumps  # noqa: E402
 
 FORMAT_VERSION = 1
 TOLERANCE = 1e-4
@@ -46,17 +47,9 @@ VIT_B32 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_wid
 
 
 def build_model(seed):
-    torch.manual_seed(seed)
-    model = openai_clip.CLIP(**VIT_B32).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or name.startswith("ln_") or "ln_pre" in name or "ln_post" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p) if name.endswith("weight") else 0.05 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
-        for p in model.parameters():
-            p.copy_(p.half().float())  # exact in the f16 file
-    return model
+    """The parity fixtures' random CLIP (layer norms and biases randomised),
+    at ViT-B/32 size; weights exact in f16."""
+    return clip_dumps.build_openai(VIT_B32, seed)
 
 
 def rel_err(got, want):
@@ -79,7 +72,7 @@ def setup(args):
 
 
 def load_model(args):
-    model = openai_clip.CLIP(**VIT_B32).float().eval()
+    model = clip_dumps.openai_clip.CLIP(**VIT_B32).float().eval()
     sd = {k: v.float() for k, v in load_file(args.weights).items()}
     model.load_state_dict(sd, strict=True)
     io = load_file(args.io)
