@@ -175,19 +175,7 @@ GFLOP/s = 2·m·n·k / median time; output allocation is inside the timed call o
 
 {chr(10).join(table)}
 """
-print()
-print(md)
-if write:
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    notes_marker = "<!-- notes: kept across runs -->"
-    notes = ""
-    if os.path.exists(out):
-        old = open(out).read()
-        if notes_marker in old:
-            notes = old[old.index(notes_marker):]
-    with open(out, "w") as f:
-        f.write(md)
-        if notes:
-            f.write("\n" + notes)
-    print(f"wrote {out}")
+sys.path.insert(0, "tools")
+from bench_report import write_report  # noqa: E402
+write_report(md, out, write)
 EOF
