@@ -33,8 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
-use super::dataset::{MultiLabelDataset, NEGATIVE, POSITIVE};
-use super::image::{load_rgb, RgbImage};
+use super::dataset::{FileDataset, ImageFiles, NEGATIVE, POSITIVE};
 use super::list::{check_images, read_file};
 pub use super::list::{OpenOptions, SkippedImages};
 
@@ -116,14 +115,10 @@ struct CocoCategory {
 pub struct CocoDataset {
     root: PathBuf,
     split: CocoSplit,
-    classes: Vec<String>,
-    /// `file_name` of each image.
-    names: Vec<String>,
-    paths: Vec<PathBuf>,
+    /// Named by each image's `file_name`.
+    files: ImageFiles,
     /// Whether each image has at least one annotation.
     annotated: Vec<bool>,
-    /// `len * 80` values, row-major.
-    labels: Vec<f32>,
     skipped: SkippedImages,
 }
 
@@ -221,19 +216,14 @@ impl CocoDataset {
         let mut ds = CocoDataset {
             root: root.to_path_buf(),
             split,
-            classes: COCO_CATEGORIES.iter().map(|s| s.to_string()).collect(),
-            names: Vec::with_capacity(n),
-            paths: Vec::with_capacity(n),
+            files: ImageFiles::new(COCO_CATEGORIES.iter().map(|s| s.to_string()).collect()),
             annotated: Vec::with_capacity(n),
-            labels: Vec::with_capacity(n * c),
             skipped,
         };
         for (i, (im, p)) in file.images.into_iter().zip(paths).enumerate() {
             if keep[i] {
-                ds.names.push(im.file_name);
-                ds.paths.push(p);
+                ds.files.push(im.file_name, p, &labels[i * c..(i + 1) * c]);
                 ds.annotated.push(annotated[i]);
-                ds.labels.extend_from_slice(&labels[i * c..(i + 1) * c]);
             }
         }
         Ok(ds)
@@ -246,7 +236,7 @@ impl CocoDataset {
 
     /// The full path of item `index`'s image.
     pub fn image_path(&self, index: usize) -> &Path {
-        &self.paths[index]
+        &self.files.paths[index]
     }
 
     /// How many items have no annotation (all-negative labels).
@@ -257,16 +247,13 @@ impl CocoDataset {
     /// The same set without the images that have no annotation (DualCoOp's
     /// COCO loader, which iterates `coco.imgToAnns`).
     pub fn without_unannotated(mut self) -> CocoDataset {
-        let c = self.classes.len();
         let annotated = std::mem::take(&mut self.annotated);
-        let names = std::mem::take(&mut self.names);
-        let paths = std::mem::take(&mut self.paths);
-        let labels = std::mem::take(&mut self.labels);
-        for (((name, path), row), keep) in names.into_iter().zip(paths).zip(labels.chunks_exact(c)).zip(annotated) {
+        let ImageFiles { class_names, names, paths, labels } = std::mem::take(&mut self.files);
+        self.files = ImageFiles::new(class_names);
+        let rows = labels.chunks_exact(self.files.class_names.len());
+        for (((name, path), row), keep) in names.into_iter().zip(paths).zip(rows).zip(annotated) {
             if keep {
-                self.names.push(name);
-                self.paths.push(path);
-                self.labels.extend_from_slice(row);
+                self.files.push(name, path, row);
                 self.annotated.push(true);
             }
         }
@@ -280,7 +267,7 @@ impl CocoDataset {
     }
 }
 
-impl MultiLabelDataset for CocoDataset {
+impl FileDataset for CocoDataset {
     fn describe(&self) -> String {
         let which = match self.split {
             CocoSplit::Train2014 => "train",
@@ -289,25 +276,7 @@ impl MultiLabelDataset for CocoDataset {
         format!("COCO 2014 {which} ({})", self.root.display())
     }
 
-    fn class_names(&self) -> &[String] {
-        &self.classes
-    }
-
-    fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    fn labels(&self, index: usize) -> &[f32] {
-        let c = self.classes.len();
-        &self.labels[index * c..(index + 1) * c]
-    }
-
-    fn image(&self, index: usize) -> Result<RgbImage> {
-        load_rgb(&self.paths[index])
-    }
-
-    /// The image's `file_name`, e.g. `COCO_val2014_000000000042.jpg`.
-    fn item_name(&self, index: usize) -> String {
-        self.names[index].clone()
+    fn files(&self) -> &ImageFiles {
+        &self.files
     }
 }

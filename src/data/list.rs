@@ -34,8 +34,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::dataset::{MultiLabelDataset, NEGATIVE, POSITIVE, UNKNOWN};
-use super::image::{load_rgb, RgbImage};
+use super::dataset::{FileDataset, ImageFiles, NEGATIVE, POSITIVE, UNKNOWN};
 
 // ---------------------------------------------------------------------------
 // Options and the missing-image check (shared with coco.rs and voc.rs)
@@ -380,11 +379,8 @@ fn parse_json(text: &str, file: &Path) -> Result<Vec<RawItem>> {
 /// A CSV or JSON list of images with their labels (see the module docs).
 pub struct ListDataset {
     file: PathBuf,
-    classes: Vec<String>,
-    names: Vec<String>,
-    paths: Vec<PathBuf>,
-    /// `len * classes.len()` values, row-major.
-    labels: Vec<f32>,
+    /// Named by each path as written in the list.
+    files: ImageFiles,
     skipped: SkippedImages,
 }
 
@@ -456,17 +452,12 @@ impl ListDataset {
         let (keep, skipped) = check_images(&paths, path, options)?;
         let mut ds = ListDataset {
             file: path.to_path_buf(),
-            classes,
-            names: Vec::new(),
-            paths: Vec::new(),
-            labels: Vec::new(),
+            files: ImageFiles::new(classes),
             skipped,
         };
         for (((item, p), row), k) in raw.into_iter().zip(paths).zip(labels.chunks_exact(c)).zip(keep) {
             if k {
-                ds.names.push(item.written);
-                ds.paths.push(p);
-                ds.labels.extend_from_slice(row);
+                ds.files.push(item.written, p, row);
             }
         }
         Ok(ds)
@@ -479,7 +470,7 @@ impl ListDataset {
 
     /// The full path of item `index`'s image.
     pub fn image_path(&self, index: usize) -> &Path {
-        &self.paths[index]
+        &self.files.paths[index]
     }
 
     /// Images listed but missing on disk and dropped (with
@@ -489,31 +480,13 @@ impl ListDataset {
     }
 }
 
-impl MultiLabelDataset for ListDataset {
+impl FileDataset for ListDataset {
     fn describe(&self) -> String {
         format!("image list {}", self.file.display())
     }
 
-    fn class_names(&self) -> &[String] {
-        &self.classes
-    }
-
-    fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    fn labels(&self, index: usize) -> &[f32] {
-        let c = self.classes.len();
-        &self.labels[index * c..(index + 1) * c]
-    }
-
-    fn image(&self, index: usize) -> Result<RgbImage> {
-        load_rgb(&self.paths[index])
-    }
-
-    /// The path as written in the list file.
-    fn item_name(&self, index: usize) -> String {
-        self.names[index].clone()
+    fn files(&self) -> &ImageFiles {
+        &self.files
     }
 }
 

@@ -30,8 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 
-use super::dataset::{MultiLabelDataset, NEGATIVE, POSITIVE, UNKNOWN};
-use super::image::{load_rgb, RgbImage};
+use super::dataset::{FileDataset, ImageFiles, NEGATIVE, POSITIVE, UNKNOWN};
 use super::list::{check_images, read_text};
 pub use super::list::{OpenOptions, SkippedImages};
 
@@ -72,11 +71,8 @@ pub struct VocDataset {
     /// The `VOC2007` folder.
     dir: PathBuf,
     split: String,
-    classes: Vec<String>,
-    ids: Vec<String>,
-    paths: Vec<PathBuf>,
-    /// `len * 20` values, row-major.
-    labels: Vec<f32>,
+    /// Named by each image's id, e.g. `000005`.
+    files: ImageFiles,
     difficult_only: usize,
     skipped: SkippedImages,
 }
@@ -204,15 +200,13 @@ impl VocDataset {
         let mut ds = VocDataset {
             dir,
             split: split.to_string(),
-            classes: VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
-            ids: Vec::new(),
-            paths: Vec::new(),
-            labels: Vec::new(),
+            files: ImageFiles::new(VOC_CLASSES.iter().map(|s| s.to_string()).collect()),
             difficult_only: 0,
             skipped,
         };
         for ((id, p), f) in ids.into_iter().zip(paths).zip(found) {
             let Some(f) = f else { continue };
+            let mut row = Vec::with_capacity(c);
             for &(plain, diff) in &f {
                 let v = if plain {
                     POSITIVE
@@ -222,11 +216,9 @@ impl VocDataset {
                 } else {
                     NEGATIVE
                 };
-                ds.labels.push(v);
+                row.push(v);
             }
-            debug_assert_eq!(ds.labels.len() % c, 0);
-            ds.ids.push(id);
-            ds.paths.push(p);
+            ds.files.push(id, p, &row);
         }
         Ok(ds)
     }
@@ -243,7 +235,7 @@ impl VocDataset {
 
     /// The full path of item `index`'s image.
     pub fn image_path(&self, index: usize) -> &Path {
-        &self.paths[index]
+        &self.files.paths[index]
     }
 
     /// How many (image, class) pairs have only difficult objects (their
@@ -259,30 +251,12 @@ impl VocDataset {
     }
 }
 
-impl MultiLabelDataset for VocDataset {
+impl FileDataset for VocDataset {
     fn describe(&self) -> String {
         format!("VOC 2007 {} ({})", self.split, self.dir.display())
     }
 
-    fn class_names(&self) -> &[String] {
-        &self.classes
-    }
-
-    fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    fn labels(&self, index: usize) -> &[f32] {
-        let c = self.classes.len();
-        &self.labels[index * c..(index + 1) * c]
-    }
-
-    fn image(&self, index: usize) -> Result<RgbImage> {
-        load_rgb(&self.paths[index])
-    }
-
-    /// The image id, e.g. `000005`.
-    fn item_name(&self, index: usize) -> String {
-        self.ids[index].clone()
+    fn files(&self) -> &ImageFiles {
+        &self.files
     }
 }
