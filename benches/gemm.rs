@@ -145,7 +145,7 @@ fn main() {
     let threads = rayon::current_num_threads();
     let cases: Vec<&Case> = CASES
         .iter()
-        .filter(|c| opts.filter.as_deref().map_or(true, |f| c.name.contains(f)))
+        .filter(|c| opts.filter.as_deref().is_none_or(|f| c.name.contains(f)))
         .collect();
     if cases.is_empty() {
         fail("no shape matches the filter");

@@ -283,7 +283,7 @@ pub fn evaluate(
         labels.len()
     );
     ensure!(
-        scores.len() % num_classes == 0,
+        scores.len().is_multiple_of(num_classes),
         "evaluate: {} scores are not a whole number of rows of {} classes",
         scores.len(),
         num_classes

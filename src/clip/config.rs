@@ -48,7 +48,7 @@ fn count_blocks(w: &WeightMap, prefix: &str) -> usize {
 fn heads(w: &WeightMap, key: &str, width: usize) -> Result<usize> {
     match w.metadata().get(key) {
         Some(v) => v.parse().with_context(|| format!("{}: metadata `{key}` = {v:?} is not a count", w.source().display())),
-        None if width % HEAD_WIDTH == 0 => Ok(width / HEAD_WIDTH),
+        None if width.is_multiple_of(HEAD_WIDTH) => Ok(width / HEAD_WIDTH),
         None => bail!("{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata", w.source().display()),
     }
 }

@@ -377,7 +377,7 @@ impl Tokenizer {
             let mut best: Option<(u32, u32, u32, u32)> = None; // rank, left, right, merged
             for w in word.windows(2) {
                 if let Some(&(rank, merged)) = self.merges.get(&pair_key(w[0], w[1])) {
-                    if best.map_or(true, |b| rank < b.0) {
+                    if best.is_none_or(|b| rank < b.0) {
                         best = Some((rank, w[0], w[1], merged));
                     }
                 }

@@ -314,7 +314,7 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
         lut[c as usize] = i as u8;
     }
     let s: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         bail!("length {} is not a multiple of 4", s.len());
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);

@@ -217,7 +217,7 @@ pub fn train(
                     loss_sum / loss_count as f64
                 );
             }
-            if state.step % options.log_every.max(1) == 0 {
+            if state.step.is_multiple_of(options.log_every.max(1)) {
                 append_line(
                     &metrics_path,
                     &serde_json::json!({ "epoch": epoch + 1, "step": state.step, "loss": value, "lr": lr, "images_per_s": rate }),
