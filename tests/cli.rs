@@ -2,6 +2,9 @@
 //! CLIP on an image at the model's resolution, `zero-shot`, and one clear
 //! line (never a panic) for bad input.
 
+mod parity;
+
+use parity::assert_close;
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::tokenizer::Tokenizer;
@@ -29,14 +32,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[track_caller]
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
-    let diff: f64 = g.iter().zip(&w).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
-    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-    assert!(diff / norm <= 1e-4, "{what}: relative error {:e}", diff / norm);
-}
 
 /// A random CLIP with the full BPE vocabulary (for text through the real
 /// tokenizer), saved to a scratch file.

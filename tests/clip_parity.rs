@@ -3,10 +3,13 @@
 //! in f32 for both weight namings, at the native and at an interpolated
 //! resolution, for every block's activations and the outputs.
 
+mod parity;
+
+use parity::assert_close;
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::clip::{Clip, Naming, TextTower};
 use mlrpl_engine::nn::WeightMap;
-use mlrpl_engine::{Device, Tensor};
+use mlrpl_engine::Device;
 use std::path::PathBuf;
 
 /// The fixture folder: tests/fixtures, or `MLRPL_CLIP_FIXTURES` for a manual
@@ -22,15 +25,6 @@ fn io() -> WeightMap {
     WeightMap::load(&fixture("clip_io.safetensors"), &Device::Cpu).unwrap()
 }
 
-#[track_caller]
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
-    let diff: f64 = g.iter().zip(&w).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
-    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-    let rel = diff / norm;
-    assert!(rel <= 1e-4, "{what}: relative error {rel:e} (NaN fails too)");
-}
 
 fn tokens(io: &WeightMap) -> Vec<Vec<u32>> {
     let t = io.get("tokens").unwrap();

@@ -3,6 +3,9 @@
 //! logits, loss, every trainable gradient after one step, the prompts-only
 //! variant, and the losses of 10 SGD steps; relative error <= 1e-4.
 
+mod parity;
+
+use parity::assert_close;
 use mlrpl_engine::clip::Clip;
 use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::nn::WeightMap;
@@ -16,17 +19,7 @@ fn fixture(name: &str) -> WeightMap {
     WeightMap::load(&path, &Device::Cpu).unwrap()
 }
 
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    let diff: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
-    diff / want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt()
-}
 
-#[track_caller]
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let rel = rel_err(&got.to_vec().unwrap(), &want.to_vec().unwrap());
-    assert!(rel <= 1e-4, "{what}: relative error {rel:e} (NaN fails too)");
-}
 
 /// The fixture CLIP, its sparse token embedding expanded to the full table.
 fn clip(step: &WeightMap) -> Clip {
