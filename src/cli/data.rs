@@ -13,6 +13,11 @@ use mlrpl_engine::Device;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Side of the embedded set's images, which the random small CLIP takes
+/// at its native resolution (patch 8, an 8 x 8 grid).
+const EMBEDDED_IMAGE_SIZE: usize = 64;
+const RANDOM_CLIP_PATCH: usize = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
     /// The procedurally generated shapes set built into the engine.
@@ -64,7 +69,7 @@ fn report_skipped(skipped: &SkippedImages, what: &str) {
 
 impl DataArgs {
     /// The training or the test split of the chosen dataset.
-    pub fn open(&self, part: Part, embedded_size: usize) -> Result<Arc<dyn MultiLabelDataset>> {
+    pub fn open(&self, part: Part) -> Result<Arc<dyn MultiLabelDataset>> {
         let options = OpenOptions { skip_missing_images: self.skip_bad_images };
         let root = || self.data_root.clone().with_context(|| format!("--dataset {:?} needs --data-root", self.dataset));
         let classes = || -> Result<Option<Vec<String>>> {
@@ -78,8 +83,8 @@ impl DataArgs {
             }
         };
         Ok(match (self.dataset, part) {
-            (DatasetKind::Embedded, Part::Train) => Arc::new(SyntheticSet::new(Split::Train, 0, embedded_size)?),
-            (DatasetKind::Embedded, Part::Test) => Arc::new(SyntheticSet::new(Split::Test, 0, embedded_size)?),
+            (DatasetKind::Embedded, Part::Train) => Arc::new(SyntheticSet::new(Split::Train, 0, EMBEDDED_IMAGE_SIZE)?),
+            (DatasetKind::Embedded, Part::Test) => Arc::new(SyntheticSet::new(Split::Test, 0, EMBEDDED_IMAGE_SIZE)?),
             (DatasetKind::Coco, part) => {
                 let split = if part == Part::Train { CocoSplit::Train2014 } else { CocoSplit::Val2014 };
                 let set = CocoDataset::open(&root()?, split, &options)?;
@@ -116,7 +121,14 @@ pub fn load_clip(path: Option<&PathBuf>, seed: u64, device: &Device) -> Result<(
                  (seed {seed}); give --clip for real results"
             );
             let config = ClipConfig {
-                vision: VisionConfig { width: 128, layers: 2, heads: 2, patch: 8, grid: 8, embed_dim: 128 },
+                vision: VisionConfig {
+                    width: 128,
+                    layers: 2,
+                    heads: 2,
+                    patch: RANDOM_CLIP_PATCH,
+                    grid: EMBEDDED_IMAGE_SIZE / RANDOM_CLIP_PATCH,
+                    embed_dim: 128,
+                },
                 text: TextConfig { width: 128, layers: 2, heads: 2, context_length: 77, vocab_size: 49408, embed_dim: 128 },
             };
             Ok((Clip::from_weights(init_weights(&config, seed, device)?)?, format!("random:{seed}")))

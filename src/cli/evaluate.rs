@@ -75,13 +75,11 @@ pub struct EvalArgs {
     per_class_ap: bool,
 }
 
-/// Image side of the embedded set, as `train` uses it.
-const EMBEDDED_IMAGE_SIZE: usize = 64;
 
 pub fn run_eval(args: EvalArgs, device: &Device) -> Result<()> {
     let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device)?;
     let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
-    let dataset = args.data.open(part, EMBEDDED_IMAGE_SIZE)?;
+    let dataset = args.data.open(part)?;
     if dataset.class_names() != model.class_names.as_slice() {
         bail!("the checkpoint's classes differ from {}'s", dataset.describe());
     }

@@ -106,8 +106,6 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
-/// Image side of the embedded set: the random small CLIP's resolution.
-const EMBEDDED_IMAGE_SIZE: usize = 64;
 
 /// A fresh run folder name under runs/.
 fn new_run_dir() -> PathBuf {
@@ -133,8 +131,8 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
     let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), args.seed, device)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
-    let train_set = args.data.open(Part::Train, EMBEDDED_IMAGE_SIZE)?;
-    let test_set = args.data.open(Part::Test, EMBEDDED_IMAGE_SIZE)?;
+    let train_set = args.data.open(Part::Train)?;
+    let test_set = args.data.open(Part::Test)?;
     if train_set.class_names() != test_set.class_names() {
         bail!("the training and test splits have different classes");
     }
