@@ -155,6 +155,12 @@ pub trait BackendStorage: Sized {
     fn masked_bce(&self, labels: &Self) -> Result<Self>;
     /// d loss / d logits scaled by the one-element `grad`.
     fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self>;
+    /// CLIP's symmetric contrastive loss of an [n, n] logit matrix whose
+    /// diagonal holds the matching pairs: the mean of the row-wise and the
+    /// column-wise cross-entropy; a one-element loss.
+    fn contrastive_loss(&self, n: usize) -> Result<Self>;
+    /// d loss / d logits scaled by the one-element `grad`.
+    fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self>;
     /// Bicubic (a = -0.75, half-pixel centres, clamped borders) resize of
     /// `channels` grids of h x w to out_h x out_w.
     fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self>;
@@ -361,6 +367,15 @@ impl Storage {
     pub fn masked_bce_backward(&self, labels: &Storage, grad: &Storage) -> Result<Storage> {
         let this = self;
         same_backend!((this, labels, grad) => Cpu { Ok(Storage::Cpu(this.masked_bce_backward(labels, grad)?)) })
+    }
+
+    pub fn contrastive_loss(&self, n: usize) -> Result<Storage> {
+        Ok(unary_dispatch!(self, s => s.contrastive_loss(n)))
+    }
+
+    pub fn contrastive_loss_backward(&self, grad: &Storage, n: usize) -> Result<Storage> {
+        let this = self;
+        same_backend!((this, grad) => Cpu { Ok(Storage::Cpu(this.contrastive_loss_backward(grad, n)?)) })
     }
 
     pub fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Storage> {

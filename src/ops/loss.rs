@@ -1,4 +1,5 @@
-//! Masked BCE with logits (DESIGN.md §2.4).
+//! Losses: masked BCE with logits (DESIGN.md §2.4) and CLIP's symmetric
+//! contrastive loss (`pretrain`).
 
 use super::check_float_operands;
 use crate::autograd;
@@ -23,6 +24,28 @@ impl Tensor {
         let logits = self.clone();
         autograd::record(&out, &[self], move |g, _| {
             let d = logits.storage().masked_bce_backward(&labels.storage(), &g.storage())?;
+            Ok(vec![Some(Tensor::from_storage(d, logits.shape().clone(), logits.device().clone())?)])
+        });
+        Ok(out)
+    }
+}
+
+impl Tensor {
+    /// CLIP's symmetric contrastive loss of a square logit matrix [n, n]
+    /// (row i: image i against every text; the matching pairs on the
+    /// diagonal): the mean of the image-to-text and text-to-image
+    /// cross-entropies. Returns a scalar.
+    pub fn contrastive_loss(&self) -> Result<Tensor> {
+        check_float_operands("contrastive_loss", &[self])?;
+        let &[n, m] = self.dims() else { bail!("contrastive_loss: logits must be [n, n], got shape {}", self.shape()) };
+        if n != m || n == 0 {
+            bail!("contrastive_loss: logits must be a non-empty square matrix, got shape {}", self.shape());
+        }
+        let loss = self.storage().contrastive_loss(n)?;
+        let out = Tensor::op_output(loss, Shape::scalar(), &[self]);
+        let logits = self.clone();
+        autograd::record(&out, &[self], move |g, _| {
+            let d = logits.storage().contrastive_loss_backward(&g.storage(), n)?;
             Ok(vec![Some(Tensor::from_storage(d, logits.shape().clone(), logits.device().clone())?)])
         });
         Ok(out)

@@ -221,6 +221,15 @@ impl BackendStorage for CpuStorage {
         Ok(self.like(loss::masked_bce_backward(&self.f32s(), &labels.f32s(), scale)))
     }
 
+    fn contrastive_loss(&self, n: usize) -> Result<Self> {
+        Ok(self.like(vec![loss::contrastive(&self.f32s(), n)]))
+    }
+
+    fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self> {
+        let scale = grad.f32s()[0];
+        Ok(self.like(loss::contrastive_backward(&self.f32s(), n, scale)))
+    }
+
     fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
         Ok(self.like(resize::bicubic(&self.f32s(), channels, h, w, out_h, out_w)))
     }
