@@ -37,6 +37,7 @@ const NVCC_FLAGS: &[&str] = &["-O3", "-std=c++17", "-lineinfo"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(mlrpl_kernels, values(\"fatbin\", \"source\"))");
+    bundle_clip();
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels");
     for var in ["NVCC", "CUDA_HOME", "MLRPL_NO_NVCC", "MLRPL_NVCC_FLAGS"] {
@@ -114,6 +115,20 @@ fn main() {
     // The compiler used, for tests/kernels_ptxas.rs (empty without one).
     let nvcc_path = nvcc.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     println!("cargo::rustc-env=MLRPL_NVCC={nvcc_path}");
+}
+
+/// Embeds the bundled CLIP when the checkout has it; without it (a tree
+/// that is regenerating it with `pretrain`) the build still succeeds and
+/// commands ask for `--clip`.
+fn bundle_clip() {
+    println!("cargo::rustc-check-cfg=cfg(mlrpl_bundled_clip)");
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let path = manifest.join("assets/clip/mini-clip.safetensors");
+    println!("cargo::rerun-if-changed={}", path.display());
+    if path.is_file() {
+        println!("cargo::rustc-cfg=mlrpl_bundled_clip");
+        println!("cargo::rustc-env=MLRPL_BUNDLED_CLIP={}", path.display());
+    }
 }
 
 /// `dir/*.ext`, sorted by name, as absolute paths.

@@ -8,6 +8,9 @@
 //! * [`autograd`]: the tape, no-grad scopes and `backward`.
 //! * [`ops`]: differentiable ops, each with its backward.
 //! * [`optim`]: SGD, AdamW and learning-rate schedules.
+//! * [`clip`], [`mlrpl`]: the CLIP towers and the MLR-PL model on them;
+//!   [`data`], [`train`], [`pretrain`], [`metrics`]: datasets, the training
+//!   loops (MLR-PL, and CLIP's contrastive pre-training) and evaluation.
 //! * [`kernels`]: the CUDA kernels embedded by `build.rs`.
 
 pub mod autograd;
@@ -21,6 +24,7 @@ pub mod mlrpl;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod pretrain;
 pub mod rng;
 pub mod tensor;
 pub mod train;

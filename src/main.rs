@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Train the MLR-PL model (semantic decoupling + category-specific prompts) on a dataset with partial labels.
     Train(Box<cli::train::TrainArgs>),
+    /// Pre-train a small CLIP from scratch (contrastive loss) on the embedded set's image-caption pairs.
+    Pretrain(Box<cli::pretrain::PretrainArgs>),
     /// Evaluate a checkpoint on a split: mAP, CP, CR, CF1, OP, OR, OF1 and their top-3 versions.
     Eval(cli::evaluate::EvalArgs),
     /// Predict the categories of images with a trained checkpoint (JSON out).
@@ -47,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(args) => cli::encode::run(args, &selection.device),
         Command::ZeroShot(args) => cli::zero_shot::run(args, &selection.device),
         Command::Train(args) => cli::train::run(*args, &selection.device),
+        Command::Pretrain(args) => cli::pretrain::run(*args, &selection.device),
         Command::Eval(args) => cli::evaluate::run_eval(args, &selection.device),
         Command::Predict(args) => cli::evaluate::run_predict(args, &selection.device),
         Command::Bench => not_yet("bench", 6),

@@ -149,7 +149,7 @@ fn ap_of_entries(entries: &mut [(f32, bool)]) -> Option<f64> {
 /// The plain fields use predictions `score >= threshold`; the `_top3` fields
 /// additionally require the class to be among the image's 3 highest scores.
 /// See the module documentation for the exact definitions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MultiLabelMetrics {
     /// Mean of `per_class_ap` over the classes that have an AP.
     pub map: f64,

@@ -306,6 +306,18 @@ mod reference {
         }
     }
 
+    /// CLIP's loss on an n x n logit matrix: the mean of each row's and each
+    /// column's cross-entropy against the diagonal, each term written out.
+    pub fn contrastive(logits: &[f64], n: usize) -> f64 {
+        let mut total = 0.0;
+        for i in 0..n {
+            let row: f64 = (0..n).map(|j| logits[i * n + j].exp()).sum();
+            let col: f64 = (0..n).map(|j| logits[j * n + i].exp()).sum();
+            total += -(logits[i * n + i].exp() / row).ln() - (logits[i * n + i].exp() / col).ln();
+        }
+        total / (2 * n) as f64
+    }
+
     /// Keys' cubic convolution kernel with a = -0.75.
     fn keys(x: f64) -> f64 {
         let a = -0.75;
@@ -860,4 +872,29 @@ fn decoupling_scores_match_literal_fc3_fc4() {
     let shift = tensor(w4, &[1, d]).matmul(&tensor(b3, &[d, 1])).unwrap().add(&tensor(b4, &[1, 1])).unwrap();
     let got = tensor(x, &[b, n, d]).decoupling_scores(&tensor(t, &[c, d]), &u).unwrap().add(&shift.reshape([1]).unwrap()).unwrap();
     assert_tensor("decoupling scores", &got, &want, &[b, c, n], F32_TOL);
+}
+
+#[test]
+fn contrastive_loss_averages_both_cross_entropies() {
+    let mut rng = Rng::new(119);
+    let n = 5;
+    let logits: Vec<f32> = randn(&mut rng, &[n, n]).iter().map(|v| v * 4.0).collect();
+    let got = tensor(logits.clone(), &[n, n]).contrastive_loss().unwrap();
+    assert_tensor("contrastive_loss", &got, &[r::contrastive(&to_f64(&logits), n)], &[], F32_TOL);
+
+    // Logits far beyond exp's range stay finite: matching pairs at +100,
+    // the rest at -100, give a loss of about 0.
+    let extreme: Vec<f32> = (0..n * n).map(|i| if i % (n + 1) == 0 { 100.0 } else { -100.0 }).collect();
+    let got = tensor(extreme, &[n, n]).contrastive_loss().unwrap().scalar().unwrap();
+    assert!(got.is_finite() && got.abs() < 1e-6, "{got}");
+
+    // A row-major transpose swaps the two terms and keeps the loss.
+    let transposed: Vec<f32> = (0..n * n).map(|i| logits[(i % n) * n + i / n]).collect();
+    let again = tensor(transposed, &[n, n]).contrastive_loss().unwrap().scalar().unwrap();
+    assert!((again - r::contrastive(&to_f64(&logits), n) as f32).abs() < 1e-5);
+
+    for bad in [vec![2, 3], vec![4], vec![0, 0]] {
+        let len = bad.iter().product();
+        assert!(tensor(vec![0.0; len], &bad).contrastive_loss().is_err(), "shape {bad:?} must be rejected");
+    }
 }

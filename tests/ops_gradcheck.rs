@@ -448,6 +448,23 @@ fn grad_masked_bce_extreme_logits() {
     assert!(g[4] == 0.0 && (g[5] + 1.0 / known).abs() < 1e-6, "{g:?}");
 }
 
+#[test]
+fn grad_contrastive_loss() {
+    let mut rng = Rng::new(263);
+    gradcheck("contrastive_loss", 263, &[Input::randn(&mut rng, &[6, 6], 3.0)], |p| p[0].contrastive_loss());
+}
+
+#[test]
+fn grad_clip_loss_reaches_features_and_temperature() {
+    let mut rng = Rng::new(264);
+    let image = Input::randn(&mut rng, &[5, 8], 1.0);
+    let text = Input::randn(&mut rng, &[5, 8], 1.0);
+    let log_scale = Input::new(vec![1.2], &[]);
+    gradcheck("clip_loss", 264, &[image, text, log_scale], |p| {
+        mlrpl_engine::pretrain::clip_loss(&p[0], &p[1], &p[2])
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Graph structure: reuse, chains, dtype casts.
 

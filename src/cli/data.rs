@@ -2,21 +2,19 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use mlrpl_engine::clip::init::init_weights;
-use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
+use mlrpl_engine::clip::Clip;
+use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::data::coco::{CocoDataset, CocoSplit};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::list::{ListDataset, OpenOptions, SkippedImages};
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::data::voc::VocDataset;
 use mlrpl_engine::Device;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Side of the embedded set's images, which the random small CLIP takes
-/// at its native resolution (patch 8, an 8 x 8 grid).
+/// Side of the embedded set's images: the bundled CLIP's native resolution.
 const EMBEDDED_IMAGE_SIZE: usize = 64;
-const RANDOM_CLIP_PATCH: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
@@ -67,6 +65,12 @@ fn report_skipped(skipped: &SkippedImages, what: &str) {
     }
 }
 
+/// The embedded set's training or test split at `image_size`.
+pub fn embedded_set(part: Part, image_size: usize) -> Result<Arc<dyn MultiLabelDataset>> {
+    let split = if part == Part::Train { Split::Train } else { Split::Test };
+    Ok(Arc::new(SyntheticSet::new(split, 0, image_size)?))
+}
+
 impl DataArgs {
     /// The training or the test split of the chosen dataset.
     pub fn open(&self, part: Part) -> Result<Arc<dyn MultiLabelDataset>> {
@@ -83,8 +87,7 @@ impl DataArgs {
             }
         };
         Ok(match (self.dataset, part) {
-            (DatasetKind::Embedded, Part::Train) => Arc::new(SyntheticSet::new(Split::Train, 0, EMBEDDED_IMAGE_SIZE)?),
-            (DatasetKind::Embedded, Part::Test) => Arc::new(SyntheticSet::new(Split::Test, 0, EMBEDDED_IMAGE_SIZE)?),
+            (DatasetKind::Embedded, part) => embedded_set(part, EMBEDDED_IMAGE_SIZE)?,
             (DatasetKind::Coco, part) => {
                 let split = if part == Part::Train { CocoSplit::Train2014 } else { CocoSplit::Val2014 };
                 let set = CocoDataset::open(&root()?, split, &options)?;
@@ -109,38 +112,37 @@ impl DataArgs {
     }
 }
 
-/// The CLIP a run uses: the given weights, or, until the engine bundles a
-/// pretrained one, a randomly initialised small CLIP sized for the embedded
-/// set (so the pipeline runs end to end; its features are not pretrained).
-pub fn load_clip(path: Option<&PathBuf>, seed: u64, device: &Device) -> Result<(Clip, String)> {
+/// The bundled CLIP: one run of `mlrpl-engine pretrain` on the embedded
+/// set, stored f16 in OpenAI's naming; its card (command, seed, commit,
+/// zero-shot mAP) is assets/clip/mini-clip.json.
+#[cfg(mlrpl_bundled_clip)]
+const BUNDLED_CLIP: Option<&[u8]> = Some(include_bytes!(env!("MLRPL_BUNDLED_CLIP")));
+#[cfg(not(mlrpl_bundled_clip))]
+const BUNDLED_CLIP: Option<&[u8]> = None;
+/// How checkpoints name the bundled CLIP.
+pub const BUNDLED_CLIP_NAME: &str = "bundled:mini-clip";
+
+/// The CLIP a run uses, and the name its checkpoints record: the given
+/// weights, or the bundled one.
+pub fn load_clip(path: Option<&PathBuf>, device: &Device) -> Result<(Clip, String)> {
     match path {
         Some(path) => Ok((Clip::load(path, device)?, path.display().to_string())),
         None => {
-            eprintln!(
-                "no --clip given and no pretrained CLIP is bundled yet: using a randomly initialised small CLIP \
-                 (seed {seed}); give --clip for real results"
-            );
-            let config = ClipConfig {
-                vision: VisionConfig {
-                    width: 128,
-                    layers: 2,
-                    heads: 2,
-                    patch: RANDOM_CLIP_PATCH,
-                    grid: EMBEDDED_IMAGE_SIZE / RANDOM_CLIP_PATCH,
-                    embed_dim: 128,
-                },
-                text: TextConfig { width: 128, layers: 2, heads: 2, context_length: 77, vocab_size: 49408, embed_dim: 128 },
-            };
-            Ok((Clip::from_weights(init_weights(&config, seed, device)?)?, format!("random:{seed}")))
+            let bytes = BUNDLED_CLIP.context(
+                "this build has no bundled CLIP (assets/clip/mini-clip.safetensors was missing when it was built); give --clip",
+            )?;
+            let source = Path::new("bundled CLIP (assets/clip/mini-clip.safetensors)");
+            let clip = Clip::from_weights(WeightMap::from_bytes(bytes, source, device)?)?;
+            Ok((clip, BUNDLED_CLIP_NAME.to_string()))
         }
     }
 }
 
 /// Reloads the CLIP a checkpoint names.
 pub fn clip_of_checkpoint(name: &str, device: &Device) -> Result<Clip> {
-    match name.strip_prefix("random:") {
-        Some(seed) => Ok(load_clip(None, seed.parse().context("checkpoint names a malformed random CLIP seed")?, device)?.0),
-        None if name.is_empty() => bail!("the checkpoint names no CLIP; give --clip"),
-        None => Clip::load(&PathBuf::from(name), device),
+    match name {
+        BUNDLED_CLIP_NAME => Ok(load_clip(None, device)?.0),
+        "" => bail!("the checkpoint names no CLIP; give --clip"),
+        path => Clip::load(&PathBuf::from(path), device),
     }
 }

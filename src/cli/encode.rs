@@ -1,11 +1,12 @@
 //! `mlrpl-engine encode`: CLIP embeddings of images and texts, written as
 //! safetensors so anyone can check the engine against their own CLIP.
 
-use super::{encode_texts, over_image_batches};
+use super::data::load_clip;
+use super::over_image_batches;
+use mlrpl_engine::clip::zero_shot::encode_texts;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlrpl_engine::autograd::no_grad;
-use mlrpl_engine::clip::Clip;
 use mlrpl_engine::data::image::Preprocess;
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::Device;
@@ -14,9 +15,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {
-    /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
+    /// CLIP weights (safetensors, OpenAI or Hugging Face naming; default: the bundled CLIP).
     #[arg(long)]
-    clip: PathBuf,
+    clip: Option<PathBuf>,
     /// An image to encode (JPEG or PNG); repeatable.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
@@ -43,7 +44,7 @@ pub fn run(args: EncodeArgs, device: &Device) -> Result<()> {
         bail!("encode: give at least one --image or --text");
     }
     let _no_grad = no_grad();
-    let clip = Clip::load(&args.clip, device)?;
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
     let mode = Preprocess::ClipCenterCrop { size: args.resolution.unwrap_or(clip.config.vision.resolution()) };
     let mut outputs = Vec::new();
     if !args.images.is_empty() {
@@ -57,7 +58,7 @@ pub fn run(args: EncodeArgs, device: &Device) -> Result<()> {
         outputs.push(("text_embeds".to_string(), encode_texts(&clip, &args.texts)?));
     }
     let metadata = HashMap::from([
-        ("clip".to_string(), args.clip.display().to_string()),
+        ("clip".to_string(), clip_name),
         ("resolution".to_string(), mode.size().to_string()),
         ("engine".to_string(), format!("mlrpl-engine {}", env!("CARGO_PKG_VERSION"))),
     ]);

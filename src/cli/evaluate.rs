@@ -1,11 +1,13 @@
 //! `mlrpl-engine eval` and `mlrpl-engine predict`: a trained checkpoint on a
 //! dataset split, or on images.
 
-use super::data::{clip_of_checkpoint, DataArgs, Part};
+use super::data::{clip_of_checkpoint, load_clip, DataArgs, Part};
 use super::train::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use mlrpl_engine::clip::zero_shot::PROMPT;
 use mlrpl_engine::clip::Clip;
+use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
 use mlrpl_engine::data::image::load_rgb;
 use mlrpl_engine::mlrpl::MlrplModel;
@@ -59,9 +61,14 @@ enum EvalSplit {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A checkpoint state file (checkpoint-best.json) or a run folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CLIP weights, when not where the checkpoint says.
+    #[arg(long, required_unless_present = "zero_shot")]
+    checkpoint: Option<PathBuf>,
+    /// CLIP's zero-shot classifier instead of a trained checkpoint: each class
+    /// scored by cos(image, "a photo of a {class}.").
+    #[arg(long, conflicts_with = "checkpoint")]
+    zero_shot: bool,
+    /// CLIP weights: for --zero-shot (default: the bundled CLIP), or when not
+    /// where the checkpoint says.
     #[arg(long)]
     clip: Option<PathBuf>,
     #[command(flatten)]
@@ -77,9 +84,18 @@ pub struct EvalArgs {
 
 
 pub fn run_eval(args: EvalArgs, device: &Device) -> Result<()> {
-    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device)?;
     let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
     let dataset = args.data.open(part)?;
+    let Some(checkpoint_path) = &args.checkpoint else {
+        let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
+        let indices: Vec<usize> = (0..dataset.len()).collect();
+        let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0)?;
+        println!("{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:", dataset.describe(), indices.len());
+        println!("{}", metrics.summary_table(args.per_class_ap.then_some(dataset.class_names())));
+        println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
+        return Ok(());
+    };
+    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), device)?;
     if dataset.class_names() != model.class_names.as_slice() {
         bail!("the checkpoint's classes differ from {}'s", dataset.describe());
     }

@@ -3,12 +3,11 @@
 pub mod data;
 pub mod encode;
 pub mod evaluate;
+pub mod pretrain;
 pub mod train;
 pub mod zero_shot;
 
 use anyhow::{bail, Result};
-use mlrpl_engine::clip::tokenizer::Tokenizer;
-use mlrpl_engine::clip::Clip;
 use mlrpl_engine::data::image::{images_to_tensor, Preprocess};
 use mlrpl_engine::Tensor;
 use std::path::PathBuf;
@@ -24,15 +23,4 @@ fn over_image_batches(paths: &[PathBuf], mode: Preprocess, f: impl Fn(&Tensor) -
     }
     let parts = paths.chunks(IMAGE_BATCH).map(|chunk| f(&images_to_tensor(chunk, mode)?)).collect::<Result<Vec<_>>>()?;
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
-}
-
-/// CLIP's `encode_text` of each string.
-fn encode_texts(clip: &Clip, texts: &[String]) -> Result<Tensor> {
-    let tokenizer = Tokenizer::shared()?;
-    let context = clip.config.text.context_length;
-    let tokens = texts.iter().map(|t| tokenizer.tokenize(t, context)).collect::<Result<Vec<_>>>()?;
-    if let Some(bad) = tokens.iter().flatten().find(|&&id| id as usize >= clip.config.text.vocab_size) {
-        bail!("token id {bad} is outside this checkpoint's vocabulary of {}", clip.config.text.vocab_size);
-    }
-    clip.text.encode(&tokens)
 }

@@ -48,7 +48,7 @@ impl ModelArgs {
 
 #[derive(Args, Debug, Serialize)]
 pub struct TrainArgs {
-    /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
+    /// CLIP weights (safetensors, OpenAI or Hugging Face naming; default: the bundled CLIP).
     #[arg(long)]
     clip: Option<PathBuf>,
     #[command(flatten)]
@@ -91,7 +91,7 @@ pub struct TrainArgs {
     workers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run folder: checkpoints, label mask, metrics.jsonl (default: a new
+    /// Run folder: checkpoints, label mask, metrics.jsonl, test-metrics.json (default: a new
     /// runs/run-<unix time> folder).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -129,7 +129,7 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
         );
     }
     let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
-    let (clip, clip_name) = load_clip(args.clip.as_ref(), args.seed, device)?;
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;
     let test_set = args.data.open(Part::Test)?;
@@ -187,6 +187,9 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
         100.0 * outcome.best_val_map.unwrap_or(0.0),
         checkpoint::state_path(&run_dir, "best").display()
     );
+    let summary = serde_json::json!({ "untrained": untrained, "trained": tested, "class_names": model.class_names });
+    let summary_path = run_dir.join("test-metrics.json");
+    checkpoint::write_atomically(&summary_path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
     println!("test split, trained model:\n{}", tested.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
     Ok(())

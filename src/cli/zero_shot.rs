@@ -1,26 +1,21 @@
 //! `mlrpl-engine zero-shot`: CLIP's zero-shot baseline, each image scored
 //! against every class name with the prompt "a photo of a {}.".
 
-use super::{encode_texts, over_image_batches};
+use super::data::load_clip;
+use super::over_image_batches;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlrpl_engine::autograd::no_grad;
-use mlrpl_engine::clip::Clip;
+use mlrpl_engine::clip::zero_shot::{class_features, logits};
 use mlrpl_engine::data::image::Preprocess;
 use mlrpl_engine::Device;
 use std::path::PathBuf;
 
-/// The hand-written prompt of CLIP's zero-shot evaluation.
-pub const PROMPT: &str = "a photo of a {}.";
-
-/// CLIP's fixed logit scale (100) when a checkpoint stores none.
-const DEFAULT_LOGIT_SCALE: f32 = 100.0;
-
 #[derive(Args, Debug)]
 pub struct ZeroShotArgs {
-    /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
+    /// CLIP weights (safetensors, OpenAI or Hugging Face naming; default: the bundled CLIP).
     #[arg(long)]
-    clip: PathBuf,
+    clip: Option<PathBuf>,
     /// Class names, comma-separated.
     #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
@@ -52,16 +47,10 @@ fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
 pub fn run(args: ZeroShotArgs, device: &Device) -> Result<()> {
     let classes = class_names(&args)?;
     let _no_grad = no_grad();
-    let clip = Clip::load(&args.clip, device)?;
-    let prompts: Vec<String> = classes.iter().map(|c| PROMPT.replace("{}", c)).collect();
-    let text = encode_texts(&clip, &prompts)?.l2_normalize()?;
+    let (clip, _) = load_clip(args.clip.as_ref(), device)?;
+    let text = class_features(&clip, &classes)?;
     let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
-    let image = over_image_batches(&args.images, mode, |x| clip.vision.encode(x))?.l2_normalize()?;
-    let scale = match &clip.logit_scale {
-        Some(log_scale) => log_scale.scalar()?.exp(),
-        None => DEFAULT_LOGIT_SCALE,
-    };
-    let probs = image.matmul(&text.transpose(0, 1)?)?.scale(scale)?.softmax()?.to_vec()?;
+    let probs = over_image_batches(&args.images, mode, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;
     for (path, row) in args.images.iter().zip(probs.chunks(classes.len())) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -1,6 +1,8 @@
-//! OpenAI's CLIP ViT towers (DESIGN.md §2.1, §2.2), frozen: their weights
-//! are plain tensors, so nothing is recorded on the tape unless a trainable
-//! input (prompt context) flows through them.
+//! OpenAI's CLIP ViT towers (DESIGN.md §2.1, §2.2). For MLR-PL they are
+//! frozen: their weights are plain tensors, so nothing is recorded on the
+//! tape unless a trainable input (prompt context) flows through them.
+//! `pretrain` builds them from parameters instead, and every op of the
+//! forward pass then records its backward.
 
 use super::config::{ClipConfig, TextConfig, VisionConfig};
 use super::weights::{canonicalize, Naming};
@@ -53,8 +55,8 @@ fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: 
 #[derive(Clone, Debug)]
 pub struct VisionTower {
     pub config: VisionConfig,
-    /// The patch convolution as a matrix: [width, 3 * patch * patch].
-    patch_weight: Tensor,
+    /// The patch convolution, [width, 3, patch, patch] (used as a matrix).
+    conv1: Tensor,
     class_embedding: Tensor,
     positional_embedding: Tensor,
     ln_pre: LayerNorm,
@@ -66,9 +68,8 @@ pub struct VisionTower {
 
 impl VisionTower {
     fn from_weights(w: &WeightMap, c: &VisionConfig) -> Result<Self> {
-        let conv = w.get_shaped("visual.conv1.weight", &[c.width, 3, c.patch, c.patch])?;
         Ok(VisionTower {
-            patch_weight: conv.reshape([c.width, 3 * c.patch * c.patch])?,
+            conv1: w.get_shaped("visual.conv1.weight", &[c.width, 3, c.patch, c.patch])?,
             class_embedding: w.get_shaped("visual.class_embedding", &[c.width])?,
             positional_embedding: w.get_shaped("visual.positional_embedding", &[c.grid * c.grid + 1, c.width])?,
             ln_pre: layer_norm(w, "visual.ln_pre", c.width)?,
@@ -112,7 +113,7 @@ impl VisionTower {
             .reshape([b, 3, grid, p, grid, p])?
             .permute(&[0, 2, 4, 1, 3, 5])?
             .reshape([b * n, 3 * p * p])?
-            .linear(&self.patch_weight, None)?
+            .linear(&self.conv1.reshape([c.width, 3 * p * p])?, None)?
             .reshape([b, n, c.width])?;
         let class = self.class_embedding.reshape([1, 1, c.width])?.broadcast_to(&[b, 1, c.width].into())?;
         let x = Tensor::concat(&[&class, &patches], 1)?.add(&self.positional_embedding_for(grid)?)?;

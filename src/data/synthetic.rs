@@ -91,7 +91,12 @@ pub const BACKGROUND_MEAN_RGB: [[u8; 3]; 6] =
 pub const SIZE_WORDS: [&str; 2] = ["small", "large"];
 
 /// Number of caption templates of [`Sample::caption_with_template`].
-pub const NUM_TEMPLATES: usize = 12;
+pub const NUM_TEMPLATES: usize = 14;
+/// Templates from this index on name only the shapes ("a photo of a circle
+/// and two stars."), with no colour, size or background: captions as terse
+/// as CLIP's zero-shot prompt, so that pre-training teaches the text tower
+/// what a shape word alone means.
+pub const FIRST_SHAPES_ONLY_TEMPLATE: usize = 12;
 
 /// Index of `name` in [`CATEGORIES`].
 pub fn category_index(name: &str) -> Option<usize> {
@@ -876,20 +881,9 @@ fn object_phrase(o: &ObjectInfo, rng: &mut Rng) -> String {
 /// its colours agree and "two circles in red and blue" otherwise. Returns
 /// the phrases and whether each is plural.
 fn group_phrases(objects: &[ObjectInfo], rng: &mut Rng) -> Vec<(String, bool)> {
-    let mut order: Vec<usize> = Vec::new();
-    for o in objects {
-        if !order.contains(&o.category) {
-            order.push(o.category);
-        }
-    }
-    // Fisher-Yates with the caption generator.
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    order
+    grouped(objects, rng)
         .into_iter()
-        .map(|cat| {
-            let members: Vec<&ObjectInfo> = objects.iter().filter(|o| o.category == cat).collect();
+        .map(|members| {
             if members.len() == 1 {
                 return (object_phrase(members[0], rng), false);
             }
@@ -903,7 +897,7 @@ fn group_phrases(objects: &[ObjectInfo], rng: &mut Rng) -> Vec<(String, bool)> {
             let same_size = members.iter().all(|m| m.large == members[0].large);
             let size =
                 if same_size && rng.below(2) == 0 { format!("{} ", members[0].size_word()) } else { String::new() };
-            let plural = CATEGORY_PLURALS[cat];
+            let plural = members[0].plural_name();
             if colours.len() == 1 {
                 (format!("{n} {size}{} {plural}", colours[0]), true)
             } else {
@@ -914,10 +908,50 @@ fn group_phrases(objects: &[ObjectInfo], rng: &mut Rng) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// [`group_phrases`] with the shape names only: "a circle", "two stars".
+fn shape_phrases(objects: &[ObjectInfo], rng: &mut Rng) -> Vec<String> {
+    grouped(objects, rng)
+        .into_iter()
+        .map(|members| match members.len() {
+            1 => with_article(members[0].category_name().to_string()),
+            n => format!("{} {}", COUNT_WORDS[n.min(4)], members[0].plural_name()),
+        })
+        .collect()
+}
+
+/// The objects grouped by category, the groups in a random order.
+fn grouped<'a>(objects: &'a [ObjectInfo], rng: &mut Rng) -> Vec<Vec<&'a ObjectInfo>> {
+    let mut order: Vec<usize> = Vec::new();
+    for o in objects {
+        if !order.contains(&o.category) {
+            order.push(o.category);
+        }
+    }
+    // Fisher-Yates with the caption generator.
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order.into_iter().map(|cat| objects.iter().filter(|o| o.category == cat).collect()).collect()
+}
+
 /// A caption of `objects` on background `bg`, with template `template`
 /// (a random one when `None`).
 fn caption_of(objects: &[ObjectInfo], bg: usize, template: Option<usize>, rng: &mut Rng) -> String {
-    let t = template.unwrap_or_else(|| rng.below(NUM_TEMPLATES)) % NUM_TEMPLATES;
+    // Half the random captions name the shapes alone: with colour and
+    // background in every caption, contrastive training matches pairs by
+    // those easy cues and never learns what a shape word means.
+    let random_template = |rng: &mut Rng| match rng.below(2) {
+        0 => FIRST_SHAPES_ONLY_TEMPLATE + rng.below(NUM_TEMPLATES - FIRST_SHAPES_ONLY_TEMPLATE),
+        _ => rng.below(FIRST_SHAPES_ONLY_TEMPLATE),
+    };
+    let t = template.unwrap_or_else(|| random_template(rng)) % NUM_TEMPLATES;
+    if t >= FIRST_SHAPES_ONLY_TEMPLATE {
+        if objects.is_empty() {
+            return "an empty picture.".to_string();
+        }
+        let list = join_list(&shape_phrases(objects, rng));
+        return if t == FIRST_SHAPES_ONLY_TEMPLATE { format!("a photo of {list}.") } else { format!("{list}.") };
+    }
     let on = background_phrase(bg, rng);
     if objects.is_empty() {
         return format!("an empty scene {on}.");

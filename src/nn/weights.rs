@@ -34,18 +34,24 @@ impl WeightMap {
     /// Loads every tensor of a safetensors file as f32 on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<WeightMap> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read weight file {}", path.display()))?;
-        let parsed = SafeTensors::deserialize(&bytes).map_err(|e| {
-            anyhow!("{} is not a valid safetensors file (truncated, or another format?): {e}", path.display())
+        Self::from_bytes(&bytes, path, device)
+    }
+
+    /// Parses safetensors `bytes` (errors call them `source`), every tensor
+    /// as f32 on `device`.
+    pub fn from_bytes(bytes: &[u8], source: &Path, device: &Device) -> Result<WeightMap> {
+        let parsed = SafeTensors::deserialize(bytes).map_err(|e| {
+            anyhow!("{} is not a valid safetensors file (truncated, or another format?): {e}", source.display())
         })?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{}: unreadable safetensors header: {e}", path.display()))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| anyhow!("{}: unreadable safetensors header: {e}", source.display()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in parsed.tensors() {
-            let values = to_f32(&name, view.dtype(), view.data()).with_context(|| path.display().to_string())?;
+            let values = to_f32(&name, view.dtype(), view.data()).with_context(|| source.display().to_string())?;
             let tensor = Tensor::from_vec(values, view.shape().to_vec(), device)?;
             tensors.insert(name, tensor);
         }
-        Ok(WeightMap { source: path.to_path_buf(), tensors, metadata: header.metadata().clone().unwrap_or_default() })
+        Ok(WeightMap { source: source.to_path_buf(), tensors, metadata: header.metadata().clone().unwrap_or_default() })
     }
 
     /// A map built in memory; `source` is what errors will call it.
@@ -104,17 +110,34 @@ impl WeightMap {
     /// the same folder, then a rename, so an interrupted write never leaves a
     /// half-written file under `path`.
     pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+        Self::save_as(path, tensors, metadata, DType::F32)
+    }
+
+    /// [`WeightMap::save`] with the values stored as `dtype` (f32, f16 or
+    /// bf16, rounded to nearest).
+    pub fn save_as(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>, dtype: DType) -> Result<()> {
+        let stored = match dtype {
+            DType::F32 => StDtype::F32,
+            DType::F16 => StDtype::F16,
+            DType::BF16 => StDtype::BF16,
+            DType::U32 => bail!("cannot store weights as {dtype}"),
+        };
         let mut buffers = Vec::with_capacity(tensors.len());
         for (name, t) in tensors {
             if t.dtype() == DType::U32 {
                 bail!("cannot save index tensor `{name}`");
             }
-            let bytes: Vec<u8> = t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let values = t.to_vec()?;
+            let bytes: Vec<u8> = match dtype {
+                DType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+                DType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+                _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
             buffers.push((name.clone(), t.dims().to_vec(), bytes));
         }
         let views = buffers
             .iter()
-            .map(|(name, dims, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(StDtype::F32, dims.clone(), bytes)?)))
+            .map(|(name, dims, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(stored, dims.clone(), bytes)?)))
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .map_err(|e| anyhow!("cannot serialise tensors for {}: {e}", path.display()))?;
         let tmp = path.with_extension("safetensors.tmp");

@@ -109,7 +109,8 @@ pub fn evaluate_split(
     evaluate(&scores, &labels, model.num_classes(), THRESHOLD)
 }
 
-fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+/// Appends one JSON line to the metrics file at `path`.
+pub fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

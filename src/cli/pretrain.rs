@@ -1,0 +1,268 @@
+//! `mlrpl-engine pretrain`: a small CLIP trained from scratch with CLIP's
+//! contrastive loss on the embedded set's image-caption pairs, exported in
+//! OpenAI's naming with a JSON card (the bundled CLIP is one such run).
+
+use super::data::{embedded_set, Part};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use mlrpl_engine::clip::init::init_weights;
+use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
+use mlrpl_engine::data::dataset::MultiLabelDataset;
+use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
+use mlrpl_engine::nn::WeightMap;
+use mlrpl_engine::pretrain::{self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip};
+use mlrpl_engine::train::{checkpoint, Run};
+use mlrpl_engine::{DType, Device};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// CLIP's BPE vocabulary size, which the tokenizer needs.
+const VOCAB_SIZE: usize = 49408;
+const CONTEXT_LENGTH: usize = 77;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum StoredDType {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args, Debug, Serialize)]
+pub struct PretrainArgs {
+    /// Side of the square training images (the CLIP's native resolution).
+    #[arg(long, default_value_t = 64)]
+    image_size: usize,
+    #[arg(long, default_value_t = 8)]
+    patch: usize,
+    #[arg(long, default_value_t = 128)]
+    vision_width: usize,
+    #[arg(long, default_value_t = 4)]
+    vision_layers: usize,
+    #[arg(long, default_value_t = 128)]
+    text_width: usize,
+    #[arg(long, default_value_t = 4)]
+    text_layers: usize,
+    /// Width of the joint image-text embedding.
+    #[arg(long, default_value_t = 128)]
+    embed_dim: usize,
+    /// Image-caption pairs per epoch, from the embedded set's pretrain split.
+    #[arg(long, default_value_t = 20000)]
+    pairs: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 100)]
+    warmup_steps: usize,
+    /// Data-loading threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Seed of the initial weights and of the data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder: checkpoints and metrics.jsonl (default: a new runs/pretrain-<unix time> folder).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the CLIP (safetensors, OpenAI naming) and, beside it, its
+    /// JSON card (default: clip.safetensors in the run folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Storage type of the written CLIP.
+    #[arg(long, value_enum, default_value_t = StoredDType::F16)]
+    out_dtype: StoredDType,
+    /// Steps between two lines of metrics.jsonl.
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+}
+
+impl PretrainArgs {
+    fn config(&self) -> Result<ClipConfig> {
+        if self.patch == 0 || self.image_size % self.patch != 0 {
+            bail!("--image-size {} must be a multiple of --patch {}", self.image_size, self.patch);
+        }
+        for (flag, width) in [("--vision-width", self.vision_width), ("--text-width", self.text_width)] {
+            if width == 0 || width % 64 != 0 {
+                bail!("{flag} {width} must be a positive multiple of 64 (CLIP's head width)");
+            }
+        }
+        Ok(ClipConfig {
+            vision: VisionConfig {
+                width: self.vision_width,
+                layers: self.vision_layers,
+                heads: self.vision_width / 64,
+                patch: self.patch,
+                grid: self.image_size / self.patch,
+                embed_dim: self.embed_dim,
+            },
+            text: TextConfig {
+                width: self.text_width,
+                layers: self.text_layers,
+                heads: self.text_width / 64,
+                context_length: CONTEXT_LENGTH,
+                vocab_size: VOCAB_SIZE,
+                embed_dim: self.embed_dim,
+            },
+        })
+    }
+}
+
+/// The card written beside a pre-trained CLIP.
+#[derive(Serialize)]
+struct Card {
+    command: String,
+    seed: u64,
+    engine_version: &'static str,
+    engine_commit: String,
+    device: String,
+    training_seconds: f64,
+    epochs: usize,
+    best_epoch: Option<usize>,
+    zero_shot_prompt: &'static str,
+    zero_shot_val_map: Option<f64>,
+    zero_shot_test_map: f64,
+    stored_dtype: StoredDType,
+    config: serde_json::Value,
+}
+
+/// The commit of the working directory's git checkout, marked when it has
+/// uncommitted changes; "unknown" outside a checkout.
+fn engine_commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (git(&["rev-parse", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+        (Some(commit), Some(changes)) if changes.is_empty() => commit,
+        (Some(commit), Some(_)) => format!("{commit} (with uncommitted changes)"),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// The CPU model and thread count, or the device name.
+fn device_description(device: &Device) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let threads = rayon::current_num_threads();
+    format!("{device}: {cpu}, {threads} threads")
+}
+
+fn new_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("runs/pretrain-{secs}"))
+}
+
+fn card_path(out: &Path) -> PathBuf {
+    out.with_extension("json")
+}
+
+pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
+    let config = args.config()?;
+    let run_dir = match (&args.run_dir, args.resume) {
+        (Some(dir), _) => dir.clone(),
+        (None, false) => new_run_dir(),
+        (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
+    };
+    args.run_dir = Some(run_dir.clone());
+    if !args.resume && checkpoint::state_path(&run_dir, "last").exists() {
+        bail!("run folder {} already holds a run; continue it with --resume or choose another --run-dir", run_dir.display());
+    }
+    let out = args.out.clone().unwrap_or_else(|| run_dir.join("clip.safetensors"));
+    let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
+    let model = TrainableClip::new(init_weights(&config, args.seed, device)?)?;
+    let pairs = Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
+    let validation: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, args.image_size)?);
+    let options = PretrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        betas: (0.9, 0.98),
+        eps: 1e-6,
+        warmup_steps: args.warmup_steps,
+        workers: args.workers,
+        seed: args.seed,
+        log_every: args.log_every,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let parameters: usize = model.named.iter().map(|(_, t)| t.elem_count()).sum();
+    eprintln!(
+        "pre-training a CLIP of {:.1} M parameters (vision {}x{} patch {} width {} x {} layers, text width {} x {} layers, \
+         embedding {}) on {} image-caption pairs, run folder {}",
+        parameters as f64 / 1e6,
+        args.image_size,
+        args.image_size,
+        args.patch,
+        args.vision_width,
+        args.vision_layers,
+        args.text_width,
+        args.text_layers,
+        args.embed_dim,
+        pairs.len(),
+        run_dir.display()
+    );
+    let started = Instant::now();
+    let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
+    let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
+    let training_seconds = started.elapsed().as_secs_f64();
+
+    let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
+    let dtype = match args.out_dtype {
+        StoredDType::F32 => DType::F32,
+        StoredDType::F16 => DType::F16,
+        StoredDType::Bf16 => DType::BF16,
+    };
+    let mut tensors: Vec<(String, mlrpl_engine::Tensor)> = best.params.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    WeightMap::save_as(&out, &tensors, HashMap::from([("format".to_string(), "pt".to_string())]), dtype)?;
+
+    // The card's figure is measured on the file as written (rounded weights).
+    let exported = Clip::load(&out, device)?;
+    let test = embedded_set(Part::Test, args.image_size)?;
+    let all: Vec<usize> = (0..test.len()).collect();
+    let test_map = zero_shot_metrics(&exported, &test, &all, args.batch_size, args.workers)?.map;
+    let card = Card {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        seed: args.seed,
+        engine_version: env!("CARGO_PKG_VERSION"),
+        engine_commit: engine_commit(),
+        device: device_description(device),
+        training_seconds,
+        epochs: args.epochs,
+        best_epoch: outcome.best_epoch,
+        zero_shot_prompt: mlrpl_engine::clip::zero_shot::PROMPT,
+        zero_shot_val_map: outcome.best_val_map,
+        zero_shot_test_map: test_map,
+        stored_dtype: args.out_dtype,
+        config: serde_json::to_value(&args)?,
+    };
+    let card_file = card_path(&out);
+    checkpoint::write_atomically(&card_file, serde_json::to_string_pretty(&card)?.as_bytes())?;
+    println!(
+        "pre-trained CLIP written to {} (card {}); zero-shot mAP on the embedded test split {:.2}",
+        out.display(),
+        card_file.display(),
+        100.0 * test_map
+    );
+    Ok(())
+}

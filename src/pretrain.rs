@@ -1,0 +1,294 @@
+//! Contrastive pre-training of a CLIP from scratch (`mlrpl-engine
+//! pretrain`): both towers and the temperature are parameters, trained with
+//! CLIP's symmetric contrastive loss on image-caption pairs of the embedded
+//! set's pretrain split (a split whose scenes the MLR-PL splits never use),
+//! with AdamW and a linear warm-up then cosine decay. Every epoch the
+//! zero-shot mAP on a validation split picks the best checkpoint; checkpoints
+//! and `--resume` work as for `train` (see `train::checkpoint`).
+
+use crate::clip::tokenizer::Tokenizer;
+use crate::clip::zero_shot::class_features;
+use crate::clip::Clip;
+use crate::data::augment::Augment;
+use crate::data::dataset::MultiLabelDataset;
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::synthetic::SyntheticSet;
+use crate::metrics::{evaluate, MultiLabelMetrics};
+use crate::nn::WeightMap;
+use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
+use crate::tensor::{DType, Tensor};
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::{append_line, Outcome, Run, THRESHOLD};
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest logit scale CLIP allows: its log is clamped to ln 100 after
+/// every step, as in OpenAI's training.
+pub const MAX_LOG_LOGIT_SCALE: f32 = 4.605_170_2;
+
+#[derive(Clone, Debug)]
+pub struct PretrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    /// Optimizer steps of the linear warm-up.
+    pub warmup_steps: usize,
+    pub workers: usize,
+    pub seed: u64,
+    /// Steps between two lines of the metrics file.
+    pub log_every: usize,
+    /// Print a progress line to stderr.
+    pub progress: bool,
+}
+
+/// What pre-training reads: the image-caption pairs, and the labelled split
+/// whose zero-shot mAP selects the best checkpoint.
+pub struct PretrainData {
+    pub pairs: Arc<SyntheticSet>,
+    pub validation: Arc<dyn MultiLabelDataset>,
+}
+
+/// A CLIP whose every weight is a parameter, and those parameters by their
+/// OpenAI names (the checkpoint's tensor names).
+pub struct TrainableClip {
+    pub clip: Clip,
+    pub named: Vec<(String, Tensor)>,
+}
+
+impl TrainableClip {
+    /// Makes every tensor of `weights` (OpenAI naming) a parameter and builds
+    /// the towers on them, so the forward pass records for backward.
+    pub fn new(weights: WeightMap) -> Result<TrainableClip> {
+        let mut named = Vec::new();
+        let mut params = weights.empty_like();
+        for name in weights.names() {
+            let param = weights.get(name)?.into_parameter()?;
+            params.insert(name, param.clone());
+            named.push((name.to_string(), param));
+        }
+        if !params.contains("logit_scale") {
+            bail!("{}: pre-training needs a `logit_scale` tensor", weights.source().display());
+        }
+        Ok(TrainableClip { clip: Clip::from_weights(params)?, named })
+    }
+
+    /// The learnable log temperature.
+    pub fn log_logit_scale(&self) -> Result<&Tensor> {
+        self.clip.logit_scale.as_ref().context("this CLIP has no logit_scale")
+    }
+
+    /// AdamW groups as open_clip makes them: weight decay on the matrices,
+    /// none on gains, biases, embeddings and the temperature.
+    pub fn parameter_groups(&self) -> Vec<ParamGroup> {
+        let (decay, no_decay): (Vec<_>, Vec<_>) = self.named.iter().partition(|(name, t)| {
+            t.rank() >= 2 && !name.contains("embedding") && !name.contains("ln_")
+        });
+        let params = |v: Vec<&(String, Tensor)>| v.into_iter().map(|(_, t)| t.clone()).collect();
+        vec![ParamGroup::new(params(decay)), ParamGroup::no_decay(params(no_decay))]
+    }
+
+    /// Clamps the log temperature to [0, ln 100] in place.
+    fn clamp_logit_scale(&self) -> Result<()> {
+        let log_scale = self.log_logit_scale()?;
+        let value = log_scale.scalar()?;
+        let clamped = value.clamp(0.0, MAX_LOG_LOGIT_SCALE);
+        if clamped != value {
+            log_scale.copy_from(&Tensor::full(clamped, log_scale.shape().clone(), DType::F32, log_scale.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// CLIP's training loss: `exp(log_scale) * cos(image_i, text_j)` logits,
+/// symmetric cross-entropy with the matching pairs on the diagonal.
+pub fn clip_loss(image_features: &Tensor, text_features: &Tensor, log_scale: &Tensor) -> Result<Tensor> {
+    let image = image_features.l2_normalize()?;
+    let text = text_features.l2_normalize()?;
+    image.matmul(&text.transpose(0, 1)?)?.mul(&log_scale.exp()?)?.contrastive_loss()
+}
+
+/// Zero-shot metrics of `clip` on `indices` of `dataset` (the prompt "a
+/// photo of a {}." per class), with no tape.
+pub fn zero_shot_metrics(
+    clip: &Clip,
+    dataset: &Arc<dyn MultiLabelDataset>,
+    indices: &[usize],
+    batch_size: usize,
+    workers: usize,
+) -> Result<MultiLabelMetrics> {
+    let _no_grad = crate::autograd::no_grad();
+    let classes = class_features(clip, dataset.class_names())?;
+    let loader = Loader::new(
+        dataset.clone(),
+        indices.to_vec(),
+        LoaderOptions {
+            batch_size,
+            workers,
+            image_size: clip.config.vision.resolution(),
+            augment: Augment::Eval,
+            ..LoaderOptions::default()
+        },
+    )?;
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for batch in loader {
+        let batch = batch?;
+        scores.extend(crate::clip::zero_shot::logits(clip, &batch.images, &classes)?.sigmoid()?.to_vec()?);
+        labels.extend(batch.labels.to_vec()?);
+    }
+    evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
+}
+
+/// Pre-trains `model` for `options.epochs` epochs on `data`, from `resume`
+/// when given; checkpoints "best" (by zero-shot validation mAP) and "last"
+/// go to `run.dir`.
+pub fn pretrain(
+    model: &TrainableClip,
+    data: &PretrainData,
+    options: &PretrainOptions,
+    run: &Run,
+    resume: Option<checkpoint::Loaded>,
+) -> Result<Outcome> {
+    if options.epochs == 0 || options.batch_size < 2 {
+        bail!("--epochs must be at least 1 and --batch-size at least 2 (a contrastive batch needs negatives)");
+    }
+    let pairs = data.pairs.len();
+    if pairs < options.batch_size {
+        bail!("--pairs {pairs} is smaller than --batch-size {}", options.batch_size);
+    }
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    let steps_per_epoch = pairs / options.batch_size;
+    let schedule = CosineSchedule {
+        base_lr: options.lr,
+        min_lr: 0.0,
+        warmup: Warmup::Linear,
+        warmup_steps: options.warmup_steps,
+        total_steps: options.epochs * steps_per_epoch,
+    };
+    let mut optimizer =
+        AdamW::new(model.parameter_groups(), schedule.lr(0), options.betas, options.eps, options.weight_decay)?;
+    let mut state = TrainState {
+        format_version: checkpoint::FORMAT_VERSION,
+        epoch: 0,
+        step: 0,
+        best_val_map: None,
+        best_epoch: None,
+        seed: options.seed,
+        clip: run.clip.clone(),
+        class_names: data.validation.class_names().to_vec(),
+        config: run.config.clone(),
+        tensors: String::new(),
+    };
+    if let Some(loaded) = resume {
+        checkpoint::restore_params(&model.named, &loaded.params, "resumed checkpoint")?;
+        optimizer.load_state_tensors(&loaded.optimizer_state)?;
+        state = loaded.state;
+        eprintln!("resuming after epoch {} (step {})", state.epoch, state.step);
+    }
+    let tokenizer = Tokenizer::shared()?;
+    let context = model.clip.config.text.context_length;
+    let pair_set: Arc<dyn MultiLabelDataset> = data.pairs.clone();
+    let validation: Vec<usize> = (0..data.validation.len()).collect();
+    let metrics_path = run.dir.join("metrics.jsonl");
+    let start_epoch = state.epoch;
+    for epoch in start_epoch..options.epochs {
+        let loader = Loader::new(
+            pair_set.clone(),
+            (0..pairs).collect(),
+            LoaderOptions {
+                batch_size: options.batch_size,
+                shuffle: true,
+                seed: options.seed,
+                epoch: epoch as u64,
+                workers: options.workers,
+                image_size: model.clip.config.vision.resolution(),
+                augment: Augment::Eval,
+                drop_last: true,
+                ..LoaderOptions::default()
+            },
+        )?;
+        let started = Instant::now();
+        let (mut pairs_seen, mut loss_sum) = (0usize, 0.0f64);
+        for (i, batch) in loader.enumerate() {
+            let batch = batch?;
+            // A new wording of each caption every epoch.
+            let tokens = batch
+                .indices
+                .iter()
+                .map(|&index| tokenizer.tokenize(&data.pairs.caption(index, epoch as u64), context))
+                .collect::<Result<Vec<_>>>()?;
+            let lr = schedule.lr(state.step);
+            optimizer.set_lr(lr);
+            optimizer.zero_grad();
+            let image = model.clip.vision.encode(&batch.images)?;
+            let text = model.clip.text.encode(&tokens)?;
+            let loss = clip_loss(&image, &text, model.log_logit_scale()?)?;
+            let value = loss.scalar()?;
+            if !value.is_finite() {
+                bail!("the loss became {value} at epoch {} step {}; try a lower --lr", epoch + 1, state.step);
+            }
+            loss.backward()?;
+            optimizer.step()?;
+            model.clamp_logit_scale()?;
+            state.step += 1;
+            pairs_seen += batch.len();
+            loss_sum += value as f64;
+            let rate = pairs_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            if options.progress {
+                eprint!(
+                    "\repoch {}/{} [{:>4}/{steps_per_epoch}] loss {:.4} lr {lr:.2e} {rate:.1} pairs/s ",
+                    epoch + 1,
+                    options.epochs,
+                    i + 1,
+                    loss_sum / (i + 1) as f64
+                );
+            }
+            if state.step.is_multiple_of(options.log_every.max(1)) {
+                let scale = model.log_logit_scale()?.scalar()?.exp();
+                append_line(
+                    &metrics_path,
+                    &serde_json::json!({
+                        "epoch": epoch + 1, "step": state.step, "loss": value, "lr": lr,
+                        "logit_scale": scale, "pairs_per_s": rate,
+                    }),
+                )?;
+            }
+        }
+        if options.progress {
+            eprintln!();
+        }
+        let val = zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers)
+            .context("zero-shot validation")?;
+        state.epoch = epoch + 1;
+        let improved = state.best_val_map.is_none_or(|best| val.map > best);
+        if improved {
+            state.best_val_map = Some(val.map);
+            state.best_epoch = Some(state.epoch);
+        }
+        let train_loss = loss_sum / steps_per_epoch as f64;
+        append_line(
+            &metrics_path,
+            &serde_json::json!({
+                "epoch": state.epoch, "step": state.step, "train_loss": train_loss,
+                "val_zero_shot_map": val.map, "best": improved,
+            }),
+        )?;
+        eprintln!(
+            "epoch {}/{}: train loss {train_loss:.4}, zero-shot validation mAP {:.2}{} ({:.0} s)",
+            state.epoch,
+            options.epochs,
+            100.0 * val.map,
+            if improved { " (best so far)" } else { "" },
+            started.elapsed().as_secs_f64()
+        );
+        let optimizer_state = optimizer.state_tensors()?;
+        if improved {
+            checkpoint::save(&run.dir, "best", &model.named, &optimizer_state, &state)?;
+        }
+        checkpoint::save(&run.dir, "last", &model.named, &optimizer_state, &state)?;
+    }
+    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
+}
