@@ -52,16 +52,16 @@ pub struct PretrainArgs {
     /// Image-caption pairs per epoch, from the embedded set's pretrain split.
     #[arg(long, default_value_t = 20000)]
     pairs: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 8)]
     epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f32,
     /// Steps of linear learning-rate warm-up.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 200)]
     warmup_steps: usize,
     /// Data-loading threads (0: one per core).
     #[arg(long, default_value_t = 0)]
