@@ -50,7 +50,7 @@ fn full_vocab_clip() -> PathBuf {
 #[test]
 fn help_lists_the_commands_and_device_cuda_fails_in_one_line() {
     let help = String::from_utf8(engine(&["--help"]).stdout).unwrap();
-    for command in ["train", "eval", "predict", "encode", "zero-shot", "bench", "--device"] {
+    for command in ["train", "pretrain", "eval", "predict", "encode", "zero-shot", "bench", "--device"] {
         assert!(help.contains(command), "--help lacks {command}");
     }
     assert!(engine(&["--version"]).status.success());
@@ -181,4 +181,42 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json[0]["top"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn pretrain_writes_a_loadable_clip_with_its_card() {
+    let run_dir = scratch("pretrain-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let out_path = run_dir.join("tiny-clip.safetensors");
+    let out = engine(&[
+        "pretrain", "--pairs", "16", "--batch-size", "8", "--epochs", "2", "--warmup-steps", "1",
+        "--image-size", "16", "--vision-width", "64", "--vision-layers", "1", "--text-width", "64",
+        "--text-layers", "1", "--embed-dim", "32", "--run-dir", run_dir.to_str().unwrap(),
+        "--out", out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_path.with_extension("json")).unwrap()).unwrap();
+    assert!(card["command"].as_str().unwrap().contains("--pairs 16"), "{card}");
+    assert_eq!(card["seed"], 0);
+    assert_eq!(card["stored_dtype"], "f16");
+    let test_map = card["zero_shot_test_map"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&test_map), "{card}");
+    for field in ["engine_commit", "device", "training_seconds", "zero_shot_prompt"] {
+        assert!(!card[field].is_null(), "card lacks {field}: {card}");
+    }
+
+    // Loadable like any CLIP: stored f16, in OpenAI's naming.
+    let weights = WeightMap::load(&out_path, &Device::Cpu).unwrap();
+    assert!(weights.contains("visual.conv1.weight") && weights.contains("logit_scale"));
+    let clip = out_path.to_str().unwrap();
+    let out = engine(&["eval", "--zero-shot", "--clip", clip, "--dataset", "embedded"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let reported: f64 = report.lines().find_map(|l| l.strip_prefix("mAP ")).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((reported - 100.0 * test_map).abs() < 0.01, "eval --zero-shot says {reported}, the card {test_map}");
+
+    let out = engine(&["pretrain", "--pairs", "4", "--batch-size", "8", "--run-dir", run_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already holds a run"), "{}", stderr(&out));
 }

@@ -65,10 +65,10 @@ fn report_skipped(skipped: &SkippedImages, what: &str) {
     }
 }
 
-/// The embedded set's training or test split at `image_size`.
-pub fn embedded_set(part: Part, image_size: usize) -> Result<Arc<dyn MultiLabelDataset>> {
+/// The embedded set's training or test split.
+pub fn embedded_set(part: Part) -> Result<Arc<dyn MultiLabelDataset>> {
     let split = if part == Part::Train { Split::Train } else { Split::Test };
-    Ok(Arc::new(SyntheticSet::new(split, 0, image_size)?))
+    Ok(Arc::new(SyntheticSet::new(split, 0, EMBEDDED_IMAGE_SIZE)?))
 }
 
 impl DataArgs {
@@ -87,7 +87,7 @@ impl DataArgs {
             }
         };
         Ok(match (self.dataset, part) {
-            (DatasetKind::Embedded, part) => embedded_set(part, EMBEDDED_IMAGE_SIZE)?,
+            (DatasetKind::Embedded, part) => embedded_set(part)?,
             (DatasetKind::Coco, part) => {
                 let split = if part == Part::Train { CocoSplit::Train2014 } else { CocoSplit::Val2014 };
                 let set = CocoDataset::open(&root()?, split, &options)?;

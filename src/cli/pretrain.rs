@@ -22,6 +22,8 @@ use std::time::Instant;
 /// CLIP's BPE vocabulary size, which the tokenizer needs.
 const VOCAB_SIZE: usize = 49408;
 const CONTEXT_LENGTH: usize = 77;
+/// Images per forward pass of the card's zero-shot evaluation (as `eval`).
+const EVAL_BATCH_SIZE: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -218,6 +220,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         pairs.len(),
         run_dir.display()
     );
+    let commit = engine_commit();
     let started = Instant::now();
     let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
     let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
@@ -236,16 +239,17 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     }
     WeightMap::save_as(&out, &tensors, HashMap::from([("format".to_string(), "pt".to_string())]), dtype)?;
 
-    // The card's figure is measured on the file as written (rounded weights).
+    // The card's figure is measured on the file as written (rounded weights),
+    // as `eval --zero-shot` measures it.
     let exported = Clip::load(&out, device)?;
-    let test = embedded_set(Part::Test, args.image_size)?;
+    let test = embedded_set(Part::Test)?;
     let all: Vec<usize> = (0..test.len()).collect();
-    let test_map = zero_shot_metrics(&exported, &test, &all, args.batch_size, args.workers)?.map;
+    let test_map = zero_shot_metrics(&exported, &test, &all, EVAL_BATCH_SIZE, args.workers)?.map;
     let card = Card {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seed: args.seed,
         engine_version: env!("CARGO_PKG_VERSION"),
-        engine_commit: engine_commit(),
+        engine_commit: commit,
         device: device_description(device),
         training_seconds,
         epochs: args.epochs,
