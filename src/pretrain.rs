@@ -18,7 +18,7 @@ use crate::nn::WeightMap;
 use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::{append_line, Outcome, Run, THRESHOLD};
+use crate::train::{append_line, Outcome, Progress, Run, THRESHOLD};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -238,13 +238,8 @@ pub fn pretrain(
             loss_sum += value as f64;
             let rate = pairs_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if options.progress {
-                eprint!(
-                    "\repoch {}/{} [{:>4}/{steps_per_epoch}] loss {:.4} lr {lr:.2e} {rate:.1} pairs/s ",
-                    epoch + 1,
-                    options.epochs,
-                    i + 1,
-                    loss_sum / (i + 1) as f64
-                );
+                let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: steps_per_epoch };
+                eprint!("{}", progress.line(loss_sum / (i + 1) as f64, lr, rate, "pairs/s"));
             }
             if state.step.is_multiple_of(options.log_every.max(1)) {
                 let scale = model.log_logit_scale()?.scalar()?.exp();

@@ -112,3 +112,14 @@ fn the_best_checkpoint_restores_the_model() {
     let err = checkpoint::restore_params(&fresh.named_parameters(), &missing, "ckpt.json").unwrap_err();
     assert!(format!("{err:#}").contains("ckpt.json: missing tensor `sdm.fc2.weight`"), "{err:#}");
 }
+
+#[test]
+fn the_progress_bar_fills_with_the_epoch() {
+    let line = |done| train::Progress { epoch: 1, epochs: 5, done, total: 48 }.line(0.25, 2e-3, 180.0, "img/s");
+    let bar = |l: String| l.split(['[', ']']).nth(1).unwrap().to_string();
+    assert_eq!(bar(line(0)), ".".repeat(24));
+    assert_eq!(bar(line(24)), format!("{}{}", "#".repeat(12), ".".repeat(12)));
+    assert_eq!(bar(line(48)), "#".repeat(24));
+    let full = line(48);
+    assert!(full.starts_with("\repoch 2/5 [") && full.contains("48/48 loss 0.2500 lr 2.00e-3 180.0 img/s"), "{full:?}");
+}

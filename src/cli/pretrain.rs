@@ -54,7 +54,7 @@ pub struct PretrainArgs {
     /// Image-caption pairs per epoch, from the embedded set's pretrain split.
     #[arg(long, default_value_t = 20000)]
     pairs: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     epochs: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,

@@ -937,12 +937,13 @@ fn grouped<'a>(objects: &'a [ObjectInfo], rng: &mut Rng) -> Vec<Vec<&'a ObjectIn
 /// A caption of `objects` on background `bg`, with template `template`
 /// (a random one when `None`).
 fn caption_of(objects: &[ObjectInfo], bg: usize, template: Option<usize>, rng: &mut Rng) -> String {
-    // Half the random captions name the shapes alone: with colour and
-    // background in every caption, contrastive training matches pairs by
-    // those easy cues and never learns what a shape word means.
-    let random_template = |rng: &mut Rng| match rng.below(2) {
-        0 => FIRST_SHAPES_ONLY_TEMPLATE + rng.below(NUM_TEMPLATES - FIRST_SHAPES_ONLY_TEMPLATE),
-        _ => rng.below(FIRST_SHAPES_ONLY_TEMPLATE),
+    // Three random captions in four name the shapes alone: with colour and
+    // background in every caption (or in half of them), contrastive
+    // training matches pairs by those easy cues and never learns what a
+    // shape word means (docs/pretrain.md).
+    let random_template = |rng: &mut Rng| match rng.below(4) {
+        0 => rng.below(FIRST_SHAPES_ONLY_TEMPLATE),
+        _ => FIRST_SHAPES_ONLY_TEMPLATE + rng.below(NUM_TEMPLATES - FIRST_SHAPES_ONLY_TEMPLATE),
     };
     let t = template.unwrap_or_else(|| random_template(rng)) % NUM_TEMPLATES;
     if t >= FIRST_SHAPES_ONLY_TEMPLATE {
