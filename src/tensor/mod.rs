@@ -146,12 +146,14 @@ impl Tensor {
     }
 
     /// Overwrites this tensor's values in place with `src`'s (same shape;
-    /// converted to this dtype). For loading parameters and optimizer state;
+    /// converted to this dtype, copied to this device). For loading
+    /// parameters and optimizer state;
     /// records nothing on the tape.
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
             bail!("copy_from: source shape {} differs from destination shape {}", src.shape(), self.shape());
         }
+        let src = if src.device() == self.device() { src.clone() } else { src.to_device(self.device())? };
         let values = src.storage().to_dtype(self.dtype())?;
         *self.storage_mut() = values;
         Ok(())
