@@ -2,6 +2,7 @@
 //! CUDA driver library is loaded dynamically, and its absence is an answer,
 //! not an error.
 
+pub use crate::backend::cuda::CudaDevice;
 use anyhow::{bail, Result};
 use std::fmt;
 
@@ -10,13 +11,31 @@ use std::fmt;
 pub enum Device {
     /// The CPU backend (the reference).
     Cpu,
+    /// One GPU: its context, stream, cuBLAS handle and kernels.
+    Cuda(CudaDevice),
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(d) => write!(f, "cuda:{}", d.ordinal()),
         }
+    }
+}
+
+impl Device {
+    /// GPU 0, when a driver and a GPU are there and a context can be made;
+    /// the error is one line saying which of the three failed.
+    pub fn cuda() -> Result<Device> {
+        match probe_cuda() {
+            CudaProbe::Found { .. } => Ok(Device::Cuda(CudaDevice::open(0)?)),
+            other => bail!("{other}"),
+        }
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 }
 
@@ -71,23 +90,33 @@ pub struct Selection {
     pub notice: Option<String>,
 }
 
-/// Resolves `--device`. The engine's CUDA backend is not part of this build
-/// yet, so a GPU is reported but not used: `auto` says so and runs on the
-/// CPU, `cuda` fails with the reason.
+/// Resolves `--device`: `cpu` is the CPU; `cuda` is GPU 0 or a one-line
+/// error (no driver, no GPU, or the context could not be made); `auto` is
+/// GPU 0 when `cuda` would work, else the CPU with a one-line notice.
 pub fn select(request: DeviceRequest, probe: impl FnOnce() -> CudaProbe) -> Result<Selection> {
+    select_with(request, probe, |ordinal| Ok(Device::Cuda(CudaDevice::open(ordinal)?)))
+}
+
+/// [`select`] with the GPU opener given (tests pass a fake one).
+pub fn select_with(
+    request: DeviceRequest,
+    probe: impl FnOnce() -> CudaProbe,
+    open: impl FnOnce(usize) -> Result<Device>,
+) -> Result<Selection> {
     match request {
         DeviceRequest::Cpu => Ok(Selection { device: Device::Cpu, notice: None }),
         DeviceRequest::Auto => {
             let why = match probe() {
-                found @ CudaProbe::Found { .. } => format!("{found}, but this build has no CUDA backend yet"),
+                CudaProbe::Found { .. } => match open(0) {
+                    Ok(device) => return Ok(Selection { device, notice: None }),
+                    Err(e) => format!("{e:#}"),
+                },
                 other => other.to_string(),
             };
             Ok(Selection { device: Device::Cpu, notice: Some(format!("device auto: {why}; running on the CPU")) })
         }
         DeviceRequest::Cuda => match probe() {
-            found @ CudaProbe::Found { .. } => {
-                bail!("--device cuda: {found}, but this build has no CUDA backend yet; use --device cpu")
-            }
+            CudaProbe::Found { .. } => open(0).map(|device| Selection { device, notice: None }).map_err(|e| anyhow::anyhow!("--device cuda: {e:#}")),
             other => bail!("--device cuda: {other}; use --device cpu or --device auto"),
         },
     }
@@ -105,6 +134,19 @@ mod tests {
         let err = select(DeviceRequest::Cuda, || CudaProbe::NoDevice("device count is 0".into())).unwrap_err();
         assert!(err.to_string().contains("device count is 0"), "{err}");
         assert!(select(DeviceRequest::Cpu, || unreachable!()).unwrap().notice.is_none());
+    }
+
+    #[test]
+    fn a_gpu_whose_context_fails_is_one_line_for_cuda_and_a_fallback_for_auto() {
+        let found = || CudaProbe::Found { devices: 1 };
+        let failing = |_| -> Result<Device> { bail!("could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN") };
+        let err = select_with(DeviceRequest::Cuda, found, failing).unwrap_err().to_string();
+        assert_eq!(err, "--device cuda: could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN");
+        let auto = select_with(DeviceRequest::Auto, found, failing).unwrap();
+        assert_eq!(auto.device, Device::Cpu);
+        assert!(auto.notice.unwrap().contains("could not create a CUDA context"));
+        let picked = select_with(DeviceRequest::Auto, found, |_| Ok(Device::Cpu)).unwrap();
+        assert!(picked.notice.is_none(), "auto takes the GPU without a notice");
     }
 
     #[test]

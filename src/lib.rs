@@ -4,7 +4,7 @@
 //! Layout (see `docs/design.md`):
 //! * [`tensor`]: shapes, dtypes and the [`Tensor`] handle.
 //! * [`backend`]: the storage-level [`backend::BackendStorage`] trait and its
-//!   CPU implementation (the reference); the CUDA one slots in beside it.
+//!   CPU (the reference) and CUDA implementations (`docs/gpu/README.md`).
 //! * [`autograd`]: the tape, no-grad scopes and `backward`.
 //! * [`ops`]: differentiable ops, each with its backward.
 //! * [`optim`]: SGD, AdamW and learning-rate schedules.

@@ -2,7 +2,7 @@
 //! primitive the differentiable ops in [`crate::ops`] are built from; model
 //! code never sees a backend, only [`crate::Tensor`]s.
 //!
-//! Contract for every implementation (CPU now, CUDA later):
+//! Contract for every implementation (CPU and CUDA):
 //! * buffers live on the backend's device; a primitive reads and writes
 //!   device buffers only (no host round trip inside an op) and, on CUDA,
 //!   enqueues its work on the backend's explicit stream;
@@ -12,11 +12,13 @@
 //!   outputs take the dtype of their first float input.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 
 pub use cpu::CpuStorage;
+pub use cuda::CudaStorage;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
@@ -178,22 +180,37 @@ pub trait BackendStorage: Sized {
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
 
+/// Runs `$body` on the storage inside `$self` and wraps its result in the
+/// same variant.
 macro_rules! unary_dispatch {
     ($self:expr, $s:ident => $body:expr) => {
         match $self {
             Storage::Cpu($s) => Storage::Cpu($body?),
+            Storage::Cuda($s) => Storage::Cuda($body?),
         }
     };
 }
 
-/// Unwraps several storages of one backend, or fails naming the mismatch.
+/// Unwraps several storages of one backend, binding `$wrap` to that
+/// backend's `Storage` constructor, or fails naming the mismatch. The body is
+/// expanded once per backend.
 macro_rules! same_backend {
-    (($($arg:ident),+) => $variant:ident $body:block) => {
+    (($($arg:ident),+), $wrap:ident => $body:block) => {
         #[allow(unreachable_patterns)]
         match ($($arg,)+) {
-            ($(Storage::$variant($arg),)+) => $body,
+            ($(Storage::Cpu($arg),)+) => {
+                #[allow(unused_variables)]
+                let $wrap = Storage::Cpu;
+                $body
+            }
+            ($(Storage::Cuda($arg),)+) => {
+                #[allow(unused_variables)]
+                let $wrap = Storage::Cuda;
+                $body
+            }
             _ => bail!("operands live on different devices"),
         }
     };
@@ -203,12 +220,14 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
         }
     }
 
@@ -223,18 +242,20 @@ impl Storage {
     pub fn to_host_f32(&self) -> Result<Vec<f32>> {
         match self {
             Storage::Cpu(s) => s.to_host_f32(),
+            Storage::Cuda(s) => s.to_host_f32(),
         }
     }
 
     pub fn to_host_u32(&self) -> Result<Vec<u32>> {
         match self {
             Storage::Cpu(s) => s.to_host_u32(),
+            Storage::Cuda(s) => s.to_host_u32(),
         }
     }
 
     pub fn gemm(&self, rhs: &Storage, spec: &GemmSpec) -> Result<Storage> {
         let this = self;
-        same_backend!((this, rhs) => Cpu { Ok(Storage::Cpu(this.gemm(rhs, spec)?)) })
+        same_backend!((this, rhs), wrap => { Ok(wrap(this.gemm(rhs, spec)?)) })
     }
 
     pub fn unary(&self, op: UnaryOp) -> Result<Storage> {
@@ -243,12 +264,12 @@ impl Storage {
 
     pub fn unary_backward(&self, out: &Storage, grad: &Storage, op: UnaryOp) -> Result<Storage> {
         let this = self;
-        same_backend!((this, out, grad) => Cpu { Ok(Storage::Cpu(this.unary_backward(out, grad, op)?)) })
+        same_backend!((this, out, grad), wrap => { Ok(wrap(this.unary_backward(out, grad, op)?)) })
     }
 
     pub fn binary(&self, rhs: &Storage, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Storage> {
         let this = self;
-        same_backend!((this, rhs) => Cpu { Ok(Storage::Cpu(this.binary(rhs, op, lhs_shape, rhs_shape, out_shape)?)) })
+        same_backend!((this, rhs), wrap => { Ok(wrap(this.binary(rhs, op, lhs_shape, rhs_shape, out_shape)?)) })
     }
 
     pub fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Storage> {
@@ -274,11 +295,20 @@ impl Storage {
                     .iter()
                     .map(|p| match p {
                         Storage::Cpu(s) => Ok(s),
-                        #[allow(unreachable_patterns)]
                         _ => bail!("concat operands live on different devices"),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Storage::Cpu(CpuStorage::concat(&cpu, shapes, dim)?))
+            }
+            Some(Storage::Cuda(_)) => {
+                let cuda = parts
+                    .iter()
+                    .map(|p| match p {
+                        Storage::Cuda(s) => Ok(s),
+                        _ => bail!("concat operands live on different devices"),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cuda(CudaStorage::concat(&cuda, shapes, dim)?))
             }
             None => bail!("concat needs at least one tensor"),
         }
@@ -286,27 +316,27 @@ impl Storage {
 
     pub fn index_select(&self, ids: &Storage, rows: usize, cols: usize) -> Result<Storage> {
         let this = self;
-        same_backend!((this, ids) => Cpu { Ok(Storage::Cpu(this.index_select(ids, rows, cols)?)) })
+        same_backend!((this, ids), wrap => { Ok(wrap(this.index_select(ids, rows, cols)?)) })
     }
 
     pub fn index_add(&self, ids: &Storage, rows: usize, cols: usize) -> Result<Storage> {
         let this = self;
-        same_backend!((this, ids) => Cpu { Ok(Storage::Cpu(this.index_add(ids, rows, cols)?)) })
+        same_backend!((this, ids), wrap => { Ok(wrap(this.index_add(ids, rows, cols)?)) })
     }
 
     pub fn layernorm(&self, gamma: &Storage, beta: &Storage, cols: usize, eps: f32) -> Result<(Storage, Storage, Storage)> {
         let this = self;
-        same_backend!((this, gamma, beta) => Cpu {
+        same_backend!((this, gamma, beta), wrap => {
             let (y, mean, rstd) = this.layernorm(gamma, beta, cols, eps)?;
-            Ok((Storage::Cpu(y), Storage::Cpu(mean), Storage::Cpu(rstd)))
+            Ok((wrap(y), wrap(mean), wrap(rstd)))
         })
     }
 
     pub fn layernorm_backward(&self, gamma: &Storage, mean: &Storage, rstd: &Storage, grad: &Storage, cols: usize) -> Result<(Storage, Storage, Storage)> {
         let this = self;
-        same_backend!((this, gamma, mean, rstd, grad) => Cpu {
+        same_backend!((this, gamma, mean, rstd, grad), wrap => {
             let (dx, dg, db) = this.layernorm_backward(gamma, mean, rstd, grad, cols)?;
-            Ok((Storage::Cpu(dx), Storage::Cpu(dg), Storage::Cpu(db)))
+            Ok((wrap(dx), wrap(dg), wrap(db)))
         })
     }
 
@@ -316,57 +346,56 @@ impl Storage {
 
     pub fn softmax_backward(&self, grad: &Storage, cols: usize) -> Result<Storage> {
         let this = self;
-        same_backend!((this, grad) => Cpu { Ok(Storage::Cpu(this.softmax_backward(grad, cols)?)) })
+        same_backend!((this, grad), wrap => { Ok(wrap(this.softmax_backward(grad, cols)?)) })
     }
 
     pub fn l2_normalize(&self, cols: usize, eps: f32) -> Result<(Storage, Storage)> {
-        match self {
-            Storage::Cpu(s) => {
-                let (y, norm) = s.l2_normalize(cols, eps)?;
-                Ok((Storage::Cpu(y), Storage::Cpu(norm)))
-            }
-        }
+        let this = self;
+        same_backend!((this), wrap => {
+            let (y, norm) = this.l2_normalize(cols, eps)?;
+            Ok((wrap(y), wrap(norm)))
+        })
     }
 
     pub fn l2_normalize_backward(&self, norm: &Storage, grad: &Storage, cols: usize) -> Result<Storage> {
         let this = self;
-        same_backend!((this, norm, grad) => Cpu { Ok(Storage::Cpu(this.l2_normalize_backward(norm, grad, cols)?)) })
+        same_backend!((this, norm, grad), wrap => { Ok(wrap(this.l2_normalize_backward(norm, grad, cols)?)) })
     }
 
     pub fn attention(q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
-        same_backend!((q, k, v) => Cpu {
-            let (out, lse) = CpuStorage::attention(q, k, v, spec)?;
-            Ok((Storage::Cpu(out), Storage::Cpu(lse)))
+        same_backend!((q, k, v), wrap => {
+            let (out, lse) = BackendStorage::attention(q, k, v, spec)?;
+            Ok((wrap(out), wrap(lse)))
         })
     }
 
     #[allow(clippy::too_many_arguments)]
     pub fn attention_backward(q: &Storage, k: &Storage, v: &Storage, out: &Storage, lse: &Storage, grad: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage, Storage)> {
-        same_backend!((q, k, v, out, lse, grad) => Cpu {
-            let (dq, dk, dv) = CpuStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
-            Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
+        same_backend!((q, k, v, out, lse, grad), wrap => {
+            let (dq, dk, dv) = BackendStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
+            Ok((wrap(dq), wrap(dk), wrap(dv)))
         })
     }
 
     pub fn decoupling_scores(x: &Storage, t: &Storage, u: &Storage, dims: &DecouplingDims) -> Result<Storage> {
-        same_backend!((x, t, u) => Cpu { Ok(Storage::Cpu(CpuStorage::decoupling_scores(x, t, u, dims)?)) })
+        same_backend!((x, t, u), wrap => { Ok(wrap(BackendStorage::decoupling_scores(x, t, u, dims)?)) })
     }
 
     pub fn decoupling_scores_backward(x: &Storage, t: &Storage, u: &Storage, grad: &Storage, dims: &DecouplingDims) -> Result<(Storage, Storage, Storage)> {
-        same_backend!((x, t, u, grad) => Cpu {
-            let (dx, dt, du) = CpuStorage::decoupling_scores_backward(x, t, u, grad, dims)?;
-            Ok((Storage::Cpu(dx), Storage::Cpu(dt), Storage::Cpu(du)))
+        same_backend!((x, t, u, grad), wrap => {
+            let (dx, dt, du) = BackendStorage::decoupling_scores_backward(x, t, u, grad, dims)?;
+            Ok((wrap(dx), wrap(dt), wrap(du)))
         })
     }
 
     pub fn masked_bce(&self, labels: &Storage) -> Result<Storage> {
         let this = self;
-        same_backend!((this, labels) => Cpu { Ok(Storage::Cpu(this.masked_bce(labels)?)) })
+        same_backend!((this, labels), wrap => { Ok(wrap(this.masked_bce(labels)?)) })
     }
 
     pub fn masked_bce_backward(&self, labels: &Storage, grad: &Storage) -> Result<Storage> {
         let this = self;
-        same_backend!((this, labels, grad) => Cpu { Ok(Storage::Cpu(this.masked_bce_backward(labels, grad)?)) })
+        same_backend!((this, labels, grad), wrap => { Ok(wrap(this.masked_bce_backward(labels, grad)?)) })
     }
 
     pub fn contrastive_loss(&self, n: usize) -> Result<Storage> {
@@ -375,7 +404,7 @@ impl Storage {
 
     pub fn contrastive_loss_backward(&self, grad: &Storage, n: usize) -> Result<Storage> {
         let this = self;
-        same_backend!((this, grad) => Cpu { Ok(Storage::Cpu(this.contrastive_loss_backward(grad, n)?)) })
+        same_backend!((this, grad), wrap => { Ok(wrap(this.contrastive_loss_backward(grad, n)?)) })
     }
 
     pub fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Storage> {
@@ -384,16 +413,16 @@ impl Storage {
 
     pub fn add_assign(&mut self, other: &Storage) -> Result<()> {
         let this = self;
-        same_backend!((this, other) => Cpu { this.add_assign(other) })
+        same_backend!((this, other), wrap => { this.add_assign(other) })
     }
 
     pub fn sgd_step(&mut self, grad: &Storage, momentum: &mut Storage, step: &SgdStep) -> Result<()> {
         let this = self;
-        same_backend!((this, grad, momentum) => Cpu { this.sgd_step(grad, momentum, step) })
+        same_backend!((this, grad, momentum), wrap => { this.sgd_step(grad, momentum, step) })
     }
 
     pub fn adamw_step(&mut self, grad: &Storage, m: &mut Storage, v: &mut Storage, step: &AdamWStep) -> Result<()> {
         let this = self;
-        same_backend!((this, grad, m, v) => Cpu { this.adamw_step(grad, m, v, step) })
+        same_backend!((this, grad, m, v), wrap => { this.adamw_step(grad, m, v, step) })
     }
 }

@@ -10,7 +10,7 @@ pub use dtype::DType;
 pub use shape::Shape;
 
 use crate::autograd;
-use crate::backend::{CpuStorage, Storage};
+use crate::backend::{CpuStorage, CudaStorage, Storage};
 use crate::device::Device;
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
@@ -87,16 +87,20 @@ impl Tensor {
 
     /// f32 host values stored as `dtype`.
     pub fn from_vec_dtype(values: Vec<f32>, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Tensor::from_storage(Storage::Cpu(CpuStorage::from_f32(values, dtype)), shape, device.clone()),
-        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::from_f32(values, dtype)),
+            Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_f32(gpu, &values, dtype)?),
+        };
+        Tensor::from_storage(storage, shape, device.clone())
     }
 
     /// Integer indices (token ids, gather positions).
     pub fn from_ids(ids: Vec<u32>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Tensor::from_storage(Storage::Cpu(CpuStorage::U32(ids)), shape, device.clone()),
-        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::U32(ids)),
+            Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_u32(gpu, &ids)?),
+        };
+        Tensor::from_storage(storage, shape, device.clone())
     }
 
     pub fn full(value: f32, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -142,15 +146,29 @@ impl Tensor {
     }
 
     /// Overwrites this tensor's values in place with `src`'s (same shape;
-    /// converted to this dtype). For loading parameters and optimizer state;
+    /// converted to this dtype, copied to this device). For loading
+    /// parameters and optimizer state;
     /// records nothing on the tape.
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
             bail!("copy_from: source shape {} differs from destination shape {}", src.shape(), self.shape());
         }
+        let src = if src.device() == self.device() { src.clone() } else { src.to_device(self.device())? };
         let values = src.storage().to_dtype(self.dtype())?;
         *self.storage_mut() = values;
         Ok(())
+    }
+
+    /// A copy on `device` (through the host), same shape and dtype, with no
+    /// autograd history; the tensor itself when it already lives there.
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.detach());
+        }
+        match self.dtype() {
+            DType::U32 => Tensor::from_ids(self.to_ids()?, self.shape().clone(), device),
+            dtype => Tensor::from_vec_dtype(self.to_vec()?, self.shape().clone(), dtype, device),
+        }
     }
 
     /// The same data with no autograd history.

@@ -89,9 +89,10 @@ pub fn predict(
         },
     )?;
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    let device = model.beta.device().clone();
     for batch in loader {
         let batch = batch?;
-        scores.extend(model.logits(&batch.images)?.sigmoid()?.to_vec()?);
+        scores.extend(model.logits(&batch.images.to_device(&device)?)?.sigmoid()?.to_vec()?);
         labels.extend(batch.labels.to_vec()?);
     }
     Ok((scores, labels))
@@ -226,7 +227,10 @@ pub fn train(
             let lr = schedule.lr(state.step);
             optimizer.set_lr(lr);
             optimizer.zero_grad();
-            let loss = model.logits(&batch.images)?.masked_bce_with_logits(&batch.labels)?;
+            // The loader assembles batches on the host; the model may live on a GPU.
+            let device = model.beta.device();
+            let (images, labels) = (batch.images.to_device(device)?, batch.labels.to_device(device)?);
+            let loss = model.logits(&images)?.masked_bce_with_logits(&labels)?;
             let value = loss.scalar()?;
             if !value.is_finite() {
                 bail!("the loss became {value} at epoch {} step {}; try a lower --lr", epoch + 1, state.step);

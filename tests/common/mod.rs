@@ -356,3 +356,34 @@ where
         Err(e) => panic!("gradcheck {name} failed:\n  {e:#}"),
     }
 }
+
+/// The GPU for a CUDA-vs-CPU test, with output poisoning on (every buffer a
+/// primitive allocates starts as NaN, so an element no kernel writes fails
+/// the comparison). Without a usable GPU it prints
+/// `<test>: SKIPPED (no CUDA GPU): <reason>` to stderr and returns None;
+/// with `MLRPL_REQUIRE_GPU=1` (set by tools/gpu-check.sh) it fails instead,
+/// so a GPU run can never pass by skipping.
+pub fn cuda_or_skip(test: &str) -> Option<Device> {
+    match Device::cuda() {
+        Ok(device) => {
+            if let Device::Cuda(gpu) = &device {
+                gpu.set_poison_new_buffers(true);
+            }
+            Some(device)
+        }
+        Err(e) => {
+            let required = std::env::var_os("MLRPL_REQUIRE_GPU").is_some_and(|v| !v.is_empty() && v != "0");
+            assert!(!required, "{test}: MLRPL_REQUIRE_GPU is set but no CUDA GPU is usable: {e:#}");
+            // Straight to stderr, past the test harness's capture, so the skip
+            // shows in every `cargo test` run.
+            let line = format!("{test}: SKIPPED (no CUDA GPU): {e:#}\n");
+            std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).expect("stderr");
+            None
+        }
+    }
+}
+
+/// Fails unless `||got - want|| / ||want|| <= tol` (NaN never passes).
+pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_close(what, got, &to_f64(want), tol);
+}

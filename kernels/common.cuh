@@ -1,0 +1,111 @@
+/*
+Shared device helpers for kernels/*.cu (included as "common.cuh"; the NVRTC
+fallback pastes this file in place of the #include line).
+
+* warp_sum / warp_max: xor-butterfly over the 32 lanes of a full warp; every
+  lane gets the same bits.
+* block_sum / block_max: blockDim.x a multiple of 32, <= 1024; every thread
+  of the block must call them (they contain __syncthreads) and every thread
+  gets the result. The order of additions is fixed by the launch shape:
+  per-warp butterflies, then warp 0's partials in warp order, so a result is
+  bit-identical from run to run. `scratch` is a __shared__ float[32]; it may
+  be reused by the next call (the leading barrier protects it).
+* IndexMap: up to 8 dims with two sets of element strides, passed by value
+  (the Rust side mirrors it as #[repr(C)] struct IndexMap). map_offset_a
+  and map_offsets turn a row-major linear index over `dims` into offsets
+  with strides a (and b).
+*/
+#pragma once
+
+#define MAX_RANK 8
+
+struct IndexMap {
+    int rank;
+    int dims[MAX_RANK];
+    int a[MAX_RANK];
+    int b[MAX_RANK];
+};
+
+// The loops run over the compile-time MAX_RANK with a guard, so every dims[]
+// and stride index is a constant and the IndexMap stays in the parameter
+// bank (a dynamic index would copy it to local memory).
+__device__ __forceinline__ long long map_offset_a(long long i, const IndexMap& m) {
+    long long off = 0;
+#pragma unroll
+    for (int d = MAX_RANK - 1; d >= 0; --d) {
+        if (d < m.rank) {
+            const long long size = m.dims[d];
+            off += (i % size) * m.a[d];
+            i /= size;
+        }
+    }
+    return off;
+}
+
+// Both offsets of one linear index, sharing the divisions.
+__device__ __forceinline__ void map_offsets(long long i, const IndexMap& m, long long& off_a, long long& off_b) {
+    off_a = 0;
+    off_b = 0;
+#pragma unroll
+    for (int d = MAX_RANK - 1; d >= 0; --d) {
+        if (d < m.rank) {
+            const long long size = m.dims[d];
+            const long long idx = i % size;
+            off_a += idx * m.a[d];
+            off_b += idx * m.b[d];
+            i /= size;
+        }
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    }
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int num_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) {
+        scratch[warp] = v;
+    }
+    __syncthreads();
+    v = lane < num_warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int num_warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) {
+        scratch[warp] = v;
+    }
+    __syncthreads();
+    v = lane < num_warps ? scratch[lane] : -__int_as_float(0x7f800000);
+    return warp_max(v);
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0ull;
+}
+
+__device__ __forceinline__ float neg_inf() {
+    return -__int_as_float(0x7f800000);
+}

@@ -1,0 +1,150 @@
+/*
+Elementwise maps: unary ops and their backward, broadcasting binary ops and
+in-place accumulation (src/backend/cuda/elementwise.rs launches them).
+
+Op codes (must match UnaryCode/BinaryCode in src/backend/cuda/elementwise.rs):
+  unary:  0 neg, 1 exp, 2 log, 3 sqrt, 4 tanh, 5 sigmoid, 6 quick_gelu
+          (x * sigmoid(1.702 x)), 7 affine (scale * x + shift)
+  binary: 0 add, 1 sub, 2 mul, 3 div
+
+Kernels (f32, n < 2^31; every launch is grid-stride, so any grid is
+correct; the host uses block = 256, grid = min(ceil(n / 256), 65535), and
+ceil(n / 4 / 256) for the float4 kernels):
+
+1. unary_forward(x, y, n, op, scale, shift): y[i] = op(x[i]).
+   16-byte loads/stores when x and y are 16-byte aligned, scalar tail.
+2. unary_backward(x, y, grad, dx, n, op, scale): dx[i] = grad[i] * op'(x[i]),
+   using the forward output y where that is cheaper (exp, sqrt, tanh,
+   sigmoid), exactly the formulas of src/backend/cpu/elementwise.rs.
+3. binary_broadcast(lhs, rhs, out, n, op, map): out[i] = lhs[a(i)] op
+   rhs[b(i)], where map.dims are the output dims and map.a / map.b the
+   broadcast strides (0 on broadcast dims) of lhs / rhs.
+4. add_in_place(acc, x, n): acc[i] += x[i] (parameter-gradient
+   accumulation); float4 when both are 16-byte aligned.
+
+Every output element is written by exactly one thread with `=` (add_in_place
+reads and writes its own element only): no atomics, no reductions, results
+are deterministic. IEEE expf/logf/sqrtf/tanhf: build WITHOUT --use_fast_math.
+*/
+#include "common.cuh"
+
+#define QUICK_GELU_ALPHA 1.702f
+
+__device__ __forceinline__ float sigmoid_f(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
+
+__device__ __forceinline__ float unary_apply(int op, float x, float scale, float shift) {
+    switch (op) {
+        case 0: return -x;
+        case 1: return expf(x);
+        case 2: return logf(x);
+        case 3: return sqrtf(x);
+        case 4: return tanhf(x);
+        case 5: return sigmoid_f(x);
+        case 6: return x * sigmoid_f(QUICK_GELU_ALPHA * x);
+        default: return scale * x + shift;
+    }
+}
+
+__device__ __forceinline__ float unary_derivative(int op, float x, float y, float scale) {
+    switch (op) {
+        case 0: return -1.0f;
+        case 1: return y;
+        case 2: return 1.0f / x;
+        case 3: return 0.5f / y;
+        case 4: return 1.0f - y * y;
+        case 5: return y * (1.0f - y);
+        case 6: {
+            const float s = sigmoid_f(QUICK_GELU_ALPHA * x);
+            return s + QUICK_GELU_ALPHA * x * s * (1.0f - s);
+        }
+        default: return scale;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+unary_forward(const float* __restrict__ x, float* __restrict__ y, int n, int op, float scale, float shift) {
+    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    const int stride = gridDim.x * blockDim.x;
+    if (aligned16(x) && aligned16(y)) {
+        const int n4 = n >> 2;
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        float4* y4 = reinterpret_cast<float4*>(y);
+        for (int i = tid; i < n4; i += stride) {
+            const float4 v = x4[i];
+            float4 r;
+            r.x = unary_apply(op, v.x, scale, shift);
+            r.y = unary_apply(op, v.y, scale, shift);
+            r.z = unary_apply(op, v.z, scale, shift);
+            r.w = unary_apply(op, v.w, scale, shift);
+            y4[i] = r;
+        }
+        const int i = (n4 << 2) + tid;  // tail: at most 3 elements
+        if (i < n) {
+            y[i] = unary_apply(op, x[i], scale, shift);
+        }
+    } else {
+        for (int i = tid; i < n; i += stride) {
+            y[i] = unary_apply(op, x[i], scale, shift);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+unary_backward(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ grad,
+               float* __restrict__ dx, int n, int op, float scale) {
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        dx[i] = grad[i] * unary_derivative(op, x[i], y[i], scale);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+binary_broadcast(const float* __restrict__ lhs, const float* __restrict__ rhs, float* __restrict__ out,
+                 int n, int op, IndexMap map) {
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        long long off_a;
+        long long off_b;
+        map_offsets(i, map, off_a, off_b);
+        const float a = lhs[off_a];
+        const float b = rhs[off_b];
+        float r;
+        switch (op) {
+            case 0: r = a + b; break;
+            case 1: r = a - b; break;
+            case 2: r = a * b; break;
+            default: r = a / b; break;
+        }
+        out[i] = r;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+add_in_place(float* __restrict__ acc, const float* __restrict__ x, int n) {
+    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    const int stride = gridDim.x * blockDim.x;
+    if (aligned16(acc) && aligned16(x)) {
+        const int n4 = n >> 2;
+        float4* a4 = reinterpret_cast<float4*>(acc);
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        for (int i = tid; i < n4; i += stride) {
+            float4 a = a4[i];
+            const float4 v = x4[i];
+            a.x += v.x;
+            a.y += v.y;
+            a.z += v.z;
+            a.w += v.w;
+            a4[i] = a;
+        }
+        const int i = (n4 << 2) + tid;
+        if (i < n) {
+            acc[i] += x[i];
+        }
+    } else {
+        for (int i = tid; i < n; i += stride) {
+            acc[i] += x[i];
+        }
+    }
+}

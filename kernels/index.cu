@@ -1,0 +1,70 @@
+/*
+Row gathers and their deterministic scatter-add adjoint
+(src/backend/cuda/layout.rs launches them). Tables are f32 [rows, cols],
+ids are u32.
+
+1. index_select(table, ids, out, n_ids, rows, cols, bad)
+   out[i, j] = table[ids[i], j]. block = 256, grid-stride over n_ids * cols.
+   An id >= rows writes NaN to its output row and raises bad[0] to
+   max(bad[0], id + 1) (an integer atomicMax: the final value does not
+   depend on the order); the host reads bad[0] and fails naming the id.
+2. index_add(grad, ids, out, n_ids, rows, cols, bad)
+   out must be zeroed first (the host memsets it). One block (256 threads)
+   per position i, grid-stride over i: the block checks whether ids[i]
+   occurred at an earlier position (__syncthreads_or); only the FIRST occurrence of each id
+   writes, and it sums grad[k, j] over every k >= i with ids[k] == id in
+   increasing k, then WRITES out[id, j] with `=`. So repeated ids accumulate
+   in the order of ids, as the CPU reference does, with no float atomics.
+   Work is O(n_ids^2 + n_ids * cols) per launch: fine for the few thousand
+   ids of a token-embedding gradient. Bad ids are reported as in 1.
+*/
+#include "common.cuh"
+
+extern "C" __global__ void __launch_bounds__(256)
+index_select(const float* __restrict__ table, const unsigned int* __restrict__ ids, float* __restrict__ out,
+             int n_ids, int rows, int cols, unsigned int* __restrict__ bad) {
+    const long long n = (long long)n_ids * cols;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const long long r = i / cols;
+        const long long j = i % cols;
+        const unsigned int id = ids[r];
+        if (id >= (unsigned int)rows) {
+            out[i] = __int_as_float(0x7fc00000);
+            atomicMax(bad, id + 1u);
+        } else {
+            out[i] = table[(long long)id * cols + j];
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+index_add(const float* __restrict__ grad, const unsigned int* __restrict__ ids, float* __restrict__ out,
+          int n_ids, int rows, int cols, unsigned int* __restrict__ bad) {
+    for (int i = blockIdx.x; i < n_ids; i += gridDim.x) {
+        const unsigned int id = ids[i];
+        int seen_before = 0;
+        for (int k = threadIdx.x; k < i; k += blockDim.x) {
+            seen_before |= (ids[k] == id);
+        }
+        // Uniform across the block: every thread takes the same branch.
+        if (__syncthreads_or(seen_before)) {
+            continue;
+        }
+        if (id >= (unsigned int)rows) {
+            if (threadIdx.x == 0) {
+                atomicMax(bad, id + 1u);
+            }
+            continue;
+        }
+        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+            float acc = 0.0f;
+            for (int k = i; k < n_ids; ++k) {
+                if (ids[k] == id) {
+                    acc += grad[(long long)k * cols + j];
+                }
+            }
+            out[(long long)id * cols + j] = acc;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Scaled dot-product attention (`kernels/attention.cu`): one block per
+//! query row (key row for dk/dv), the row's scores in shared memory. The
+//! forward saves each row's log-sum-exp; the backward recomputes the
+//! probabilities from it.
+
+use super::device::{int, launch, rows_config, CudaDevice};
+use crate::backend::AttentionSpec;
+use anyhow::Result;
+use cudarc::driver::CudaSlice;
+
+/// Threads per block of the attention kernels.
+const ATTENTION_BLOCK: u32 = 128;
+
+/// What the forward saved, for the backward.
+pub struct Saved<'a> {
+    pub q: &'a CudaSlice<f32>,
+    pub k: &'a CudaSlice<f32>,
+    pub v: &'a CudaSlice<f32>,
+    pub out: &'a CudaSlice<f32>,
+    pub lse: &'a CudaSlice<f32>,
+}
+
+/// The spec as kernel arguments: (bh, q_len, kv_len, head_dim, causal).
+fn sizes(spec: &AttentionSpec) -> Result<[i32; 5]> {
+    Ok([
+        int(spec.batch_heads, "batch_heads")?,
+        int(spec.q_len, "q_len")?,
+        int(spec.kv_len, "kv_len")?,
+        int(spec.head_dim, "head_dim")?,
+        spec.causal as i32,
+    ])
+}
+
+/// Returns (out [bh, q_len, head_dim], lse [bh, q_len]).
+pub fn forward(dev: &CudaDevice, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, spec: &AttentionSpec) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let rows = spec.batch_heads * spec.q_len;
+    let mut out = dev.alloc::<f32>(rows * spec.head_dim)?;
+    let mut lse = dev.alloc::<f32>(rows)?;
+    if rows == 0 || spec.kv_len == 0 {
+        return Ok((out, lse));
+    }
+    let shared = dev.check_shared("attention forward", spec.head_dim + spec.kv_len)?;
+    let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
+    let kernel = dev.kernel("attention", "attention_forward")?;
+    // SAFETY: q and out hold bh * q_len * hd f32, k and v bh * kv_len * hd,
+    // lse bh * q_len (shapes checked by ops::attention); the dynamic shared
+    // memory holds the hd + kv_len floats the kernel indexes.
+    unsafe {
+        launch!(kernel, rows_config(rows, ATTENTION_BLOCK, shared); q, k, v, &mut out, &mut lse, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
+    }?;
+    Ok((out, lse))
+}
+
+/// Returns (dq, dk, dv).
+pub fn backward(dev: &CudaDevice, saved: &Saved<'_>, grad: &CudaSlice<f32>, spec: &AttentionSpec) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+    let q_rows = spec.batch_heads * spec.q_len;
+    let kv_rows = spec.batch_heads * spec.kv_len;
+    let mut dq = dev.alloc::<f32>(q_rows * spec.head_dim)?;
+    let mut dk = dev.alloc::<f32>(kv_rows * spec.head_dim)?;
+    let mut dv = dev.alloc::<f32>(kv_rows * spec.head_dim)?;
+    if q_rows == 0 || kv_rows == 0 {
+        return Ok((dq, dk, dv));
+    }
+    let mut delta = dev.alloc::<f32>(q_rows)?;
+    let dq_shared = dev.check_shared("attention backward (dq)", 2 * spec.head_dim + spec.kv_len)?;
+    let dkdv_shared = dev.check_shared("attention backward (dk, dv)", 2 * spec.head_dim + 2 * spec.q_len)?;
+    let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
+    let Saved { q, k, v, out, lse } = *saved;
+    let dq_kernel = dev.kernel("attention", "attention_backward_dq")?;
+    // SAFETY: buffer sizes as in `forward`, grad and dq like q, delta q_rows
+    // f32; the dynamic shared memory holds 2 hd + kv_len floats.
+    unsafe {
+        launch!(dq_kernel, rows_config(q_rows, ATTENTION_BLOCK, dq_shared);
+            q, k, v, out, lse, grad, &mut dq, &mut delta, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
+    }?;
+    let dkdv_kernel = dev.kernel("attention", "attention_backward_dkdv")?;
+    // SAFETY: dk and dv hold kv_rows * hd f32; delta was written by the
+    // launch above on the same stream; shared memory holds 2 hd + 2 q_len.
+    unsafe {
+        launch!(dkdv_kernel, rows_config(kv_rows, ATTENTION_BLOCK, dkdv_shared);
+            q, k, v, lse, grad, &delta, &mut dk, &mut dv, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
+    }?;
+    Ok((dq, dk, dv))
+}

@@ -1,0 +1,379 @@
+//! The CUDA device handle: one context, one explicit stream, a cuBLAS handle
+//! bound to that stream, and the kernel modules of `kernels/*.cu`, loaded on
+//! first use. Cheap to clone (an `Arc`); two handles are the same device only
+//! when they are clones of one another, so buffers of different streams are
+//! never mixed.
+
+use crate::kernels::{self, KernelImage};
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
+    LaunchConfig, ValidAsZeroBits,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Threads per block of the elementwise and row kernels.
+pub const BLOCK: u32 = 256;
+/// The largest grid.x the launches use (every kernel is grid-stride).
+const MAX_GRID: usize = 65535;
+
+#[derive(Clone)]
+pub struct CudaDevice(Arc<Inner>);
+
+struct Inner {
+    ordinal: usize,
+    name: String,
+    compute_capability: (i32, i32),
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// Fill every new output buffer with NaN bits (0xFF bytes) so an element
+    /// a kernel forgot to write shows up; for tests and `tools/gpu-check.sh`.
+    poison_new_buffers: AtomicBool,
+    /// Synchronise after every launch so an asynchronous fault names its
+    /// kernel (`MLRPL_CUDA_SYNC=1`; slow, for debugging).
+    sync_after_launch: bool,
+}
+
+impl PartialEq for CudaDevice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CudaDevice {}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CudaDevice({}, {})", self.0.ordinal, self.0.name)
+    }
+}
+
+/// The handles opened so far, one per ordinal, so every `open` of a GPU
+/// returns the same device (and stream).
+static OPENED: Mutex<Vec<(usize, CudaDevice)>> = Mutex::new(Vec::new());
+
+/// One CUDA kernel, ready to launch on its device's stream (see `launch!`).
+pub struct Kernel {
+    pub name: &'static str,
+    pub func: CudaFunction,
+    pub stream: Arc<CudaStream>,
+    sync_after_launch: bool,
+}
+
+impl Kernel {
+    /// Maps a launch result to an error naming the kernel; with
+    /// `MLRPL_CUDA_SYNC=1` also waits for the kernel and reports its faults.
+    pub fn check(&self, launched: Result<Option<(CudaEvent, CudaEvent)>, DriverError>) -> Result<()> {
+        launched.map_err(|e| anyhow!("CUDA kernel `{}` failed to launch: {e}", self.name))?;
+        if self.sync_after_launch {
+            self.stream.synchronize().map_err(|e| anyhow!("CUDA kernel `{}` failed: {e}", self.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// A grid-stride launch over `n` items with `block` threads per block.
+pub fn grid_for(n: usize, block: u32) -> LaunchConfig {
+    let blocks = n.div_ceil(block as usize).clamp(1, MAX_GRID) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block per row (grid-stride over rows), with `shared` dynamic bytes.
+pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: shared }
+}
+
+/// A size as the `int` kernels take, or an error naming what is too large.
+pub fn int(n: usize, what: &str) -> Result<i32> {
+    i32::try_from(n).map_err(|_| anyhow!("{what} = {n} is too large for the CUDA kernels (limit 2^31 - 1)"))
+}
+
+/// Pastes `kernels/*.cuh` headers in place of their `#include "name.cuh"`
+/// lines, for NVRTC (which is given no include path).
+pub fn inline_headers(source: &str, headers: &[(&str, &str)]) -> Result<String> {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines() {
+        let included = line.trim().strip_prefix("#include").map(|rest| rest.trim().trim_matches('"'));
+        match included {
+            Some(name) => {
+                let (_, text) = headers
+                    .iter()
+                    .find(|(h, _)| *h == name)
+                    .ok_or_else(|| anyhow!("kernel source includes `{name}`, which is not a kernels/*.cuh header"))?;
+                for header_line in text.lines().filter(|l| l.trim() != "#pragma once") {
+                    out.push_str(header_line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl CudaDevice {
+    /// The handle of GPU `ordinal`, created on first use: a context, a
+    /// stream, a cuBLAS handle. Errors are one line.
+    pub fn open(ordinal: usize) -> Result<CudaDevice> {
+        let mut opened = OPENED.lock().expect("CUDA device list lock poisoned");
+        if let Some((_, dev)) = opened.iter().find(|(o, _)| *o == ordinal) {
+            return Ok(dev.clone());
+        }
+        let dev = CudaDevice::create(ordinal)?;
+        opened.push((ordinal, dev.clone()));
+        Ok(dev)
+    }
+
+    fn create(ordinal: usize) -> Result<CudaDevice> {
+        let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
+        // SAFETY: every buffer of this device is allocated, used and freed on
+        // the one stream created below (kernels, copies and cuBLAS alike), so
+        // stream order alone keeps uses apart and no per-buffer events are
+        // needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let compute_capability =
+            ctx.compute_capability().map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
+        let sync_after_launch = std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
+        Ok(CudaDevice(Arc::new(Inner {
+            ordinal,
+            name,
+            compute_capability,
+            ctx,
+            stream,
+            blas,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            poison_new_buffers: AtomicBool::new(false),
+            sync_after_launch,
+        })))
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.0.ordinal
+    }
+
+    /// The GPU's name as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.0.compute_capability
+    }
+
+    /// When on, every buffer a primitive allocates for its output starts as
+    /// NaN (all bits set), so an element no kernel writes fails a comparison.
+    pub fn set_poison_new_buffers(&self, on: bool) {
+        self.0.poison_new_buffers.store(on, Ordering::Relaxed);
+    }
+
+    /// Waits for all work queued on the device's stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.0.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronisation failed: {e}"))
+    }
+
+    pub(crate) fn blas(&self) -> &CudaBlas {
+        &self.0.blas
+    }
+
+    /// Kernel `name` of module `kernels/<module>.cu`.
+    pub(crate) fn kernel(&self, module: &'static str, name: &'static str) -> Result<Kernel> {
+        let func = {
+            let mut functions = self.0.functions.lock().expect("CUDA function cache lock poisoned");
+            match functions.get(&(module, name)) {
+                Some(f) => f.clone(),
+                None => {
+                    let loaded = self.module(module)?;
+                    let f = loaded
+                        .load_function(name)
+                        .map_err(|e| anyhow!("kernels/{module}.cu has no kernel `{name}`: {e}"))?;
+                    functions.insert((module, name), f.clone());
+                    f
+                }
+            }
+        };
+        Ok(Kernel { name, func, stream: self.0.stream.clone(), sync_after_launch: self.0.sync_after_launch })
+    }
+
+    fn module(&self, name: &'static str) -> Result<Arc<CudaModule>> {
+        let mut modules = self.0.modules.lock().expect("CUDA module cache lock poisoned");
+        if let Some(m) = modules.get(name) {
+            return Ok(m.clone());
+        }
+        let embedded = kernels::module(name).with_context(|| format!("no kernels/{name}.cu in this build"))?;
+        let ptx = match embedded.image {
+            KernelImage::Fatbin(bytes) => Ptx::from_binary(bytes.to_vec()),
+            KernelImage::Source(source) => {
+                let (major, minor) = self.0.compute_capability;
+                let mut options: Vec<String> = kernels::NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
+                options.push(format!("--gpu-architecture=sm_{major}{minor}"));
+                let source = inline_headers(source, kernels::HEADERS)?;
+                cudarc::nvrtc::compile_ptx_with_opts(source, CompileOptions { options, ..Default::default() })
+                    .map_err(|e| anyhow!("NVRTC could not compile kernels/{name}.cu for sm_{major}{minor}: {e}"))?
+            }
+        };
+        let loaded = self
+            .0
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| anyhow!("could not load kernels/{name}.cu on GPU {}: {e}", self.0.ordinal))?;
+        modules.insert(name, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// An output buffer of `len` elements: uninitialised (every kernel that
+    /// fills one writes each element), or NaN bits when poisoning is on.
+    pub(crate) fn alloc<T: DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: the memory is uninitialised; callers hand it to a kernel or
+        // copy that writes every element before anything reads it (each
+        // kernel header says which elements it writes), or poison it below.
+        let mut buf = unsafe { self.0.stream.alloc::<T>(len) }.map_err(|e| self.alloc_error(e, len * size_of::<T>()))?;
+        if self.0.poison_new_buffers.load(Ordering::Relaxed) && len > 0 {
+            self.poison(&mut buf)?;
+        }
+        Ok(buf)
+    }
+
+    pub(crate) fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.0.stream.alloc_zeros::<T>(len).map_err(|e| self.alloc_error(e, len * size_of::<T>()))
+    }
+
+    fn poison<T: DeviceRepr>(&self, buf: &mut CudaSlice<T>) -> Result<()> {
+        use cudarc::driver::DevicePtrMut;
+        let bytes = buf.num_bytes();
+        let (ptr, _record) = buf.device_ptr_mut(&self.0.stream);
+        // SAFETY: `ptr` is the start of `buf`, `bytes` its exact size, and the
+        // memset is queued on the stream that owns the buffer.
+        unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.0.stream.cu_stream()) }
+            .map_err(|e| anyhow!("could not poison a CUDA buffer of {bytes} bytes: {e}"))
+    }
+
+    /// One line for a failed allocation; out of memory names the bytes asked
+    /// and free and suggests a smaller batch.
+    fn alloc_error(&self, e: DriverError, bytes: usize) -> anyhow::Error {
+        if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.0.ctx.mem_get_info().unwrap_or((0, 0));
+            anyhow!(
+                "CUDA out of memory on GPU {} ({}): asked for {bytes} bytes with {free} of {total} bytes free; \
+                 try a smaller --batch-size",
+                self.0.ordinal,
+                self.0.name
+            )
+        } else {
+            anyhow!("CUDA allocation of {bytes} bytes on GPU {} failed: {e}", self.0.ordinal)
+        }
+    }
+
+    pub(crate) fn upload<T: DeviceRepr>(&self, values: &[T]) -> Result<CudaSlice<T>> {
+        let mut buf = self.alloc::<T>(values.len())?;
+        if !values.is_empty() {
+            self.0
+                .stream
+                .memcpy_htod(values, &mut buf)
+                .map_err(|e| anyhow!("copying {} bytes to GPU {} failed: {e}", std::mem::size_of_val(values), self.0.ordinal))?;
+        }
+        Ok(buf)
+    }
+
+    pub(crate) fn download<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {
+        if buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.0
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| anyhow!("copying {} bytes from GPU {} failed: {e}", buf.num_bytes(), self.0.ordinal))
+    }
+
+    /// A device-side copy of `buf` (queued on the stream).
+    pub(crate) fn copy<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<CudaSlice<T>> {
+        let mut out = self.alloc::<T>(buf.len())?;
+        if !buf.is_empty() {
+            self.0
+                .stream
+                .memcpy_dtod(buf, &mut out)
+                .map_err(|e| anyhow!("device-to-device copy of {} bytes failed: {e}", buf.num_bytes()))?;
+        }
+        Ok(out)
+    }
+
+    /// Reads one u32 flag written by a kernel (waits for the stream).
+    pub(crate) fn read_flag(&self, flag: &CudaSlice<u32>) -> Result<u32> {
+        Ok(self.download(flag)?.first().copied().unwrap_or(0))
+    }
+
+    /// Fails unless `len` floats of dynamic shared memory fit one block.
+    pub(crate) fn check_shared(&self, what: &str, floats: usize) -> Result<u32> {
+        // 48 KiB per block without an opt-in, less 1 KiB for the kernels'
+        // static __shared__ reduction scratch.
+        const LIMIT: usize = 47 * 1024;
+        let bytes = floats * 4;
+        if bytes > LIMIT {
+            bail!("{what} needs {bytes} bytes of shared memory per block, more than the {LIMIT} this kernel may use");
+        }
+        Ok(bytes as u32)
+    }
+}
+
+/// Launches `kernel` with `cfg` and the listed arguments (device buffers by
+/// reference, scalars as references to locals), mapping errors to one line
+/// naming the kernel. Expands to a call of the unsafe `LaunchArgs::launch`:
+/// use it inside `unsafe { }` with a `// SAFETY:` comment.
+macro_rules! launch {
+    ($kernel:expr, $cfg:expr; $($arg:expr),+ $(,)?) => {{
+        let kernel: &$crate::backend::cuda::device::Kernel = &$kernel;
+        let cfg: cudarc::driver::LaunchConfig = $cfg;
+        let mut builder = kernel.stream.launch_builder(&kernel.func);
+        $( cudarc::driver::PushKernelArg::arg(&mut builder, $arg); )+
+        kernel.check(builder.launch(cfg))
+    }};
+}
+pub(crate) use launch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_pasted_for_nvrtc() {
+        let headers = [("common.cuh", "#pragma once\n__device__ int one() { return 1; }\n")];
+        let source = "// k\n#include \"common.cuh\"\nextern \"C\" __global__ void k() {}\n";
+        let out = inline_headers(source, &headers).unwrap();
+        assert_eq!(out, "// k\n__device__ int one() { return 1; }\nextern \"C\" __global__ void k() {}\n");
+        let err = inline_headers("#include \"missing.cuh\"\n", &headers).unwrap_err();
+        assert!(err.to_string().contains("missing.cuh"), "{err}");
+    }
+
+    #[test]
+    fn every_kernel_source_resolves_its_includes() {
+        for module in kernels::MODULES {
+            let path = format!("{}/kernels/{}.cu", env!("CARGO_MANIFEST_DIR"), module.name);
+            let source = std::fs::read_to_string(&path).unwrap();
+            let pasted = inline_headers(&source, kernels::HEADERS).unwrap();
+            let left = pasted.lines().any(|l| l.trim_start().starts_with("#include"));
+            assert!(!left, "{path}: an #include line is left after pasting the headers");
+        }
+    }
+
+    #[test]
+    fn grids_are_clamped_and_sizes_checked() {
+        assert_eq!(grid_for(0, 256).grid_dim.0, 1);
+        assert_eq!(grid_for(257, 256).grid_dim.0, 2);
+        assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
+        assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
+    }
+}

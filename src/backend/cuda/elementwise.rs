@@ -1,0 +1,174 @@
+//! Elementwise maps, broadcasting binaries and broadcast reductions
+//! (`kernels/elementwise.cu`, `kernels/reduce.cu`).
+
+use super::device::{grid_for, int, launch, rows_config, CudaDevice, BLOCK};
+use crate::backend::{BinaryOp, UnaryOp};
+use crate::tensor::Shape;
+use anyhow::{bail, Result};
+use cudarc::driver::{CudaSlice, DeviceRepr};
+
+/// `struct IndexMap` of `kernels/common.cuh`: up to 8 dims with two sets of
+/// element strides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexMap {
+    rank: i32,
+    dims: [i32; MAX_RANK],
+    a: [i32; MAX_RANK],
+    b: [i32; MAX_RANK],
+}
+
+pub const MAX_RANK: usize = 8;
+
+// SAFETY: IndexMap is #[repr(C)] plain data (i32 fields only) with the same
+// layout as the CUDA struct, so it can be passed by value as a kernel argument.
+unsafe impl DeviceRepr for IndexMap {}
+
+impl IndexMap {
+    /// `dims` with strides `a` and `b` (missing strides are 0).
+    pub fn new(dims: &[usize], a: &[usize], b: &[usize]) -> Result<IndexMap> {
+        if dims.len() > MAX_RANK {
+            bail!("the CUDA kernels handle tensors of rank <= {MAX_RANK}, got rank {}", dims.len());
+        }
+        let mut map = IndexMap { rank: dims.len() as i32, ..Default::default() };
+        for (d, &size) in dims.iter().enumerate() {
+            map.dims[d] = int(size, "dimension")?;
+            map.a[d] = int(a.get(d).copied().unwrap_or(0), "stride")?;
+            map.b[d] = int(b.get(d).copied().unwrap_or(0), "stride")?;
+        }
+        Ok(map)
+    }
+}
+
+/// The op codes of `kernels/elementwise.cu`.
+fn unary_code(op: UnaryOp) -> (i32, f32, f32) {
+    match op {
+        UnaryOp::Neg => (0, 1.0, 0.0),
+        UnaryOp::Exp => (1, 1.0, 0.0),
+        UnaryOp::Log => (2, 1.0, 0.0),
+        UnaryOp::Sqrt => (3, 1.0, 0.0),
+        UnaryOp::Tanh => (4, 1.0, 0.0),
+        UnaryOp::Sigmoid => (5, 1.0, 0.0),
+        UnaryOp::QuickGelu => (6, 1.0, 0.0),
+        UnaryOp::Affine { scale, shift } => (7, scale, shift),
+    }
+}
+
+fn binary_code(op: BinaryOp) -> i32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+    }
+}
+
+pub fn unary(dev: &CudaDevice, x: &CudaSlice<f32>, op: UnaryOp) -> Result<CudaSlice<f32>> {
+    let mut y = dev.alloc::<f32>(x.len())?;
+    if x.is_empty() {
+        return Ok(y);
+    }
+    let (code, scale, shift) = unary_code(op);
+    let n = int(x.len(), "elements")?;
+    let kernel = dev.kernel("elementwise", "unary_forward")?;
+    // SAFETY: x and y hold n f32 each; the kernel reads x[i] and writes y[i]
+    // for i < n only.
+    unsafe { launch!(kernel, grid_for(x.len().div_ceil(4), BLOCK); x, &mut y, &n, &code, &scale, &shift) }?;
+    Ok(y)
+}
+
+pub fn unary_backward(dev: &CudaDevice, x: &CudaSlice<f32>, y: &CudaSlice<f32>, grad: &CudaSlice<f32>, op: UnaryOp) -> Result<CudaSlice<f32>> {
+    let mut dx = dev.alloc::<f32>(x.len())?;
+    if x.is_empty() {
+        return Ok(dx);
+    }
+    let (code, scale, _) = unary_code(op);
+    let n = int(x.len(), "elements")?;
+    let kernel = dev.kernel("elementwise", "unary_backward")?;
+    // SAFETY: x, y, grad and dx hold n f32 each (same shape, checked by the
+    // op); indices < n only.
+    unsafe { launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale) }?;
+    Ok(dx)
+}
+
+pub fn binary(
+    dev: &CudaDevice,
+    lhs: &CudaSlice<f32>,
+    rhs: &CudaSlice<f32>,
+    op: BinaryOp,
+    lhs_shape: &Shape,
+    rhs_shape: &Shape,
+    out_shape: &Shape,
+) -> Result<CudaSlice<f32>> {
+    let len = out_shape.elem_count();
+    let mut out = dev.alloc::<f32>(len)?;
+    if len == 0 {
+        return Ok(out);
+    }
+    let map = IndexMap::new(out_shape.dims(), &lhs_shape.broadcast_strides(out_shape), &rhs_shape.broadcast_strides(out_shape))?;
+    let (n, code) = (int(len, "elements")?, binary_code(op));
+    let kernel = dev.kernel("elementwise", "binary_broadcast")?;
+    // SAFETY: the broadcast strides map every output index to an element of
+    // lhs (of lhs_shape) and rhs (of rhs_shape), which broadcast to
+    // out_shape (checked by the op); out holds n f32.
+    unsafe { launch!(kernel, grid_for(len, BLOCK); lhs, rhs, &mut out, &n, &code, &map) }?;
+    Ok(out)
+}
+
+pub fn broadcast_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &Shape) -> Result<CudaSlice<f32>> {
+    let len = out_shape.elem_count();
+    let mut out = dev.alloc::<f32>(len)?;
+    if len == 0 {
+        return Ok(out);
+    }
+    let map = IndexMap::new(out_shape.dims(), &shape.broadcast_strides(out_shape), &[])?;
+    let n = int(len, "elements")?;
+    let kernel = dev.kernel("reduce", "broadcast_copy")?;
+    // SAFETY: the broadcast strides map every output index into x (of
+    // `shape`, which broadcasts to out_shape); out holds n f32.
+    unsafe { launch!(kernel, grid_for(len, BLOCK); x, &mut out, &n, &map) }?;
+    Ok(out)
+}
+
+/// Sums `x` (of `shape`) over the dims where `out_shape` (right-aligned) is 1
+/// or absent, as `cpu::elementwise::sum_to` does.
+pub fn sum_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &Shape) -> Result<CudaSlice<f32>> {
+    let out_len = out_shape.elem_count();
+    let mut out = dev.alloc::<f32>(out_len)?;
+    if out_len == 0 {
+        return Ok(out);
+    }
+    let dims = shape.dims();
+    let strides = shape.strides();
+    let offset = shape.rank() - out_shape.rank();
+    let kept = |d: usize| d >= offset && out_shape.dims()[d - offset] != 1;
+    let (kept_dims, kept_strides): (Vec<usize>, Vec<usize>) = (0..dims.len()).filter(|&d| kept(d)).map(|d| (dims[d], strides[d])).unzip();
+    let (reduced_dims, reduced_strides): (Vec<usize>, Vec<usize>) =
+        (0..dims.len()).filter(|&d| !kept(d)).map(|d| (dims[d], strides[d])).unzip();
+    let reduced_len: usize = reduced_dims.iter().product();
+    let kept_map = IndexMap::new(&kept_dims, &kept_strides, &[])?;
+    let reduced_map = IndexMap::new(&reduced_dims, &reduced_strides, &[])?;
+    let (outputs, reduced) = (int(out_len, "outputs")?, int(reduced_len, "summed elements")?);
+    let kernel = dev.kernel("reduce", "sum_to")?;
+    // SAFETY: kept and reduced dims partition the dims of `shape`, so base +
+    // reduced offset stays inside x for every output o < out_len and every
+    // r < reduced_len; out holds out_len f32, each written by one block.
+    unsafe { launch!(kernel, rows_config(out_len, BLOCK, 0); x, &mut out, &outputs, &reduced, &kept_map, &reduced_map) }?;
+    Ok(out)
+}
+
+/// `acc += x`, in place.
+pub fn add_in_place(dev: &CudaDevice, acc: &mut CudaSlice<f32>, x: &CudaSlice<f32>) -> Result<()> {
+    if acc.len() != x.len() {
+        bail!("add_assign: {} elements += {} elements", acc.len(), x.len());
+    }
+    if acc.is_empty() {
+        return Ok(());
+    }
+    let n = int(acc.len(), "elements")?;
+    let kernel = dev.kernel("elementwise", "add_in_place")?;
+    // SAFETY: acc and x hold n f32 each and are different buffers (acc is
+    // uniquely owned); each thread reads and writes its own elements.
+    unsafe { launch!(kernel, grid_for(acc.len().div_ceil(4), BLOCK); acc, x, &n) }?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Row-wise normalisations (`kernels/layernorm.cu`, `kernels/softmax.cu`,
+//! `kernels/l2_normalize.cu`): one block per row, f32 sums in a fixed order.
+
+use super::device::{int, launch, rows_config, CudaDevice, BLOCK};
+use anyhow::Result;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+/// Rows of dgamma/dbeta partial sums each block column adds up serially.
+const ROWS_PER_CHUNK: usize = 64;
+
+fn rows_of(x: &CudaSlice<f32>, cols: usize) -> usize {
+    x.len().checked_div(cols).unwrap_or(0)
+}
+
+/// Returns (y, mean, rstd).
+pub fn layernorm(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    gamma: &CudaSlice<f32>,
+    beta: &CudaSlice<f32>,
+    cols: usize,
+    eps: f32,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+    let rows = rows_of(x, cols);
+    let mut y = dev.alloc::<f32>(x.len())?;
+    let mut mean = dev.alloc::<f32>(rows)?;
+    let mut rstd = dev.alloc::<f32>(rows)?;
+    if rows == 0 {
+        return Ok((y, mean, rstd));
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let kernel = dev.kernel("layernorm", "layernorm_forward")?;
+    // SAFETY: x and y hold rows * cols f32, gamma and beta cols, mean and
+    // rstd rows; one block per row reads and writes that row only.
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
+    Ok((y, mean, rstd))
+}
+
+/// Returns (dx, dgamma, dbeta).
+pub fn layernorm_backward(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    gamma: &CudaSlice<f32>,
+    mean: &CudaSlice<f32>,
+    rstd: &CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+    cols: usize,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+    let rows = rows_of(x, cols);
+    let mut dx = dev.alloc::<f32>(x.len())?;
+    if rows == 0 {
+        return Ok((dx, dev.alloc_zeros::<f32>(cols)?, dev.alloc_zeros::<f32>(cols)?));
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let input = dev.kernel("layernorm", "layernorm_backward_input")?;
+    // SAFETY: x, grad and dx hold rows * cols f32, gamma cols, mean and rstd
+    // rows; one block per row.
+    unsafe { launch!(input, rows_config(rows, BLOCK, 0); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
+
+    let rows_per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65535));
+    let chunks = rows.div_ceil(rows_per_chunk);
+    let mut partial_gamma = dev.alloc::<f32>(chunks * cols)?;
+    let mut partial_beta = dev.alloc::<f32>(chunks * cols)?;
+    let rpc = int(rows_per_chunk, "rows per chunk")?;
+    let column_blocks = cols.div_ceil(BLOCK as usize) as u32;
+    let partials_cfg = LaunchConfig { grid_dim: (column_blocks, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let partials = dev.kernel("layernorm", "layernorm_backward_param_partials")?;
+    // SAFETY: grid (ceil(cols / 256), chunks) covers each (chunk, column)
+    // once; the partial buffers hold chunks * cols f32; rows are read in
+    // [chunk * rpc, min(rows, (chunk + 1) * rpc)).
+    unsafe {
+        launch!(partials, partials_cfg; x, mean, rstd, grad, &mut partial_gamma, &mut partial_beta, &rows_i, &cols_i, &rpc)
+    }?;
+    let chunks_i = int(chunks, "chunks")?;
+    let sum_cfg = LaunchConfig { grid_dim: (column_blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let column_sum = dev.kernel("layernorm", "column_sum")?;
+    let mut dgamma = dev.alloc::<f32>(cols)?;
+    let mut dbeta = dev.alloc::<f32>(cols)?;
+    // SAFETY: partials hold chunks * cols f32, outputs cols; a thread per column.
+    unsafe { launch!(column_sum, sum_cfg; &partial_gamma, &mut dgamma, &chunks_i, &cols_i) }?;
+    // SAFETY: as above.
+    unsafe { launch!(column_sum, sum_cfg; &partial_beta, &mut dbeta, &chunks_i, &cols_i) }?;
+    Ok((dx, dgamma, dbeta))
+}
+
+pub fn softmax(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
+    let rows = rows_of(x, cols);
+    let mut y = dev.alloc::<f32>(x.len())?;
+    if rows == 0 {
+        return Ok(y);
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let kernel = dev.kernel("softmax", "softmax_forward")?;
+    // SAFETY: x and y hold rows * cols f32; one block per row.
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &rows_i, &cols_i) }?;
+    Ok(y)
+}
+
+pub fn softmax_backward(dev: &CudaDevice, y: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
+    let rows = rows_of(y, cols);
+    let mut dx = dev.alloc::<f32>(y.len())?;
+    if rows == 0 {
+        return Ok(dx);
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let kernel = dev.kernel("softmax", "softmax_backward")?;
+    // SAFETY: y, grad and dx hold rows * cols f32; one block per row.
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); y, grad, &mut dx, &rows_i, &cols_i) }?;
+    Ok(dx)
+}
+
+/// Returns (y, norms).
+pub fn l2_normalize(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize, eps: f32) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let rows = rows_of(x, cols);
+    let mut y = dev.alloc::<f32>(x.len())?;
+    let mut norms = dev.alloc::<f32>(rows)?;
+    if rows == 0 {
+        return Ok((y, norms));
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let kernel = dev.kernel("l2_normalize", "l2_normalize_forward")?;
+    // SAFETY: x and y hold rows * cols f32, norms rows; one block per row.
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &mut norms, &rows_i, &cols_i, &eps) }?;
+    Ok((y, norms))
+}
+
+pub fn l2_normalize_backward(dev: &CudaDevice, y: &CudaSlice<f32>, norms: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
+    let rows = rows_of(y, cols);
+    let mut dx = dev.alloc::<f32>(y.len())?;
+    if rows == 0 {
+        return Ok(dx);
+    }
+    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+    let kernel = dev.kernel("l2_normalize", "l2_normalize_backward")?;
+    // SAFETY: y, grad and dx hold rows * cols f32, norms rows; one block per row.
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); y, norms, grad, &mut dx, &rows_i, &cols_i) }?;
+    Ok(dx)
+}

@@ -1,0 +1,297 @@
+//! Every backend primitive on CUDA against the CPU reference (DESIGN.md §4):
+//! seeded random inputs, run through the Tensor ops and autograd on both
+//! devices (so the real code path is tested, backward included), relative
+//! error ||cuda - cpu|| / ||cpu|| <= 1e-4 for f32. Output buffers on the GPU
+//! are poisoned with NaN before each kernel writes them, so an unwritten
+//! element fails. Without a GPU every test prints
+//! `SKIPPED (no CUDA GPU): <reason>` and returns.
+
+mod common;
+
+use anyhow::Result;
+use common::{assert_rel, cuda_or_skip, Input};
+use mlrpl_engine::optim::{AdamW, Optimizer, ParamGroup, Sgd};
+use mlrpl_engine::rng::Rng;
+use mlrpl_engine::{DType, Device, Tensor};
+
+const TOL: f64 = 1e-4;
+
+/// Output and input gradients of `f` on `device`, the inputs being
+/// parameters and the loss `sum(out * R)` with R a fixed seeded tensor.
+fn run_on(device: &Device, inputs: &[Input], f: &dyn Fn(&Device, &[Tensor]) -> Result<Tensor>) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+    let params: Vec<Tensor> = inputs
+        .iter()
+        .map(|i| Tensor::from_vec(i.values.clone(), i.shape.clone(), device).unwrap().into_parameter().unwrap())
+        .collect();
+    let out = f(device, &params).unwrap();
+    let weights = Tensor::from_vec(Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0), out.shape().clone(), device).unwrap();
+    out.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = params.iter().map(|p| p.grad().map(|g| g.to_vec().unwrap())).collect();
+    (out.to_vec().unwrap(), grads)
+}
+
+/// Runs `f` on the CPU and on the GPU and compares the output and every
+/// input gradient.
+fn check(gpu: &Device, name: &str, inputs: &[Input], f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>) {
+    let (want, want_grads) = run_on(&Device::Cpu, inputs, &f);
+    let (got, got_grads) = run_on(gpu, inputs, &f);
+    assert_rel(&format!("{name}: forward"), &got, &want, TOL);
+    for (i, (g, w)) in got_grads.iter().zip(&want_grads).enumerate() {
+        match (g, w) {
+            (Some(g), Some(w)) => assert_rel(&format!("{name}: gradient of input {i}"), g, w, TOL),
+            (None, None) => {}
+            _ => panic!("{name}: input {i} has a gradient on one device only"),
+        }
+    }
+}
+
+fn randn(rng: &mut Rng, shape: &[usize]) -> Input {
+    Input::randn(rng, shape, 1.0)
+}
+
+#[test]
+fn unary_ops_and_their_gradients() {
+    let Some(gpu) = cuda_or_skip("unary_ops_and_their_gradients") else { return };
+    let mut rng = Rng::new(1);
+    // 1031 elements: not a multiple of 4, so the float4 tails run too.
+    let x = randn(&mut rng, &[1031]);
+    let positive = Input::uniform(&mut rng, &[1031], 0.5, 3.0);
+    check(&gpu, "neg", std::slice::from_ref(&x), |_, t| t[0].neg());
+    check(&gpu, "exp", std::slice::from_ref(&x), |_, t| t[0].exp());
+    check(&gpu, "log", std::slice::from_ref(&positive), |_, t| t[0].log());
+    check(&gpu, "sqrt", std::slice::from_ref(&positive), |_, t| t[0].sqrt());
+    check(&gpu, "tanh", std::slice::from_ref(&x), |_, t| t[0].tanh());
+    check(&gpu, "sigmoid", std::slice::from_ref(&x), |_, t| t[0].sigmoid());
+    check(&gpu, "quick_gelu", std::slice::from_ref(&x), |_, t| t[0].quick_gelu());
+    check(&gpu, "affine", std::slice::from_ref(&x), |_, t| t[0].affine(-1.5, 0.25));
+}
+
+#[test]
+fn broadcasting_binaries_and_reductions() {
+    let Some(gpu) = cuda_or_skip("broadcasting_binaries_and_reductions") else { return };
+    let mut rng = Rng::new(2);
+    let a = randn(&mut rng, &[2, 3, 4]);
+    let row = randn(&mut rng, &[4]);
+    let col = randn(&mut rng, &[3, 1]);
+    let other = randn(&mut rng, &[2, 1, 4]);
+    let positive = Input::uniform(&mut rng, &[3, 1], 0.5, 2.0);
+    check(&gpu, "add row", &[a.clone(), row.clone()], |_, t| t[0].add(&t[1]));
+    check(&gpu, "sub column", &[a.clone(), col.clone()], |_, t| t[0].sub(&t[1]));
+    check(&gpu, "mul both broadcast", &[other.clone(), col.clone()], |_, t| t[0].mul(&t[1]));
+    check(&gpu, "div", &[a.clone(), positive], |_, t| t[0].div(&t[1]));
+    check(&gpu, "sum over axes", std::slice::from_ref(&a), |_, t| t[0].sum(&[0, 2], true));
+    check(&gpu, "sum_all", std::slice::from_ref(&a), |_, t| t[0].sum_all());
+    check(&gpu, "mean keepdim=false", std::slice::from_ref(&a), |_, t| t[0].mean(&[1], false));
+    check(&gpu, "broadcast_to", std::slice::from_ref(&other), |_, t| t[0].broadcast_to(&mlrpl_engine::Shape::new(vec![2, 3, 4])));
+    let big = randn(&mut rng, &[300, 70]);
+    check(&gpu, "sum of many rows", std::slice::from_ref(&big), |_, t| t[0].sum(&[0], false));
+}
+
+#[test]
+fn layout_ops() {
+    let Some(gpu) = cuda_or_skip("layout_ops") else { return };
+    let mut rng = Rng::new(3);
+    let x = randn(&mut rng, &[2, 3, 4, 5]);
+    check(&gpu, "permute", std::slice::from_ref(&x), |_, t| t[0].permute(&[0, 2, 1, 3]));
+    check(&gpu, "permute innermost", std::slice::from_ref(&x), |_, t| t[0].permute(&[3, 1, 0, 2]));
+    check(&gpu, "transpose", std::slice::from_ref(&x), |_, t| t[0].transpose(-1, -2));
+    check(&gpu, "narrow", std::slice::from_ref(&x), |_, t| t[0].narrow(2, 1, 2));
+    let parts = [randn(&mut rng, &[2, 1, 5]), randn(&mut rng, &[2, 3, 5]), randn(&mut rng, &[2, 2, 5])];
+    check(&gpu, "concat", &parts, |_, t| Tensor::concat(&[&t[0], &t[1], &t[2]], 1));
+}
+
+#[test]
+fn gather_and_scatter_add_with_repeated_ids() {
+    let Some(gpu) = cuda_or_skip("gather_and_scatter_add_with_repeated_ids") else { return };
+    let mut rng = Rng::new(4);
+    let table = randn(&mut rng, &[10, 6]);
+    let ids = vec![7u32, 0, 7, 3, 9, 7, 0];
+    check(&gpu, "index_select", &[table], |dev, t| t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?));
+}
+
+#[test]
+fn matrix_products() {
+    let Some(gpu) = cuda_or_skip("matrix_products") else { return };
+    let mut rng = Rng::new(5);
+    check(&gpu, "batched matmul", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "shared right operand", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "shared left operand", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(
+        &gpu,
+        "linear",
+        &[randn(&mut rng, &[2, 7, 65]), randn(&mut rng, &[70, 65]), randn(&mut rng, &[70])],
+        |_, t| t[0].linear(&t[1], Some(&t[2])),
+    );
+    check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| t[0].matmul(&t[1]));
+}
+
+#[test]
+fn normalisations() {
+    let Some(gpu) = cuda_or_skip("normalisations") else { return };
+    let mut rng = Rng::new(6);
+    let x = randn(&mut rng, &[150, 33]);
+    let gamma = Input::uniform(&mut rng, &[33], 0.5, 1.5);
+    let beta = randn(&mut rng, &[33]);
+    check(&gpu, "layer_norm", &[x.clone(), gamma, beta], |_, t| t[0].layer_norm(&t[1], &t[2], 1e-5));
+    check(&gpu, "softmax", std::slice::from_ref(&x), |_, t| t[0].softmax());
+    check(&gpu, "l2_normalize", std::slice::from_ref(&x), |_, t| t[0].l2_normalize());
+    let wide = randn(&mut rng, &[3, 1000]);
+    check(&gpu, "softmax of wide rows", std::slice::from_ref(&wide), |_, t| t[0].softmax());
+    check(&gpu, "cosine_similarity", &[randn(&mut rng, &[5, 16]), randn(&mut rng, &[5, 16])], |_, t| t[0].cosine_similarity(&t[1]));
+}
+
+#[test]
+fn attention_forward_and_backward() {
+    let Some(gpu) = cuda_or_skip("attention_forward_and_backward") else { return };
+    let mut rng = Rng::new(7);
+    let cross = [randn(&mut rng, &[2, 3, 5, 16]), randn(&mut rng, &[2, 3, 7, 16]), randn(&mut rng, &[2, 3, 7, 16])];
+    check(&gpu, "attention", &cross, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], false));
+    let selfs = [randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64])];
+    check(&gpu, "causal attention", &selfs, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], true));
+    // More keys than threads per block, and the ViT-B/16 sequence length.
+    let long = [randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64])];
+    check(&gpu, "long attention", &long, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], false));
+}
+
+#[test]
+fn decoupling_scores_forward_and_backward() {
+    let Some(gpu) = cuda_or_skip("decoupling_scores_forward_and_backward") else { return };
+    let mut rng = Rng::new(8);
+    let inputs = [randn(&mut rng, &[2, 13, 40]), randn(&mut rng, &[3, 40]), randn(&mut rng, &[40])];
+    check(&gpu, "decoupling_scores", &inputs, |_, t| t[0].decoupling_scores(&t[1], &t[2]));
+}
+
+fn labels(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.below(3) as f32 - 1.0).collect()
+}
+
+#[test]
+fn losses_forward_and_backward() {
+    let Some(gpu) = cuda_or_skip("losses_forward_and_backward") else { return };
+    let mut rng = Rng::new(9);
+    let logits = Input::randn(&mut rng, &[7, 11], 3.0);
+    let y = labels(&mut rng, 77);
+    check(&gpu, "masked_bce", std::slice::from_ref(&logits), |dev, t| {
+        t[0].masked_bce_with_logits(&Tensor::from_vec(y.clone(), [7, 11], dev)?)
+    });
+    // Large enough for several partial blocks and the float4 path.
+    let many = Input::randn(&mut rng, &[64, 80], 3.0);
+    let many_y = labels(&mut rng, 64 * 80);
+    check(&gpu, "masked_bce, many entries", std::slice::from_ref(&many), |dev, t| {
+        t[0].masked_bce_with_logits(&Tensor::from_vec(many_y.clone(), [64, 80], dev)?)
+    });
+    check(&gpu, "contrastive_loss", &[Input::randn(&mut rng, &[6, 6], 2.0)], |_, t| t[0].contrastive_loss());
+    check(&gpu, "contrastive_loss, more than a block", &[Input::randn(&mut rng, &[300, 300], 2.0)], |_, t| t[0].contrastive_loss());
+}
+
+#[test]
+fn masked_bce_with_no_known_label_is_zero_without_nan() {
+    let Some(gpu) = cuda_or_skip("masked_bce_with_no_known_label_is_zero_without_nan") else { return };
+    let logits = Tensor::from_vec(vec![1.0, f32::INFINITY, -3.0, f32::NAN], [2, 2], &gpu).unwrap().into_parameter().unwrap();
+    let loss = logits.masked_bce_with_logits(&Tensor::zeros([2, 2], DType::F32, &gpu).unwrap()).unwrap();
+    assert_eq!(loss.to_vec().unwrap(), vec![0.0]);
+    loss.backward().unwrap();
+    assert_eq!(logits.grad().unwrap().to_vec().unwrap(), vec![0.0; 4]);
+}
+
+#[test]
+fn bicubic_resize_matches() {
+    let Some(gpu) = cuda_or_skip("bicubic_resize_matches") else { return };
+    let x = Rng::new(10).normal_vec(3 * 7 * 7, 1.0);
+    for (oh, ow) in [(14, 14), (5, 9), (7, 7)] {
+        let want = Tensor::from_vec(x.clone(), [3, 7, 7], &Device::Cpu).unwrap().bicubic_resize(oh, ow).unwrap();
+        let got = Tensor::from_vec(x.clone(), [3, 7, 7], &gpu).unwrap().bicubic_resize(oh, ow).unwrap();
+        assert_rel(&format!("bicubic to {oh} x {ow}"), &got.to_vec().unwrap(), &want.to_vec().unwrap(), TOL);
+    }
+}
+
+#[test]
+fn dtype_casts_round_like_the_cpu() {
+    let Some(gpu) = cuda_or_skip("dtype_casts_round_like_the_cpu") else { return };
+    let mut values = Rng::new(11).normal_vec(1001, 10.0);
+    values.extend([0.0, -0.0, 65504.0, 1e-8, 3.0e38, f32::INFINITY]);
+    let n = values.len();
+    for dtype in [DType::BF16, DType::F16] {
+        let cpu = Tensor::from_vec(values.clone(), [n], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let cuda = Tensor::from_vec(values.clone(), [n], &gpu).unwrap().to_dtype(dtype).unwrap();
+        assert_eq!(cuda.dtype(), dtype);
+        let (c, g) = (cpu.to_vec().unwrap(), cuda.to_vec().unwrap());
+        for (i, (a, b)) in c.iter().zip(&g).enumerate() {
+            assert!(a.to_bits() == b.to_bits(), "{dtype} cast of {}: cpu {a} vs cuda {b}", values[i]);
+        }
+        // bf16/f16 storage computes in f32 and narrows the result.
+        let cpu_out = cpu.tanh().unwrap().to_vec().unwrap();
+        let cuda_out = cuda.tanh().unwrap().to_vec().unwrap();
+        assert_rel(&format!("tanh in {dtype}"), &cuda_out, &cpu_out, 1e-2);
+        let back = cuda.to_dtype(DType::F32).unwrap();
+        assert_eq!(back.to_vec().unwrap(), c);
+    }
+}
+
+#[test]
+fn index_tensors_move_and_reshape_exactly() {
+    let Some(gpu) = cuda_or_skip("index_tensors_move_and_reshape_exactly") else { return };
+    let ids: Vec<u32> = (0..60).map(|i| i * 7919 % 49408).collect();
+    let cpu = Tensor::from_ids(ids.clone(), [3, 4, 5], &Device::Cpu).unwrap();
+    let cuda = Tensor::from_ids(ids, [3, 4, 5], &gpu).unwrap();
+    for (a, b) in [
+        (cpu.permute(&[2, 0, 1]).unwrap(), cuda.permute(&[2, 0, 1]).unwrap()),
+        (cpu.narrow(1, 1, 2).unwrap(), cuda.narrow(1, 1, 2).unwrap()),
+        (Tensor::concat(&[&cpu, &cpu], 2).unwrap(), Tensor::concat(&[&cuda, &cuda], 2).unwrap()),
+    ] {
+        assert_eq!(a.to_ids().unwrap(), b.to_ids().unwrap());
+    }
+    let moved = cpu.to_device(&gpu).unwrap();
+    assert_eq!(moved.device(), &gpu);
+    assert_eq!(moved.to_ids().unwrap(), cpu.to_ids().unwrap());
+}
+
+#[test]
+fn bad_ids_and_mixed_devices_are_errors() {
+    let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };
+    let table = Tensor::zeros([4, 3], DType::F32, &gpu).unwrap();
+    let err = table.index_select(&Tensor::from_ids(vec![1, 9, 2], [3], &gpu).unwrap()).unwrap_err();
+    assert!(format!("{err:#}").contains("index 9 is out of range for a table of 4 rows"), "{err:#}");
+    let cpu = Tensor::zeros([4, 3], DType::F32, &Device::Cpu).unwrap();
+    let err = table.add(&cpu).unwrap_err();
+    assert!(format!("{err:#}").contains("different devices"), "{err:#}");
+}
+
+/// Gradients accumulated over two backward passes (add_assign), then one
+/// optimizer step; parameters and state compared after each of 3 steps.
+fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(12);
+    let w = Tensor::from_vec(rng.normal_vec(40, 1.0), [8, 5], device).unwrap().into_parameter().unwrap();
+    let b = Tensor::from_vec(rng.normal_vec(5, 1.0), [5], device).unwrap().into_parameter().unwrap();
+    let x = Tensor::from_vec(rng.normal_vec(24, 1.0), [3, 8], device).unwrap();
+    let groups = vec![ParamGroup::new(vec![w.clone()]), ParamGroup::no_decay(vec![b.clone()])];
+    let mut opt: Box<dyn Optimizer> = if adamw {
+        Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
+    } else {
+        Box::new(Sgd::new(groups, 0.05, 0.9, 5e-4).unwrap())
+    };
+    let mut history = Vec::new();
+    for _ in 0..3 {
+        opt.zero_grad();
+        for _ in 0..2 {
+            x.matmul(&w).unwrap().add(&b).unwrap().tanh().unwrap().sum_all().unwrap().backward().unwrap();
+        }
+        history.push(w.grad().unwrap().to_vec().unwrap());
+        opt.step().unwrap();
+        history.push(w.to_vec().unwrap());
+        history.push(b.to_vec().unwrap());
+    }
+    history
+}
+
+#[test]
+fn sgd_and_adamw_steps_with_accumulated_gradients() {
+    let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else { return };
+    for adamw in [false, true] {
+        let want = optimizer_run(&Device::Cpu, adamw);
+        let got = optimizer_run(&gpu, adamw);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_rel(&format!("{} record {i}", if adamw { "adamw" } else { "sgd" }), g, w, TOL);
+        }
+    }
+}
