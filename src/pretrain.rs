@@ -136,7 +136,8 @@ pub fn zero_shot_metrics(
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     for batch in loader {
         let batch = batch?;
-        scores.extend(crate::clip::zero_shot::logits(clip, &batch.images, &classes)?.sigmoid()?.to_vec()?);
+        let images = batch.images.to_device(classes.device())?;
+        scores.extend(crate::clip::zero_shot::logits(clip, &images, &classes)?.sigmoid()?.to_vec()?);
         labels.extend(batch.labels.to_vec()?);
     }
     evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
@@ -223,7 +224,7 @@ pub fn pretrain(
             let lr = schedule.lr(state.step);
             optimizer.set_lr(lr);
             optimizer.zero_grad();
-            let image = model.clip.vision.encode(&batch.images)?;
+            let image = model.clip.vision.encode(&batch.images.to_device(model.log_logit_scale()?.device())?)?;
             let text = model.clip.text.encode(&tokens)?;
             let loss = clip_loss(&image, &text, model.log_logit_scale()?)?;
             let value = loss.scalar()?;

@@ -48,9 +48,9 @@ pub fn run(args: EncodeArgs, device: &Device) -> Result<()> {
     let mode = Preprocess::ClipCenterCrop { size: args.resolution.unwrap_or(clip.config.vision.resolution()) };
     let mut outputs = Vec::new();
     if !args.images.is_empty() {
-        outputs.push(("image_embeds".to_string(), over_image_batches(&args.images, mode, |x| clip.vision.encode(x))?));
+        outputs.push(("image_embeds".to_string(), over_image_batches(&args.images, mode, device, |x| clip.vision.encode(x))?));
         if args.dense {
-            let dense = over_image_batches(&args.images, mode, |x| clip.vision.encode_dense(x))?;
+            let dense = over_image_batches(&args.images, mode, device, |x| clip.vision.encode_dense(x))?;
             outputs.push(("dense_tokens".to_string(), dense));
         }
     }

@@ -9,18 +9,26 @@ pub mod zero_shot;
 
 use anyhow::{bail, Result};
 use mlrpl_engine::data::image::{images_to_tensor, Preprocess};
-use mlrpl_engine::Tensor;
+use mlrpl_engine::{Device, Tensor};
 use std::path::PathBuf;
 
 /// Images per forward pass: bounds memory for long image lists.
 const IMAGE_BATCH: usize = 16;
 
-/// Runs `f` on consecutive batches of the images and stacks the results
-/// along dim 0, in input order.
-fn over_image_batches(paths: &[PathBuf], mode: Preprocess, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+/// Runs `f` on consecutive batches of the images (on `device`) and stacks
+/// the results along dim 0, in input order.
+fn over_image_batches(
+    paths: &[PathBuf],
+    mode: Preprocess,
+    device: &Device,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     if paths.is_empty() {
         bail!("no images given");
     }
-    let parts = paths.chunks(IMAGE_BATCH).map(|chunk| f(&images_to_tensor(chunk, mode)?)).collect::<Result<Vec<_>>>()?;
+    let parts = paths
+        .chunks(IMAGE_BATCH)
+        .map(|chunk| f(&images_to_tensor(chunk, mode)?.to_device(device)?))
+        .collect::<Result<Vec<_>>>()?;
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
 }

@@ -50,7 +50,7 @@ pub fn run(args: ZeroShotArgs, device: &Device) -> Result<()> {
     let (clip, _) = load_clip(args.clip.as_ref(), device)?;
     let text = class_features(&clip, &classes)?;
     let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
-    let probs = over_image_batches(&args.images, mode, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;
+    let probs = over_image_batches(&args.images, mode, device, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;
     for (path, row) in args.images.iter().zip(probs.chunks(classes.len())) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
