@@ -171,18 +171,7 @@ pub fn pretrain(
     };
     let mut optimizer =
         AdamW::new(model.parameter_groups(), schedule.lr(0), options.betas, options.eps, options.weight_decay)?;
-    let mut state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
-        epoch: 0,
-        step: 0,
-        best_val_map: None,
-        best_epoch: None,
-        seed: options.seed,
-        clip: run.clip.clone(),
-        class_names: data.validation.class_names().to_vec(),
-        config: run.config.clone(),
-        tensors: String::new(),
-    };
+    let mut state = TrainState::new(options.seed, run.clip.clone(), data.validation.class_names().to_vec(), run.config.clone());
     if let Some(loaded) = resume {
         checkpoint::restore_params(&model.named, &loaded.params, "resumed checkpoint")?;
         optimizer.load_state_tensors(&loaded.optimizer_state)?;

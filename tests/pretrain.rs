@@ -10,7 +10,7 @@ use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::pretrain::{self, clip_loss, PretrainData, PretrainOptions, TrainableClip, MAX_LOG_LOGIT_SCALE};
 use mlrpl_engine::train::{checkpoint, Run};
 use mlrpl_engine::{DType, Device, Tensor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const IMAGE_SIZE: usize = 16;
@@ -51,8 +51,8 @@ fn options(epochs: usize, lr: f32) -> PretrainOptions {
     }
 }
 
-fn run(dir: &PathBuf) -> Run {
-    Run { dir: dir.clone(), clip: "none".into(), config: serde_json::json!({}) }
+fn run(dir: &Path) -> Run {
+    Run { dir: dir.to_path_buf(), clip: "none".into(), config: serde_json::json!({}) }
 }
 
 fn params(model: &TrainableClip) -> Vec<Vec<f32>> {

@@ -2,6 +2,7 @@
 //! contrastive loss on the embedded set's image-caption pairs, exported in
 //! OpenAI's naming with a JSON card (the bundled CLIP is one such run).
 
+use super::run_folder::RunFolderArgs;
 use super::data::{embedded_set, Part};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -71,12 +72,9 @@ pub struct PretrainArgs {
     /// Seed of the initial weights and of the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run folder: checkpoints and metrics.jsonl (default: a new runs/pretrain-<unix time> folder).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run_folder: RunFolderArgs,
     /// Where to write the CLIP (safetensors, OpenAI naming) and, beside it, its
     /// JSON card (default: clip.safetensors in the run folder).
     #[arg(long)]
@@ -91,7 +89,7 @@ pub struct PretrainArgs {
 
 impl PretrainArgs {
     fn config(&self) -> Result<ClipConfig> {
-        if self.patch == 0 || self.image_size % self.patch != 0 {
+        if self.patch == 0 || !self.image_size.is_multiple_of(self.patch) {
             bail!("--image-size {} must be a multiple of --patch {}", self.image_size, self.patch);
         }
         for (flag, width) in [("--vision-width", self.vision_width), ("--text-width", self.text_width)] {
@@ -166,10 +164,6 @@ fn device_description(device: &Device) -> String {
     format!("{device}: {cpu}, {threads} threads")
 }
 
-fn new_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    PathBuf::from(format!("runs/pretrain-{secs}"))
-}
 
 fn card_path(out: &Path) -> PathBuf {
     out.with_extension("json")
@@ -177,17 +171,9 @@ fn card_path(out: &Path) -> PathBuf {
 
 pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let config = args.config()?;
-    let run_dir = match (&args.run_dir, args.resume) {
-        (Some(dir), _) => dir.clone(),
-        (None, false) => new_run_dir(),
-        (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
-    };
-    args.run_dir = Some(run_dir.clone());
-    if !args.resume && checkpoint::state_path(&run_dir, "last").exists() {
-        bail!("run folder {} already holds a run; continue it with --resume or choose another --run-dir", run_dir.display());
-    }
+    let run_dir = args.run_folder.resolve("pretrain")?;
     let out = args.out.clone().unwrap_or_else(|| run_dir.join("clip.safetensors"));
-    let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
+    let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let model = TrainableClip::new(init_weights(&config, args.seed, device)?)?;
     let pairs = Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
     let validation: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, args.image_size)?);

@@ -1,5 +1,6 @@
 //! `mlrpl-engine train`: the MLR-PL model on a dataset with partial labels.
 
+use super::run_folder::RunFolderArgs;
 use super::data::{load_clip, DataArgs, Part};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -91,13 +92,9 @@ pub struct TrainArgs {
     workers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run folder: checkpoints, label mask, metrics.jsonl, test-metrics.json (default: a new
-    /// runs/run-<unix time> folder).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run_folder: RunFolderArgs,
     /// Print the test AP of every class in the summary.
     #[arg(long)]
     per_class_ap: bool,
@@ -107,28 +104,12 @@ pub struct TrainArgs {
 }
 
 
-/// A fresh run folder name under runs/.
-fn new_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    PathBuf::from(format!("runs/run-{secs}"))
-}
 
 pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
     mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
     mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
-    let run_dir = match (&args.run_dir, args.resume) {
-        (Some(dir), _) => dir.clone(),
-        (None, false) => new_run_dir(),
-        (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
-    };
-    args.run_dir = Some(run_dir.clone());
-    if !args.resume && checkpoint::state_path(&run_dir, "last").exists() {
-        bail!(
-            "run folder {} already holds a run; continue it with --resume or choose another --run-dir",
-            run_dir.display()
-        );
-    }
-    let resume = if args.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
+    let run_dir = args.run_folder.resolve("train")?;
+    let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;

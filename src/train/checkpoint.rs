@@ -42,6 +42,24 @@ pub struct TrainState {
     pub tensors: String,
 }
 
+impl TrainState {
+    /// The state of a run that has not taken a step yet.
+    pub fn new(seed: u64, clip: String, class_names: Vec<String>, config: serde_json::Value) -> TrainState {
+        TrainState {
+            format_version: FORMAT_VERSION,
+            epoch: 0,
+            step: 0,
+            best_val_map: None,
+            best_epoch: None,
+            seed,
+            clip,
+            class_names,
+            config,
+            tensors: String::new(),
+        }
+    }
+}
+
 /// `checkpoint-<tag>.json` in `dir`.
 pub fn state_path(dir: &Path, tag: &str) -> PathBuf {
     dir.join(format!("checkpoint-{tag}.json"))

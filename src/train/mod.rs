@@ -178,18 +178,7 @@ pub fn train(
     };
     let named = model.named_parameters();
     let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
-    let mut state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
-        epoch: 0,
-        step: 0,
-        best_val_map: None,
-        best_epoch: None,
-        seed: options.seed,
-        clip: run.clip.clone(),
-        class_names: model.class_names.clone(),
-        config: run.config.clone(),
-        tensors: String::new(),
-    };
+    let mut state = TrainState::new(options.seed, run.clip.clone(), model.class_names.clone(), run.config.clone());
     if let Some(loaded) = resume {
         if loaded.state.class_names != model.class_names {
             bail!("--resume: the checkpoint's classes differ from this dataset's");
