@@ -18,7 +18,7 @@ use crate::nn::WeightMap;
 use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::{append_line, Outcome, Progress, Run, THRESHOLD};
+use crate::train::{append_line, sigmoid_scores, Outcome, Progress, Run, THRESHOLD};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,24 +122,10 @@ pub fn zero_shot_metrics(
 ) -> Result<MultiLabelMetrics> {
     let _no_grad = crate::autograd::no_grad();
     let classes = class_features(clip, dataset.class_names())?;
-    let loader = Loader::new(
-        dataset.clone(),
-        indices.to_vec(),
-        LoaderOptions {
-            batch_size,
-            workers,
-            image_size: clip.config.vision.resolution(),
-            augment: Augment::Eval,
-            ..LoaderOptions::default()
-        },
-    )?;
-    let (mut scores, mut labels) = (Vec::new(), Vec::new());
-    for batch in loader {
-        let batch = batch?;
-        let images = batch.images.to_device(classes.device())?;
-        scores.extend(crate::clip::zero_shot::logits(clip, &images, &classes)?.sigmoid()?.to_vec()?);
-        labels.extend(batch.labels.to_vec()?);
-    }
+    let loader = LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
+    let (scores, labels) = sigmoid_scores(dataset, indices, loader, classes.device(), |images| {
+        crate::clip::zero_shot::logits(clip, images, &classes)
+    })?;
     evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
 }
 
@@ -247,12 +233,7 @@ pub fn pretrain(
         }
         let val = zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers)
             .context("zero-shot validation")?;
-        state.epoch = epoch + 1;
-        let improved = state.best_val_map.is_none_or(|best| val.map > best);
-        if improved {
-            state.best_val_map = Some(val.map);
-            state.best_epoch = Some(state.epoch);
-        }
+        let improved = state.finish_epoch(epoch, val.map);
         let train_loss = loss_sum / steps_per_epoch as f64;
         append_line(
             &metrics_path,
@@ -269,11 +250,7 @@ pub fn pretrain(
             if improved { " (best so far)" } else { "" },
             started.elapsed().as_secs_f64()
         );
-        let optimizer_state = optimizer.state_tensors()?;
-        if improved {
-            checkpoint::save(&run.dir, "best", &model.named, &optimizer_state, &state)?;
-        }
-        checkpoint::save(&run.dir, "last", &model.named, &optimizer_state, &state)?;
+        checkpoint::save_epoch(&run.dir, &model.named, &optimizer.state_tensors()?, &state, improved)?;
     }
     Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
 }

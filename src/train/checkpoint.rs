@@ -60,6 +60,34 @@ impl TrainState {
     }
 }
 
+impl TrainState {
+    /// Records that epoch `epoch` (0-based) ended with validation mAP `map`;
+    /// returns whether that is the best so far.
+    pub fn finish_epoch(&mut self, epoch: usize, map: f64) -> bool {
+        self.epoch = epoch + 1;
+        let improved = self.best_val_map.is_none_or(|best| map > best);
+        if improved {
+            self.best_val_map = Some(map);
+            self.best_epoch = Some(self.epoch);
+        }
+        improved
+    }
+}
+
+/// The end-of-epoch checkpoints: "last" always, "best" too when `improved`.
+pub fn save_epoch(
+    dir: &Path,
+    params: &[(String, Tensor)],
+    optimizer_state: &[(String, Tensor)],
+    state: &TrainState,
+    improved: bool,
+) -> Result<()> {
+    if improved {
+        save(dir, "best", params, optimizer_state, state)?;
+    }
+    save(dir, "last", params, optimizer_state, state)
+}
+
 /// `checkpoint-<tag>.json` in `dir`.
 pub fn state_path(dir: &Path, tag: &str) -> PathBuf {
     dir.join(format!("checkpoint-{tag}.json"))

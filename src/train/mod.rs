@@ -10,8 +10,10 @@ use crate::data::dataset::MultiLabelDataset;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::partial::LabelMask;
 use crate::metrics::{evaluate, MultiLabelMetrics};
+use crate::device::Device;
 use crate::mlrpl::MlrplModel;
 use crate::optim::{CosineSchedule, Optimizer, Sgd, Warmup};
+use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
 use checkpoint::TrainState;
 use std::io::Write;
@@ -65,6 +67,27 @@ pub struct Outcome {
     pub epochs_run: usize,
 }
 
+/// `sigmoid(logits(images))` [N, C] of `indices` of `dataset` and their
+/// labels (after `options.label_mask` when given), in order, with the
+/// evaluation preprocessing, the images on `device`, and no tape.
+pub fn sigmoid_scores(
+    dataset: &Arc<dyn MultiLabelDataset>,
+    indices: &[usize],
+    options: LoaderOptions,
+    device: &Device,
+    logits: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let _no_grad = crate::autograd::no_grad();
+    let loader = Loader::new(dataset.clone(), indices.to_vec(), LoaderOptions { augment: Augment::Eval, ..options })?;
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for batch in loader {
+        let batch = batch?;
+        scores.extend(logits(&batch.images.to_device(device)?)?.sigmoid()?.to_vec()?);
+        labels.extend(batch.labels.to_vec()?);
+    }
+    Ok((scores, labels))
+}
+
 /// Sigmoid probabilities [N, C] of `indices` and their labels (after
 /// `mask` when given), in order, with no augmentation and no tape.
 pub fn predict(
@@ -74,28 +97,15 @@ pub fn predict(
     mask: Option<Arc<LabelMask>>,
     options: &TrainOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let _no_grad = crate::autograd::no_grad();
-    let loader = Loader::new(
-        dataset.clone(),
-        indices.to_vec(),
-        LoaderOptions {
-            batch_size: options.batch_size,
-            workers: options.workers,
-            image_size: options.image_size,
-            augment: Augment::Eval,
-            label_mask: mask,
-            skip_bad_images: options.skip_bad_images,
-            ..LoaderOptions::default()
-        },
-    )?;
-    let (mut scores, mut labels) = (Vec::new(), Vec::new());
-    let device = model.beta.device().clone();
-    for batch in loader {
-        let batch = batch?;
-        scores.extend(model.logits(&batch.images.to_device(&device)?)?.sigmoid()?.to_vec()?);
-        labels.extend(batch.labels.to_vec()?);
-    }
-    Ok((scores, labels))
+    let loader = LoaderOptions {
+        batch_size: options.batch_size,
+        workers: options.workers,
+        image_size: options.image_size,
+        label_mask: mask,
+        skip_bad_images: options.skip_bad_images,
+        ..LoaderOptions::default()
+    };
+    sigmoid_scores(dataset, indices, loader, model.beta.device(), |images| model.logits(images))
 }
 
 /// Evaluates `indices` of `dataset` (mAP and the threshold metrics).
@@ -247,12 +257,7 @@ pub fn train(
         }
         let val = evaluate_split(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options)
             .context("validation")?;
-        state.epoch = epoch + 1;
-        let improved = state.best_val_map.is_none_or(|best| val.map > best);
-        if improved {
-            state.best_val_map = Some(val.map);
-            state.best_epoch = Some(state.epoch);
-        }
+        let improved = state.finish_epoch(epoch, val.map);
         append_line(
             &metrics_path,
             &serde_json::json!({
@@ -268,11 +273,7 @@ pub fn train(
             100.0 * val.map,
             if improved { " (best so far)" } else { "" }
         );
-        let optimizer_state = optimizer.state_tensors()?;
-        if improved {
-            checkpoint::save(&run.dir, "best", &named, &optimizer_state, &state)?;
-        }
-        checkpoint::save(&run.dir, "last", &named, &optimizer_state, &state)?;
+        checkpoint::save_epoch(&run.dir, &named, &optimizer.state_tensors()?, &state, improved)?;
     }
     Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
 }
