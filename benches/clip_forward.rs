@@ -355,6 +355,8 @@ fn run() -> Result<()> {
 }
 
 fn main() {
+    // As the binary does, so the figures are the engine's.
+    mlrpl_engine::backend::cpu::heap::keep_freed_buffers();
     if let Err(e) = run() {
         fail(&format!("{e:#}"));
     }

@@ -6,6 +6,7 @@
 mod attention;
 mod decoupling;
 mod elementwise;
+pub mod heap;
 pub mod gemm;
 mod layout;
 mod loss;
