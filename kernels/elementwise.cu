@@ -4,7 +4,9 @@ in-place accumulation (src/backend/cuda/elementwise.rs launches them).
 
 Op codes (must match UnaryCode/BinaryCode in src/backend/cuda/elementwise.rs):
   unary:  0 neg, 1 exp, 2 log, 3 sqrt, 4 tanh, 5 sigmoid, 6 quick_gelu
-          (x * sigmoid(1.702 x)), 7 affine (scale * x + shift)
+          (x * sigmoid(1.702 x)), 7 affine (scale * x + shift),
+          8 clamp (min(max(x, scale), shift); gradient 1 where
+          scale <= x <= shift, else 0)
   binary: 0 add, 1 sub, 2 mul, 3 div
 
 Kernels (f32, n < 2^31; every launch is grid-stride, so any grid is
@@ -13,7 +15,7 @@ ceil(n / 4 / 256) for the float4 kernels):
 
 1. unary_forward(x, y, n, op, scale, shift): y[i] = op(x[i]).
    16-byte loads/stores when x and y are 16-byte aligned, scalar tail.
-2. unary_backward(x, y, grad, dx, n, op, scale): dx[i] = grad[i] * op'(x[i]),
+2. unary_backward(x, y, grad, dx, n, op, scale, shift): dx[i] = grad[i] * op'(x[i]),
    using the forward output y where that is cheaper (exp, sqrt, tanh,
    sigmoid), exactly the formulas of src/backend/cpu/elementwise.rs.
 3. binary_broadcast(lhs, rhs, out, n, op, map): out[i] = lhs[a(i)] op
@@ -43,11 +45,12 @@ __device__ __forceinline__ float unary_apply(int op, float x, float scale, float
         case 4: return tanhf(x);
         case 5: return sigmoid_f(x);
         case 6: return x * sigmoid_f(QUICK_GELU_ALPHA * x);
+        case 8: return fminf(fmaxf(x, scale), shift);
         default: return scale * x + shift;
     }
 }
 
-__device__ __forceinline__ float unary_derivative(int op, float x, float y, float scale) {
+__device__ __forceinline__ float unary_derivative(int op, float x, float y, float scale, float shift) {
     switch (op) {
         case 0: return -1.0f;
         case 1: return y;
@@ -59,6 +62,7 @@ __device__ __forceinline__ float unary_derivative(int op, float x, float y, floa
             const float s = sigmoid_f(QUICK_GELU_ALPHA * x);
             return s + QUICK_GELU_ALPHA * x * s * (1.0f - s);
         }
+        case 8: return (x >= scale && x <= shift) ? 1.0f : 0.0f;
         default: return scale;
     }
 }
@@ -93,10 +97,10 @@ unary_forward(const float* __restrict__ x, float* __restrict__ y, int n, int op,
 
 extern "C" __global__ void __launch_bounds__(256)
 unary_backward(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ grad,
-               float* __restrict__ dx, int n, int op, float scale) {
+               float* __restrict__ dx, int n, int op, float scale, float shift) {
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        dx[i] = grad[i] * unary_derivative(op, x[i], y[i], scale);
+        dx[i] = grad[i] * unary_derivative(op, x[i], y[i], scale, shift);
     }
 }
 

@@ -16,9 +16,9 @@ use crate::data::synthetic::SyntheticSet;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::nn::WeightMap;
 use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::{append_line, sigmoid_scores, Outcome, Progress, Run, THRESHOLD};
+use crate::train::{append_line, sigmoid_scores, LossMeter, Outcome, Progress, Run, THRESHOLD};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,15 +91,10 @@ impl TrainableClip {
         vec![ParamGroup::new(params(decay)), ParamGroup::no_decay(params(no_decay))]
     }
 
-    /// Clamps the log temperature to [0, ln 100] in place.
+    /// Clamps the log temperature to [0, ln 100] in place, on its device.
     fn clamp_logit_scale(&self) -> Result<()> {
         let log_scale = self.log_logit_scale()?;
-        let value = log_scale.scalar()?;
-        let clamped = value.clamp(0.0, MAX_LOG_LOGIT_SCALE);
-        if clamped != value {
-            log_scale.copy_from(&Tensor::full(clamped, log_scale.shape().clone(), DType::F32, log_scale.device())?)?;
-        }
-        Ok(())
+        log_scale.copy_from(&log_scale.detach().clamp(0.0, MAX_LOG_LOGIT_SCALE)?)
     }
 }
 
@@ -187,7 +182,7 @@ pub fn pretrain(
             },
         )?;
         let started = Instant::now();
-        let (mut pairs_seen, mut loss_sum) = (0usize, 0.0f64);
+        let (mut pairs_seen, mut losses) = (0usize, LossMeter::default());
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
             // A new wording of each caption every epoch.
@@ -202,27 +197,28 @@ pub fn pretrain(
             let image = model.clip.vision.encode(&batch.images.to_device(model.log_logit_scale()?.device())?)?;
             let text = model.clip.text.encode(&tokens)?;
             let loss = clip_loss(&image, &text, model.log_logit_scale()?)?;
-            let value = loss.scalar()?;
-            if !value.is_finite() {
-                bail!("the loss became {value} at epoch {} step {}; try a lower --lr", epoch + 1, state.step);
-            }
             loss.backward()?;
             optimizer.step()?;
             model.clamp_logit_scale()?;
+            losses.add(&loss)?;
             state.step += 1;
             pairs_seen += batch.len();
-            loss_sum += value as f64;
+            let logged = state.step.is_multiple_of(options.log_every.max(1));
+            if !logged && i + 1 < steps_per_epoch {
+                continue;
+            }
+            let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = pairs_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if options.progress {
                 let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: steps_per_epoch };
-                eprint!("{}", progress.line(loss_sum / (i + 1) as f64, lr, rate, "pairs/s"));
+                eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "pairs/s"));
             }
-            if state.step.is_multiple_of(options.log_every.max(1)) {
+            if logged {
                 let scale = model.log_logit_scale()?.scalar()?.exp();
                 append_line(
                     &metrics_path,
                     &serde_json::json!({
-                        "epoch": epoch + 1, "step": state.step, "loss": value, "lr": lr,
+                        "epoch": epoch + 1, "step": state.step, "loss": loss, "lr": lr,
                         "logit_scale": scale, "pairs_per_s": rate,
                     }),
                 )?;
@@ -234,7 +230,7 @@ pub fn pretrain(
         let val = zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers)
             .context("zero-shot validation")?;
         let improved = state.finish_epoch(epoch, val.map);
-        let train_loss = loss_sum / steps_per_epoch as f64;
+        let train_loss = losses.epoch_mean();
         append_line(
             &metrics_path,
             &serde_json::json!({

@@ -64,6 +64,7 @@ fn unary_ops_and_their_gradients() {
     check(&gpu, "sigmoid", std::slice::from_ref(&x), |_, t| t[0].sigmoid());
     check(&gpu, "quick_gelu", std::slice::from_ref(&x), |_, t| t[0].quick_gelu());
     check(&gpu, "affine", std::slice::from_ref(&x), |_, t| t[0].affine(-1.5, 0.25));
+    check(&gpu, "clamp", std::slice::from_ref(&x), |_, t| t[0].clamp(-0.5, 0.75));
 }
 
 #[test]

@@ -425,6 +425,7 @@ fn unary_ops_match_their_formulas() {
         ("quick_gelu", false, Box::new(|t| t.quick_gelu()), Box::new(move |v| v * sig(1.702 * v))),
         ("affine", false, Box::new(|t| t.affine(-1.5, 0.25)), Box::new(|v| -1.5 * v + 0.25)),
         ("scale", false, Box::new(|t| t.scale(0.3)), Box::new(|v| 0.3 * v)),
+        ("clamp", false, Box::new(|t| t.clamp(-0.5, 1.25)), Box::new(|v| v.clamp(-0.5, 1.25))),
     ];
     for (name, positive, op, f) in cases {
         let input = if positive { &pos } else { &x };
@@ -432,6 +433,18 @@ fn unary_ops_match_their_formulas() {
         let want: Vec<f64> = input.iter().map(|&v| f(v as f64)).collect();
         assert_tensor(name, &got, &want, &shape, F32_TOL);
     }
+}
+
+#[test]
+fn clamp_passes_the_gradient_inside_its_range_ends_included() {
+    let x = tensor(vec![-2.0, -0.5, 0.0, 0.3, 1.0, 4.0], &[6]).into_parameter().unwrap();
+    let y = x.clamp(-0.5, 1.0).unwrap();
+    assert_eq!(y.to_vec().unwrap(), [-0.5, -0.5, 0.0, 0.3, 1.0, 1.0]);
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec().unwrap(), [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+    let err = x.clamp(1.0, -1.0).unwrap_err().to_string();
+    assert!(err.contains("[1, -1] is empty"), "{err}");
+    assert!(x.clamp(f32::NAN, 1.0).is_err());
 }
 
 #[test]

@@ -156,6 +156,12 @@ fn grad_affine_and_scale() {
     check_unary("scale", 218, Input::randn(&mut Rng::new(218), &[3, 5], 1.0), |x| x.scale(0.35));
 }
 
+#[test]
+fn grad_clamp() {
+    // Both ends cut some of these 15 values; none lies within eps of an end.
+    check_unary("clamp", 219, Input::randn(&mut Rng::new(219), &[3, 5], 1.0), |x| x.clamp(-0.6, 0.8));
+}
+
 // ---------------------------------------------------------------------------
 // Reductions and their broadcast adjoint.
 

@@ -123,3 +123,21 @@ fn the_progress_bar_fills_with_the_epoch() {
     let full = line(48);
     assert!(full.starts_with("\repoch 2/5 [") && full.contains("48/48 loss 0.2500 lr 2.00e-3 180.0 img/s"), "{full:?}");
 }
+
+#[test]
+fn loss_meter_reads_window_means_and_names_the_steps_of_a_bad_loss() {
+    let scalar = |v: f32| mlrpl_engine::Tensor::from_vec(vec![v], mlrpl_engine::Shape::scalar(), &Device::Cpu).unwrap();
+    let mut meter = train::LossMeter::default();
+    assert_eq!(meter.read(0, 0).unwrap(), None, "nothing added, nothing read");
+    for v in [1.0, 2.0, 3.0] {
+        meter.add(&scalar(v)).unwrap();
+    }
+    assert_eq!(meter.read(0, 3).unwrap(), Some(2.0));
+    meter.add(&scalar(4.0)).unwrap();
+    assert_eq!(meter.read(0, 4).unwrap(), Some(4.0));
+    assert_eq!(meter.epoch_mean(), 2.5);
+    meter.add(&scalar(f32::NAN)).unwrap();
+    meter.add(&scalar(1.0)).unwrap();
+    let err = meter.read(1, 6).unwrap_err().to_string();
+    assert!(err.contains("NaN in epoch 2 between steps 5 and 6"), "{err}");
+}

@@ -32,6 +32,8 @@ pub enum UnaryOp {
     QuickGelu,
     /// `scale * x + shift`.
     Affine { scale: f32, shift: f32 },
+    /// `min(max(x, min), max)`; the gradient passes where `min <= x <= max`.
+    Clamp { min: f32, max: f32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

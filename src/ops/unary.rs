@@ -1,4 +1,5 @@
-//! Elementwise maps: neg, exp, log, sqrt, tanh, sigmoid, QuickGELU, affine.
+//! Elementwise maps: neg, exp, log, sqrt, tanh, sigmoid, QuickGELU, affine,
+//! clamp.
 
 use super::check_float_operands;
 use crate::autograd;
@@ -43,6 +44,15 @@ impl Tensor {
 
     pub fn scale(&self, scale: f32) -> Result<Tensor> {
         self.affine(scale, 0.0)
+    }
+
+    /// Each value limited to `[min, max]`; the gradient passes inside the
+    /// range (ends included, as torch's `clamp`) and is 0 outside.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        if min.is_nan() || max.is_nan() || min > max {
+            anyhow::bail!("clamp: the range [{min}, {max}] is empty");
+        }
+        unary(self, UnaryOp::Clamp { min, max })
     }
 }
 

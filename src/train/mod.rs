@@ -149,6 +149,54 @@ impl Progress {
     }
 }
 
+/// The training loss, summed on the model's device between reads: reading a
+/// value back waits for the device, so a step only adds its loss, and the
+/// loop reads every `--log-every` steps and at the end of an epoch.
+#[derive(Default)]
+pub struct LossMeter {
+    unread: Option<Tensor>,
+    unread_steps: usize,
+    epoch_sum: f64,
+    epoch_steps: usize,
+}
+
+impl LossMeter {
+    /// Adds one step's scalar loss (no host transfer, no tape).
+    pub fn add(&mut self, loss: &Tensor) -> Result<()> {
+        let loss = loss.detach();
+        self.unread = Some(match self.unread.take() {
+            Some(sum) => sum.add(&loss)?,
+            None => loss,
+        });
+        self.unread_steps += 1;
+        Ok(())
+    }
+
+    /// The mean loss of the steps added since the last read (None when there
+    /// are none); an error when it is not finite. `step` is the last step
+    /// added, for the message.
+    pub fn read(&mut self, epoch: usize, step: usize) -> Result<Option<f64>> {
+        let Some(sum) = self.unread.take() else { return Ok(None) };
+        let steps = std::mem::take(&mut self.unread_steps);
+        let value = sum.scalar()? as f64;
+        if !value.is_finite() {
+            bail!(
+                "the loss became {value} in epoch {} between steps {} and {step}; try a lower --lr",
+                epoch + 1,
+                step + 1 - steps
+            );
+        }
+        self.epoch_sum += value;
+        self.epoch_steps += steps;
+        Ok(Some(value / steps as f64))
+    }
+
+    /// The mean loss of the steps read in this epoch.
+    pub fn epoch_mean(&self) -> f64 {
+        self.epoch_sum / self.epoch_steps.max(1) as f64
+    }
+}
+
 /// Appends one JSON line to the metrics file at `path`.
 pub fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
@@ -220,7 +268,7 @@ pub fn train(
         )?;
         let batches = loader.num_batches();
         let started = Instant::now();
-        let (mut images_seen, mut loss_sum, mut loss_count) = (0usize, 0.0f64, 0usize);
+        let (mut images_seen, mut losses) = (0usize, LossMeter::default());
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
             let lr = schedule.lr(state.step);
@@ -230,25 +278,25 @@ pub fn train(
             let device = model.beta.device();
             let (images, labels) = (batch.images.to_device(device)?, batch.labels.to_device(device)?);
             let loss = model.logits(&images)?.masked_bce_with_logits(&labels)?;
-            let value = loss.scalar()?;
-            if !value.is_finite() {
-                bail!("the loss became {value} at epoch {} step {}; try a lower --lr", epoch + 1, state.step);
-            }
             loss.backward()?;
             optimizer.step()?;
+            losses.add(&loss)?;
             state.step += 1;
             images_seen += batch.len();
-            loss_sum += value as f64;
-            loss_count += 1;
+            let logged = state.step.is_multiple_of(options.log_every.max(1));
+            if !logged && i + 1 < batches {
+                continue;
+            }
+            let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if options.progress {
                 let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: batches };
-                eprint!("{}", progress.line(loss_sum / loss_count as f64, lr, rate, "img/s"));
+                eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "img/s"));
             }
-            if state.step.is_multiple_of(options.log_every.max(1)) {
+            if logged {
                 append_line(
                     &metrics_path,
-                    &serde_json::json!({ "epoch": epoch + 1, "step": state.step, "loss": value, "lr": lr, "images_per_s": rate }),
+                    &serde_json::json!({ "epoch": epoch + 1, "step": state.step, "loss": loss, "lr": lr, "images_per_s": rate }),
                 )?;
             }
         }
@@ -261,7 +309,7 @@ pub fn train(
         append_line(
             &metrics_path,
             &serde_json::json!({
-                "epoch": state.epoch, "step": state.step, "train_loss": loss_sum / loss_count.max(1) as f64,
+                "epoch": state.epoch, "step": state.step, "train_loss": losses.epoch_mean(),
                 "val_map": val.map, "val_cf1": val.cf1, "val_of1": val.of1, "best": improved,
             }),
         )?;
@@ -269,7 +317,7 @@ pub fn train(
             "epoch {}/{}: train loss {:.4}, validation mAP {:.2}{}",
             state.epoch,
             options.epochs,
-            loss_sum / loss_count.max(1) as f64,
+            losses.epoch_mean(),
             100.0 * val.map,
             if improved { " (best so far)" } else { "" }
         );

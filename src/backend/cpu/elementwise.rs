@@ -23,6 +23,7 @@ pub fn unary(x: &[f32], op: UnaryOp) -> Vec<f32> {
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::QuickGelu => x * sigmoid(QUICK_GELU_ALPHA * x),
         UnaryOp::Affine { scale, shift } => scale * x + shift,
+        UnaryOp::Clamp { min, max } => x.clamp(min, max),
     };
     let mut out = vec![0.0; x.len()];
     out.par_chunks_mut(PAR_CHUNK)
@@ -45,6 +46,7 @@ pub fn unary_backward(x: &[f32], y: &[f32], grad: &[f32], op: UnaryOp) -> Vec<f3
             s + QUICK_GELU_ALPHA * x * s * (1.0 - s)
         }
         UnaryOp::Affine { scale, .. } => scale,
+        UnaryOp::Clamp { min, max } => f32::from((min..=max).contains(&x)),
     };
     let mut out = vec![0.0; x.len()];
     out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {

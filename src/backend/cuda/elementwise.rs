@@ -51,6 +51,7 @@ fn unary_code(op: UnaryOp) -> (i32, f32, f32) {
         UnaryOp::Sigmoid => (5, 1.0, 0.0),
         UnaryOp::QuickGelu => (6, 1.0, 0.0),
         UnaryOp::Affine { scale, shift } => (7, scale, shift),
+        UnaryOp::Clamp { min, max } => (8, min, max),
     }
 }
 
@@ -82,12 +83,12 @@ pub fn unary_backward(dev: &CudaDevice, x: &CudaSlice<f32>, y: &CudaSlice<f32>, 
     if x.is_empty() {
         return Ok(dx);
     }
-    let (code, scale, _) = unary_code(op);
+    let (code, scale, shift) = unary_code(op);
     let n = int(x.len(), "elements")?;
     let kernel = dev.kernel("elementwise", "unary_backward")?;
     // SAFETY: x, y, grad and dx hold n f32 each (same shape, checked by the
     // op); indices < n only.
-    unsafe { launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale) }?;
+    unsafe { launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale, &shift) }?;
     Ok(dx)
 }
 
