@@ -1,0 +1,89 @@
+//! Supervised probe of how fast a CLIP vision tower learns the embedded
+//! set's shapes (`docs/pretrain.md`): a freshly initialised tower plus a
+//! linear head, trained with AdamW on the shape labels of the pretrain split,
+//! validation mAP every EVERY steps. Sizes and schedule come from the
+//! environment (SIZE, PATCH, WIDTH, LAYERS, STEPS, BATCH, LR, EVERY):
+//!
+//!     STEPS=3000 EVERY=250 cargo run --release --example vision_probe
+use anyhow::Result;
+use mlrpl_engine::clip::init::init_weights;
+use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
+use mlrpl_engine::data::augment::Augment;
+use mlrpl_engine::data::dataset::MultiLabelDataset;
+use mlrpl_engine::data::loader::{Loader, LoaderOptions};
+use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
+use mlrpl_engine::device::Device;
+use mlrpl_engine::metrics::evaluate;
+use mlrpl_engine::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
+use mlrpl_engine::pretrain::TrainableClip;
+use mlrpl_engine::rng::Rng;
+use mlrpl_engine::tensor::Tensor;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn arg(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    mlrpl_engine::backend::cpu::heap::keep_freed_buffers();
+    let size = arg("SIZE", 64.0) as usize;
+    let patch = arg("PATCH", 8.0) as usize;
+    let width = arg("WIDTH", 128.0) as usize;
+    let layers = arg("LAYERS", 4.0) as usize;
+    let steps = arg("STEPS", 400.0) as usize;
+    let batch = arg("BATCH", 64.0) as usize;
+    let lr = arg("LR", 1e-3) as f32;
+    let every = arg("EVERY", 100.0) as usize;
+    let device = Device::Cpu;
+    let config = ClipConfig {
+        vision: VisionConfig { width, layers, heads: width / 64, patch, grid: size / patch, embed_dim: 128 },
+        text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 77, vocab_size: 49408, embed_dim: 128 },
+    };
+    let model = TrainableClip::new(init_weights(&config, 0, &device)?)?;
+    let mut rng = Rng::new(1);
+    let head = Tensor::randn([10, 128], 0.05, &mut rng, &device)?.into_parameter()?;
+    let vision: Vec<Tensor> =
+        model.named.iter().filter(|(n, _)| n.starts_with("visual.")).map(|(_, t)| t.clone()).collect();
+    let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: steps / 10, total_steps: steps };
+    let mut params = vision;
+    params.push(head.clone());
+    let mut opt = AdamW::new(vec![ParamGroup::new(params)], schedule.lr(0), (0.9, 0.98), 1e-6, 0.05)?;
+    let train: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
+    let val: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, size)?);
+    let opts = |shuffle| LoaderOptions {
+        batch_size: batch,
+        shuffle,
+        workers: 2,
+        image_size: size,
+        augment: Augment::Eval,
+        drop_last: shuffle,
+        ..LoaderOptions::default()
+    };
+    let started = Instant::now();
+    let mut loss_sum = 0.0;
+    for (step, b) in Loader::new(train.clone(), (0..train.len()).collect(), opts(true))?.enumerate() {
+        let b = b?;
+        opt.set_lr(schedule.lr(step));
+        opt.zero_grad();
+        let f = model.clip.vision.encode(&b.images)?;
+        let loss = f.matmul(&head.transpose(0, 1)?)?.masked_bce_with_logits(&b.labels)?;
+        loss_sum += loss.scalar()?;
+        loss.backward()?;
+        opt.step()?;
+        if (step + 1) % every == 0 {
+            let _g = mlrpl_engine::autograd::no_grad();
+            let (mut scores, mut labels) = (Vec::new(), Vec::new());
+            for vb in Loader::new(val.clone(), (0..val.len()).collect(), opts(false))? {
+                let vb = vb?;
+                scores.extend(model.clip.vision.encode(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
+                labels.extend(vb.labels.to_vec()?);
+            }
+            let m = evaluate(&scores, &labels, 10, 0.5)?;
+            let (loss, secs) = (loss_sum / every as f32, started.elapsed().as_secs_f64());
+            println!("step {} loss {loss:.4} val mAP {:.2} ({secs:.0} s)", step + 1, 100.0 * m.map);
+            loss_sum = 0.0;
+        }
+    }
+    Ok(())
+}
