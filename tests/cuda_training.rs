@@ -136,6 +136,41 @@ fn one_epoch_of_train_matches_the_cpu() {
     }
 }
 
+/// After a first step has sized the memory pool, further steps take every
+/// buffer from it: the pool holds no more memory than before (no new driver
+/// allocation in the steady state), and the peak in use is reported.
+#[test]
+fn steady_state_steps_allocate_nothing_new_from_the_driver() {
+    let Some(gpu) = cuda_or_skip("steady_state_steps_allocate_nothing_new_from_the_driver") else { return };
+    let Device::Cuda(cuda) = &gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
+    let model = tiny_model(&gpu);
+    let mut rng = Rng::new(12);
+    let batch = 8;
+    let images = Tensor::from_vec(rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [batch, 3, IMAGE_SIZE, IMAGE_SIZE], &gpu).unwrap();
+    let labels: Vec<f32> = (0..batch * model.num_classes()).map(|_| rng.below(3) as f32 - 1.0).collect();
+    let labels = Tensor::from_vec(labels, [batch, model.num_classes()], &gpu).unwrap();
+    let mut opt = Sgd::new(model.parameter_groups(), 0.05, 0.9, 5e-4).unwrap();
+    let mut step = || {
+        opt.zero_grad();
+        let loss = model.logits(&images).unwrap().masked_bce_with_logits(&labels).unwrap();
+        loss.backward().unwrap();
+        opt.step().unwrap();
+        loss.scalar().unwrap()
+    };
+    step();
+    cuda.reset_peak_memory().unwrap();
+    let Some(after_first) = cuda.pool_memory().unwrap() else {
+        eprintln!("SKIPPED (this driver allocates without memory pools)");
+        return;
+    };
+    for _ in 0..3 {
+        assert!(step().is_finite());
+    }
+    let after = cuda.pool_memory().unwrap().unwrap();
+    assert_eq!(after.reserved, after_first.reserved, "the pool grew after the first step: {after_first:?} -> {after:?}");
+    assert!(after.peak_used > 0 && after.peak_used <= after.reserved, "{after:?}");
+}
+
 /// The CPU half of the comparison runs everywhere, so the recording itself
 /// (every parameter gets a gradient, the loss is finite) is checked in CI.
 #[test]

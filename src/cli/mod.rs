@@ -33,3 +33,15 @@ fn over_image_batches(
         .collect::<Result<Vec<_>>>()?;
     Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
 }
+
+/// After a run on a GPU: the most memory the engine's buffers used at once,
+/// and what the memory pool holds.
+fn report_gpu_memory(device: &Device) -> Result<()> {
+    if let Device::Cuda(gpu) = device {
+        if let Some(pool) = gpu.pool_memory()? {
+            let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+            eprintln!("GPU memory: peak {:.1} MiB in use, pool holds {:.1} MiB", mib(pool.peak_used), mib(pool.reserved));
+        }
+    }
+    Ok(())
+}

@@ -211,6 +211,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
     let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
     let training_seconds = started.elapsed().as_secs_f64();
+    super::report_gpu_memory(device)?;
 
     let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
     let dtype = match args.out_dtype {

@@ -159,6 +159,7 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
     let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
     let run = Run { dir: run_dir.clone(), clip: clip_name, config };
     let outcome = train::train(&model, &data, &options, &run, resume)?;
+    super::report_gpu_memory(device)?;
     let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
     checkpoint::restore_params(&model.named_parameters(), &best.params, "best checkpoint")?;
     let tested = evaluate_split(&model, &test_set, &all_test, None, &options)?;

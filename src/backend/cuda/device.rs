@@ -56,6 +56,18 @@ impl fmt::Debug for CudaDevice {
     }
 }
 
+/// Bytes of the device's stream-ordered memory pool, the one every buffer
+/// comes from (cudarc allocates with `cuMemAllocAsync` where the driver has
+/// memory pools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolMemory {
+    /// Bytes the pool holds from the driver now, free or in use.
+    pub reserved: u64,
+    /// The most bytes in use at once since the device was opened or the
+    /// last [`CudaDevice::reset_peak_memory`].
+    pub peak_used: u64,
+}
+
 /// The handles opened so far, one per ordinal, so every `open` of a GPU
 /// returns the same device (and stream).
 static OPENED: Mutex<Vec<(usize, CudaDevice)>> = Mutex::new(Vec::new());
@@ -142,6 +154,15 @@ impl CudaDevice {
         // stream order alone keeps uses apart and no per-buffer events are
         // needed.
         unsafe { ctx.disable_event_tracking() };
+        if ctx.has_async_alloc() {
+            // The pool's release threshold is 0 by default: at every
+            // synchronisation (each loss read) the driver unmaps the free
+            // memory, and the next step maps it again. Keeping it makes the
+            // pool a caching allocator: a steady-state step gets every
+            // buffer from memory the pool already holds.
+            set_pool_attribute(&ctx, sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX)
+                .with_context(|| format!("could not configure the memory pool of GPU {ordinal}"))?;
+        }
         let stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
@@ -179,6 +200,28 @@ impl CudaDevice {
     /// NaN (all bits set), so an element no kernel writes fails a comparison.
     pub fn set_poison_new_buffers(&self, on: bool) {
         self.0.poison_new_buffers.store(on, Ordering::Relaxed);
+    }
+
+    /// The memory pool's figures; None where the driver allocates without
+    /// pools (then every buffer is a `cuMemAlloc`).
+    pub fn pool_memory(&self) -> Result<Option<PoolMemory>> {
+        if !self.0.ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        use sys::CUmemPool_attribute_enum::{CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_HIGH};
+        Ok(Some(PoolMemory {
+            reserved: pool_attribute(&self.0.ctx, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+            peak_used: pool_attribute(&self.0.ctx, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+        }))
+    }
+
+    /// Starts a new peak for [`PoolMemory::peak_used`].
+    pub fn reset_peak_memory(&self) -> Result<()> {
+        if self.0.ctx.has_async_alloc() {
+            // The driver accepts only 0 for this attribute.
+            set_pool_attribute(&self.0.ctx, sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)?;
+        }
+        Ok(())
     }
 
     /// Waits for all work queued on the device's stream.
@@ -376,4 +419,36 @@ mod tests {
         assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
         assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
     }
+}
+
+/// The default memory pool of the context's device.
+fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out-pointer and the device handle comes from
+    // a live context.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .map_err(|e| anyhow!("could not get the default memory pool: {e}"))?;
+    Ok(pool)
+}
+
+/// Sets a 64-bit attribute of the default memory pool.
+fn set_pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute, value: u64) -> Result<()> {
+    let mut value = value;
+    // SAFETY: the attributes passed here (release threshold, used-memory
+    // high) are 64-bit, and `value` lives across the call.
+    unsafe { sys::cuMemPoolSetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not set memory pool attribute {attribute:?}: {e}"))
+}
+
+/// Reads a 64-bit attribute of the default memory pool.
+fn pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute) -> Result<u64> {
+    let mut value = 0u64;
+    // SAFETY: the attributes read here (reserved, used-memory high) are
+    // 64-bit, and `value` is a valid out-pointer.
+    unsafe { sys::cuMemPoolGetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not read memory pool attribute {attribute:?}: {e}"))?;
+    Ok(value)
 }

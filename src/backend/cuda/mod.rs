@@ -25,7 +25,7 @@ mod norm;
 mod optim;
 mod resize;
 
-pub use device::CudaDevice;
+pub use device::{CudaDevice, PoolMemory};
 
 use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, SgdStep, UnaryOp};
 use crate::tensor::{DType, Shape};
