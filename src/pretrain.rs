@@ -224,6 +224,7 @@ pub fn pretrain(
                 )?;
             }
         }
+        losses.read(epoch, state.step)?; // any steps after the last read
         if options.progress {
             eprintln!();
         }

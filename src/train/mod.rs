@@ -300,6 +300,9 @@ pub fn train(
                 )?;
             }
         }
+        // Steps after the last read (when the loader yielded fewer batches
+        // than it announced) still count, and a non-finite loss still stops.
+        losses.read(epoch, state.step)?;
         if options.progress {
             eprintln!();
         }
