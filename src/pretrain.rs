@@ -9,9 +9,9 @@
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::zero_shot::class_features;
 use crate::clip::Clip;
-use crate::data::augment::Augment;
+use crate::data::augment::{derive_seed, Augment};
 use crate::data::dataset::MultiLabelDataset;
-use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::loader::{epoch_order, Loader, LoaderOptions};
 use crate::data::synthetic::SyntheticSet;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::nn::WeightMap;
@@ -43,6 +43,9 @@ pub struct PretrainOptions {
     pub log_every: usize,
     /// Print a progress line to stderr.
     pub progress: bool,
+    /// Fill each batch with scenes of one object count
+    /// ([`count_grouped_order`]).
+    pub group_by_count: bool,
 }
 
 /// What pre-training reads: the image-caption pairs, and the labelled split
@@ -124,6 +127,34 @@ pub fn zero_shot_metrics(
     evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
 }
 
+/// One epoch's pair order for batches whose scenes all hold the same number
+/// of objects (`counts[i]` for pair `i`): the epoch's shuffle, split by
+/// count, cut into whole batches (a group's remainder is left out), and the
+/// batches put in a seeded random order.
+///
+/// Why: in a mixed batch the number of objects a caption names already tells
+/// most pairs apart, and the model learns that cue (and colours and
+/// backgrounds) long before the shapes, whose text features then stay
+/// nearly identical (`docs/pretrain.md`). Within one count, a shapes-only
+/// caption ("a photo of a circle and a star.") matches its image only
+/// through the shapes.
+pub fn count_grouped_order(counts: &[usize], batch_size: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let all: Vec<usize> = (0..counts.len()).collect();
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for i in epoch_order(&all, true, seed, epoch) {
+        groups.entry(counts[i]).or_default().push(i);
+    }
+    let batches: Vec<&[usize]> = groups.values().flat_map(|group| group.chunks_exact(batch_size)).collect();
+    let batch_ids: Vec<usize> = (0..batches.len()).collect();
+    epoch_order(&batch_ids, true, derive_seed(&[seed, BATCH_ORDER_TAG]), epoch)
+        .into_iter()
+        .flat_map(|b| batches[b].iter().copied())
+        .collect()
+}
+
+/// Keeps the batch order's generator apart from the pair shuffle's.
+const BATCH_ORDER_TAG: u64 = 0x6261_7463_686f_7264; // "batchord"
+
 /// Pre-trains `model` for `options.epochs` epochs on `data`, from `resume`
 /// when given; checkpoints "best" (by zero-shot validation mAP) and "last"
 /// go to `run.dir`.
@@ -142,7 +173,19 @@ pub fn pretrain(
         bail!("--pairs {pairs} is smaller than --batch-size {}", options.batch_size);
     }
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
-    let steps_per_epoch = pairs / options.batch_size;
+    let counts: Vec<usize> = (0..pairs).map(|i| data.pairs.scene(i).objects.len()).collect();
+    let epoch_pairs = |epoch: usize| {
+        if options.group_by_count {
+            count_grouped_order(&counts, options.batch_size, options.seed, epoch as u64)
+        } else {
+            epoch_order(&(0..pairs).collect::<Vec<_>>(), true, options.seed, epoch as u64)
+        }
+    };
+    // The same for every epoch: the group sizes do not depend on the shuffle.
+    let steps_per_epoch = epoch_pairs(0).len() / options.batch_size;
+    if steps_per_epoch == 0 {
+        bail!("--pairs {pairs} gives no whole batch of {} scenes with one object count", options.batch_size);
+    }
     let schedule = CosineSchedule {
         base_lr: options.lr,
         min_lr: 0.0,
@@ -168,10 +211,9 @@ pub fn pretrain(
     for epoch in start_epoch..options.epochs {
         let loader = Loader::new(
             pair_set.clone(),
-            (0..pairs).collect(),
+            epoch_pairs(epoch),
             LoaderOptions {
                 batch_size: options.batch_size,
-                shuffle: true,
                 seed: options.seed,
                 epoch: epoch as u64,
                 workers: options.workers,

@@ -48,6 +48,7 @@ fn options(epochs: usize, lr: f32) -> PretrainOptions {
         seed: 5,
         log_every: 1,
         progress: false,
+        group_by_count: false,
     }
 }
 
@@ -145,6 +146,39 @@ fn a_resumed_pretraining_ends_where_an_uninterrupted_one_does() {
     assert_eq!(outcome.epochs_run, 2);
     assert_eq!(params(&straight), params(&second), "resumed weights differ from the uninterrupted run's");
     assert_ne!(params(&straight), params(&tiny_clip(4)), "training must change the weights");
+}
+
+#[test]
+fn count_grouped_batches_hold_one_object_count_each() {
+    // 7 pairs with 1 object, 5 with 2, 9 with 3, 3 with 4, interleaved.
+    let counts: Vec<usize> = (0..24).map(|i| [1, 2, 3, 1, 3, 2, 3, 1, 4, 3][i % 10]).collect();
+    let per_count = |c: usize| counts.iter().filter(|&&n| n == c).count();
+    let batch = 3;
+    let order = pretrain::count_grouped_order(&counts, batch, 5, 0);
+    let whole: usize = (1..=4).map(|c| per_count(c) / batch * batch).sum();
+    assert_eq!(order.len(), whole, "every whole batch of each count, no remainder");
+    for chunk in order.chunks(batch) {
+        assert!(chunk.iter().all(|&i| counts[i] == counts[chunk[0]]), "mixed counts in batch {chunk:?}");
+    }
+    let mut seen = order.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), order.len(), "a pair appears twice");
+    assert_eq!(order, pretrain::count_grouped_order(&counts, batch, 5, 0), "not deterministic");
+    assert_ne!(order, pretrain::count_grouped_order(&counts, batch, 5, 1), "the same order in two epochs");
+}
+
+#[test]
+fn count_grouped_pretraining_steps_over_whole_batches_only() {
+    let data = data(40);
+    let counts: Vec<usize> = (0..40).map(|i| data.pairs.scene(i).objects.len()).collect();
+    let whole_batches: usize = (1..=4).map(|c| counts.iter().filter(|&&n| n == c).count() / 8).sum();
+    let dir = scratch("grouped");
+    let model = tiny_clip(4);
+    let options = PretrainOptions { group_by_count: true, ..options(1, 1e-3) };
+    pretrain::pretrain(&model, &data, &options, &run(&dir), None).unwrap();
+    let loaded = checkpoint::load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(loaded.state.step, whole_batches);
 }
 
 /// Central differences of the whole batch loss against the analytic

@@ -85,6 +85,11 @@ pub struct PretrainArgs {
     /// Steps between two lines of metrics.jsonl.
     #[arg(long, default_value_t = 10)]
     log_every: usize,
+    /// Fill each batch with scenes of one object count, so that captions
+    /// must be told apart by what they name, not by how many (see
+    /// docs/pretrain.md).
+    #[arg(long)]
+    group_by_count: bool,
 }
 
 impl PretrainArgs {
@@ -189,6 +194,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         seed: args.seed,
         log_every: args.log_every,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        group_by_count: args.group_by_count,
     };
     let parameters: usize = model.named.iter().map(|(_, t)| t.elem_count()).sum();
     eprintln!(
