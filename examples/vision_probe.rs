@@ -5,9 +5,13 @@
 //! environment (SIZE, PATCH, WIDTH, LAYERS, STEPS, BATCH, LR, EVERY):
 //!
 //!     STEPS=3000 EVERY=250 cargo run --release --example vision_probe
+//!
+//! With CLIP=weights.safetensors it is a linear probe instead: that CLIP's
+//! image tower stays frozen and only the head learns, which measures how
+//! much shape information pre-training put into its image features.
 use anyhow::Result;
 use mlrpl_engine::clip::init::init_weights;
-use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
+use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::augment::Augment;
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::loader::{Loader, LoaderOptions};
@@ -18,6 +22,7 @@ use mlrpl_engine::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use mlrpl_engine::pretrain::TrainableClip;
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::tensor::Tensor;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,13 +45,18 @@ fn main() -> Result<()> {
         vision: VisionConfig { width, layers, heads: width / 64, patch, grid: size / patch, embed_dim: 128 },
         text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 77, vocab_size: 49408, embed_dim: 128 },
     };
-    let model = TrainableClip::new(init_weights(&config, 0, &device)?)?;
+    let (clip, mut params) = match std::env::var_os("CLIP") {
+        Some(path) => (Clip::load(Path::new(&path), &device)?, Vec::new()),
+        None => {
+            let model = TrainableClip::new(init_weights(&config, 0, &device)?)?;
+            let vision = model.named.iter().filter(|(n, _)| n.starts_with("visual.")).map(|(_, t)| t.clone()).collect();
+            (model.clip, vision)
+        }
+    };
+    let embed_dim = clip.config.vision.embed_dim;
     let mut rng = Rng::new(1);
-    let head = Tensor::randn([10, 128], 0.05, &mut rng, &device)?.into_parameter()?;
-    let vision: Vec<Tensor> =
-        model.named.iter().filter(|(n, _)| n.starts_with("visual.")).map(|(_, t)| t.clone()).collect();
+    let head = Tensor::randn([10, embed_dim], 0.05, &mut rng, &device)?.into_parameter()?;
     let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: steps / 10, total_steps: steps };
-    let mut params = vision;
     params.push(head.clone());
     let mut opt = AdamW::new(vec![ParamGroup::new(params)], schedule.lr(0), (0.9, 0.98), 1e-6, 0.05)?;
     let train: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
@@ -66,7 +76,7 @@ fn main() -> Result<()> {
         let b = b?;
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
-        let f = model.clip.vision.encode(&b.images)?;
+        let f = clip.vision.encode(&b.images)?;
         let loss = f.matmul(&head.transpose(0, 1)?)?.masked_bce_with_logits(&b.labels)?;
         loss_sum += loss.scalar()?;
         loss.backward()?;
@@ -76,7 +86,7 @@ fn main() -> Result<()> {
             let (mut scores, mut labels) = (Vec::new(), Vec::new());
             for vb in Loader::new(val.clone(), (0..val.len()).collect(), opts(false))? {
                 let vb = vb?;
-                scores.extend(model.clip.vision.encode(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
+                scores.extend(clip.vision.encode(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
                 labels.extend(vb.labels.to_vec()?);
             }
             let m = evaluate(&scores, &labels, 10, 0.5)?;
