@@ -229,6 +229,21 @@ impl CudaDevice {
         self.0.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronisation failed: {e}"))
     }
 
+    /// Milliseconds of GPU time between the start and the end of the work
+    /// `queue` puts on the device's stream, measured with CUDA events (so
+    /// the host's launch calls are not counted, only the stream's timeline).
+    /// Waits for earlier work first and for the queued work at the end.
+    pub fn time_ms(&self, queue: impl FnOnce() -> Result<()>) -> Result<f64> {
+        use sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let stream = &self.0.stream;
+        self.synchronize()?;
+        let start = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        queue()?;
+        let end = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| anyhow!("could not time the queued CUDA work: {e}"))?;
+        Ok(f64::from(ms))
+    }
+
     pub(crate) fn blas(&self) -> &CudaBlas {
         &self.0.blas
     }
