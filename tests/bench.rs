@@ -24,11 +24,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs `bench` with `args` into a scratch folder and returns bench.json.
-fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
+/// Runs `bench --quick --filter FILTER` on `device` into a scratch folder
+/// and returns bench.json.
+fn bench_json(name: &str, device: &str, filter: &str) -> serde_json::Value {
     let out = scratch(name);
-    let mut all = args.to_vec();
-    all.extend(["bench", "--quick", "--runs", "3", "--out", out.to_str().unwrap()]);
+    let all = ["--device", device, "bench", "--quick", "--runs", "3", "--filter", filter, "--out", out.to_str().unwrap()];
     let run = engine(&all);
     assert!(run.status.success(), "bench failed: {}", stderr(&run));
     let md = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
@@ -41,7 +41,7 @@ fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
     // Matches the layer-norm and softmax cases of both models.
-    let json = bench_json("cpu", &["--device", "cpu", "--filter", "norm"]);
+    let json = bench_json("cpu", "cpu", "norm");
     assert_eq!(json["format_version"], 1);
     assert_eq!(json["device_kind"], "cpu");
     for key in ["device", "date", "commit", "command", "reference"] {
@@ -64,7 +64,7 @@ fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
 
 #[test]
 fn the_end_to_end_figures_are_images_per_second() {
-    let json = bench_json("end-to-end", &["--device", "cpu", "--filter", "clip_image_forward"]);
+    let json = bench_json("end-to-end", "cpu", "clip_image_forward");
     let figures = json["figures"].as_array().unwrap();
     assert_eq!(figures.len(), 1, "{json}");
     let f = &figures[0];
@@ -108,7 +108,7 @@ fn every_kernel_case_passes_its_check_on_the_gpu() {
 #[test]
 fn a_quick_gpu_run_checks_and_times_every_figure() {
     let Some(_gpu) = cuda_or_skip("a_quick_gpu_run_checks_and_times_every_figure") else { return };
-    let json = bench_json("cuda", &["--device", "cuda", "--filter", "mini-clip"]);
+    let json = bench_json("cuda", "cuda", "mini-clip");
     assert_eq!(json["device_kind"], "cuda");
     for f in json["figures"].as_array().unwrap() {
         let err = f["check_error"].as_f64().unwrap_or_else(|| panic!("no check error: {f}"));

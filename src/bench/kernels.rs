@@ -14,12 +14,12 @@
 //! forward (layer-norm statistics, softmax and attention outputs) are
 //! computed by the CPU backend on the host, so both devices get them.
 
-use super::case::{case_id, Case, HostInput, Work};
+use super::case::{case_id, Case, HostInput, Primitive, Work};
 use crate::backend::{
     AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec, SgdStep, Storage, UnaryOp,
 };
 use crate::nn::LayerNorm;
-use crate::ops::norm::L2_EPS;
+use crate::ops::L2_EPS;
 use crate::rng::Rng;
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
@@ -120,9 +120,18 @@ fn host(storage: &CpuStorage) -> Result<HostInput> {
     Ok(HostInput::f32(storage.to_host_f32()?))
 }
 
+/// A primitive call as a boxed closure (names the closure's argument and
+/// result types once for every case).
+fn primitive(call: impl Fn(&mut [Storage]) -> Result<Vec<Storage>> + 'static) -> Primitive {
+    Box::new(call)
+}
+
 fn shape(dims: &[usize]) -> Shape {
     Shape::new(dims.to_vec())
 }
+
+/// What a case's builder returns: params, work, inputs, the call.
+type Built = (Vec<(&'static str, usize)>, Work, Vec<HostInput>, Primitive);
 
 /// Collects the cases whose id contains the filter, building (and drawing
 /// the inputs of) only those.
@@ -136,7 +145,7 @@ impl Catalogue<'_> {
         &mut self,
         op: &'static str,
         setup: &Setup,
-        build: impl FnOnce(&mut Rng) -> Result<(Vec<(&'static str, usize)>, Work, Vec<HostInput>, super::case::Primitive)>,
+        build: impl FnOnce(&mut Rng) -> Result<Built>,
     ) -> Result<()> {
         let id = case_id(op, setup.name);
         if self.filter.is_some_and(|f| !id.contains(f)) {
@@ -170,7 +179,7 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
         let inputs = vec![HostInput::f32(rng.normal_vec(m * k, 1.0)), HostInput::f32(rng.normal_vec(n * k, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
-        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, Box::new(move |i| Ok(vec![i[0].gemm(&i[1], &spec)?]))))
+        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, primitive(move |i| Ok(vec![i[0].gemm(&i[1], &spec)?]))))
     })?;
     // Vision self-attention over the image tokens; the text tower's causal
     // attention over the truncated prompts.
@@ -189,7 +198,7 @@ fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str), 
         let inputs = qkv(rng).into_iter().map(HostInput::f32).collect();
         // Q K^T and P V: two multiply-adds per pair and head-dim element.
         let work = Work::Flops(4.0 * pairs * HEAD_DIM as f64);
-        Ok((params.clone(), work, inputs, Box::new(move |i| {
+        Ok((params.clone(), work, inputs, primitive(move |i| {
             let (out, lse) = Storage::attention(&i[0], &i[1], &i[2], &spec)?;
             Ok(vec![out, lse])
         })))
@@ -201,7 +210,7 @@ fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str), 
         let inputs = vec![HostInput::f32(q), HostInput::f32(k), HostInput::f32(v), host(&out)?, host(&lse)?, HostInput::f32(grad)];
         // Recomputed Q K^T, dV, dP, dQ, dK: five multiply-adds.
         let work = Work::Flops(10.0 * pairs * HEAD_DIM as f64);
-        Ok((params, work, inputs, Box::new(move |i| {
+        Ok((params, work, inputs, primitive(move |i| {
             let (dq, dk, dv) = Storage::attention_backward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &spec)?;
             Ok(vec![dq, dk, dv])
         })))
@@ -218,7 +227,7 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let (x, gamma, beta) = ln_inputs(rng);
         let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), HostInput::f32(beta)];
         let work = Work::f32_bytes(&[n, cols, cols, n, rows, rows]);
-        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, Box::new(move |i| {
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(move |i| {
             let (y, mean, rstd) = i[0].layernorm(&i[1], &i[2], cols, eps)?;
             Ok(vec![y, mean, rstd])
         })))
@@ -229,7 +238,7 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let grad = rng.normal_vec(n, 1.0);
         let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), host(&mean)?, host(&rstd)?, HostInput::f32(grad)];
         let work = Work::f32_bytes(&[n, cols, rows, rows, n, n, cols, cols]);
-        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, Box::new(move |i| {
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(move |i| {
             let (dx, dgamma, dbeta) = i[0].layernorm_backward(&i[1], &i[2], &i[3], &i[4], cols)?;
             Ok(vec![dx, dgamma, dbeta])
         })))
@@ -240,12 +249,12 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("softmax_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n]), inputs, Box::new(move |i| Ok(vec![i[0].softmax(cols)?]))))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n]), inputs, primitive(move |i| Ok(vec![i[0].softmax(cols)?]))))
     })?;
     cat.add("softmax_bwd", s, |rng| {
         let y = cpu(&rng.normal_vec(n, 1.0)).softmax(cols)?;
         let inputs = vec![host(&y)?, HostInput::f32(rng.normal_vec(n, 1.0))];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].softmax_backward(&i[1], cols)?]));
+        let run = primitive(move |i| Ok(vec![i[0].softmax_backward(&i[1], cols)?]));
         Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, n]), inputs, run))
     })?;
 
@@ -254,7 +263,7 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("l2_normalize_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, rows]), inputs, Box::new(move |i| {
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, rows]), inputs, primitive(move |i| {
             let (y, norm) = i[0].l2_normalize(cols, L2_EPS)?;
             Ok(vec![y, norm])
         })))
@@ -262,7 +271,7 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("l2_normalize_bwd", s, |rng| {
         let (y, norm) = cpu(&rng.normal_vec(n, 1.0)).l2_normalize(cols, L2_EPS)?;
         let inputs = vec![host(&y)?, host(&norm)?, HostInput::f32(rng.normal_vec(n, 1.0))];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].l2_normalize_backward(&i[1], &i[2], cols)?]));
+        let run = primitive(move |i| Ok(vec![i[0].l2_normalize_backward(&i[1], &i[2], cols)?]));
         Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, rows, n, n]), inputs, run))
     })
 }
@@ -281,12 +290,12 @@ fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // recomputation, (1 - z^2) * g * u and three multiply-adds (12).
     cat.add("decoupling_fwd", s, |rng| {
         let inputs = xtu(rng).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::Flops(4.0 * terms), inputs, Box::new(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?]))))
+        Ok((params.clone(), Work::Flops(4.0 * terms), inputs, primitive(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?]))))
     })?;
     cat.add("decoupling_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = xtu(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0)));
-        Ok((params, Work::Flops(12.0 * terms), inputs, Box::new(move |i| {
+        Ok((params, Work::Flops(12.0 * terms), inputs, primitive(move |i| {
             let (dx, dt, du) = Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
             Ok(vec![dx, dt, du])
         })))
@@ -300,27 +309,27 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let params = vec![("rows", rows), ("cols", cols)];
     cat.add("quick_gelu_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((params.clone(), Work::f32_bytes(&[n, n]), inputs, Box::new(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
+        Ok((params.clone(), Work::f32_bytes(&[n, n]), inputs, primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
     })?;
     cat.add("quick_gelu_bwd", s, |rng| {
         let x = rng.normal_vec(n, 1.0);
         let out = cpu(&x).unary(UnaryOp::QuickGelu)?;
         let inputs = vec![HostInput::f32(x), host(&out)?, HostInput::f32(rng.normal_vec(n, 1.0))];
-        let run = Box::new(|i: &mut [Storage]| Ok(vec![i[0].unary_backward(&i[1], &i[2], UnaryOp::QuickGelu)?]));
+        let run = primitive(|i| Ok(vec![i[0].unary_backward(&i[1], &i[2], UnaryOp::QuickGelu)?]));
         Ok((params.clone(), Work::f32_bytes(&[n, n, n, n]), inputs, run))
     })?;
     // The MLP's bias: [B*L, 4W] + [4W], broadcast.
     cat.add("add_bias", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0)), HostInput::f32(rng.normal_vec(cols, 1.0))];
         let (x_shape, bias_shape) = (shape(&[rows, cols]), shape(&[cols]));
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &bias_shape, &x_shape)?]));
+        let run = primitive(move |i| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &bias_shape, &x_shape)?]));
         Ok((params.clone(), Work::f32_bytes(&[n, cols, n]), inputs, run))
     })?;
     // Its gradient: the sum over rows.
     cat.add("sum_rows", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
         let (x_shape, out_shape) = (shape(&[rows, cols]), shape(&[cols]));
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].sum_to(&x_shape, &out_shape)?]));
+        let run = primitive(move |i| Ok(vec![i[0].sum_to(&x_shape, &out_shape)?]));
         Ok((params.clone(), Work::f32_bytes(&[n, cols]), inputs, run))
     })?;
     // The residual stream: [B, L, W] + [B, L, W].
@@ -329,18 +338,18 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("add_residual", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0)), HostInput::f32(rng.normal_vec(n, 1.0))];
         let x_shape = shape(&[rows, cols]);
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &x_shape, &x_shape)?]));
+        let run = primitive(move |i| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &x_shape, &x_shape)?]));
         Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, n]), inputs, run))
     })?;
     // Storage casts of the same activations (bf16 storage, f32 compute).
     cat.add("cast_f32_to_bf16", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        let run = Box::new(|i: &mut [Storage]| Ok(vec![i[0].to_dtype(DType::BF16)?]));
+        let run = primitive(|i| Ok(vec![i[0].to_dtype(DType::BF16)?]));
         Ok((vec![("rows", rows), ("cols", cols)], Work::Bytes(6.0 * n as f64), inputs, run))
     })?;
     cat.add("cast_bf16_to_f32", s, |rng| {
         let inputs = vec![HostInput { values: rng.normal_vec(n, 1.0), dtype: DType::BF16 }];
-        let run = Box::new(|i: &mut [Storage]| Ok(vec![i[0].to_dtype(DType::F32)?]));
+        let run = primitive(|i| Ok(vec![i[0].to_dtype(DType::F32)?]));
         Ok((vec![("rows", rows), ("cols", cols)], Work::Bytes(6.0 * n as f64), inputs, run))
     })?;
     // The positional embedding's patch grid, bicubically resized for an
@@ -348,7 +357,7 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (channels, side, out) = (s.width, s.grid, 2 * s.grid);
     cat.add("bicubic_pos_embed", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(channels * side * side, 1.0))];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
+        let run = primitive(move |i| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
         let params = vec![("channels", channels), ("height", side), ("width", side), ("out_height", out), ("out_width", out)];
         Ok((params, Work::f32_bytes(&[channels * side * side, channels * out * out]), inputs, run))
     })
@@ -362,14 +371,14 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("permute_qkv", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(3 * n, 1.0))];
         let from = shape(&[b, l, 3, h, HEAD_DIM]);
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].permute(&from, &[2, 0, 3, 1, 4])?]));
+        let run = primitive(move |i| Ok(vec![i[0].permute(&from, &[2, 0, 3, 1, 4])?]));
         Ok((params.clone(), Work::f32_bytes(&[3 * n, 3 * n]), inputs, run))
     })?;
     // The heads merged back: [B, H, L, hd] -> [B, L, H, hd].
     cat.add("permute_heads", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
         let from = shape(&[b, h, l, HEAD_DIM]);
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].permute(&from, &[0, 2, 1, 3])?]));
+        let run = primitive(move |i| Ok(vec![i[0].permute(&from, &[0, 2, 1, 3])?]));
         Ok((params, Work::f32_bytes(&[n, n]), inputs, run))
     })?;
     // The class token prepended to the patch embeddings.
@@ -377,7 +386,7 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("concat_class_token", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * w, 1.0)), HostInput::f32(rng.normal_vec(b * (l - 1) * w, 1.0))];
         let (class, patches) = (shape(&[b, 1, w]), shape(&[b, l - 1, w]));
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![Storage::concat(&[&i[0], &i[1]], &[&class, &patches], 1)?]));
+        let run = primitive(move |i| Ok(vec![Storage::concat(&[&i[0], &i[1]], &[&class, &patches], 1)?]));
         Ok((vec![("batch", b), ("tokens", l), ("width", w)], Work::f32_bytes(&[n, n]), inputs, run))
     })?;
     // The prompts' token embeddings gathered from the vocabulary table.
@@ -385,7 +394,7 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("index_select_embedding", s, |rng| {
         let chosen: Vec<u32> = (0..ids).map(|_| rng.below(VOCAB) as u32).collect();
         let inputs = vec![HostInput::f32(rng.normal_vec(VOCAB * cols, 0.02)), HostInput::ids(&chosen)];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].index_select(&i[1], VOCAB, cols)?]));
+        let run = primitive(move |i| Ok(vec![i[0].index_select(&i[1], VOCAB, cols)?]));
         Ok((vec![("rows", VOCAB), ("cols", cols), ("ids", ids)], Work::f32_bytes(&[ids * cols, ids, ids * cols]), inputs, run))
     })?;
     // The EOT gather's backward: each class's feature scattered into a zeroed
@@ -394,7 +403,7 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("index_add_eot", s, |rng| {
         let eot: Vec<u32> = (0..classes).map(|c| (c * len + len - 1) as u32).collect();
         let inputs = vec![HostInput::f32(rng.normal_vec(classes * cols, 1.0)), HostInput::ids(&eot)];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].index_add(&i[1], rows, cols)?]));
+        let run = primitive(move |i| Ok(vec![i[0].index_add(&i[1], rows, cols)?]));
         Ok((vec![("rows", rows), ("cols", cols), ("ids", classes)], Work::f32_bytes(&[classes * cols, classes, rows * cols]), inputs, run))
     })
 }
@@ -409,23 +418,23 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     };
     cat.add("masked_bce_fwd", s, |rng| {
         let inputs = logits_labels(rng).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, Box::new(|i| Ok(vec![i[0].masked_bce(&i[1])?]))))
+        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, primitive(|i| Ok(vec![i[0].masked_bce(&i[1])?]))))
     })?;
     cat.add("masked_bce_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = logits_labels(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(vec![1.0]));
-        let run = Box::new(|i: &mut [Storage]| Ok(vec![i[0].masked_bce_backward(&i[1], &i[2])?]));
+        let run = primitive(|i| Ok(vec![i[0].masked_bce_backward(&i[1], &i[2])?]));
         Ok((params, Work::f32_bytes(&[n, n, 1, n]), inputs, run))
     })?;
     // CLIP's contrastive loss on a pre-training batch's [n, n] logits.
     let b = s.contrastive_batch;
     cat.add("contrastive_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0))];
-        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1]), inputs, Box::new(move |i| Ok(vec![i[0].contrastive_loss(b)?]))))
+        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1]), inputs, primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?]))))
     })?;
     cat.add("contrastive_bwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0)), HostInput::f32(vec![1.0])];
-        let run = Box::new(move |i: &mut [Storage]| Ok(vec![i[0].contrastive_loss_backward(&i[1], b)?]));
+        let run = primitive(move |i| Ok(vec![i[0].contrastive_loss_backward(&i[1], b)?]));
         Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1, b * b]), inputs, run))
     })
 }
@@ -455,7 +464,7 @@ fn optimizers(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     };
     cat.add("adamw_step", s, |rng| {
         let step = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, step: 10 };
-        let run = Box::new(move |i: &mut [Storage]| {
+        let run = primitive(move |i| {
             let (param, grad, state) = update_operands(i, "adamw_step")?;
             let [m, v] = state else { bail!("adamw_step needs two moment buffers") };
             param.adamw_step(grad, m, v, &step)?;
@@ -466,7 +475,7 @@ fn optimizers(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     })?;
     cat.add("sgd_step", s, |rng| {
         let step = SgdStep { lr: 0.002, momentum: 0.9, weight_decay: 5e-4 };
-        let run = Box::new(move |i: &mut [Storage]| {
+        let run = primitive(move |i| {
             let (param, grad, state) = update_operands(i, "sgd_step")?;
             let [momentum] = state else { bail!("sgd_step needs one momentum buffer") };
             param.sgd_step(grad, momentum, &step)?;
@@ -476,7 +485,7 @@ fn optimizers(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     })?;
     // Gradient accumulation into a parameter's gradient.
     cat.add("grad_accumulate", s, |rng| {
-        let run = Box::new(|i: &mut [Storage]| {
+        let run = primitive(|i| {
             let (acc, grad, _) = update_operands(i, "grad_accumulate")?;
             acc.add_assign(grad)?;
             Ok(vec![])

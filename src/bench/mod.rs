@@ -29,32 +29,35 @@ use check::{compare, F32_TOLERANCE};
 use report::Figure;
 use timing::{measure, Plan};
 
-/// What to run and how.
-pub struct Options<'a> {
-    /// Only benchmarks whose id (`op/setup`) contains this.
-    pub filter: Option<&'a str>,
-    pub plan: Plan,
+/// The benchmarks `--filter` selected.
+pub struct Selection {
+    pub cases: Vec<Case>,
+    pub end_to_end: Vec<&'static str>,
 }
 
-/// Runs every selected benchmark on `device`, calling `progress` with each
-/// figure as it is taken. Fails when the filter selects nothing, and on
-/// the first failed check.
-pub fn run(options: &Options, device: &Device, load_clip: &dyn Fn(&Device) -> Result<Clip>, mut progress: impl FnMut(&Figure)) -> Result<Vec<Figure>> {
-    let cases = kernels::cases(options.filter)?;
-    let end_to_end = end_to_end::selected(options.filter);
-    if cases.is_empty() && end_to_end.is_empty() {
+/// The benchmarks whose id (`op/setup`) contains `filter` (all when None);
+/// an error naming the filter when it selects nothing.
+pub fn select(filter: Option<&str>) -> Result<Selection> {
+    let selection = Selection { cases: kernels::cases(filter)?, end_to_end: end_to_end::selected(filter) };
+    if selection.cases.is_empty() && selection.end_to_end.is_empty() {
         bail!(
             "--filter {:?} matches no benchmark (ids are op/setup, e.g. layernorm_bwd/vit-b32 or train_step/mini-clip)",
-            options.filter.unwrap_or_default()
+            filter.unwrap_or_default()
         );
     }
+    Ok(selection)
+}
+
+/// Runs the selected benchmarks on `device`, calling `progress` with each
+/// figure as it is taken; stops at the first failed check.
+pub fn run(selection: &Selection, plan: &Plan, device: &Device, load_clip: &dyn Fn(&Device) -> Result<Clip>, mut progress: impl FnMut(&Figure)) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    for case in &cases {
-        let figure = run_case(case, device, &options.plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
+    for case in &selection.cases {
+        let figure = run_case(case, device, plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
         progress(&figure);
         figures.push(figure);
     }
-    figures.extend(end_to_end::run(&end_to_end, device, &options.plan, load_clip, progress)?);
+    figures.extend(end_to_end::run(&selection.end_to_end, device, plan, load_clip, progress)?);
     Ok(figures)
 }
 

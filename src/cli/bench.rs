@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mlrpl_engine::bench::report::{utc_now, BenchReport, RunInfo, FORMAT_VERSION};
 use mlrpl_engine::bench::timing::Plan;
-use mlrpl_engine::bench::{self, Options};
+use mlrpl_engine::bench;
+use mlrpl_engine::clip::Clip;
 use mlrpl_engine::Device;
 use std::path::PathBuf;
 
@@ -38,6 +39,7 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs, device: &Device) -> Result<()> {
+    let selection = bench::select(args.filter.as_deref())?;
     let plan = args.plan();
     let reference = match device {
         Device::Cpu => "none: the CPU backend is the reference the GPU is checked against".to_string(),
@@ -59,9 +61,8 @@ pub fn run(args: BenchArgs, device: &Device) -> Result<()> {
         min_sample_ms: plan.min_sample_ms,
     };
     eprintln!("bench on {}; check: {}", info.device, info.reference);
-    let options = Options { filter: args.filter.as_deref(), plan };
-    let clip = |d: &Device| Ok(load_clip(None, d)?.0);
-    let figures = bench::run(&options, device, &clip, |f| {
+    let clip = |d: &Device| -> Result<Clip> { Ok(load_clip(None, d)?.0) };
+    let figures = bench::run(&selection, &plan, device, &clip, |f| {
         let check = f.check_error.map_or_else(String::new, |e| format!(", check error {e:.1e}"));
         eprintln!("  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}", f.id, f.shape, f.ms, f.throughput, f.unit);
     })?;

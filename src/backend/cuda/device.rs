@@ -234,7 +234,7 @@ impl CudaDevice {
     /// the host's launch calls are not counted, only the stream's timeline).
     /// Waits for earlier work first and for the queued work at the end.
     pub fn time_ms(&self, queue: impl FnOnce() -> Result<()>) -> Result<f64> {
-        use sys::CUevent_flags::CU_EVENT_DEFAULT;
+        use sys::CUevent_flags_enum::CU_EVENT_DEFAULT;
         let stream = &self.0.stream;
         self.synchronize()?;
         let start = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
