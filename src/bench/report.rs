@@ -116,13 +116,12 @@ impl BenchReport {
         let mut md = format!(
             "# mlrpl-engine bench\n\n\
              | | |\n| --- | --- |\n\
-             | device | {} ({}) |\n| date | {} |\n| commit | {} |\n| command | `{}` |\n\
+             | device | {} |\n| date | {} |\n| commit | {} |\n| command | `{}` |\n\
              | method | {} warm-up calls, then the median of {} samples; a sample is enough back-to-back calls to last {} ms, divided by their number{} |\n\
              | check | {} |\n\n\
              | benchmark | shape | dtype | ms (median) | throughput | check error |\n\
              | --- | --- | --- | ---: | ---: | ---: |\n",
             i.device,
-            i.device_kind,
             i.date,
             i.commit,
             i.command,
