@@ -31,13 +31,8 @@ enum Command {
     Encode(cli::encode::EncodeArgs),
     /// Zero-shot classification of images with CLIP and the prompt "a photo of a {}.".
     ZeroShot(cli::zero_shot::ZeroShotArgs),
-    /// Run the kernel and end-to-end benchmarks.
-    Bench,
-}
-
-/// A command that a later issue implements.
-fn not_yet(name: &str, issue: u32) -> anyhow::Result<()> {
-    anyhow::bail!("`{name}` is not implemented in this build yet (planned in issue {issue})")
+    /// Kernel microbenchmarks (checked against the CPU backend first) and end-to-end figures.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,7 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(args) => cli::pretrain::run(*args, &selection.device),
         Command::Eval(args) => cli::evaluate::run_eval(args, &selection.device),
         Command::Predict(args) => cli::evaluate::run_predict(args, &selection.device),
-        Command::Bench => not_yet("bench", 6),
+        Command::Bench(args) => cli::bench::run(args, &selection.device),
     }
 }
 

@@ -8,6 +8,7 @@
 #                                      (all binaries stripped of debug info)
 #   gpu-bundle/kernels/*.cu, *.cuh     sources, for the NVRTC fallback test
 #   gpu-bundle/gpu-check.sh            the script to run there
+#   gpu-bundle/tools/bench_*.py        the PyTorch side of `bench` and its report
 #   gpu-bundle/MANIFEST                commit, date, toolchains, files, sizes, sha256
 #
 # The bundle must stay under 64 MiB (what a device call carries); the script
@@ -37,7 +38,7 @@ for t in "${tests[@]}"; do test_args+=(--test "$t"); done
 json=$(cargo test --release --locked --no-run --message-format=json "${test_args[@]}")
 
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/tests" "$out/kernels"
+mkdir -p "$out/bin" "$out/tests" "$out/kernels" "$out/tools"
 cp target/release/mlrpl-engine "$out/bin/"
 for t in "${tests[@]}"; do
   exe=$(printf '%s\n' "$json" | python3 -c '
@@ -62,6 +63,7 @@ done
 strip --strip-debug "$out/bin/mlrpl-engine" "$out"/tests/*
 cp kernels/*.cu kernels/*.cuh "$out/kernels/"
 cp tools/gpu-check.sh "$out/"
+cp tools/bench_torch_kernels.py tools/bench_kernels_report.py "$out/tools/"
 chmod +x "$out/gpu-check.sh"
 
 commit=$(git rev-parse HEAD)

@@ -17,10 +17,19 @@
 #   cuda_training   one MLR-PL step and one train() epoch, CUDA vs CPU
 #   kernels_nvrtc   the NVRTC fallback compiles every kernel
 #   train_smoke     mlrpl-engine train --device cuda, 1 epoch, embedded set
+#   bench           mlrpl-engine bench --device cuda --quick: every kernel case
+#                   checked against the CPU backend, then timed; end-to-end
+#                   images/s (OUTDIR/bench/bench.json, bench.md)
+#   bench_torch     tools/bench_torch_kernels.py: the same cases with PyTorch
+#                   on the same GPU (OUTDIR/bench/torch.json)
+#   bench_report    tools/bench_kernels_report.py: OUTDIR/bench/report.md,
+#                   torch time / engine time per case
 #   memcheck        the same run under compute-sanitizer --tool memcheck
 #   racecheck       the same run under compute-sanitizer --tool racecheck
 # The test binaries run with MLRPL_REQUIRE_GPU=1 and MLRPL_REQUIRE_NVRTC=1,
 # so a test that cannot find the GPU or libnvrtc fails instead of skipping.
+# The bench checks run before the sanitizers: they are short and bounded,
+# the sanitizer runs take whatever time is left.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -92,6 +101,12 @@ check kernels_nvrtc 60 "$bundle/tests/kernels_nvrtc"
 
 train_args=(train --device cuda --epochs 1 --warmup-epochs 0 --n-ctx 2 --workers 2)
 check train_smoke 90 "$engine" "${train_args[@]}" --run-dir "$out/run-smoke"
+
+python=${PYTHON:-python3}
+check bench 90 "$engine" --device cuda bench --quick --out "$out/bench" --commit "${commit:-unknown}"
+check bench_torch 60 "$python" "$bundle/tools/bench_torch_kernels.py" --engine "$out/bench/bench.json"
+check bench_report 10 "$python" "$bundle/tools/bench_kernels_report.py" "$out/bench"
+
 if [[ -n "$sanitizer" ]]; then
   check memcheck 150 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
     "$engine" "${train_args[@]}" --run-dir "$out/run-memcheck"

@@ -1,5 +1,6 @@
 //! Subcommand implementations of the `mlrpl-engine` binary.
 
+pub mod bench;
 pub mod data;
 pub mod encode;
 pub mod evaluate;
@@ -44,4 +45,39 @@ fn report_gpu_memory(device: &Device) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The commit of the working directory's git checkout, marked when it has
+/// uncommitted changes; "unknown" outside a checkout.
+pub fn engine_commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (git(&["rev-parse", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+        (Some(commit), Some(changes)) if changes.is_empty() => commit,
+        (Some(commit), Some(_)) => format!("{commit} (with uncommitted changes)"),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// The CPU model and thread count, or the GPU's name and compute capability.
+pub fn device_description(device: &Device) -> String {
+    match device {
+        Device::Cpu => {
+            let cpu = std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+                .unwrap_or_else(|| "unknown CPU".to_string());
+            format!("{device}: {cpu}, {} threads", rayon::current_num_threads())
+        }
+        Device::Cuda(gpu) => {
+            let (major, minor) = gpu.compute_capability();
+            format!("{device}: {} (sm_{major}{minor})", gpu.name())
+        }
+    }
 }

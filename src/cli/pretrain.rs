@@ -141,35 +141,6 @@ struct Card {
     config: serde_json::Value,
 }
 
-/// The commit of the working directory's git checkout, marked when it has
-/// uncommitted changes; "unknown" outside a checkout.
-fn engine_commit() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match (git(&["rev-parse", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
-        (Some(commit), Some(changes)) if changes.is_empty() => commit,
-        (Some(commit), Some(_)) => format!("{commit} (with uncommitted changes)"),
-        _ => "unknown".to_string(),
-    }
-}
-
-/// The CPU model and thread count, or the device name.
-fn device_description(device: &Device) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let threads = rayon::current_num_threads();
-    format!("{device}: {cpu}, {threads} threads")
-}
-
-
 fn card_path(out: &Path) -> PathBuf {
     out.with_extension("json")
 }
@@ -212,7 +183,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         pairs.len(),
         run_dir.display()
     );
-    let commit = engine_commit();
+    let commit = super::engine_commit();
     let started = Instant::now();
     let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
     let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
@@ -243,7 +214,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         seed: args.seed,
         engine_version: env!("CARGO_PKG_VERSION"),
         engine_commit: commit,
-        device: device_description(device),
+        device: super::device_description(device),
         training_seconds,
         epochs: args.epochs,
         best_epoch: outcome.best_epoch,

@@ -17,6 +17,8 @@ mod resize;
 mod softmax;
 mod unary;
 
+pub use norm::L2_EPS;
+
 use crate::tensor::{DType, Tensor};
 use anyhow::{bail, Result};
 

@@ -229,6 +229,21 @@ impl CudaDevice {
         self.0.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronisation failed: {e}"))
     }
 
+    /// Milliseconds of GPU time between the start and the end of the work
+    /// `queue` puts on the device's stream, measured with CUDA events (so
+    /// the host's launch calls are not counted, only the stream's timeline).
+    /// Waits for earlier work first and for the queued work at the end.
+    pub fn time_ms(&self, queue: impl FnOnce() -> Result<()>) -> Result<f64> {
+        use sys::CUevent_flags_enum::CU_EVENT_DEFAULT;
+        let stream = &self.0.stream;
+        self.synchronize()?;
+        let start = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        queue()?;
+        let end = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| anyhow!("could not time the queued CUDA work: {e}"))?;
+        Ok(f64::from(ms))
+    }
+
     pub(crate) fn blas(&self) -> &CudaBlas {
         &self.0.blas
     }
@@ -387,6 +402,38 @@ macro_rules! launch {
 }
 pub(crate) use launch;
 
+/// The default memory pool of the context's device.
+fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out-pointer and the device handle comes from
+    // a live context.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .map_err(|e| anyhow!("could not get the default memory pool: {e}"))?;
+    Ok(pool)
+}
+
+/// Sets a 64-bit attribute of the default memory pool.
+fn set_pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute, value: u64) -> Result<()> {
+    let mut value = value;
+    // SAFETY: the attributes passed here (release threshold, used-memory
+    // high) are 64-bit, and `value` lives across the call.
+    unsafe { sys::cuMemPoolSetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not set memory pool attribute {attribute:?}: {e}"))
+}
+
+/// Reads a 64-bit attribute of the default memory pool.
+fn pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute) -> Result<u64> {
+    let mut value = 0u64;
+    // SAFETY: the attributes read here (reserved, used-memory high) are
+    // 64-bit, and `value` is a valid out-pointer.
+    unsafe { sys::cuMemPoolGetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not read memory pool attribute {attribute:?}: {e}"))?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,36 +466,4 @@ mod tests {
         assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
         assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
     }
-}
-
-/// The default memory pool of the context's device.
-fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
-    let mut pool = std::ptr::null_mut();
-    // SAFETY: `pool` is a valid out-pointer and the device handle comes from
-    // a live context.
-    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
-        .result()
-        .map_err(|e| anyhow!("could not get the default memory pool: {e}"))?;
-    Ok(pool)
-}
-
-/// Sets a 64-bit attribute of the default memory pool.
-fn set_pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute, value: u64) -> Result<()> {
-    let mut value = value;
-    // SAFETY: the attributes passed here (release threshold, used-memory
-    // high) are 64-bit, and `value` lives across the call.
-    unsafe { sys::cuMemPoolSetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
-        .result()
-        .map_err(|e| anyhow!("could not set memory pool attribute {attribute:?}: {e}"))
-}
-
-/// Reads a 64-bit attribute of the default memory pool.
-fn pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute) -> Result<u64> {
-    let mut value = 0u64;
-    // SAFETY: the attributes read here (reserved, used-memory high) are
-    // 64-bit, and `value` is a valid out-pointer.
-    unsafe { sys::cuMemPoolGetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
-        .result()
-        .map_err(|e| anyhow!("could not read memory pool attribute {attribute:?}: {e}"))?;
-    Ok(value)
 }

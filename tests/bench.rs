@@ -1,0 +1,118 @@
+//! `mlrpl-engine bench`: a quick filtered CPU run writes bench.json and
+//! bench.md with positive times; bad input is one clear line. On a GPU the
+//! same command checks every case against the CPU first; without one those
+//! tests print `SKIPPED (no CUDA GPU)` (`MLRPL_REQUIRE_GPU=1` fails them).
+
+mod common;
+
+use common::cuda_or_skip;
+use mlrpl_engine::bench::{check_case, kernels};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn engine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mlrpl-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `bench --quick --filter FILTER` on `device` into a scratch folder
+/// and returns bench.json.
+fn bench_json(name: &str, device: &str, filter: &str) -> serde_json::Value {
+    let out = scratch(name);
+    let all = ["--device", device, "bench", "--quick", "--runs", "3", "--filter", filter, "--out", out.to_str().unwrap()];
+    let run = engine(&all);
+    assert!(run.status.success(), "bench failed: {}", stderr(&run));
+    let md = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
+    assert!(md.contains("| benchmark | shape |"), "{md}");
+    let json = serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json")).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    json
+}
+
+#[test]
+fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
+    // Matches the layer-norm and softmax cases of both models.
+    let json = bench_json("cpu", "cpu", "norm");
+    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["device_kind"], "cpu");
+    for key in ["device", "date", "commit", "command", "reference"] {
+        assert!(json[key].as_str().is_some_and(|s| !s.is_empty()), "{key} missing: {json}");
+    }
+    let figures = json["figures"].as_array().unwrap();
+    let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"layernorm_fwd/vit-b32") && ids.contains(&"l2_normalize_bwd/mini-clip"), "{ids:?}");
+    assert!(ids.iter().all(|id| id.contains("norm")), "{ids:?}");
+    for f in figures {
+        assert!(f["ms"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["throughput"].as_f64().unwrap() > 0.0, "{f}");
+        assert_eq!(f["unit"], "GB/s");
+        assert_eq!(f["dtype"], "f32");
+        assert_eq!(f["runs"], 3);
+        assert!(f["check_error"].is_null(), "the CPU is the reference: {f}");
+        assert!(f["params"]["rows"].as_u64().unwrap() > 0 && f["params"]["cols"].as_u64().unwrap() > 0, "{f}");
+    }
+}
+
+#[test]
+fn the_end_to_end_figures_are_images_per_second() {
+    let json = bench_json("end-to-end", "cpu", "clip_image_forward");
+    let figures = json["figures"].as_array().unwrap();
+    assert_eq!(figures.len(), 1, "{json}");
+    let f = &figures[0];
+    assert_eq!(f["kind"], "end_to_end");
+    assert_eq!(f["unit"], "images/s");
+    assert_eq!(f["params"]["batch"], 32);
+    assert_eq!(f["params"]["image"], 64);
+    assert!(f["throughput"].as_f64().unwrap() > 0.0, "{f}");
+}
+
+#[test]
+fn a_filter_that_matches_nothing_is_an_error_naming_it() {
+    let out = engine(&["--device", "cpu", "bench", "--quick", "--filter", "no-such-kernel", "--out", scratch("none").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--filter \"no-such-kernel\" matches no benchmark"), "{err}");
+}
+
+#[test]
+fn bench_on_cuda_without_a_gpu_is_one_line() {
+    if matches!(mlrpl_engine::device::probe_cuda(), mlrpl_engine::device::CudaProbe::Found { .. }) {
+        return;
+    }
+    let out = engine(&["--device", "cuda", "bench", "--quick", "--out", scratch("no-gpu").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: --device cuda"), "{err}");
+}
+
+#[test]
+fn every_kernel_case_passes_its_check_on_the_gpu() {
+    let Some(gpu) = cuda_or_skip("every_kernel_case_passes_its_check_on_the_gpu") else { return };
+    for case in kernels::cases(None).unwrap() {
+        let err = check_case(&case, &gpu).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(err <= 1e-4, "{}: {err}", case.id());
+    }
+}
+
+#[test]
+fn a_quick_gpu_run_checks_and_times_every_figure() {
+    let Some(_gpu) = cuda_or_skip("a_quick_gpu_run_checks_and_times_every_figure") else { return };
+    let json = bench_json("cuda", "cuda", "mini-clip");
+    assert_eq!(json["device_kind"], "cuda");
+    for f in json["figures"].as_array().unwrap() {
+        let err = f["check_error"].as_f64().unwrap_or_else(|| panic!("no check error: {f}"));
+        assert!(err <= 1e-4, "{f}");
+        assert!(f["ms"].as_f64().unwrap() > 0.0, "{f}");
+    }
+}
