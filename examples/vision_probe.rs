@@ -8,8 +8,11 @@
 //!
 //! With CLIP=weights.safetensors it is a linear probe instead: that CLIP's
 //! image tower stays frozen and only the head learns, which measures how
-//! much shape information pre-training put into its image features.
-use anyhow::Result;
+//! much shape information pre-training put into its image features. With
+//! POOL=patches the head reads the mean of the projected patch tokens (the
+//! features the semantic decoupling module attends over) instead of the
+//! class token.
+use anyhow::{Context, Result};
 use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::augment::Augment;
@@ -54,6 +57,16 @@ fn main() -> Result<()> {
         }
     };
     let embed_dim = clip.config.vision.embed_dim;
+    let pool_patches = std::env::var("POOL").is_ok_and(|v| v == "patches");
+    let features = |images: &Tensor| -> Result<Tensor> {
+        if pool_patches {
+            let dense = clip.vision.encode_dense(images)?;
+            let patches = dense.dims()[1] - 1;
+            dense.narrow(1, 1, patches)?.mean(&[1], false)
+        } else {
+            clip.vision.encode(images)
+        }
+    };
     let mut rng = Rng::new(1);
     let head = Tensor::randn([10, embed_dim], 0.05, &mut rng, &device)?.into_parameter()?;
     let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: steps / 10, total_steps: steps };
@@ -70,13 +83,25 @@ fn main() -> Result<()> {
         drop_last: shuffle,
         ..LoaderOptions::default()
     };
+    {
+        // How far the patch tokens sit from the class token in the joint
+        // space: the decoupling module's features are mixtures of patches,
+        // compared with text features by cosine.
+        let _g = mlrpl_engine::autograd::no_grad();
+        let vb = Loader::new(val.clone(), (0..batch.min(val.len())).collect(), opts(false))?.next().context("empty validation split")??;
+        let dense = clip.vision.encode_dense(&vb.images)?.l2_normalize()?;
+        let tokens = dense.dims()[1];
+        let class = dense.narrow(1, 0, 1)?;
+        let cos = dense.narrow(1, 1, tokens - 1)?.mul(&class)?.sum(&[2], false)?.mean(&[0, 1], false)?.scalar()?;
+        println!("mean cosine between a patch token and its image's class token: {cos:.3}");
+    }
     let started = Instant::now();
     let mut loss_sum = 0.0;
     for (step, b) in Loader::new(train.clone(), (0..train.len()).collect(), opts(true))?.enumerate() {
         let b = b?;
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
-        let f = clip.vision.encode(&b.images)?;
+        let f = features(&b.images)?;
         let loss = f.matmul(&head.transpose(0, 1)?)?.masked_bce_with_logits(&b.labels)?;
         loss_sum += loss.scalar()?;
         loss.backward()?;
@@ -86,7 +111,7 @@ fn main() -> Result<()> {
             let (mut scores, mut labels) = (Vec::new(), Vec::new());
             for vb in Loader::new(val.clone(), (0..val.len()).collect(), opts(false))? {
                 let vb = vb?;
-                scores.extend(clip.vision.encode(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
+                scores.extend(features(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
                 labels.extend(vb.labels.to_vec()?);
             }
             let m = evaluate(&scores, &labels, 10, 0.5)?;
