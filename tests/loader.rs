@@ -186,7 +186,7 @@ fn rand_augment_is_the_same_for_1_and_4_workers_and_runs_after_flip_and_cutout()
         for (k, &i) in batch.indices.iter().enumerate() {
             let img = ds.image(i).unwrap();
             let got = &batch.images[k * per_item..(k + 1) * per_item];
-            assert!(got == augmented_chw(&img, 16, augment, &mut item_rng(11, 0, i))[..], "item {i}");
+            assert!(*got == augmented_chw(&img, 16, augment, &mut item_rng(11, 0, i))[..], "item {i}");
             // Flip and Cutout take their draws first, RandAugment the next ones.
             let mut rng = item_rng(11, 0, i);
             let flipped_and_cut = augmented_rgb(&img, 16, WITH_CUTOUT, &mut rng);
