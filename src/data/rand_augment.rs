@@ -53,7 +53,7 @@
 use super::image::RgbImage;
 use crate::rng::Rng;
 use anyhow::{anyhow, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Magnitude bins of the table (torchvision's `num_magnitude_bins` default).
 pub const NUM_MAGNITUDE_BINS: usize = 31;
@@ -62,7 +62,7 @@ pub const MAX_MAGNITUDE: usize = NUM_MAGNITUDE_BINS - 1;
 
 /// RandAugment with `ops` ops per image at magnitude bin `magnitude`
 /// (torchvision's default is 2 ops at 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RandAugment {
     pub ops: usize,
     pub magnitude: usize,
