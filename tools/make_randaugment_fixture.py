@@ -17,10 +17,11 @@ left out and every op is checked on its own:
     that depend on the size), so the Rust tables are held to torch's to the
     bit;
   * the outputs: ``_apply_op(img, op, +/-magnitude, NEAREST, fill=None)`` on
-    the PIL image (DualCoOp applies RandAugment to PIL images, after the
-    resize and before ToTensor), as raw uint8 RGB (row-major, interleaved).
+    the PIL image (DualCoOp's training transform augments PIL images, after
+    the resize and before ToTensor), as raw uint8 RGB (row-major,
+    interleaved).
 
-Files written to tests/fixtures/randaugment/ (about 80 KB in all):
+Files written to tests/fixtures/randaugment/ (about 90 KB in all):
   manifest.json        versions, magnitude tables, images, cases
   <image>.rgb          each input image
   <image>.expected.rgb the outputs of every case of that image, concatenated

@@ -34,12 +34,15 @@
 //! torchvision's `RandAugment(num_ops=N, magnitude=M)` with its defaults
 //! (31 magnitude bins, nearest-neighbour sampling, fill 0), on the 8-bit
 //! resized image: [`super::rand_augment`] defines the ops and their
-//! magnitudes. It runs **last**, after flip and Cutout, as in DualCoOp's
-//! `train_transform` (`Resize`, `CutoutPIL`, `RandAugment`, `ToTensor`,
-//! `Normalize`; the flip, which DualCoOp lacks, stays first, as torchvision's
-//! presets put `RandomHorizontalFlip` before `RandAugment`). So the Cutout
-//! hole is rotated, sheared and recoloured with the image, as DualCoOp
-//! trains, and RandAugment's draws come after the flip's and Cutout's:
+//! magnitudes. (DualCoOp imports its `RandAugment` from the `randaugment`
+//! package, another PIL implementation; torchvision's is the one implemented
+//! here, held pixel for pixel to torchvision + Pillow.) It runs
+//! **last**, after flip and Cutout, where DualCoOp's `train_transform` puts
+//! it (`Resize`, `CutoutPIL`, `RandAugment`, `ToTensor`, `Normalize`; the
+//! flip, which DualCoOp lacks, stays first, as torchvision's presets put
+//! `RandomHorizontalFlip` before `RandAugment`). So the Cutout hole is
+//! rotated, sheared and recoloured with the image, as in DualCoOp's
+//! training, and RandAugment's draws come after the flip's and Cutout's:
 //! turning it on leaves every item's flip and hole where they were.
 //!
 //! # Randomness
