@@ -157,17 +157,40 @@ fn train_rejects_bad_flags_in_one_line_before_any_work() {
 }
 
 #[test]
+fn a_bad_rand_augment_is_one_line_naming_the_flag() {
+    for (value, problem) in [
+        ("2", "expected N,M"),
+        ("2,31", "0..=30, got 31"),
+        ("0,9", "at least 1"),
+        ("two,9", "N is not a whole number"),
+        ("2,9.5", "M is not a whole number"),
+    ] {
+        let out = engine(&["train", "--rand-augment", value]);
+        assert_eq!(out.status.code(), Some(2), "{value}: a usage error");
+        let err = stderr(&out);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+        assert!(error_lines[0].contains("--rand-augment") && error_lines[0].contains(problem), "{value}: {err}");
+    }
+}
+
+#[test]
 fn train_eval_predict_on_a_tiny_embedded_run() {
     let run_dir = scratch("tiny-run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let run = run_dir.to_str().unwrap();
-    let out = engine(&["train", "--epochs", "1", "--warmup-epochs", "0", "--n-ctx", "2", "--run-dir", run]);
+    let out = engine(&[
+        "train", "--epochs", "1", "--warmup-epochs", "0", "--n-ctx", "2", "--rand-augment", "2,9", "--run-dir", run,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("untrained model: mAP") && report.contains("trained model"), "{report}");
     for file in ["checkpoint-best.json", "checkpoint-last.json", "label-mask.json", "metrics.jsonl"] {
         assert!(run_dir.join(file).exists(), "{file} missing");
     }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoint-last.json")).unwrap()).unwrap();
+    assert_eq!(state["config"]["rand_augment"], serde_json::json!({ "ops": 2, "magnitude": 9 }), "{state}");
     let again = engine(&["train", "--epochs", "1", "--run-dir", run]);
     assert!(stderr(&again).contains("already holds a run"), "{}", stderr(&again));
 

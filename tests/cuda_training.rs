@@ -116,6 +116,7 @@ fn one_epoch_of_train_matches_the_cpu() {
         warmup_lr: 1e-3,
         image_size: IMAGE_SIZE,
         cutout: true,
+        rand_augment: None,
         workers: 1,
         seed: 3,
         log_every: 1,

@@ -10,11 +10,16 @@ use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::image::RgbImage;
 use mlrpl_engine::data::loader::{epoch_order, split_validation, Batch, Loader, LoaderOptions};
 use mlrpl_engine::data::partial::LabelMask;
+use mlrpl_engine::data::rand_augment::RandAugment;
 use mlrpl_engine::rng::Rng;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The training transforms without RandAugment.
+const WITH_CUTOUT: Augment = Augment::Train { cutout: true, rand_augment: None };
+const FLIP_ONLY: Augment = Augment::Train { cutout: false, rand_augment: None };
 
 /// A generated dataset: item `i` is a `side x side` image whose pixels
 /// depend on `i`; items in `bad` fail like a missing file.
@@ -95,7 +100,7 @@ fn options(batch_size: usize, workers: usize) -> LoaderOptions {
         workers,
         prefetch_batches: 2,
         image_size: 16,
-        augment: Augment::Train { cutout: true },
+        augment: WITH_CUTOUT,
         drop_last: false,
         label_mask: None,
         skip_bad_images: false,
@@ -144,7 +149,7 @@ fn batches_are_identical_for_any_worker_count() {
     assert_eq!(first.dims, vec![4, 3, 16, 16]);
     for (k, &i) in first.indices.iter().enumerate() {
         let img = ds.image(i).unwrap();
-        let want = augmented_chw(&img, 16, Augment::Train { cutout: true }, &mut item_rng(11, 0, i));
+        let want = augmented_chw(&img, 16, WITH_CUTOUT, &mut item_rng(11, 0, i));
         assert!(first.images[k * 768..(k + 1) * 768] == want[..], "item {i}");
         assert_eq!(&first.labels[k * 5..(k + 1) * 5], ds.labels(i));
     }
@@ -152,10 +157,45 @@ fn batches_are_identical_for_any_worker_count() {
     let i = first.indices[0];
     let img = ds.image(i).unwrap();
     let diff = (1..6).any(|e| {
-        augmented_chw(&img, 16, Augment::Train { cutout: true }, &mut item_rng(11, e, i))
-            != augmented_chw(&img, 16, Augment::Train { cutout: true }, &mut item_rng(11, 0, i))
+        augmented_chw(&img, 16, WITH_CUTOUT, &mut item_rng(11, e, i))
+            != augmented_chw(&img, 16, WITH_CUTOUT, &mut item_rng(11, 0, i))
     });
     assert!(diff);
+}
+
+#[test]
+fn rand_augment_is_the_same_for_1_and_4_workers_and_runs_after_flip_and_cutout() {
+    let ds = Arc::new(Tiny::new(21, 3, 20, &[]));
+    let all: Vec<usize> = (0..21).collect();
+    let rand_augment = RandAugment::new(2, 9).unwrap();
+    let augment = Augment::Train { cutout: true, rand_augment: Some(rand_augment) };
+    let run = |workers: usize| {
+        let mut o = options(4, workers);
+        o.augment = augment;
+        collect(&ds, all.clone(), o)
+    };
+    let (one, four) = (run(1), run(4));
+    assert_eq!(one.len(), four.len());
+    for (a, b) in one.iter().zip(&four) {
+        assert_eq!(a.indices, b.indices);
+        assert!(a.images == b.images, "images differ between 1 and 4 workers");
+    }
+    let per_item = 3 * 16 * 16;
+    let mut changed = 0;
+    for batch in &one {
+        for (k, &i) in batch.indices.iter().enumerate() {
+            let img = ds.image(i).unwrap();
+            let got = &batch.images[k * per_item..(k + 1) * per_item];
+            assert!(*got == augmented_chw(&img, 16, augment, &mut item_rng(11, 0, i))[..], "item {i}");
+            // Flip and Cutout take their draws first, RandAugment the next ones.
+            let mut rng = item_rng(11, 0, i);
+            let flipped_and_cut = augmented_rgb(&img, 16, WITH_CUTOUT, &mut rng);
+            let want = rand_augment.apply(flipped_and_cut.clone(), &mut rng);
+            assert!(augmented_rgb(&img, 16, augment, &mut item_rng(11, 0, i)) == want, "item {i}");
+            changed += (want != flipped_and_cut) as usize;
+        }
+    }
+    assert!(changed >= 18, "RandAugment changed {changed} of 21 images");
 }
 
 #[test]
@@ -312,7 +352,7 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     let n = 4000;
     let flips = (0..n)
         .filter(|&i| {
-            augmented_rgb(&img, side, Augment::Train { cutout: false }, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127
+            augmented_rgb(&img, side, FLIP_ONLY, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127
         })
         .count();
     let f = flips as f64 / n as f64;
@@ -329,7 +369,7 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     let mut area_sum = 0usize;
     let mut colours = HashSet::new();
     for i in 0..n {
-        let out = augmented_rgb(&grey, side, Augment::Train { cutout: true }, &mut item_rng(3, 1, i));
+        let out = augmented_rgb(&grey, side, WITH_CUTOUT, &mut item_rng(3, 1, i));
         // The same draws, replayed: flip coin, then the rectangle and its colour.
         let mut replay = item_rng(3, 1, i);
         let mut want = base.clone();
@@ -355,7 +395,7 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     let mean = area_sum as f64 / n as f64;
     assert!((mean - expected).abs() / expected < 0.03, "mean cutout area {mean}, expected {expected}");
     // Without cutout nothing changes on a uniform image.
-    let out = augmented_rgb(&grey, side, Augment::Train { cutout: false }, &mut item_rng(3, 1, 0));
+    let out = augmented_rgb(&grey, side, FLIP_ONLY, &mut item_rng(3, 1, 0));
     let mut flipped = base.clone();
     flip_horizontal(&mut flipped);
     assert!(out == base || out == flipped);

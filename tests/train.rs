@@ -48,6 +48,7 @@ fn options(epochs: usize) -> TrainOptions {
         warmup_lr: 1e-3,
         image_size: 32,
         cutout: true,
+        rand_augment: None,
         workers: 2,
         seed: 3,
         log_every: 1,

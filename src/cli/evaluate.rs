@@ -44,6 +44,7 @@ fn inference_options(image_size: usize, batch_size: usize, skip_bad_images: bool
         warmup_lr: 0.0,
         image_size,
         cutout: false,
+        rand_augment: None,
         workers: 0,
         seed: 0,
         log_every: 1,

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use mlrpl_engine::data::loader::split_validation;
 use mlrpl_engine::data::partial::LabelMask;
+use mlrpl_engine::data::rand_augment::RandAugment;
 use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, checkpoint, evaluate_split, Run, TrainData, TrainOptions};
@@ -84,6 +85,10 @@ pub struct TrainArgs {
     /// No Cutout augmentation.
     #[arg(long)]
     no_cutout: bool,
+    /// RandAugment after flip and Cutout: N ops per image at magnitude M of 0..=30
+    /// (torchvision's default is 2,9; default: off).
+    #[arg(long, value_name = "N,M")]
+    rand_augment: Option<RandAugment>,
     /// Fraction of the training split held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
@@ -138,6 +143,7 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
         warmup_lr: args.warmup_lr,
         image_size,
         cutout: !args.no_cutout,
+        rand_augment: args.rand_augment,
         workers: args.workers,
         seed: args.seed,
         log_every: args.log_every,

@@ -3,9 +3,9 @@
 //! * Eval: bicubic resize to `R x R` ([`Preprocess::Resize`]), then CLIP
 //!   normalisation.
 //! * Train: the same resize, then a horizontal flip with probability 0.5,
-//!   then (with `cutout: true`) DualCoOp's Cutout with factor 0.5, then CLIP
-//!   normalisation. RandAugment (which DualCoOp also applies) is not
-//!   implemented.
+//!   then (with `cutout: true`) DualCoOp's Cutout with factor 0.5, then
+//!   (with `rand_augment: Some(..)`, off by default) RandAugment, then CLIP
+//!   normalisation.
 //!
 //! # Cutout
 //!
@@ -29,15 +29,34 @@
 //! `RandomHorizontalFlip()` (used by HCP-MLR-PL's training transform and
 //! named by DESIGN §2.5; DualCoOp's own transform has no flip).
 //!
+//! # RandAugment
+//!
+//! torchvision's `RandAugment(num_ops=N, magnitude=M)` with its defaults
+//! (31 magnitude bins, nearest-neighbour sampling, fill 0), on the 8-bit
+//! resized image: [`super::rand_augment`] defines the ops and their
+//! magnitudes. (DualCoOp imports its `RandAugment` from the `randaugment`
+//! package, another PIL implementation; torchvision's is the one implemented
+//! here, held pixel for pixel to torchvision + Pillow.) It runs
+//! **last**, after flip and Cutout, where DualCoOp's `train_transform` puts
+//! it (`Resize`, `CutoutPIL`, `RandAugment`, `ToTensor`, `Normalize`; the
+//! flip, which DualCoOp lacks, stays first, as torchvision's presets put
+//! `RandomHorizontalFlip` before `RandAugment`). So the Cutout hole is
+//! rotated, sheared and recoloured with the image, as in DualCoOp's
+//! training, and RandAugment's draws come after the flip's and Cutout's:
+//! turning it on leaves every item's flip and hole where they were.
+//!
 //! # Randomness
 //!
 //! Every draw comes from the [`Rng`] passed in; the loader derives it from
 //! `(seed, epoch, item index)` with [`item_rng`], so an epoch's augmentation
 //! is the same whatever the number of threads and their scheduling. Draw
 //! order: the flip coin (`uniform() < 0.5`), then, with Cutout, `yc =
-//! below(H)`, `xc = below(W)` and the colour (`below(256)` for R, G, B).
+//! below(H)`, `xc = below(W)` and the colour (`below(256)` for R, G, B),
+//! then, with RandAugment, for each of its N ops the op (`below(14)`) and,
+//! for a signed op, its sign (`below(2)`).
 
 use super::image::{normalize_chw, preprocess_rgb, Preprocess, RgbImage};
+use super::rand_augment::RandAugment;
 use crate::rng::Rng;
 
 /// Cutout's `cutout_factor` (DualCoOp: 0.5).
@@ -48,8 +67,9 @@ pub const FLIP_PROBABILITY: f64 = 0.5;
 /// Which transform an image gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Augment {
-    /// Resize, random horizontal flip, and Cutout when `cutout` is true.
-    Train { cutout: bool },
+    /// Resize, random horizontal flip, Cutout when `cutout` is true, then
+    /// RandAugment when given.
+    Train { cutout: bool, rand_augment: Option<RandAugment> },
     /// Resize only.
     Eval,
 }
@@ -129,12 +149,15 @@ pub fn cutout(img: &mut RgbImage, factor: f64, rng: &mut Rng) {
 /// The transformed `size x size` 8-bit image, before normalisation.
 pub fn augmented_rgb(img: &RgbImage, size: usize, aug: Augment, rng: &mut Rng) -> RgbImage {
     let mut out = preprocess_rgb(img, Preprocess::Resize { size });
-    if let Augment::Train { cutout: with_cutout } = aug {
+    if let Augment::Train { cutout: with_cutout, rand_augment } = aug {
         if rng.uniform() < FLIP_PROBABILITY {
             flip_horizontal(&mut out);
         }
         if with_cutout {
             cutout(&mut out, CUTOUT_FACTOR, rng);
+        }
+        if let Some(rand_augment) = rand_augment {
+            out = rand_augment.apply(out, rng);
         }
     }
     out

@@ -8,5 +8,6 @@ pub mod image;
 pub mod list;
 pub mod loader;
 pub mod partial;
+pub mod rand_augment;
 pub mod synthetic;
 pub mod voc;

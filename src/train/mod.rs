@@ -9,6 +9,7 @@ use crate::data::augment::Augment;
 use crate::data::dataset::MultiLabelDataset;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::partial::LabelMask;
+use crate::data::rand_augment::RandAugment;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::device::Device;
 use crate::mlrpl::MlrplModel;
@@ -36,6 +37,8 @@ pub struct TrainOptions {
     pub warmup_lr: f32,
     pub image_size: usize,
     pub cutout: bool,
+    /// RandAugment after the flip and Cutout (None: off).
+    pub rand_augment: Option<RandAugment>,
     pub workers: usize,
     pub seed: u64,
     /// Steps between two lines of the metrics file.
@@ -253,7 +256,7 @@ pub fn train(
         seed: options.seed,
         workers: options.workers,
         image_size: options.image_size,
-        augment: Augment::Train { cutout: options.cutout },
+        augment: Augment::Train { cutout: options.cutout, rand_augment: options.rand_augment },
         drop_last: data.train_indices.len() >= options.batch_size,
         label_mask: Some(data.mask.clone()),
         skip_bad_images: options.skip_bad_images,
