@@ -174,13 +174,12 @@ pub fn pretrain(
         bail!("--pairs {pairs} is smaller than --batch-size {}", options.batch_size);
     }
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
-    let counts: Vec<usize> = (0..pairs).map(|i| data.pairs.scene(i).objects.len()).collect();
-    let epoch_pairs = |epoch: usize| {
-        if options.group_by_count {
-            count_grouped_order(&counts, options.batch_size, options.seed, epoch as u64)
-        } else {
-            epoch_order(&(0..pairs).collect::<Vec<_>>(), true, options.seed, epoch as u64)
-        }
+    // Scene object counts, drawn once and only when batches are grouped.
+    let counts: Option<Vec<usize>> =
+        options.group_by_count.then(|| (0..pairs).map(|i| data.pairs.scene(i).objects.len()).collect());
+    let epoch_pairs = |epoch: usize| match &counts {
+        Some(counts) => count_grouped_order(counts, options.batch_size, options.seed, epoch as u64),
+        None => epoch_order(&(0..pairs).collect::<Vec<_>>(), true, options.seed, epoch as u64),
     };
     // The same for every epoch: the group sizes do not depend on the shuffle.
     let steps_per_epoch = epoch_pairs(0).len() / options.batch_size;
