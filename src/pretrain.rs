@@ -12,7 +12,7 @@ use crate::clip::Clip;
 use crate::data::augment::{derive_seed, Augment};
 use crate::data::dataset::MultiLabelDataset;
 use crate::data::loader::{epoch_order, Loader, LoaderOptions};
-use crate::data::synthetic::SyntheticSet;
+use crate::data::shape_siblings::ShapeSiblings;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::nn::WeightMap;
 use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
@@ -48,10 +48,11 @@ pub struct PretrainOptions {
     pub group_by_count: bool,
 }
 
-/// What pre-training reads: the image-caption pairs, and the labelled split
-/// whose zero-shot mAP selects the best checkpoint.
+/// What pre-training reads: the image-caption pairs (in groups of shape
+/// siblings, one pair per group without them), and the labelled split whose
+/// zero-shot mAP selects the best checkpoint.
 pub struct PretrainData {
-    pub pairs: Arc<SyntheticSet>,
+    pub pairs: Arc<ShapeSiblings>,
     pub validation: Arc<dyn MultiLabelDataset>,
 }
 
@@ -169,22 +170,30 @@ pub fn pretrain(
     if options.epochs == 0 || options.batch_size < 2 {
         bail!("--epochs must be at least 1 and --batch-size at least 2 (a contrastive batch needs negatives)");
     }
-    let pairs = data.pairs.len();
-    if pairs < options.batch_size {
-        bail!("--pairs {pairs} is smaller than --batch-size {}", options.batch_size);
+    let siblings = data.pairs.siblings();
+    if !options.batch_size.is_multiple_of(siblings) {
+        bail!("--batch-size {} must be a multiple of --shape-siblings {siblings} (batches hold whole groups)", options.batch_size);
+    }
+    let (scenes, scenes_per_batch) = (data.pairs.groups(), options.batch_size / siblings);
+    if scenes < scenes_per_batch {
+        bail!("--pairs {scenes} is too few for one batch of {scenes_per_batch} scenes");
     }
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
-    // Scene object counts, drawn once and only when batches are grouped.
-    let counts: Option<Vec<usize>> =
-        options.group_by_count.then(|| (0..pairs).map(|i| data.pairs.scene(i).objects.len()).collect());
-    let epoch_pairs = |epoch: usize| match &counts {
-        Some(counts) => count_grouped_order(counts, options.batch_size, options.seed, epoch as u64),
-        None => epoch_order(&(0..pairs).collect::<Vec<_>>(), true, options.seed, epoch as u64),
+    // Scene object counts (shared by a scene's siblings), drawn once and
+    // only when batches are grouped.
+    let counts: Option<Vec<usize>> = options
+        .group_by_count
+        .then(|| (0..scenes).map(|g| data.pairs.scene(g * siblings).objects.len()).collect());
+    let epoch_pairs = |epoch: usize| {
+        data.pairs.expand(&match &counts {
+            Some(counts) => count_grouped_order(counts, scenes_per_batch, options.seed, epoch as u64),
+            None => epoch_order(&(0..scenes).collect::<Vec<_>>(), true, options.seed, epoch as u64),
+        })
     };
     // The same for every epoch: the group sizes do not depend on the shuffle.
     let steps_per_epoch = epoch_pairs(0).len() / options.batch_size;
     if steps_per_epoch == 0 {
-        bail!("--pairs {pairs} gives no whole batch of {} scenes with one object count", options.batch_size);
+        bail!("--pairs {scenes} gives no whole batch of {scenes_per_batch} scenes with one object count");
     }
     let schedule = CosineSchedule {
         base_lr: options.lr,

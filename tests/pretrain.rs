@@ -6,6 +6,7 @@ use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::clip::tokenizer::Tokenizer;
 use mlrpl_engine::data::dataset::MultiLabelDataset;
+use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::pretrain::{self, clip_loss, PretrainData, PretrainOptions, TrainableClip, MAX_LOG_LOGIT_SCALE};
 use mlrpl_engine::train::{checkpoint, Run};
@@ -29,10 +30,18 @@ fn tiny_clip(seed: u64) -> TrainableClip {
     TrainableClip::new(init_weights(&config, seed, &Device::Cpu).unwrap()).unwrap()
 }
 
-fn data(pairs: usize) -> PretrainData {
+fn scenes(len: usize) -> Arc<SyntheticSet> {
+    Arc::new(SyntheticSet::new(Split::Pretrain, 0, IMAGE_SIZE).unwrap().with_len(len).unwrap())
+}
+
+fn data_with_siblings(scene_count: usize, siblings: usize) -> PretrainData {
     let validation: Arc<dyn MultiLabelDataset> =
         Arc::new(SyntheticSet::new(Split::Val, 0, IMAGE_SIZE).unwrap().with_len(12).unwrap());
-    PretrainData { pairs: Arc::new(SyntheticSet::new(Split::Pretrain, 0, IMAGE_SIZE).unwrap().with_len(pairs).unwrap()), validation }
+    PretrainData { pairs: Arc::new(ShapeSiblings::new(scenes(scene_count), siblings).unwrap()), validation }
+}
+
+fn data(pairs: usize) -> PretrainData {
+    data_with_siblings(pairs, 1)
 }
 
 fn options(epochs: usize, lr: f32) -> PretrainOptions {
@@ -60,11 +69,12 @@ fn params(model: &TrainableClip) -> Vec<Vec<f32>> {
     model.named.iter().map(|(_, t)| t.to_vec().unwrap()).collect()
 }
 
-/// One batch's loss on the first `n` pairs.
+/// One batch's loss on the first `n` pairs (of data without siblings).
 fn batch_loss(model: &TrainableClip, data: &PretrainData, n: usize) -> Tensor {
+    assert_eq!(data.pairs.siblings(), 1);
     let set = &data.pairs;
     let indices: Vec<usize> = (0..n).collect();
-    let images = set.images_tensor(&indices, mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
+    let images = scenes(n).images_tensor(&indices, mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
     let tokenizer = Tokenizer::shared().unwrap();
     let tokens: Vec<Vec<u32>> = indices.iter().map(|&i| tokenizer.tokenize(&set.caption(i, 0), 77).unwrap()).collect();
     let image = model.clip.vision.encode(&images).unwrap();
@@ -166,6 +176,17 @@ fn count_grouped_batches_hold_one_object_count_each() {
     assert_eq!(seen.len(), order.len(), "a pair appears twice");
     assert_eq!(order, pretrain::count_grouped_order(&counts, batch, 5, 0), "not deterministic");
     assert_ne!(order, pretrain::count_grouped_order(&counts, batch, 5, 1), "the same order in two epochs");
+}
+
+#[test]
+fn shape_sibling_pretraining_steps_over_whole_groups() {
+    // 10 scenes in groups of 4 and batches of 8: 2 scenes per batch, 5 steps.
+    let dir = scratch("siblings");
+    let model = tiny_clip(4);
+    pretrain::pretrain(&model, &data_with_siblings(10, 4), &options(1, 1e-3), &run(&dir), None).unwrap();
+    assert_eq!(checkpoint::load(&dir, &Device::Cpu).unwrap().state.step, 5);
+    let err = pretrain::pretrain(&tiny_clip(4), &data_with_siblings(10, 3), &options(1, 1e-3), &run(&dir), None).unwrap_err();
+    assert!(err.to_string().contains("multiple of --shape-siblings 3"), "{err:#}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
+use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::pretrain::{self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip};
@@ -52,7 +53,8 @@ pub struct PretrainArgs {
     /// Width of the joint image-text embedding.
     #[arg(long, default_value_t = 128)]
     embed_dim: usize,
-    /// Image-caption pairs per epoch, from the embedded set's pretrain split.
+    /// Scenes per epoch from the embedded set's pretrain split; each gives
+    /// `--shape-siblings` image-caption pairs.
     #[arg(long, default_value_t = 20000)]
     pairs: usize,
     #[arg(long, default_value_t = 16)]
@@ -90,6 +92,11 @@ pub struct PretrainArgs {
     /// docs/pretrain.md).
     #[arg(long)]
     group_by_count: bool,
+    /// Pairs per scene: the scene and K - 1 copies with every object's
+    /// shape changed, in one batch, so that captions that differ only in
+    /// their shape words must be told apart (see docs/pretrain.md). 1 = off.
+    #[arg(long, default_value_t = 1)]
+    shape_siblings: usize,
 }
 
 impl PretrainArgs {
@@ -151,7 +158,8 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| run_dir.join("clip.safetensors"));
     let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let model = TrainableClip::new(init_weights(&config, args.seed, device)?)?;
-    let pairs = Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
+    let scenes = Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
+    let pairs = Arc::new(ShapeSiblings::new(scenes, args.shape_siblings)?);
     let validation: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, args.image_size)?);
     let options = PretrainOptions {
         epochs: args.epochs,

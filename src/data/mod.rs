@@ -9,5 +9,6 @@ pub mod list;
 pub mod loader;
 pub mod partial;
 pub mod rand_augment;
+pub mod shape_siblings;
 pub mod synthetic;
 pub mod voc;

@@ -262,6 +262,46 @@ impl Scene {
         l
     }
 
+    /// Caption number `variant` of this scene: deterministic in the scene's
+    /// generator key and `variant`, so the shape siblings of one scene
+    /// ([`Scene::shape_sibling`]) draw their wording from the same stream.
+    pub fn caption(&self, variant: u64) -> String {
+        let mut rng = Rng::new(mix64(self.key ^ mix64(variant.wrapping_add(0xCA9_7105))));
+        caption_of(&self.objects, self.background, None, &mut rng)
+    }
+
+    /// Sibling `sibling` of `siblings` (at most [`CATEGORIES`]`.len()`): the
+    /// same scene (background, colours, sizes, positions) with every object
+    /// changed into another category, so that any two siblings differ in
+    /// the shape of every object and in nothing else. Sibling 0 is the scene
+    /// itself; rotations are drawn again for the new categories.
+    pub fn shape_sibling(&self, sibling: usize, siblings: usize) -> Scene {
+        let c = CATEGORIES.len();
+        assert!(sibling < siblings && siblings <= c, "shape sibling {sibling} of {siblings} (at most {c})");
+        let mut scene = self.clone();
+        if sibling == 0 {
+            return scene;
+        }
+        // Every sibling's draws are made, whichever one is asked for, so
+        // that sibling s is the same scene in every call.
+        let mut rng = Rng::new(mix64(self.key ^ 0x51B1_1265_0000_0000));
+        for object in &mut scene.objects {
+            // Distinct non-zero offsets: a partial Fisher-Yates over 1..c.
+            let mut offsets: Vec<usize> = (1..c).collect();
+            for k in 0..siblings - 1 {
+                let j = k + rng.below(offsets.len() - k);
+                offsets.swap(k, j);
+            }
+            let rotations: Vec<i32> = offsets[..siblings - 1]
+                .iter()
+                .map(|offset| draw_rotation((object.category + offset) % c, &mut rng))
+                .collect();
+            object.category = (object.category + offsets[sibling - 1]) % c;
+            object.rotation_deg = rotations[sibling - 1];
+        }
+        scene
+    }
+
     /// Draws the scene at `size x size` pixels.
     pub fn render(&self, size: usize) -> RgbImage {
         let mut data = vec![0u8; size * size * 3];
@@ -382,9 +422,7 @@ impl SyntheticSet {
     /// seed, index, variant); different variants pick templates and wording
     /// independently.
     pub fn caption(&self, index: usize, variant: u64) -> String {
-        let scene = self.scene(index);
-        let mut rng = Rng::new(mix64(scene.key ^ mix64(variant.wrapping_add(0xCA9_7105))));
-        caption_of(&scene.objects, scene.background, None, &mut rng)
+        self.scene(index).caption(variant)
     }
 
     /// An image-caption pair (for CLIP pre-training on [`Split::Pretrain`]).
@@ -513,14 +551,7 @@ fn draw_scene(key: u64) -> Scene {
         let category = rng.below(CATEGORIES.len());
         let colour = allowed[rng.below(allowed.len())];
         let drawn_large = rng.below(2) == 1;
-        let rotation_deg = match CATEGORIES[category] {
-            "circle" | "ring" => 0,
-            "square" => rng.below(25) as i32 - 12,
-            "diamond" => rng.below(21) as i32 - 10,
-            "moon" => rng.below(24) as i32 * 15,
-            "arrow" => rng.below(4) as i32 * 90 + rng.below(31) as i32 - 15,
-            _ => rng.below(41) as i32 - 20,
-        };
+        let rotation_deg = draw_rotation(category, &mut rng);
         // A large object that finds no room is tried again as a small one;
         // one that still finds none is dropped.
         let sizes: &[bool] = if drawn_large { &[true, false] } else { &[false] };
@@ -546,6 +577,19 @@ fn draw_scene(key: u64) -> Scene {
         }
     }
     Scene { objects, background, bg_shift, noise_key, key }
+}
+
+/// A slight rotation in degrees, in the range that suits `category`'s
+/// symmetry (none for circles and rings, any quarter turn for arrows).
+fn draw_rotation(category: usize, rng: &mut Rng) -> i32 {
+    match CATEGORIES[category] {
+        "circle" | "ring" => 0,
+        "square" => rng.below(25) as i32 - 12,
+        "diamond" => rng.below(21) as i32 - 10,
+        "moon" => rng.below(24) as i32 * 15,
+        "arrow" => rng.below(4) as i32 * 90 + rng.below(31) as i32 - 15,
+        _ => rng.below(41) as i32 - 20,
+    }
 }
 
 // ---------------------------------------------------------------------------

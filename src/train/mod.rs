@@ -64,6 +64,7 @@ pub struct Run {
     pub config: serde_json::Value,
 }
 
+#[derive(Debug)]
 pub struct Outcome {
     pub best_val_map: Option<f64>,
     pub best_epoch: Option<usize>,
