@@ -14,6 +14,7 @@
 //! class token.
 use anyhow::{Context, Result};
 use mlrpl_engine::clip::init::init_weights;
+use mlrpl_engine::clip::zero_shot::class_features;
 use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::augment::Augment;
 use mlrpl_engine::data::dataset::MultiLabelDataset;
@@ -94,6 +95,17 @@ fn main() -> Result<()> {
         let class = dense.narrow(1, 0, 1)?;
         let cos = dense.narrow(1, 1, tokens - 1)?.mul(&class)?.sum(&[2], false)?.mean(&[0, 1], false)?.scalar()?;
         println!("mean cosine between a patch token and its image's class token: {cos:.3}");
+        if std::env::var_os("CLIP").is_some() {
+            // How far apart the text tower puts the classes' prompts
+            // ("a photo of a {}."): near 1 when it ignores the shape word.
+            let classes = class_features(&clip, val.class_names())?.l2_normalize()?;
+            let c = classes.dims()[0];
+            let cos = classes.matmul(&classes.transpose(0, 1)?)?.to_vec()?;
+            let off_diagonal: Vec<f32> = (0..c * c).filter(|i| i / c != i % c).map(|i| cos[i]).collect();
+            let mean = off_diagonal.iter().sum::<f32>() / off_diagonal.len() as f32;
+            let max = off_diagonal.iter().copied().fold(f32::MIN, f32::max);
+            println!("cosine between two classes' prompt features: mean {mean:.3}, max {max:.3}");
+        }
     }
     let started = Instant::now();
     let mut loss_sum = 0.0;

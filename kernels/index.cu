@@ -7,7 +7,9 @@ ids are u32.
    out[i, j] = table[ids[i], j]. block = 256, grid-stride over n_ids * cols.
    An id >= rows writes NaN to its output row and raises bad[0] to
    max(bad[0], id + 1) (an integer atomicMax: the final value does not
-   depend on the order); the host reads bad[0] and fails naming the id.
+   depend on the order). bad is the device's one index-fault word: the
+   host reads it at its next download, not after this launch, so a gather
+   never stalls the stream (src/backend/cuda/device.rs, with_index_fault).
 2. index_add(grad, ids, out, n_ids, rows, cols, bad)
    out must be zeroed first (the host memsets it). One block (256 threads)
    per position i, grid-stride over i: the block checks whether ids[i]

@@ -40,6 +40,12 @@ struct Inner {
     /// Synchronise after every launch so an asynchronous fault names its
     /// kernel (`MLRPL_CUDA_SYNC=1`; slow, for debugging).
     sync_after_launch: bool,
+    /// One u32 that the gather kernels raise to `id + 1` for an id out of
+    /// range; read at the next download (a point that waits for the stream
+    /// anyway), so an index op never synchronises on its own.
+    index_fault: Mutex<CudaSlice<u32>>,
+    /// Whether a kernel that may raise `index_fault` ran since the last read.
+    index_fault_pending: AtomicBool,
 }
 
 impl PartialEq for CudaDevice {
@@ -169,6 +175,7 @@ impl CudaDevice {
         let compute_capability =
             ctx.compute_capability().map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
         let sync_after_launch = std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
+        let index_fault = stream.alloc_zeros::<u32>(1).map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
         Ok(CudaDevice(Arc::new(Inner {
             ordinal,
             name,
@@ -180,6 +187,8 @@ impl CudaDevice {
             functions: Mutex::new(HashMap::new()),
             poison_new_buffers: AtomicBool::new(false),
             sync_after_launch,
+            index_fault: Mutex::new(index_fault),
+            index_fault_pending: AtomicBool::new(false),
         })))
     }
 
@@ -351,10 +360,44 @@ impl CudaDevice {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
-        self.0
+        let values = self
+            .0
             .stream
             .clone_dtoh(buf)
-            .map_err(|e| anyhow!("copying {} bytes from GPU {} failed: {e}", buf.num_bytes(), self.0.ordinal))
+            .map_err(|e| anyhow!("copying {} bytes from GPU {} failed: {e}", buf.num_bytes(), self.0.ordinal))?;
+        self.check_index_fault()?;
+        Ok(values)
+    }
+
+    /// Runs `launch` with the device's index-fault flag, for a kernel that
+    /// raises it to `id + 1` on an out-of-range id instead of reading or
+    /// writing out of bounds; the next download reports it.
+    pub(crate) fn with_index_fault<R>(&self, launch: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>) -> Result<R> {
+        let mut flag = self.0.index_fault.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.index_fault_pending.store(true, Ordering::Relaxed);
+        launch(&mut flag)
+    }
+
+    /// Fails (once) if a gather kernel met an out-of-range id since the last
+    /// check. The copy follows the caller's download on the same stream, so
+    /// it sees every kernel queued before it.
+    fn check_index_fault(&self) -> Result<()> {
+        if !self.0.index_fault_pending.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut flag = self.0.index_fault.lock().unwrap_or_else(|e| e.into_inner());
+        let read_error = |e| anyhow!("reading the index-fault flag of GPU {} failed: {e}", self.0.ordinal);
+        let value = self.0.stream.clone_dtoh(&*flag).map_err(read_error)?[0];
+        if value > 0 {
+            self.0.stream.memset_zeros(&mut *flag).map_err(read_error)?;
+            bail!(
+                "index {} was out of range for the table of an index_select or index_add on GPU {} \
+                 (found at the first read from the GPU after the launch)",
+                value - 1,
+                self.0.ordinal
+            );
+        }
+        Ok(())
     }
 
     /// A device-side copy of `buf` (queued on the stream).
@@ -367,11 +410,6 @@ impl CudaDevice {
                 .map_err(|e| anyhow!("device-to-device copy of {} bytes failed: {e}", buf.num_bytes()))?;
         }
         Ok(out)
-    }
-
-    /// Reads one u32 flag written by a kernel (waits for the stream).
-    pub(crate) fn read_flag(&self, flag: &CudaSlice<u32>) -> Result<u32> {
-        Ok(self.download(flag)?.first().copied().unwrap_or(0))
     }
 
     /// Fails unless `len` floats of dynamic shared memory fit one block.

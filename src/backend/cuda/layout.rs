@@ -132,45 +132,38 @@ pub fn concat(dev: &CudaDevice, parts: &[Words<'_>], shapes: &[&Shape], dim: usi
     })
 }
 
-fn check_bad_id(dev: &CudaDevice, bad: &CudaSlice<u32>, rows: usize) -> Result<()> {
-    let flag = dev.read_flag(bad)?;
-    if flag > 0 {
-        bail!("index {} is out of range for a table of {rows} rows", flag - 1);
-    }
-    Ok(())
-}
-
-/// `out[i] = table[ids[i]]`; waits for the stream to check the ids.
+/// `out[i] = table[ids[i]]`; an out-of-range id is reported by the next
+/// download ([`CudaDevice::with_index_fault`]), so this never waits.
 pub fn index_select(dev: &CudaDevice, table: &CudaSlice<f32>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<f32>> {
     let len = ids.len() * cols;
     let mut out = dev.alloc::<f32>(len)?;
     if len == 0 {
         return Ok(out);
     }
-    let mut bad = dev.alloc_zeros::<u32>(1)?;
     let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("index", "index_select")?;
-    // SAFETY: table holds rows * cols f32 (the op checked its shape), ids
-    // n_ids u32, out n_ids * cols f32, bad one u32; ids >= rows are never
-    // dereferenced (the kernel writes NaN and flags them).
-    unsafe { launch!(kernel, grid_for(len, BLOCK); table, ids, &mut out, &n_ids, &rows_i, &cols_i, &mut bad) }?;
-    check_bad_id(dev, &bad, rows)?;
+    dev.with_index_fault(|bad| {
+        // SAFETY: table holds rows * cols f32 (the op checked its shape), ids
+        // n_ids u32, out n_ids * cols f32, bad one u32; ids >= rows are never
+        // dereferenced (the kernel writes NaN and flags them).
+        unsafe { launch!(kernel, grid_for(len, BLOCK); table, ids, &mut out, &n_ids, &rows_i, &cols_i, bad) }
+    })?;
     Ok(out)
 }
 
 /// Sums rows of `grad` into a zeroed [rows, cols] table at `ids`, in the
-/// order of `ids`; waits for the stream to check the ids.
+/// order of `ids`; out-of-range ids are reported as in [`index_select`].
 pub fn index_add(dev: &CudaDevice, grad: &CudaSlice<f32>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<f32>> {
     let mut out = dev.alloc_zeros::<f32>(rows * cols)?;
     if ids.is_empty() || cols == 0 {
         return Ok(out);
     }
-    let mut bad = dev.alloc_zeros::<u32>(1)?;
     let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("index", "index_add")?;
-    // SAFETY: grad holds n_ids * cols f32, ids n_ids u32, out rows * cols
-    // f32 (zeroed), bad one u32; an id >= rows is flagged, never written.
-    unsafe { launch!(kernel, super::device::rows_config(ids.len(), BLOCK, 0); grad, ids, &mut out, &n_ids, &rows_i, &cols_i, &mut bad) }?;
-    check_bad_id(dev, &bad, rows)?;
+    dev.with_index_fault(|bad| {
+        // SAFETY: grad holds n_ids * cols f32, ids n_ids u32, out rows * cols
+        // f32 (zeroed), bad one u32; an id >= rows is flagged, never written.
+        unsafe { launch!(kernel, super::device::rows_config(ids.len(), BLOCK, 0); grad, ids, &mut out, &n_ids, &rows_i, &cols_i, bad) }
+    })?;
     Ok(out)
 }
