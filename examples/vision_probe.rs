@@ -11,7 +11,8 @@
 //! much shape information pre-training put into its image features. With
 //! POOL=patches the head reads the mean of the projected patch tokens (the
 //! features the semantic decoupling module attends over) instead of the
-//! class token.
+//! class token; with POOL=attention each class scores every patch token and
+//! pools the scores with a softmax over the patches.
 use anyhow::{Context, Result};
 use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::zero_shot::class_features;
@@ -58,14 +59,24 @@ fn main() -> Result<()> {
         }
     };
     let embed_dim = clip.config.vision.embed_dim;
-    let pool_patches = std::env::var("POOL").is_ok_and(|v| v == "patches");
-    let features = |images: &Tensor| -> Result<Tensor> {
-        if pool_patches {
+    let pool = std::env::var("POOL").unwrap_or_default();
+    // Logits [B, 10] from the head [10, D].
+    let logits = |images: &Tensor, head: &Tensor| -> Result<Tensor> {
+        let patches = || -> Result<Tensor> {
             let dense = clip.vision.encode_dense(images)?;
-            let patches = dense.dims()[1] - 1;
-            dense.narrow(1, 1, patches)?.mean(&[1], false)
-        } else {
-            clip.vision.encode(images)
+            dense.narrow(1, 1, dense.dims()[1] - 1)
+        };
+        match pool.as_str() {
+            "patches" => patches()?.mean(&[1], false)?.matmul(&head.transpose(0, 1)?),
+            // Each class scores every patch and pools its scores with a
+            // softmax over the patches: what a class-specific attention
+            // over the patch tokens can find.
+            "attention" => {
+                let scores = patches()?.matmul(&head.transpose(0, 1)?)?.permute(&[0, 2, 1])?;
+                scores.softmax()?.mul(&scores)?.sum(&[2], false)
+            }
+            "" => clip.vision.encode(images)?.matmul(&head.transpose(0, 1)?),
+            other => anyhow::bail!("POOL={other}: expected patches or attention"),
         }
     };
     let mut rng = Rng::new(1);
@@ -113,8 +124,7 @@ fn main() -> Result<()> {
         let b = b?;
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
-        let f = features(&b.images)?;
-        let loss = f.matmul(&head.transpose(0, 1)?)?.masked_bce_with_logits(&b.labels)?;
+        let loss = logits(&b.images, &head)?.masked_bce_with_logits(&b.labels)?;
         loss_sum += loss.scalar()?;
         loss.backward()?;
         opt.step()?;
@@ -123,7 +133,7 @@ fn main() -> Result<()> {
             let (mut scores, mut labels) = (Vec::new(), Vec::new());
             for vb in Loader::new(val.clone(), (0..val.len()).collect(), opts(false))? {
                 let vb = vb?;
-                scores.extend(features(&vb.images)?.matmul(&head.transpose(0, 1)?)?.sigmoid()?.to_vec()?);
+                scores.extend(logits(&vb.images, &head)?.sigmoid()?.to_vec()?);
                 labels.extend(vb.labels.to_vec()?);
             }
             let m = evaluate(&scores, &labels, 10, 0.5)?;

@@ -46,6 +46,9 @@ pub struct PretrainOptions {
     /// Fill each batch with scenes of one object count
     /// ([`count_grouped_order`]).
     pub group_by_count: bool,
+    /// Weight of a second contrastive term that uses the mean of the
+    /// projected patch tokens as the image feature ([`pair_loss`]); 0 = off.
+    pub patch_loss_weight: f32,
 }
 
 /// What pre-training reads: the image-caption pairs (in groups of shape
@@ -108,6 +111,27 @@ pub fn clip_loss(image_features: &Tensor, text_features: &Tensor, log_scale: &Te
     let image = image_features.l2_normalize()?;
     let text = text_features.l2_normalize()?;
     image.matmul(&text.transpose(0, 1)?)?.mul(&log_scale.exp()?)?.contrastive_loss()
+}
+
+/// The loss of one batch of pairs: [`clip_loss`] on the class token and,
+/// with `patch_weight > 0`, plus `patch_weight` times [`clip_loss`] on the
+/// mean of the projected patch tokens.
+///
+/// Why the second term: CLIP's loss reads only the class token, so nothing
+/// trains the last block's patch outputs, and the semantic decoupling
+/// module compares mixtures of exactly those tokens with text features.
+/// Through a mean, every patch token gets its own gradient towards the
+/// caption (as in a ViT trained with global average pooling).
+pub fn pair_loss(clip: &Clip, images: &Tensor, tokens: &[Vec<u32>], log_scale: &Tensor, patch_weight: f32) -> Result<Tensor> {
+    let text = clip.text.encode(tokens)?;
+    if patch_weight == 0.0 {
+        return clip_loss(&clip.vision.encode(images)?, &text, log_scale);
+    }
+    let dense = clip.vision.encode_dense(images)?;
+    let &[b, l, d] = dense.dims() else { bail!("dense image tokens must be [B, 1 + N, D], got {}", dense.shape()) };
+    let class = dense.narrow(1, 0, 1)?.reshape([b, d])?;
+    let patches = dense.narrow(1, 1, l - 1)?.mean(&[1], false)?;
+    clip_loss(&class, &text, log_scale)?.add(&clip_loss(&patches, &text, log_scale)?.scale(patch_weight)?)
 }
 
 /// Zero-shot metrics of `clip` on `indices` of `dataset` (the prompt "a
@@ -245,9 +269,8 @@ pub fn pretrain(
             let lr = schedule.lr(state.step);
             optimizer.set_lr(lr);
             optimizer.zero_grad();
-            let image = model.clip.vision.encode(&batch.images.to_device(model.log_logit_scale()?.device())?)?;
-            let text = model.clip.text.encode(&tokens)?;
-            let loss = clip_loss(&image, &text, model.log_logit_scale()?)?;
+            let images = batch.images.to_device(model.log_logit_scale()?.device())?;
+            let loss = pair_loss(&model.clip, &images, &tokens, model.log_logit_scale()?, options.patch_loss_weight)?;
             loss.backward()?;
             optimizer.step()?;
             model.clamp_logit_scale()?;

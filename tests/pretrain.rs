@@ -58,6 +58,7 @@ fn options(epochs: usize, lr: f32) -> PretrainOptions {
         log_every: 1,
         progress: false,
         group_by_count: false,
+        patch_loss_weight: 0.0,
     }
 }
 
@@ -69,17 +70,19 @@ fn params(model: &TrainableClip) -> Vec<Vec<f32>> {
     model.named.iter().map(|(_, t)| t.to_vec().unwrap()).collect()
 }
 
-/// One batch's loss on the first `n` pairs (of data without siblings).
-fn batch_loss(model: &TrainableClip, data: &PretrainData, n: usize) -> Tensor {
+/// One batch's loss on the first `n` pairs (of data without siblings):
+/// CLIP's loss plus `patch_weight` times the mean-patch-token term.
+fn batch_loss_with(model: &TrainableClip, data: &PretrainData, n: usize, patch_weight: f32) -> Tensor {
     assert_eq!(data.pairs.siblings(), 1);
-    let set = &data.pairs;
     let indices: Vec<usize> = (0..n).collect();
     let images = scenes(n).images_tensor(&indices, mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
     let tokenizer = Tokenizer::shared().unwrap();
-    let tokens: Vec<Vec<u32>> = indices.iter().map(|&i| tokenizer.tokenize(&set.caption(i, 0), 77).unwrap()).collect();
-    let image = model.clip.vision.encode(&images).unwrap();
-    let text = model.clip.text.encode(&tokens).unwrap();
-    clip_loss(&image, &text, model.log_logit_scale().unwrap()).unwrap()
+    let tokens: Vec<Vec<u32>> = indices.iter().map(|&i| tokenizer.tokenize(&data.pairs.caption(i, 0), 77).unwrap()).collect();
+    pretrain::pair_loss(&model.clip, &images, &tokens, model.log_logit_scale().unwrap(), patch_weight).unwrap()
+}
+
+fn batch_loss(model: &TrainableClip, data: &PretrainData, n: usize) -> Tensor {
+    batch_loss_with(model, data, n, 0.0)
 }
 
 #[test]
@@ -176,6 +179,41 @@ fn count_grouped_batches_hold_one_object_count_each() {
     assert_eq!(seen.len(), order.len(), "a pair appears twice");
     assert_eq!(order, pretrain::count_grouped_order(&counts, batch, 5, 0), "not deterministic");
     assert_ne!(order, pretrain::count_grouped_order(&counts, batch, 5, 1), "the same order in two epochs");
+}
+
+#[test]
+fn the_patch_term_adds_the_weighted_loss_of_the_mean_patch_token() {
+    let model = tiny_clip(2);
+    let (n, data) = (6, data(6));
+    let images = scenes(n).images_tensor(&(0..n).collect::<Vec<_>>(), mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
+    let tokenizer = Tokenizer::shared().unwrap();
+    let tokens: Vec<Vec<u32>> = (0..n).map(|i| tokenizer.tokenize(&data.pairs.caption(i, 0), 77).unwrap()).collect();
+    let scale = model.log_logit_scale().unwrap();
+    let text = model.clip.text.encode(&tokens).unwrap();
+    let dense = model.clip.vision.encode_dense(&images).unwrap();
+    let (b, l, d) = (dense.dims()[0], dense.dims()[1], dense.dims()[2]);
+    let class = dense.narrow(1, 0, 1).unwrap().reshape([b, d]).unwrap();
+    let mean_patch = dense.narrow(1, 1, l - 1).unwrap().mean(&[1], false).unwrap();
+    let class_loss = clip_loss(&class, &text, scale).unwrap().scalar().unwrap();
+    let patch_loss = clip_loss(&mean_patch, &text, scale).unwrap().scalar().unwrap();
+    let loss = |w: f32| batch_loss_with(&model, &data, n, w).scalar().unwrap();
+    assert!((loss(0.0) - class_loss).abs() < 1e-5, "{} vs {class_loss}", loss(0.0));
+    assert!((loss(0.5) - (class_loss + 0.5 * patch_loss)).abs() < 1e-5, "{} vs {class_loss} + 0.5 * {patch_loss}", loss(0.5));
+    assert!((patch_loss - class_loss).abs() > 1e-4, "the two terms should differ");
+}
+
+#[test]
+fn pretraining_with_the_patch_term_lowers_both_terms() {
+    let model = tiny_clip(3);
+    let data = data(16);
+    let before = (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
+    let dir = scratch("patch-term");
+    let options = PretrainOptions { patch_loss_weight: 1.0, ..options(40, 1e-3) };
+    pretrain::pretrain(&model, &data, &options, &run(&dir), None).unwrap();
+    let after = (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
+    let patch_term = |(class, both): (f32, f32)| both - class;
+    assert!(after.0 < 0.6 * before.0, "class-token loss {} -> {}", before.0, after.0);
+    assert!(patch_term(after) < 0.6 * patch_term(before), "patch term {} -> {}", patch_term(before), patch_term(after));
 }
 
 #[test]

@@ -97,12 +97,21 @@ pub struct PretrainArgs {
     /// their shape words must be told apart (see docs/pretrain.md). 1 = off.
     #[arg(long, default_value_t = 1)]
     shape_siblings: usize,
+    /// Add this weight times a second contrastive loss whose image feature
+    /// is the mean of the projected patch tokens, so that the patch tokens
+    /// (what the semantic decoupling module reads) are trained towards the
+    /// text too (see docs/pretrain.md). 0 = CLIP's loss alone.
+    #[arg(long, default_value_t = 0.0)]
+    patch_loss_weight: f32,
 }
 
 impl PretrainArgs {
     fn config(&self) -> Result<ClipConfig> {
         if self.patch == 0 || !self.image_size.is_multiple_of(self.patch) {
             bail!("--image-size {} must be a multiple of --patch {}", self.image_size, self.patch);
+        }
+        if !(self.patch_loss_weight.is_finite() && self.patch_loss_weight >= 0.0) {
+            bail!("--patch-loss-weight must be a finite number >= 0, got {}", self.patch_loss_weight);
         }
         for (flag, width) in [("--vision-width", self.vision_width), ("--text-width", self.text_width)] {
             if width == 0 || width % 64 != 0 {
@@ -174,6 +183,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         log_every: args.log_every,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         group_by_count: args.group_by_count,
+        patch_loss_weight: args.patch_loss_weight,
     };
     let parameters: usize = model.named.iter().map(|(_, t)| t.elem_count()).sum();
     eprintln!(
