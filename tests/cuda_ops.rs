@@ -247,6 +247,23 @@ fn index_tensors_move_and_reshape_exactly() {
     assert_eq!(moved.to_ids().unwrap(), cpu.to_ids().unwrap());
 }
 
+/// Large uploads go through the pinned staging ring (4 slots, 64 KiB and
+/// up): more uploads than slots, growing sizes (a slot is reallocated),
+/// small ones in between, all queued before any is read back.
+#[test]
+fn staged_uploads_arrive_exactly() {
+    let Some(gpu) = cuda_or_skip("staged_uploads_arrive_exactly") else { return };
+    let mut rng = Rng::new(31);
+    let sizes = [20_000usize, 3, 70_000, 16_384, 250_000, 10, 90_000, 400_000, 17_000, 130_000];
+    let host: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.normal_vec(n, 1.0)).collect();
+    let uploaded: Vec<Tensor> = host.iter().map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap()).collect();
+    for (i, (t, v)) in uploaded.iter().zip(&host).enumerate() {
+        assert_eq!(&t.to_vec().unwrap(), v, "upload {i} of {} floats", v.len());
+    }
+    let ids: Vec<u32> = (0..100_000).map(|i| (i * 7919) % 49408).collect();
+    assert_eq!(Tensor::from_ids(ids.clone(), [ids.len()], &gpu).unwrap().to_ids().unwrap(), ids);
+}
+
 #[test]
 fn bad_ids_and_mixed_devices_are_errors() {
     let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
-    LaunchConfig, ValidAsZeroBits,
+    LaunchConfig, PinnedHostSlice, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
@@ -46,6 +46,35 @@ struct Inner {
     index_fault: Mutex<CudaSlice<u32>>,
     /// Whether a kernel that may raise `index_fault` ran since the last read.
     index_fault_pending: AtomicBool,
+    /// Page-locked buffers that large uploads are copied through, used in
+    /// turn ([`CudaDevice::upload`]).
+    staging: Mutex<StagingRing>,
+}
+
+/// Uploads of at least this many bytes go through a pinned staging buffer.
+const STAGED_UPLOAD_MIN_BYTES: usize = 64 * 1024;
+/// Staging buffers in the ring: a training step stages one image batch, so
+/// a buffer is rewritten four steps after its last copy was queued, long
+/// after that copy ran.
+const STAGING_SLOTS: usize = 4;
+
+/// Why: a copy from pageable memory may wait for the stream to drain before
+/// it returns, which would make every batch upload wait for the previous
+/// step's kernels. From page-locked memory the copy is queued and the host
+/// goes on preparing the next batch. Each slot's event marks when its last
+/// copy finished, so a slot is rewritten only after that.
+struct StagingRing {
+    slots: Vec<(PinnedHostSlice<u8>, CudaEvent)>,
+    next: usize,
+}
+
+impl Drop for StagingRing {
+    fn drop(&mut self) {
+        // A queued copy may still read a buffer that is about to be freed.
+        for (_, copied) in &self.slots {
+            let _ = copied.synchronize();
+        }
+    }
 }
 
 impl PartialEq for CudaDevice {
@@ -176,6 +205,7 @@ impl CudaDevice {
             ctx.compute_capability().map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
         let sync_after_launch = std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
         let index_fault = stream.alloc_zeros::<u32>(1).map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
+        let staging = StagingRing { slots: Vec::new(), next: 0 };
         Ok(CudaDevice(Arc::new(Inner {
             ordinal,
             name,
@@ -189,6 +219,7 @@ impl CudaDevice {
             sync_after_launch,
             index_fault: Mutex::new(index_fault),
             index_fault_pending: AtomicBool::new(false),
+            staging: Mutex::new(staging),
         })))
     }
 
@@ -345,14 +376,51 @@ impl CudaDevice {
         }
     }
 
+    /// A new device buffer holding `values`. The copy is queued on the
+    /// stream; uploads of [`STAGED_UPLOAD_MIN_BYTES`] or more go through the
+    /// pinned staging ring, so the call returns without waiting for the GPU.
     pub(crate) fn upload<T: DeviceRepr>(&self, values: &[T]) -> Result<CudaSlice<T>> {
+        let bytes = std::mem::size_of_val(values);
+        let copy_error = |e: DriverError| anyhow!("copying {bytes} bytes to GPU {} failed: {e}", self.0.ordinal);
         let mut buf = self.alloc::<T>(values.len())?;
-        if !values.is_empty() {
-            self.0
-                .stream
-                .memcpy_htod(values, &mut buf)
-                .map_err(|e| anyhow!("copying {} bytes to GPU {} failed: {e}", std::mem::size_of_val(values), self.0.ordinal))?;
+        if bytes == 0 {
+            return Ok(buf);
         }
+        if bytes < STAGED_UPLOAD_MIN_BYTES {
+            self.0.stream.memcpy_htod(values, &mut buf).map_err(copy_error)?;
+            return Ok(buf);
+        }
+        let mut ring = self.0.staging.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.slots.len() < STAGING_SLOTS {
+            let event = self.0.ctx.new_event(None).map_err(copy_error)?;
+            // SAFETY: the new page-locked buffer is written below before any
+            // copy reads it.
+            let pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(copy_error)?;
+            ring.slots.push((pinned, event));
+        }
+        let slot = ring.next % ring.slots.len();
+        ring.next = ring.next.wrapping_add(1);
+        let (pinned, copied) = &mut ring.slots[slot];
+        // The slot's previous copy must have read its bytes before they change.
+        copied.synchronize().map_err(copy_error)?;
+        if pinned.len() < bytes {
+            // SAFETY: as above; the old buffer's copy has finished.
+            *pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(copy_error)?;
+        }
+        let staged = &mut pinned.as_mut_slice().map_err(copy_error)?[..bytes];
+        // SAFETY: `values` is `bytes` bytes of plain device-representable
+        // data (f32, u32, f16, bf16), viewed as bytes for the copy.
+        staged.copy_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) });
+        {
+            use cudarc::driver::DevicePtrMut;
+            let (dst, _record) = buf.device_ptr_mut(&self.0.stream);
+            // SAFETY: `dst` holds exactly `bytes` bytes (values.len() elements
+            // of T) and `staged` is page-locked memory that stays untouched
+            // until `copied`, recorded right after on the same stream, has
+            // completed.
+            unsafe { cudarc::driver::result::memcpy_htod_async(dst, staged, self.0.stream.cu_stream()) }.map_err(copy_error)?;
+        }
+        copied.record(&self.0.stream).map_err(copy_error)?;
         Ok(buf)
     }
 
