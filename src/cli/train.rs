@@ -67,7 +67,10 @@ pub struct TrainArgs {
     /// Seed of the label mask.
     #[arg(long, default_value_t = 0)]
     mask_seed: u64,
-    #[arg(long, default_value_t = 5)]
+    /// Training epochs. 20 by default: on the embedded set the decoupling
+    /// module needs about four times the steps the prompts alone need
+    /// (docs/full-vs-prompts.md).
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
