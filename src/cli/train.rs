@@ -67,10 +67,10 @@ pub struct TrainArgs {
     /// Seed of the label mask.
     #[arg(long, default_value_t = 0)]
     mask_seed: u64,
-    /// Training epochs. 20 by default: on the embedded set the decoupling
-    /// module needs about four times the steps the prompts alone need
+    /// Training epochs. 30 by default: on the embedded set the decoupling
+    /// module needs several times the steps the prompts alone need
     /// (docs/full-vs-prompts.md).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
