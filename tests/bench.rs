@@ -5,23 +5,14 @@
 
 mod common;
 
-use common::cuda_or_skip;
+use common::{cuda_or_skip, engine, one_line_failure, stderr};
 use mlrpl_engine::bench::{check_case, kernels};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mlrpl-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs `bench --quick --filter FILTER` on `device` into a scratch folder
@@ -78,9 +69,7 @@ fn the_end_to_end_figures_are_images_per_second() {
 #[test]
 fn a_filter_that_matches_nothing_is_an_error_naming_it() {
     let out = engine(&["--device", "cpu", "bench", "--quick", "--filter", "no-such-kernel", "--out", scratch("none").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(&out);
     assert!(err.contains("--filter \"no-such-kernel\" matches no benchmark"), "{err}");
 }
 
@@ -90,9 +79,7 @@ fn bench_on_cuda_without_a_gpu_is_one_line() {
         return;
     }
     let out = engine(&["--device", "cuda", "bench", "--quick", "--out", scratch("no-gpu").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(&out);
     assert!(err.starts_with("error: --device cuda"), "{err}");
 }
 

@@ -2,6 +2,7 @@
 //! CLIP on an image at the model's resolution, `zero-shot`, and one clear
 //! line (never a panic) for bad input.
 
+mod common;
 mod parity;
 
 use parity::assert_close;
@@ -11,12 +12,8 @@ use mlrpl_engine::clip::tokenizer::Tokenizer;
 use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Tensor};
+use common::{engine, one_line_failure, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
-}
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -28,9 +25,6 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 
 /// A random CLIP with the full BPE vocabulary (for text through the real
@@ -56,9 +50,7 @@ fn help_lists_the_commands_and_device_cuda_fails_in_one_line() {
     assert!(engine(&["--version"]).status.success());
     if !matches!(mlrpl_engine::device::probe_cuda(), mlrpl_engine::device::CudaProbe::Found { .. }) {
         let out = engine(&["--device", "cuda", "train"]);
-        assert_eq!(out.status.code(), Some(1));
-        let err = stderr(&out);
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = one_line_failure(&out);
         assert!(err.starts_with("error: --device cuda"), "{err}");
     }
 }

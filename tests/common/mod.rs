@@ -387,3 +387,21 @@ pub fn cuda_or_skip(test: &str) -> Option<Device> {
 pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
     assert_close(what, got, &to_f64(want), tol);
 }
+
+/// Runs the `mlrpl-engine` binary of this build with `args`.
+pub fn engine(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that a run failed with exit code 1 and exactly one line on
+/// stderr, and returns that line.
+pub fn one_line_failure(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
