@@ -12,6 +12,7 @@
 //!   [`data`], [`train`], [`pretrain`], [`metrics`]: datasets, the training
 //!   loops (MLR-PL, and CLIP's contrastive pre-training) and evaluation.
 //! * [`kernels`]: the CUDA kernels embedded by `build.rs`.
+//! * [`precision`]: `--precision`, the dtype of the frozen towers.
 
 pub mod autograd;
 pub mod backend;
@@ -25,10 +26,12 @@ pub mod mlrpl;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod precision;
 pub mod pretrain;
 pub mod rng;
 pub mod tensor;
 pub mod train;
 
 pub use device::Device;
+pub use precision::Precision;
 pub use tensor::{DType, Shape, Tensor};

@@ -4,6 +4,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use mlrpl_engine::device::{self, DeviceRequest};
+use mlrpl_engine::precision::PrecisionRequest;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -12,6 +13,11 @@ struct Cli {
     /// Where to compute: `auto` uses a CUDA GPU when one is usable and falls back to the CPU.
     #[arg(long, value_enum, default_value_t = DeviceRequest::Auto, global = true)]
     device: DeviceRequest,
+
+    /// Storage dtype of the frozen CLIP towers: `auto` is bf16 on a GPU and
+    /// f32 on the CPU; trainable parameters and optimizer state are f32 always.
+    #[arg(long, value_enum, default_value_t = PrecisionRequest::Auto, global = true)]
+    precision: PrecisionRequest,
 
     #[command(subcommand)]
     command: Command,
@@ -40,14 +46,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(notice) = &selection.notice {
         eprintln!("{notice}");
     }
+    let device = &selection.device;
+    let precision = cli.precision.resolve(device);
     match cli.command {
-        Command::Encode(args) => cli::encode::run(args, &selection.device),
-        Command::ZeroShot(args) => cli::zero_shot::run(args, &selection.device),
-        Command::Train(args) => cli::train::run(*args, &selection.device),
-        Command::Pretrain(args) => cli::pretrain::run(*args, &selection.device),
-        Command::Eval(args) => cli::evaluate::run_eval(args, &selection.device),
-        Command::Predict(args) => cli::evaluate::run_predict(args, &selection.device),
-        Command::Bench(args) => cli::bench::run(args, &selection.device),
+        Command::Encode(args) => cli::encode::run(args, device, precision),
+        Command::ZeroShot(args) => cli::zero_shot::run(args, device, precision),
+        Command::Train(args) => cli::train::run(*args, device, precision),
+        Command::Pretrain(args) => {
+            cli.precision.require_f32("pretrain")?;
+            cli::pretrain::run(*args, device)
+        }
+        Command::Eval(args) => cli::evaluate::run_eval(args, device, precision),
+        Command::Predict(args) => cli::evaluate::run_predict(args, device, precision),
+        Command::Bench(args) => cli::bench::run(args, device, precision),
     }
 }
 

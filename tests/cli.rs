@@ -132,12 +132,13 @@ fn a_broken_image_or_weight_file_is_one_line_naming_the_file() {
 }
 
 #[test]
-fn train_rejects_bad_flags_in_one_line_before_any_work() {
+fn commands_reject_bad_flags_in_one_line_before_any_work() {
     for (args, flag) in [
         (vec!["train", "--known-ratio", "0"], "--known-ratio"),
         (vec!["train", "--known-ratio", "1.5"], "--known-ratio"),
         (vec!["train", "--resume"], "--run-dir"),
         (vec!["train", "--dataset", "coco"], "--data-root"),
+        (vec!["--precision", "bf16", "pretrain"], "--precision bf16"),
     ] {
         let out = engine(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -183,13 +184,16 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoint-last.json")).unwrap()).unwrap();
     assert_eq!(state["config"]["rand_augment"], serde_json::json!({ "ops": 2, "magnitude": 9 }), "{state}");
+    assert_eq!(state["config"]["precision"], "f32", "--precision auto is f32 on the CPU: {state}");
     let again = engine(&["train", "--epochs", "1", "--run-dir", run]);
     assert!(stderr(&again).contains("already holds a run"), "{}", stderr(&again));
 
     let best = run_dir.join("checkpoint-best.json");
-    let out = engine(&["eval", "--checkpoint", best.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("mAP"));
+    for precision in ["f32", "bf16"] {
+        let out = engine(&["--precision", precision, "eval", "--checkpoint", best.to_str().unwrap()]);
+        assert!(out.status.success(), "{precision}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("mAP"), "{precision}");
+    }
 
     let image = fixture("clip_input.png");
     let out = engine(&["predict", "--checkpoint", best.to_str().unwrap(), "--image", image.to_str().unwrap(), "--top-k", "2"]);

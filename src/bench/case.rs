@@ -79,6 +79,11 @@ pub struct Case {
 }
 
 impl Case {
+    /// The dtype of the first float input: what the primitive computes on.
+    pub fn compute_dtype(&self) -> DType {
+        self.inputs.iter().map(|i| i.dtype).find(|&d| d != DType::U32).unwrap_or(DType::F32)
+    }
+
     /// `op/setup`, what `--filter` matches.
     pub fn id(&self) -> String {
         case_id(self.op, self.setup)

@@ -6,6 +6,14 @@ use anyhow::{bail, Result};
 
 /// Relative tolerance of an f32 primitive against the CPU reference.
 pub const F32_TOLERANCE: f64 = 1e-4;
+/// Relative tolerance of a bf16 path (DESIGN.md §4): bf16 inputs, f32
+/// accumulation in a different order, one bf16 rounding of the output.
+pub const BF16_TOLERANCE: f64 = 2e-2;
+
+/// The tolerance of a computation whose inputs are stored as `dtype`.
+pub fn tolerance_for(dtype: crate::tensor::DType) -> f64 {
+    if dtype == crate::tensor::DType::BF16 { BF16_TOLERANCE } else { F32_TOLERANCE }
+}
 
 /// `||got - want|| / ||want||` in f64 (the absolute norm when `want` is all
 /// zeros); infinite for a NaN or a length mismatch.

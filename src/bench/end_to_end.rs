@@ -12,7 +12,7 @@
 //! the CPU backend on the same batch and weights.
 
 use super::case::{case_id, Work};
-use super::check::{compare, F32_TOLERANCE};
+use super::check::{compare, tolerance_for};
 use super::kernels::MINI_CLIP;
 use super::report::Figure;
 use super::timing::{measure, Plan};
@@ -21,6 +21,7 @@ use crate::data::image::Preprocess;
 use crate::data::partial::LabelMask;
 use crate::data::synthetic::{Split, SyntheticSet};
 use crate::device::Device;
+use crate::precision::Precision;
 use crate::mlrpl::{MlrplConfig, MlrplModel};
 use crate::optim::{Optimizer, Sgd};
 use crate::rng::Rng;
@@ -73,10 +74,12 @@ impl Scenario {
 }
 
 /// Runs the selected end-to-end benchmarks; `load_clip` gives the CLIP on
-/// a device (called for the CPU too when checking a GPU).
+/// a device (called for the CPU too when checking a GPU), its towers in
+/// `precision`, which also sets the check's tolerance.
 pub fn run(
     ops: &[&str],
     device: &Device,
+    precision: Precision,
     plan: &Plan,
     load_clip: &dyn Fn(&Device) -> Result<Clip>,
     mut report: impl FnMut(&Figure),
@@ -86,6 +89,7 @@ pub fn run(
     }
     let on_device = Scenario::new(load_clip(device)?, device).context("setting up the end-to-end benchmark")?;
     let reference = if device.is_cuda() { Some(Scenario::new(load_clip(&Device::Cpu)?, &Device::Cpu)?) } else { None };
+    let tolerance = tolerance_for(precision.frozen_dtype());
     // Whole steps are long: one per sample.
     let plan = Plan { min_sample_ms: 0.0, ..*plan };
     let mut figures = Vec::new();
@@ -93,7 +97,7 @@ pub fn run(
         let what = format!("{} ({})", case_id(op, MINI_CLIP.name), on_device.params().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         let (check_error, timing) = if op == TRAIN_STEP {
             let check_error = match &reference {
-                Some(cpu) => Some(compare(&what, &on_device.forward()?, &cpu.forward()?, F32_TOLERANCE)?),
+                Some(cpu) => Some(compare(&what, &on_device.forward()?, &cpu.forward()?, tolerance)?),
                 None => None,
             };
             let mut sgd = Sgd::new(on_device.model.parameter_groups(), 0.002, 0.9, 5e-4)?;
@@ -107,7 +111,7 @@ pub fn run(
         } else {
             let tokens = |s: &Scenario| -> Result<Vec<Vec<f32>>> { Ok(vec![s.model.image_tokens(&s.images)?.to_vec()?]) };
             let check_error = match &reference {
-                Some(cpu) => Some(compare(&what, &tokens(&on_device)?, &tokens(cpu)?, F32_TOLERANCE)?),
+                Some(cpu) => Some(compare(&what, &tokens(&on_device)?, &tokens(cpu)?, tolerance)?),
                 None => None,
             };
             let timing = measure(device, &plan, &mut || {
@@ -117,7 +121,7 @@ pub fn run(
             (check_error, timing)
         };
         let work = Work::Images(on_device.images.dims()[0]);
-        let figure = Figure::new(op, MINI_CLIP.name, "end_to_end", &on_device.params(), "f32".into(), work, &timing, check_error);
+        let figure = Figure::new(op, MINI_CLIP.name, "end_to_end", &on_device.params(), precision.frozen_dtype().to_string(), work, &timing, check_error);
         report(&figure);
         figures.push(figure);
     }

@@ -22,10 +22,10 @@ pub mod timing;
 use crate::backend::Storage;
 use crate::clip::Clip;
 use crate::device::Device;
-use crate::tensor::DType;
+use crate::precision::Precision;
 use anyhow::{bail, Context, Result};
 use case::Case;
-use check::{compare, F32_TOLERANCE};
+use check::{compare, tolerance_for};
 use report::Figure;
 use timing::{measure, Plan};
 
@@ -50,14 +50,23 @@ pub fn select(filter: Option<&str>) -> Result<Selection> {
 
 /// Runs the selected benchmarks on `device`, calling `progress` with each
 /// figure as it is taken; stops at the first failed check.
-pub fn run(selection: &Selection, plan: &Plan, device: &Device, load_clip: &dyn Fn(&Device) -> Result<Clip>, mut progress: impl FnMut(&Figure)) -> Result<Vec<Figure>> {
+/// `load_clip` gives the CLIP on a device with its towers stored as
+/// `precision` says.
+pub fn run(
+    selection: &Selection,
+    plan: &Plan,
+    device: &Device,
+    precision: Precision,
+    load_clip: &dyn Fn(&Device) -> Result<Clip>,
+    mut progress: impl FnMut(&Figure),
+) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for case in &selection.cases {
         let figure = run_case(case, device, plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
         progress(&figure);
         figures.push(figure);
     }
-    figures.extend(end_to_end::run(&selection.end_to_end, device, plan, load_clip, progress)?);
+    figures.extend(end_to_end::run(&selection.end_to_end, device, precision, plan, load_clip, progress)?);
     Ok(figures)
 }
 
@@ -87,13 +96,13 @@ pub fn check_case(case: &Case, device: &Device) -> Result<f64> {
         }
     };
     let want = results(case, &Device::Cpu)?;
-    compare(&format!("{} ({})", case.id(), case.shape()), &got, &want, F32_TOLERANCE)
+    compare(&format!("{} ({})", case.id(), case.shape()), &got, &want, tolerance_for(case.compute_dtype()))
 }
 
 /// Storage dtype of the case, `in->out` when the first output's differs
 /// from the first float input's.
 fn dtype_label(case: &Case, device: &Device) -> Result<String> {
-    let input = case.inputs.iter().map(|i| i.dtype).find(|&d| d != DType::U32).unwrap_or(DType::F32);
+    let input = case.compute_dtype();
     let mut inputs = upload(case, device)?;
     let output = (case.run)(&mut inputs)?.first().map(Storage::dtype);
     Ok(match output {

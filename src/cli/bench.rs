@@ -9,7 +9,7 @@ use mlrpl_engine::bench::report::{utc_now, BenchReport, RunInfo, FORMAT_VERSION}
 use mlrpl_engine::bench::timing::Plan;
 use mlrpl_engine::bench;
 use mlrpl_engine::clip::Clip;
-use mlrpl_engine::Device;
+use mlrpl_engine::{Device, Precision};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -38,14 +38,15 @@ impl BenchArgs {
     }
 }
 
-pub fn run(args: BenchArgs, device: &Device) -> Result<()> {
+pub fn run(args: BenchArgs, device: &Device, precision: Precision) -> Result<()> {
     let selection = bench::select(args.filter.as_deref())?;
     let plan = args.plan();
     let reference = match device {
         Device::Cpu => "none: the CPU backend is the reference the GPU is checked against".to_string(),
         Device::Cuda(_) => format!(
-            "before timing, every output (and every buffer an in-place update changes) against the CPU backend on the same seeded inputs, relative error <= {:e}",
-            bench::check::F32_TOLERANCE
+            "before timing, every output (and every buffer an in-place update changes) against the CPU backend on the same seeded inputs, relative error <= {:e} (bf16 cases and a {precision} end-to-end run: <= {:e})",
+            bench::check::F32_TOLERANCE,
+            bench::check::tolerance_for(precision.frozen_dtype())
         ),
     };
     let info = RunInfo {
@@ -61,8 +62,8 @@ pub fn run(args: BenchArgs, device: &Device) -> Result<()> {
         min_sample_ms: plan.min_sample_ms,
     };
     eprintln!("bench on {}; check: {}", info.device, info.reference);
-    let clip = |d: &Device| -> Result<Clip> { Ok(load_clip(None, d)?.0) };
-    let figures = bench::run(&selection, &plan, device, &clip, |f| {
+    let clip = |d: &Device| -> Result<Clip> { Ok(load_clip(None, d, precision)?.0) };
+    let figures = bench::run(&selection, &plan, device, precision, &clip, |f| {
         let check = f.check_error.map_or_else(String::new, |e| format!(", check error {e:.1e}"));
         eprintln!("  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}", f.id, f.shape, f.ms, f.throughput, f.unit);
     })?;

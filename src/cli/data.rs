@@ -9,7 +9,7 @@ use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::list::{ListDataset, OpenOptions, SkippedImages};
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::data::voc::VocDataset;
-use mlrpl_engine::Device;
+use mlrpl_engine::{Device, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -122,27 +122,29 @@ const BUNDLED_CLIP: Option<&[u8]> = None;
 /// How checkpoints name the bundled CLIP.
 pub const BUNDLED_CLIP_NAME: &str = "bundled:mini-clip";
 
-/// The CLIP a run uses, and the name its checkpoints record: the given
-/// weights, or the bundled one.
-pub fn load_clip(path: Option<&PathBuf>, device: &Device) -> Result<(Clip, String)> {
-    match path {
-        Some(path) => Ok((Clip::load(path, device)?, path.display().to_string())),
+/// The CLIP a run uses, its towers stored as `precision` asks, and the name
+/// its checkpoints record: the given weights, or the bundled one.
+pub fn load_clip(path: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(Clip, String)> {
+    let (weights, name) = match path {
+        Some(path) => (WeightMap::load(path, device)?, path.display().to_string()),
         None => {
             let bytes = BUNDLED_CLIP.context(
                 "this build has no bundled CLIP (assets/clip/mini-clip.safetensors was missing when it was built); give --clip",
             )?;
             let source = Path::new("bundled CLIP (assets/clip/mini-clip.safetensors)");
-            let clip = Clip::from_weights(WeightMap::from_bytes(bytes, source, device)?)?;
-            Ok((clip, BUNDLED_CLIP_NAME.to_string()))
+            (WeightMap::from_bytes(bytes, source, device)?, BUNDLED_CLIP_NAME.to_string())
         }
-    }
+    };
+    let source = weights.source().display().to_string();
+    let clip = Clip::from_weights(weights.to_dtype(precision.frozen_dtype())?).with_context(|| format!("cannot build CLIP from {source}"))?;
+    Ok((clip, name))
 }
 
 /// Reloads the CLIP a checkpoint names.
-pub fn clip_of_checkpoint(name: &str, device: &Device) -> Result<Clip> {
+pub fn clip_of_checkpoint(name: &str, device: &Device, precision: Precision) -> Result<Clip> {
     match name {
-        BUNDLED_CLIP_NAME => Ok(load_clip(None, device)?.0),
+        BUNDLED_CLIP_NAME => Ok(load_clip(None, device, precision)?.0),
         "" => bail!("the checkpoint names no CLIP; give --clip"),
-        path => Clip::load(&PathBuf::from(path), device),
+        path => Ok(load_clip(Some(&PathBuf::from(path)), device, precision)?.0),
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::data::image::Preprocess;
 use mlrpl_engine::nn::WeightMap;
-use mlrpl_engine::Device;
+use mlrpl_engine::{Device, Precision};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -39,12 +39,12 @@ pub struct EncodeArgs {
 /// Writes `image_embeds` [images, D], `text_embeds` [texts, D] (unnormalised,
 /// as CLIP's `encode_image` / `encode_text`, in input order) and with
 /// `--dense` `dense_tokens` [images, N + 1, D].
-pub fn run(args: EncodeArgs, device: &Device) -> Result<()> {
+pub fn run(args: EncodeArgs, device: &Device, precision: Precision) -> Result<()> {
     if args.images.is_empty() && args.texts.is_empty() {
         bail!("encode: give at least one --image or --text");
     }
     let _no_grad = no_grad();
-    let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
     let mode = Preprocess::ClipCenterCrop { size: args.resolution.unwrap_or(clip.config.vision.resolution()) };
     let mut outputs = Vec::new();
     if !args.images.is_empty() {

@@ -6,26 +6,25 @@ use super::train::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::zero_shot::PROMPT;
-use mlrpl_engine::clip::Clip;
 use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
 use mlrpl_engine::data::image::load_rgb;
 use mlrpl_engine::mlrpl::MlrplModel;
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions};
-use mlrpl_engine::{Device, Tensor};
+use mlrpl_engine::{Device, Precision, Tensor};
 use std::path::{Path, PathBuf};
 
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
-fn load_model(path: &Path, clip: Option<&PathBuf>, device: &Device) -> Result<(MlrplModel, usize)> {
+fn load_model(path: &Path, clip: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(MlrplModel, usize)> {
     let loaded = checkpoint::load(path, device)?;
     let state = &loaded.state;
     let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
         .with_context(|| format!("{}: no model configuration in the checkpoint state", path.display()))?;
     let clip = match clip {
-        Some(p) => Clip::load(p, device)?,
-        None => clip_of_checkpoint(&state.clip, device)?,
+        Some(p) => load_clip(Some(p), device, precision)?.0,
+        None => clip_of_checkpoint(&state.clip, device, precision)?,
     };
     let image_size = model_args.image_size.unwrap_or(clip.config.vision.resolution());
     let model = MlrplModel::new(clip, state.class_names.clone(), &model_args.config(), &mut Rng::new(0))?;
@@ -84,11 +83,11 @@ pub struct EvalArgs {
 }
 
 
-pub fn run_eval(args: EvalArgs, device: &Device) -> Result<()> {
+pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result<()> {
     let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
     let dataset = args.data.open(part)?;
     let Some(checkpoint_path) = &args.checkpoint else {
-        let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
+        let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
         let indices: Vec<usize> = (0..dataset.len()).collect();
         let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0)?;
         println!("{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:", dataset.describe(), indices.len());
@@ -96,7 +95,7 @@ pub fn run_eval(args: EvalArgs, device: &Device) -> Result<()> {
         println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
         return Ok(());
     };
-    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), device)?;
+    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), device, precision)?;
     if dataset.class_names() != model.class_names.as_slice() {
         bail!("the checkpoint's classes differ from {}'s", dataset.describe());
     }
@@ -147,7 +146,7 @@ fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
 
 /// Per image: the categories at or above the threshold and the top-k, with
 /// their probabilities, as one JSON array.
-pub fn run_predict(args: PredictArgs, device: &Device) -> Result<()> {
+pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> Result<()> {
     let mut paths = args.images.clone();
     if let Some(folder) = &args.folder {
         paths.extend(images_in(folder)?);
@@ -155,7 +154,7 @@ pub fn run_predict(args: PredictArgs, device: &Device) -> Result<()> {
     if paths.is_empty() {
         bail!("predict: give --image or --folder");
     }
-    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device)?;
+    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device, precision)?;
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let mut results = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(32) {

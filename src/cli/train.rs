@@ -10,7 +10,7 @@ use mlrpl_engine::data::rand_augment::RandAugment;
 use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, checkpoint, evaluate_split, Run, TrainData, TrainOptions};
-use mlrpl_engine::Device;
+use mlrpl_engine::{Device, Precision};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,12 +113,12 @@ pub struct TrainArgs {
 
 
 
-pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
+pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result<()> {
     mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
     mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
     let run_dir = args.run_folder.resolve("train")?;
     let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
-    let (clip, clip_name) = load_clip(args.clip.as_ref(), device)?;
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;
     let test_set = args.data.open(Part::Test)?;
@@ -154,7 +154,7 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     eprintln!(
-        "training on {} ({} images, {} for validation), {} classes, known-label proportion {:.2}, run folder {}",
+        "training on {} ({} images, {} for validation), {} classes, known-label proportion {:.2}, {precision}, run folder {}",
         train_set.describe(),
         train_indices.len(),
         val_indices.len(),
@@ -164,7 +164,8 @@ pub fn run(mut args: TrainArgs, device: &Device) -> Result<()> {
     );
     let all_test: Vec<usize> = (0..test_set.len()).collect();
     let untrained = evaluate_split(&model, &test_set, &all_test, None, &options)?;
-    let config = serde_json::to_value(&args)?;
+    let mut config = serde_json::to_value(&args)?;
+    config["precision"] = serde_json::json!(precision.frozen_dtype().to_string());
     let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
     let run = Run { dir: run_dir.clone(), clip: clip_name, config };
     let outcome = train::train(&model, &data, &options, &run, resume)?;

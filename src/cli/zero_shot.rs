@@ -8,7 +8,7 @@ use clap::Args;
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::clip::zero_shot::{class_features, logits};
 use mlrpl_engine::data::image::Preprocess;
-use mlrpl_engine::Device;
+use mlrpl_engine::{Device, Precision};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -44,10 +44,10 @@ fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
 
 /// Prints, per image, the top-k classes by softmax probability over
 /// `logit_scale * cos(image, "a photo of a {class}.")`, as JSON lines.
-pub fn run(args: ZeroShotArgs, device: &Device) -> Result<()> {
+pub fn run(args: ZeroShotArgs, device: &Device, precision: Precision) -> Result<()> {
     let classes = class_names(&args)?;
     let _no_grad = no_grad();
-    let (clip, _) = load_clip(args.clip.as_ref(), device)?;
+    let (clip, _) = load_clip(args.clip.as_ref(), device, precision)?;
     let text = class_features(&clip, &classes)?;
     let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
     let probs = over_image_batches(&args.images, mode, device, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;

@@ -9,7 +9,7 @@ use super::weights::{canonicalize, Naming};
 use crate::autograd;
 use crate::device::Device;
 use crate::nn::{LayerNorm, Linear, Mlp, MultiHeadAttention, ResidualBlock, Transformer, WeightMap};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -97,7 +97,8 @@ impl VisionTower {
     }
 
     /// Images [B, 3, R, R] (normalised) -> transformer output [B, 1 + N, width]
-    /// before `ln_post`; `on_block` sees each block's output.
+    /// before `ln_post`, in the weights' dtype (the images are converted to
+    /// it first); `on_block` sees each block's output.
     pub fn forward_tokens(&self, images: &Tensor, on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
         let c = &self.config;
         let &[b, 3, h, w] = images.dims() else {
@@ -108,6 +109,7 @@ impl VisionTower {
         }
         let (grid, p) = (h / c.patch, c.patch);
         let n = grid * grid;
+        let images = images.to_dtype(self.conv1.dtype())?;
         // Non-overlapping patches as rows, in the conv weight's (c, y, x) order.
         let patches = images
             .reshape([b, 3, grid, p, grid, p])?
@@ -121,19 +123,20 @@ impl VisionTower {
         self.transformer.forward_with(&x, false, on_block)
     }
 
-    /// `ln_post` and `proj` on every token: [B, 1 + N, embed_dim]; token 0 is
-    /// the class token, the rest the patch features of the MLR-PL model.
+    /// `ln_post` and `proj` on every token: [B, 1 + N, embed_dim], f32;
+    /// token 0 is the class token, the rest the patch features of the
+    /// MLR-PL model.
     pub fn encode_dense(&self, images: &Tensor) -> Result<Tensor> {
         let x = self.forward_tokens(images, |_, _| {})?;
-        self.ln_post.forward(&x)?.matmul(&self.proj)
+        self.ln_post.forward(&x)?.matmul(&self.proj)?.to_dtype(DType::F32)
     }
 
-    /// CLIP's `encode_image`: the projected class token, [B, embed_dim].
+    /// CLIP's `encode_image`: the projected class token, [B, embed_dim], f32.
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
         let x = self.forward_tokens(images, |_, _| {})?;
         let b = x.dims()[0];
         let class = x.narrow(1, 0, 1)?.reshape([b, self.config.width])?;
-        self.ln_post.forward(&class)?.matmul(&self.proj)
+        self.ln_post.forward(&class)?.matmul(&self.proj)?.to_dtype(DType::F32)
     }
 }
 
@@ -201,7 +204,9 @@ impl TextTower {
     }
 
     /// The text transformer on token embeddings x [T, L, width] (prompt
-    /// learning feeds learned context vectors here), pooled at `eot`.
+    /// learning feeds learned context vectors here), pooled at `eot`: [T,
+    /// embed_dim], f32. It runs in the weights' dtype (x is converted to it;
+    /// the gradient comes back in x's own dtype).
     pub fn encode_embeddings(&self, x: &Tensor, eot: &[usize], on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
         let &[t, len, width] = x.dims() else { bail!("text embeddings must be [T, L, W], got shape {}", x.shape()) };
         if width != self.config.width || len > self.config.context_length || eot.len() != t {
@@ -216,12 +221,12 @@ impl TextTower {
         if let Some(&bad) = eot.iter().find(|&&e| e >= len) {
             bail!("EOT position {bad} is outside the {len} positions given");
         }
-        let x = x.add(&self.positional_embedding.narrow(0, 0, len)?)?;
+        let x = x.to_dtype(self.token_embedding.dtype())?.add(&self.positional_embedding.narrow(0, 0, len)?)?;
         let x = self.transformer.forward_with(&x, true, on_block)?;
         let rows: Vec<u32> = eot.iter().enumerate().map(|(i, &e)| (i * len + e) as u32).collect();
         let rows = Tensor::from_ids(rows, [t], x.device())?;
         let pooled = x.reshape([t * len, width])?.index_select(&rows)?;
-        self.ln_final.forward(&pooled)?.matmul(&self.text_projection)
+        self.ln_final.forward(&pooled)?.matmul(&self.text_projection)?.to_dtype(DType::F32)
     }
 }
 

@@ -102,14 +102,17 @@ impl PromptLearner {
         &self.eot
     }
 
-    /// The prompts' token embeddings [C, L, W], L = longest EOT + 1.
+    /// The prompts' token embeddings [C, L, W], L = longest EOT + 1, in the
+    /// frozen table's dtype (the f32 context is converted; its gradient comes
+    /// back as f32).
     pub fn embeddings(&self) -> Result<Tensor> {
         let classes = self.prefix.dims()[0];
-        let ctx = if self.ctx.dims()[0] == classes {
-            self.ctx.clone()
+        let ctx = self.ctx.to_dtype(self.prefix.dtype())?;
+        let ctx = if ctx.dims()[0] == classes {
+            ctx
         } else {
-            let d = self.ctx.dims();
-            self.ctx.broadcast_to(&[classes, d[1], d[2]].into())?
+            let d = ctx.dims().to_vec();
+            ctx.broadcast_to(&[classes, d[1], d[2]].into())?
         };
         Tensor::concat(&[&self.prefix, &ctx, &self.suffix], 1)
     }

@@ -101,6 +101,18 @@ impl WeightMap {
         Ok(t)
     }
 
+    /// Every tensor stored as `dtype` (the frozen towers of `--precision
+    /// bf16`); the source and metadata are kept.
+    pub fn to_dtype(&self, dtype: DType) -> Result<WeightMap> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), t.to_dtype(dtype)?)))
+            .collect::<Result<BTreeMap<_, _>>>()
+            .with_context(|| format!("{}: converting the weights to {dtype}", self.source.display()))?;
+        Ok(WeightMap { source: self.source.clone(), tensors, metadata: self.metadata.clone() })
+    }
+
     /// The shape of `name`, or an error naming the file and tensor.
     pub fn dims_of(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.get(name)?.dims().to_vec())

@@ -43,6 +43,8 @@
 
 #![allow(dead_code)]
 
+pub mod training_step;
+
 use anyhow::{bail, Result};
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::rng::Rng;
