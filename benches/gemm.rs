@@ -167,7 +167,7 @@ fn main() {
         let b = rng.normal_vec(case.k * case.n, 1.0);
 
         // Check before timing.
-        let got = gemm_f32(&a, &b, &spec);
+        let got = gemm_f32(&a, &b, None, &spec);
         assert_eq!(got.len(), case.m * case.n);
         let (err, checked) = check(&a, &b, &got, &spec, seed ^ 0x5eed);
         if err.is_nan() || err > TOLERANCE {
@@ -179,12 +179,12 @@ fn main() {
         drop(got);
 
         for _ in 0..opts.warmup {
-            std::hint::black_box(gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), &spec));
+            std::hint::black_box(gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), None, &spec));
         }
         let mut times = Vec::with_capacity(opts.runs);
         for _ in 0..opts.runs {
             let t = Instant::now();
-            let out = gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), &spec);
+            let out = gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), None, &spec);
             times.push(t.elapsed().as_secs_f64());
             std::hint::black_box(out);
         }

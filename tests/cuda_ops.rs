@@ -1,15 +1,15 @@
 //! Every backend primitive on CUDA against the CPU reference (DESIGN.md §4):
 //! seeded random inputs, run through the Tensor ops and autograd on both
 //! devices (so the real code path is tested, backward included), relative
-//! error ||cuda - cpu|| / ||cpu|| <= 1e-4 for f32. Output buffers on the GPU
-//! are poisoned with NaN before each kernel writes them, so an unwritten
-//! element fails. Without a GPU every test prints
+//! error ||cuda - cpu|| / ||cpu|| <= 1e-4 for f32, 2e-2 for bf16 paths.
+//! Output buffers on the GPU are poisoned with NaN before each kernel writes
+//! them, so an unwritten element fails. Without a GPU every test prints
 //! `SKIPPED (no CUDA GPU): <reason>` and returns.
 
 mod common;
 
 use anyhow::Result;
-use common::{assert_rel, cuda_or_skip, Input};
+use common::{assert_rel, cuda_or_skip, Input, BF16_TOL};
 use mlrpl_engine::optim::{AdamW, Optimizer, ParamGroup, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{DType, Device, Tensor};
@@ -31,14 +31,19 @@ fn run_on(device: &Device, inputs: &[Input], f: &dyn Fn(&Device, &[Tensor]) -> R
 }
 
 /// Runs `f` on the CPU and on the GPU and compares the output and every
-/// input gradient.
+/// input gradient (f32: 1e-4).
 fn check(gpu: &Device, name: &str, inputs: &[Input], f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>) {
+    check_at(gpu, name, inputs, TOL, f)
+}
+
+/// [`check`] at tolerance `tol` (bf16 paths: `BF16_TOL`).
+fn check_at(gpu: &Device, name: &str, inputs: &[Input], tol: f64, f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>) {
     let (want, want_grads) = run_on(&Device::Cpu, inputs, &f);
     let (got, got_grads) = run_on(gpu, inputs, &f);
-    assert_rel(&format!("{name}: forward"), &got, &want, TOL);
+    assert_rel(&format!("{name}: forward"), &got, &want, tol);
     for (i, (g, w)) in got_grads.iter().zip(&want_grads).enumerate() {
         match (g, w) {
-            (Some(g), Some(w)) => assert_rel(&format!("{name}: gradient of input {i}"), g, w, TOL),
+            (Some(g), Some(w)) => assert_rel(&format!("{name}: gradient of input {i}"), g, w, tol),
             (None, None) => {}
             _ => panic!("{name}: input {i} has a gradient on one device only"),
         }
@@ -124,6 +129,33 @@ fn matrix_products() {
         |_, t| t[0].linear(&t[1], Some(&t[2])),
     );
     check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| t[0].matmul(&t[1]));
+}
+
+/// bf16 operands (the frozen towers of `--precision bf16`): cuBLASLt on the
+/// GPU, the bias in its epilogue, against the CPU's bf16 storage. The
+/// backward's products are bf16 too (dX = g W; dW = g^T X batched with a
+/// transposed operand), reaching the f32 inputs through the casts.
+#[test]
+fn bf16_matrix_products_through_cublaslt() {
+    let Some(gpu) = cuda_or_skip("bf16_matrix_products_through_cublaslt") else { return };
+    let mut rng = Rng::new(6);
+    let bf16 = |t: &Tensor| t.to_dtype(DType::BF16);
+    check_at(
+        &gpu,
+        "bf16 linear with bias",
+        &[randn(&mut rng, &[2, 7, 64]), randn(&mut rng, &[96, 64]), randn(&mut rng, &[96])],
+        BF16_TOL,
+        |_, t| bf16(&t[0])?.linear(&bf16(&t[1])?, Some(&bf16(&t[2])?)),
+    );
+    check_at(&gpu, "bf16 linear, odd sizes, no bias", &[randn(&mut rng, &[5, 33]), randn(&mut rng, &[19, 33])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.linear(&bf16(&t[1])?, None)
+    });
+    check_at(&gpu, "bf16 batched matmul", &[randn(&mut rng, &[3, 4, 16]), randn(&mut rng, &[3, 16, 8])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.matmul(&bf16(&t[1])?)
+    });
+    check_at(&gpu, "bf16 shared left operand (f32 fallback)", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.matmul(&bf16(&t[1])?)
+    });
 }
 
 #[test]

@@ -91,6 +91,10 @@ def build(op, p, dev):
     if op == "gemm_linear":
         a, w = randn(p["m"], p["k"], dev=dev), randn(p["n"], p["k"], dev=dev)
         return Op(lambda: F.linear(a, w), "F.linear")
+    if op == "gemm_linear_bf16":
+        a, w = randn(p["m"], p["k"], dev=dev).bfloat16(), randn(p["n"], p["k"], dev=dev).bfloat16()
+        b = randn(p["n"], dev=dev).bfloat16()
+        return Op(lambda: F.linear(a, w, b), "F.linear (bf16, bias)")
     if op.startswith("attention"):
         causal = "causal" in op
         bh, lq, lk, hd = p["batch_heads"], p["q_len"], p["kv_len"], p["head_dim"]

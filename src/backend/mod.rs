@@ -44,10 +44,12 @@ pub enum BinaryOp {
     Div,
 }
 
-/// `out[b] = op(A[b]) @ op(B[b])` with `op(A)` of shape [m, k] and `op(B)` of
-/// shape [k, n]. A is stored [m, k] (or [k, m] when `trans_a`), B [k, n] (or
-/// [n, k] when `trans_b`); a batch stride of 0 reuses one matrix for the whole
-/// batch. The output is a fresh dense [batch, m, n].
+/// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` with `op(A)` of shape [m, k] and
+/// `op(B)` of shape [k, n]. A is stored [m, k] (or [k, m] when `trans_a`), B
+/// [k, n] (or [n, k] when `trans_b`); a batch stride of 0 reuses one matrix
+/// for the whole batch. The optional bias [n] is added to every output row
+/// (a fused epilogue where the backend has one). The output is a fresh dense
+/// [batch, m, n].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmSpec {
     pub batch: usize,
@@ -114,7 +116,7 @@ pub trait BackendStorage: Sized {
     fn to_host_f32(&self) -> Result<Vec<f32>>;
     fn to_host_u32(&self) -> Result<Vec<u32>>;
 
-    fn gemm(&self, rhs: &Self, spec: &GemmSpec) -> Result<Self>;
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, spec: &GemmSpec) -> Result<Self>;
     fn unary(&self, op: UnaryOp) -> Result<Self>;
     /// Gradient of `op` at input `self` with output `out`, given `grad`.
     fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self>;
@@ -255,9 +257,16 @@ impl Storage {
         }
     }
 
-    pub fn gemm(&self, rhs: &Storage, spec: &GemmSpec) -> Result<Storage> {
+    pub fn gemm(&self, rhs: &Storage, bias: Option<&Storage>, spec: &GemmSpec) -> Result<Storage> {
         let this = self;
-        same_backend!((this, rhs), wrap => { Ok(wrap(this.gemm(rhs, spec)?)) })
+        match bias {
+            None => {
+                same_backend!((this, rhs), wrap => { Ok(wrap(this.gemm(rhs, None, spec)?)) })
+            }
+            Some(bias) => {
+                same_backend!((this, rhs, bias), wrap => { Ok(wrap(this.gemm(rhs, Some(bias), spec)?)) })
+            }
+        }
     }
 
     pub fn unary(&self, op: UnaryOp) -> Result<Storage> {

@@ -1,5 +1,6 @@
 //! The kernel microbenchmarks: every backend primitive that has a CUDA
-//! kernel (and one cuBLAS GEMM), at the shapes it has in two models:
+//! kernel (and the MLP's GEMM, f32 through cuBLAS and bf16 with its bias
+//! through cuBLASLt), at the shapes it has in two models:
 //!
 //! * `mini-clip`: the default `train` run, the bundled CLIP
 //!   (`assets/clip/mini-clip.json`: 64 px, patch 8, so 64 patches + the
@@ -179,7 +180,17 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
         let inputs = vec![HostInput::f32(rng.normal_vec(m * k, 1.0)), HostInput::f32(rng.normal_vec(n * k, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
-        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, primitive(move |i| Ok(vec![i[0].gemm(&i[1], &spec)?]))))
+        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, primitive(move |i| Ok(vec![i[0].gemm(&i[1], None, &spec)?]))))
+    })?;
+    // The same layer of `--precision bf16` towers, bias included (cuBLASLt
+    // with the bias epilogue on CUDA).
+    cat.add("gemm_linear_bf16", s, |rng| {
+        let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
+        let bf16 = |values| HostInput { values, dtype: DType::BF16 };
+        let inputs = vec![bf16(rng.normal_vec(m * k, 1.0)), bf16(rng.normal_vec(n * k, 1.0)), bf16(rng.normal_vec(n, 1.0))];
+        let flops = 2.0 * (m * n * k) as f64;
+        let run = primitive(move |i| Ok(vec![i[0].gemm(&i[1], Some(&i[2]), &spec)?]));
+        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, run))
     })?;
     // Vision self-attention over the image tokens; the text tower's causal
     // attention over the truncated prompts.

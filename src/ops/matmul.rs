@@ -1,5 +1,6 @@
 //! Matrix products: `matmul` (batched, broadcasting a 2-D operand over the
-//! other's batch) and `linear` (x W^T + b, PyTorch's weight layout).
+//! other's batch) and `linear` (x W^T + b, PyTorch's weight layout, the bias
+//! fused into the product: one backend call, a cuBLASLt epilogue on CUDA).
 
 use super::{check_float_operands, grad_if};
 use crate::autograd;
@@ -11,7 +12,7 @@ impl Tensor {
     /// `self` [..., m, k] @ `rhs` [..., k, n]. Batch dims must match, or one
     /// side must be 2-D (it is reused for every batch entry).
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        gemm(self, rhs, false, false)
+        gemm(self, rhs, None, false, false)
     }
 
     /// `self` [..., in] @ `weight`^T + `bias`, with weight [out, in] and bias [out].
@@ -19,20 +20,19 @@ impl Tensor {
         if weight.rank() != 2 {
             bail!("linear: weight must be 2-D [out, in], got shape {}", weight.shape());
         }
-        let y = gemm(self, weight, false, true)?;
-        match bias {
-            Some(b) if b.dims() != [weight.dims()[0]] => {
-                bail!("linear: bias shape {} does not match weight shape {}", b.shape(), weight.shape())
-            }
-            Some(b) => y.add(b),
-            None => Ok(y),
+        if let Some(b) = bias.filter(|b| b.dims() != [weight.dims()[0]]) {
+            bail!("linear: bias shape {} does not match weight shape {}", b.shape(), weight.shape());
         }
+        gemm(self, weight, bias, false, true)
     }
 }
 
-/// `op(a) @ op(b)` where `op` transposes the last two dims when asked.
-fn gemm(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
-    check_float_operands("matmul", &[a, b])?;
+/// `op(a) @ op(b) (+ bias)` where `op` transposes the last two dims when
+/// asked; `bias` has one element per output column.
+fn gemm(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    let mut operands = vec![a, b];
+    operands.extend(bias);
+    check_float_operands("matmul", &operands)?;
     let shape_error = || anyhow::anyhow!(
         "matmul: shapes {} and {} do not multiply{}",
         a.shape(),
@@ -56,7 +56,7 @@ fn gemm(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> 
     // A shared 2-D right operand: fold a's batch into its rows, one big GEMM.
     if b_batch.is_empty() && !a_batch.is_empty() && !trans_a {
         let rows: usize = a_batch.iter().product::<usize>() * m;
-        let flat = gemm(&a.reshape([rows, k])?, b, false, trans_b)?;
+        let flat = gemm(&a.reshape([rows, k])?, b, bias, false, trans_b)?;
         let mut dims = a_batch.to_vec();
         dims.extend([m, n]);
         return flat.reshape(dims);
@@ -78,22 +78,29 @@ fn gemm(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> 
         a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
         b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
     };
-    let storage = a.storage().gemm(&b.storage(), &spec)?;
+    let bias_storage = bias.map(|t| t.storage());
+    let storage = a.storage().gemm(&b.storage(), bias_storage.as_deref(), &spec)?;
+    drop(bias_storage);
     let mut dims = batch_dims.to_vec();
     dims.extend([m, n]);
-    let out = Tensor::op_output(storage, Shape::new(dims), &[a, b]);
-    let (lhs, rhs) = (a.clone(), b.clone());
-    autograd::record(&out, &[a, b], move |g, needs| {
+    let out = Tensor::op_output(storage, Shape::new(dims), &operands);
+    let (lhs, rhs, bias_shape) = (a.clone(), b.clone(), bias.map(|t| t.shape().clone()));
+    autograd::record(&out, &operands, move |g, needs| {
         let (a, b) = (&lhs, &rhs);
-        // C = op(A) op(B): dA and dB are GEMMs of g with the other operand,
-        // summed over the batch where that operand was shared.
+        // C = op(A) op(B) + bias: dA and dB are GEMMs of g with the other
+        // operand, summed over the batch where that operand was shared; the
+        // bias gets g summed over every row.
         let da = grad_if(needs[0], || {
-            if trans_a { gemm(b, g, trans_b, true) } else { gemm(g, b, false, !trans_b) }?.sum_to(a.shape())
+            if trans_a { gemm(b, g, None, trans_b, true) } else { gemm(g, b, None, false, !trans_b) }?.sum_to(a.shape())
         })?;
         let db = grad_if(needs[1], || {
-            if trans_b { gemm(g, a, true, trans_a) } else { gemm(a, g, !trans_a, false) }?.sum_to(b.shape())
+            if trans_b { gemm(g, a, None, true, trans_a) } else { gemm(a, g, None, !trans_a, false) }?.sum_to(b.shape())
         })?;
-        Ok(vec![da, db])
+        let mut grads = vec![da, db];
+        if let Some(shape) = &bias_shape {
+            grads.push(grad_if(needs[2], || g.sum_to(shape))?);
+        }
+        Ok(grads)
     });
     Ok(out)
 }

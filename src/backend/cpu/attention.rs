@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 fn matmul(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Vec<f32> {
     let spec = GemmSpec { batch: 1, m, n, k, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: 0 };
-    gemm_f32(a, b, &spec)
+    gemm_f32(a, b, None, &spec)
 }
 
 /// Scaled scores of one head with masked entries at -inf: [q_len, kv_len].

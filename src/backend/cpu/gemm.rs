@@ -10,18 +10,24 @@ use rayon::prelude::*;
 /// one matrix each instead of splitting every matrix across threads.
 const SMALL_GEMM_FLOPS: usize = 64 * 64 * 64;
 
-/// Computes `out[b] = op(a[b]) @ op(b[b])` for the whole batch (see [`GemmSpec`]).
-pub fn gemm_f32(a: &[f32], b: &[f32], spec: &GemmSpec) -> Vec<f32> {
+/// Computes `out[b] = op(a[b]) @ op(b[b]) (+ bias)` for the whole batch (see
+/// [`GemmSpec`]); `bias` [n] is added to every row inside the product's
+/// accumulation, one rounding per element as in a fused GEMM epilogue.
+pub fn gemm_f32(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &GemmSpec) -> Vec<f32> {
     let GemmSpec { batch, m, n, k, .. } = *spec;
-    let mut out = vec![0.0f32; batch * m * n];
+    let mut out = match bias {
+        Some(bias) => bias.iter().copied().cycle().take(batch * m * n).collect(),
+        None => vec![0.0f32; batch * m * n],
+    };
     if m * n == 0 {
         return out;
     }
+    let accumulate = bias.is_some();
     let per_matrix = m * n * k;
     if batch > 1 && per_matrix < SMALL_GEMM_FLOPS {
         out.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(i, dst)| matmul_into(dst, a, b, spec, i, Parallelism::None));
+            .for_each(|(i, dst)| matmul_into(dst, accumulate, a, b, spec, i, Parallelism::None));
     } else {
         let threads = rayon::current_num_threads();
         let parallelism = if per_matrix >= SMALL_GEMM_FLOPS && threads > 1 {
@@ -31,13 +37,14 @@ pub fn gemm_f32(a: &[f32], b: &[f32], spec: &GemmSpec) -> Vec<f32> {
         };
         out.chunks_mut(m * n)
             .enumerate()
-            .for_each(|(i, dst)| matmul_into(dst, a, b, spec, i, parallelism));
+            .for_each(|(i, dst)| matmul_into(dst, accumulate, a, b, spec, i, parallelism));
     }
     out
 }
 
-/// One matrix of the batch: `dst = op(A_i) @ op(B_i)` with `dst` dense [m, n].
-fn matmul_into(dst: &mut [f32], a: &[f32], b: &[f32], spec: &GemmSpec, i: usize, parallelism: Parallelism) {
+/// One matrix of the batch: `dst = op(A_i) @ op(B_i)` with `dst` dense [m, n],
+/// or `dst += ...` when `accumulate`.
+fn matmul_into(dst: &mut [f32], accumulate: bool, a: &[f32], b: &[f32], spec: &GemmSpec, i: usize, parallelism: Parallelism) {
     let GemmSpec { m, n, k, trans_a, trans_b, .. } = *spec;
     let a = &a[i * spec.a_batch_stride..][..m * k];
     let b = &b[i * spec.b_batch_stride..][..k * n];
@@ -46,8 +53,8 @@ fn matmul_into(dst: &mut [f32], a: &[f32], b: &[f32], spec: &GemmSpec, i: usize,
     let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
     // SAFETY: `dst` holds m*n elements written with row stride n; `a` and `b`
     // were sliced to exactly m*k and k*n elements above and every index the
-    // strides reach lies inside them. read_dst = false, so `dst` is only
-    // written (alpha is ignored), and the three slices do not alias.
+    // strides reach lies inside them. `dst` is read (alpha = 1) only when
+    // `accumulate`, and the three slices do not alias.
     unsafe {
         gemm::gemm(
             m,
@@ -56,14 +63,14 @@ fn matmul_into(dst: &mut [f32], a: &[f32], b: &[f32], spec: &GemmSpec, i: usize,
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.as_ptr(),
             a_cs,
             a_rs,
             b.as_ptr(),
             b_cs,
             b_rs,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -77,7 +84,7 @@ fn matmul_into(dst: &mut [f32], a: &[f32], b: &[f32], spec: &GemmSpec, i: usize,
 mod tests {
     use super::*;
 
-    fn naive(a: &[f32], b: &[f32], spec: &GemmSpec) -> Vec<f32> {
+    fn naive(a: &[f32], b: &[f32], bias: &[f32], spec: &GemmSpec) -> Vec<f32> {
         let GemmSpec { batch, m, n, k, trans_a, trans_b, .. } = *spec;
         let mut out = vec![0.0; batch * m * n];
         for bi in 0..batch {
@@ -85,7 +92,7 @@ mod tests {
             let b = &b[bi * spec.b_batch_stride..];
             for i in 0..m {
                 for j in 0..n {
-                    let mut acc = 0.0f64;
+                    let mut acc = f64::from(bias[j]);
                     for p in 0..k {
                         let x = if trans_a { a[p * m + i] } else { a[i * k + p] };
                         let y = if trans_b { b[j * k + p] } else { b[p * n + j] };
@@ -117,10 +124,12 @@ mod tests {
                         };
                         let a = rng.normal_vec(batch * m * k, 1.0);
                         let b = rng.normal_vec(batch * k * n, 1.0);
-                        let got = gemm_f32(&a, &b, &spec);
-                        let want = naive(&a, &b, &spec);
-                        for (g, w) in got.iter().zip(&want) {
-                            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{spec:?}: {g} vs {w}");
+                        let bias = rng.normal_vec(n, 1.0);
+                        for (bias, want) in [(None, naive(&a, &b, &vec![0.0; n], &spec)), (Some(&bias[..]), naive(&a, &b, &bias, &spec))] {
+                            let got = gemm_f32(&a, &b, bias, &spec);
+                            for (g, w) in got.iter().zip(&want) {
+                                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{spec:?} bias {}: {g} vs {w}", bias.is_some());
+                            }
                         }
                     }
                 }

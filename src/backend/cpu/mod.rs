@@ -108,8 +108,9 @@ impl BackendStorage for CpuStorage {
         Ok(self.ids()?.to_vec())
     }
 
-    fn gemm(&self, rhs: &Self, spec: &GemmSpec) -> Result<Self> {
-        Ok(self.like(gemm::gemm_f32(&self.f32s(), &rhs.f32s(), spec)))
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, spec: &GemmSpec) -> Result<Self> {
+        let bias = bias.map(|b| b.f32s());
+        Ok(self.like(gemm::gemm_f32(&self.f32s(), &rhs.f32s(), bias.as_deref(), spec)))
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {

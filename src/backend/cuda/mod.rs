@@ -1,9 +1,11 @@
 //! The CUDA backend: buffers on one GPU, every primitive a handwritten
 //! kernel of `kernels/*.cu` (one op family per file, mirrored here file for
-//! file) except the matrix products, which go through cuBLAS.
+//! file) except the matrix products, which go through cuBLAS (f32) and
+//! cuBLASLt (bf16, bias epilogue).
 //!
-//! Storage dtypes are f32, bf16, f16 and u32. Compute is f32 everywhere for
-//! now: a bf16/f16 operand is widened by a cast kernel, the op runs in f32,
+//! Storage dtypes are f32, bf16, f16 and u32. bf16 GEMMs run on bf16
+//! operands directly (f32 accumulation); every other primitive computes in
+//! f32: a bf16/f16 operand is widened by a cast kernel, the op runs in f32,
 //! and its output is narrowed back to the dtype of the first float input,
 //! exactly what the CPU reference does (so both agree to f32 rounding).
 //! Layout ops (permute, narrow, concat) copy 16- or 32-bit words and never
@@ -212,9 +214,29 @@ impl BackendStorage for CudaStorage {
         self.device.download(self.ids()?)
     }
 
-    fn gemm(&self, rhs: &Self, spec: &GemmSpec) -> Result<Self> {
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, spec: &GemmSpec) -> Result<Self> {
         self.same_device(rhs)?;
-        self.like(gemm::gemm(&self.device, &*self.f32s()?, &*rhs.f32s()?, spec)?)
+        if let Some(bias) = bias {
+            self.same_device(bias)?;
+        }
+        let dev = &self.device;
+        let bf16_bias = match bias.map(|t| &t.buffer) {
+            None => Some(None),
+            Some(CudaBuffer::BF16(v)) => Some(Some(&**v)),
+            Some(_) => None,
+        };
+        if let (CudaBuffer::BF16(a), CudaBuffer::BF16(b), Some(bias)) = (&self.buffer, &rhs.buffer, bf16_bias) {
+            if gemm::bf16_supports(spec) {
+                let out = gemm::gemm_bf16(dev, a, b, bias, spec)?;
+                return Ok(CudaStorage { device: dev.clone(), buffer: CudaBuffer::BF16(Arc::new(out)) });
+            }
+        }
+        let mut out = gemm::gemm(dev, &*self.f32s()?, &*rhs.f32s()?, spec)?;
+        if let Some(bias) = bias {
+            let rows = Shape::new(vec![spec.batch * spec.m, spec.n]);
+            out = elementwise::binary(dev, &out, &*bias.f32s()?, BinaryOp::Add, &rows, &Shape::new(vec![1, spec.n]), &rows)?;
+        }
+        self.like(out)
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {
