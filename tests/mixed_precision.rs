@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::training_step::{assert_records_match, tiny_model, training_steps, IMAGE_SIZE};
-use common::BF16_TOL;
+use common::training_step::{assert_records_match, tiny_model, training_steps, IMAGE_SIZE, SOFTMAX_SHIFT_PARAMS};
+use common::{rel_err, to_f64, BF16_TOL};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{DType, Device, Precision, Tensor};
 
@@ -17,6 +17,12 @@ use mlrpl_engine::{DType, Device, Precision, Tensor};
 fn a_bf16_training_step_stays_within_bf16_tolerance_of_f32() {
     let want = training_steps(&Device::Cpu, Precision::F32);
     let got = training_steps(&Device::Cpu, Precision::Bf16);
+    // The errors themselves, for docs/mixed-precision.md (`-- --nocapture`).
+    let err = |g: &[f32], w: &[f32]| rel_err(&to_f64(g), &to_f64(w));
+    eprintln!("bf16 vs f32: logits {:.2e}, loss {:.2e}", err(&got.logits, &want.logits), err(&[got.loss], &[want.loss]));
+    for ((name, g), (_, w)) in got.grads.iter().zip(&want.grads).filter(|((name, _), _)| !SOFTMAX_SHIFT_PARAMS.contains(&name.as_str())) {
+        eprintln!("bf16 vs f32: gradient of {name} {:.2e}", err(g, w));
+    }
     assert_records_match(&got, &want, BF16_TOL, 1e-4);
     // bf16 must have changed something: the towers really ran in bf16.
     assert_ne!(got.logits, want.logits, "bf16 towers gave bit-identical logits: they did not run in bf16");

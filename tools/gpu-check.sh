@@ -17,6 +17,8 @@
 #   cuda_training   one MLR-PL step and one train() epoch, CUDA vs CPU
 #   kernels_nvrtc   the NVRTC fallback compiles every kernel
 #   train_smoke     mlrpl-engine train --device cuda, 1 epoch, embedded set
+#                   (--precision auto: bf16 towers)
+#   train_smoke_f32 the same with --precision f32
 #   bench           mlrpl-engine bench --device cuda --quick: every kernel case
 #                   checked against the CPU backend, then timed; end-to-end
 #                   images/s (OUTDIR/bench/bench.json, bench.md)
@@ -24,8 +26,12 @@
 #                   on the same GPU (OUTDIR/bench/torch.json)
 #   bench_report    tools/bench_kernels_report.py: OUTDIR/bench/report.md,
 #                   torch time / engine time per case
-#   memcheck        the same run under compute-sanitizer --tool memcheck
-#   racecheck       the same run under compute-sanitizer --tool racecheck
+#   memcheck        compute-sanitizer --tool memcheck on the training-step
+#                   tests of cuda_training (one f32 and one bf16 MLR-PL step,
+#                   3 SGD steps each: every kernel of a step, cuBLAS and
+#                   cuBLASLt included), not a whole epoch, which the
+#                   sanitizers slow down tenfold or more
+#   racecheck       the same under compute-sanitizer --tool racecheck
 # The test binaries run with MLRPL_REQUIRE_GPU=1 and MLRPL_REQUIRE_NVRTC=1,
 # so a test that cannot find the GPU or libnvrtc fails instead of skipping.
 # The bench checks run before the sanitizers: they are short and bounded,
@@ -101,17 +107,17 @@ check kernels_nvrtc 60 "$bundle/tests/kernels_nvrtc"
 
 train_args=(train --device cuda --epochs 1 --warmup-epochs 0 --n-ctx 2 --workers 2)
 check train_smoke 90 "$engine" "${train_args[@]}" --run-dir "$out/run-smoke"
+check train_smoke_f32 90 "$engine" --precision f32 "${train_args[@]}" --run-dir "$out/run-smoke-f32"
 
 python=${PYTHON:-python3}
 check bench 90 "$engine" --device cuda bench --quick --out "$out/bench" --commit "${commit:-unknown}"
 check bench_torch 60 "$python" "$bundle/tools/bench_torch_kernels.py" --engine "$out/bench/bench.json"
 check bench_report 10 "$python" "$bundle/tools/bench_kernels_report.py" "$out/bench"
 
+step_tests=("$bundle/tests/cuda_training" training_step_matches_the_cpu --test-threads=1)
 if [[ -n "$sanitizer" ]]; then
-  check memcheck 150 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 \
-    "$engine" "${train_args[@]}" --run-dir "$out/run-memcheck"
-  check racecheck 150 "$sanitizer" --tool racecheck --error-exitcode 1 --print-limit 20 \
-    "$engine" "${train_args[@]}" --run-dir "$out/run-racecheck"
+  check memcheck 120 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 "${step_tests[@]}"
+  check racecheck 120 "$sanitizer" --tool racecheck --error-exitcode 1 --print-limit 20 "${step_tests[@]}"
 else
   for tool in memcheck racecheck; do
     echo "compute-sanitizer not found" >"$out/$tool.log"
@@ -119,7 +125,7 @@ else
     failures=$((failures + 1))
   done
 fi
-rm -rf "$out"/run-smoke "$out"/run-memcheck "$out"/run-racecheck
+rm -rf "$out"/run-smoke "$out"/run-smoke-f32
 
 {
   echo

@@ -70,7 +70,7 @@ pub fn training_steps(device: &Device, precision: Precision) -> StepRecord {
 
 /// The decoupling biases (fc3's b3 and fc4's b4) only shift every score of
 /// a softmax over positions, so their true gradient is exactly 0.
-const SOFTMAX_SHIFT_PARAMS: [&str; 2] = ["sdm.fc3.bias", "sdm.fc4.bias"];
+pub const SOFTMAX_SHIFT_PARAMS: [&str; 2] = ["sdm.fc3.bias", "sdm.fc4.bias"];
 
 /// Compares two records at relative tolerance `tol` (`assert_rel`); the
 /// gradients of [`SOFTMAX_SHIFT_PARAMS`] hold rounding noise only, so both
