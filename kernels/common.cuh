@@ -14,10 +14,50 @@ fallback pastes this file in place of the #include line).
   (the Rust side mirrors it as #[repr(C)] struct IndexMap). map_offset_a
   and map_offsets turn a row-major linear index over `dims` into offsets
   with strides a (and b).
+* Storage types of the templated kernels: float, and bf16_bits (a bf16
+  stored as its 16-bit pattern, wrapped so templates tell it from other
+  16-bit types; the Rust side passes u16 buffers). to_f32 widens exactly;
+  from_f32<T> rounds to nearest even with the PTX cvt instruction (sm_80+;
+  no cuda_bf16.h, so NVRTC compiles the files as they are). Pack16<T> views
+  16 bytes as 4 floats or 8 bf16 for 16-byte loads and stores.
 */
 #pragma once
 
 #define MAX_RANK 8
+
+struct bf16_bits {
+    unsigned short bits;
+};
+
+__device__ __forceinline__ float to_f32(float x) {
+    return x;
+}
+
+__device__ __forceinline__ float to_f32(bf16_bits x) {
+    return __uint_as_float(((unsigned int)x.bits) << 16);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) {
+    return x;
+}
+
+template <>
+__device__ __forceinline__ bf16_bits from_f32<bf16_bits>(float x) {
+    bf16_bits r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+
+template <typename T>
+union Pack16 {
+    static constexpr int lanes = 16 / sizeof(T);
+    uint4 raw;
+    T v[16 / sizeof(T)];
+};
 
 struct IndexMap {
     int rank;

@@ -9,9 +9,12 @@ Op codes (must match UnaryCode/BinaryCode in src/backend/cuda/elementwise.rs):
           scale <= x <= shift, else 0)
   binary: 0 add, 1 sub, 2 mul, 3 div
 
-Kernels (f32, n < 2^31; every launch is grid-stride, so any grid is
-correct; the host uses block = 256, grid = min(ceil(n / 256), 65535), and
-ceil(n / 4 / 256) for the float4 kernels):
+Kernels (n < 2^31; every launch is grid-stride, so any grid is correct;
+the host uses block = 256, grid = min(ceil(n / 256), 65535), and
+ceil(n / lanes / 256) for the 16-byte kernels, lanes = 4 f32 or 8 bf16).
+Kernels 1 and 3 come in f32 and in bf16 (`_bf16`: bf16 in and out, each
+element widened to f32, computed in f32, rounded once on store); the others
+are f32 only.
 
 1. unary_forward(x, y, n, op, scale, shift): y[i] = op(x[i]).
    16-byte loads/stores when x and y are 16-byte aligned, scalar tail.
@@ -67,32 +70,49 @@ __device__ __forceinline__ float unary_derivative(int op, float x, float y, floa
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-unary_forward(const float* __restrict__ x, float* __restrict__ y, int n, int op, float scale, float shift) {
+template <typename T>
+__device__ __forceinline__ T unary_one(const T x, int op, float scale, float shift) {
+    return from_f32<T>(unary_apply(op, to_f32(x), scale, shift));
+}
+
+template <typename T>
+__device__ __forceinline__ void unary_forward_impl(const T* __restrict__ x, T* __restrict__ y, int n, int op,
+                                                   float scale, float shift) {
     const int tid = blockIdx.x * blockDim.x + threadIdx.x;
     const int stride = gridDim.x * blockDim.x;
     if (aligned16(x) && aligned16(y)) {
-        const int n4 = n >> 2;
-        const float4* x4 = reinterpret_cast<const float4*>(x);
-        float4* y4 = reinterpret_cast<float4*>(y);
-        for (int i = tid; i < n4; i += stride) {
-            const float4 v = x4[i];
-            float4 r;
-            r.x = unary_apply(op, v.x, scale, shift);
-            r.y = unary_apply(op, v.y, scale, shift);
-            r.z = unary_apply(op, v.z, scale, shift);
-            r.w = unary_apply(op, v.w, scale, shift);
-            y4[i] = r;
+        constexpr int lanes = Pack16<T>::lanes;
+        const int packs = n / lanes;
+        const uint4* xp = reinterpret_cast<const uint4*>(x);
+        uint4* yp = reinterpret_cast<uint4*>(y);
+        for (int i = tid; i < packs; i += stride) {
+            Pack16<T> p;
+            p.raw = xp[i];
+#pragma unroll
+            for (int l = 0; l < lanes; ++l) {
+                p.v[l] = unary_one(p.v[l], op, scale, shift);
+            }
+            yp[i] = p.raw;
         }
-        const int i = (n4 << 2) + tid;  // tail: at most 3 elements
+        const int i = packs * lanes + tid;  // tail: fewer than `lanes` elements
         if (i < n) {
-            y[i] = unary_apply(op, x[i], scale, shift);
+            y[i] = unary_one(x[i], op, scale, shift);
         }
     } else {
         for (int i = tid; i < n; i += stride) {
-            y[i] = unary_apply(op, x[i], scale, shift);
+            y[i] = unary_one(x[i], op, scale, shift);
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+unary_forward(const float* __restrict__ x, float* __restrict__ y, int n, int op, float scale, float shift) {
+    unary_forward_impl(x, y, n, op, scale, shift);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+unary_forward_bf16(const bf16_bits* __restrict__ x, bf16_bits* __restrict__ y, int n, int op, float scale, float shift) {
+    unary_forward_impl(x, y, n, op, scale, shift);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -104,16 +124,16 @@ unary_backward(const float* __restrict__ x, const float* __restrict__ y, const f
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-binary_broadcast(const float* __restrict__ lhs, const float* __restrict__ rhs, float* __restrict__ out,
-                 int n, int op, IndexMap map) {
+template <typename T>
+__device__ __forceinline__ void binary_broadcast_impl(const T* __restrict__ lhs, const T* __restrict__ rhs,
+                                                      T* __restrict__ out, int n, int op, const IndexMap& map) {
     const int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         long long off_a;
         long long off_b;
         map_offsets(i, map, off_a, off_b);
-        const float a = lhs[off_a];
-        const float b = rhs[off_b];
+        const float a = to_f32(lhs[off_a]);
+        const float b = to_f32(rhs[off_b]);
         float r;
         switch (op) {
             case 0: r = a + b; break;
@@ -121,8 +141,20 @@ binary_broadcast(const float* __restrict__ lhs, const float* __restrict__ rhs, f
             case 2: r = a * b; break;
             default: r = a / b; break;
         }
-        out[i] = r;
+        out[i] = from_f32<T>(r);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+binary_broadcast(const float* __restrict__ lhs, const float* __restrict__ rhs, float* __restrict__ out,
+                 int n, int op, IndexMap map) {
+    binary_broadcast_impl(lhs, rhs, out, n, op, map);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+binary_broadcast_bf16(const bf16_bits* __restrict__ lhs, const bf16_bits* __restrict__ rhs,
+                      bf16_bits* __restrict__ out, int n, int op, IndexMap map) {
+    binary_broadcast_impl(lhs, rhs, out, n, op, map);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

@@ -7,7 +7,8 @@ eps), dx from the saved mean and rstd.
 1. layernorm_forward(x, gamma, beta, y, mean, rstd, rows, cols, eps)
    One block (256 threads) per row, grid = min(rows, 65535), grid-stride
    over rows. Row sums by block_sum (fixed order). WRITES y, mean[row],
-   rstd[row].
+   rstd[row]. layernorm_forward_bf16: x, gamma, beta and y bf16 (widened on
+   load, y rounded once on store); mean and rstd f32, sums f32.
 2. layernorm_backward_input(x, gamma, mean, rstd, grad, dx, rows, cols)
    One block per row as in 1: two block sums (mean of dxhat, mean of
    dxhat * xhat), then WRITES dx.
@@ -23,34 +24,49 @@ f32 accumulation throughout; no atomics; deterministic for a given shape.
 */
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_forward(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
-                  int rows, int cols, float eps) {
+template <typename T>
+__device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, const T* __restrict__ gamma,
+                                                       const T* __restrict__ beta, T* __restrict__ y,
+                                                       float* __restrict__ mean, float* __restrict__ rstd,
+                                                       int rows, int cols, float eps) {
     __shared__ float scratch[32];
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
-        const float* xr = x + (long long)row * cols;
-        float* yr = y + (long long)row * cols;
+        const T* xr = x + (long long)row * cols;
+        T* yr = y + (long long)row * cols;
         float s = 0.0f;
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            s += xr[j];
+            s += to_f32(xr[j]);
         }
         const float m = block_sum(s, scratch) / (float)cols;
         float v = 0.0f;
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float d = xr[j] - m;
+            const float d = to_f32(xr[j]) - m;
             v += d * d;
         }
         const float var = block_sum(v, scratch) / (float)cols;
         const float r = 1.0f / sqrtf(var + eps);
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            yr[j] = (xr[j] - m) * r * gamma[j] + beta[j];
+            yr[j] = from_f32<T>((to_f32(xr[j]) - m) * r * to_f32(gamma[j]) + to_f32(beta[j]));
         }
         if (threadIdx.x == 0) {
             mean[row] = m;
             rstd[row] = r;
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_forward(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
+                  int rows, int cols, float eps) {
+    layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_forward_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ gamma,
+                       const bf16_bits* __restrict__ beta, bf16_bits* __restrict__ y, float* __restrict__ mean,
+                       float* __restrict__ rstd, int rows, int cols, float eps) {
+    layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

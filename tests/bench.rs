@@ -31,7 +31,8 @@ fn bench_json(name: &str, device: &str, filter: &str) -> serde_json::Value {
 
 #[test]
 fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
-    // Matches the layer-norm and softmax cases of both models.
+    // Matches the layer-norm (f32 and bf16) and L2-normalisation cases of
+    // both models.
     let json = bench_json("cpu", "cpu", "norm");
     assert_eq!(json["format_version"], 1);
     assert_eq!(json["device_kind"], "cpu");
@@ -41,12 +42,14 @@ fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
     let figures = json["figures"].as_array().unwrap();
     let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"layernorm_fwd/vit-b32") && ids.contains(&"l2_normalize_bwd/mini-clip"), "{ids:?}");
+    assert!(ids.contains(&"layernorm_fwd_bf16/mini-clip"), "{ids:?}");
     assert!(ids.iter().all(|id| id.contains("norm")), "{ids:?}");
     for f in figures {
         assert!(f["ms"].as_f64().unwrap() > 0.0, "{f}");
         assert!(f["throughput"].as_f64().unwrap() > 0.0, "{f}");
         assert_eq!(f["unit"], "GB/s");
-        assert_eq!(f["dtype"], "f32");
+        let id = f["id"].as_str().unwrap();
+        assert_eq!(f["dtype"], if id.contains("_bf16/") { "bf16" } else { "f32" }, "{f}");
         assert_eq!(f["runs"], 3);
         assert!(f["check_error"].is_null(), "the CPU is the reference: {f}");
         assert!(f["params"]["rows"].as_u64().unwrap() > 0 && f["params"]["cols"].as_u64().unwrap() > 0, "{f}");

@@ -54,6 +54,11 @@ fn randn(rng: &mut Rng, shape: &[usize]) -> Input {
     Input::randn(rng, shape, 1.0)
 }
 
+/// `t` stored as bf16 (differentiable: the gradient comes back as f32).
+fn bf16(t: &Tensor) -> Result<Tensor> {
+    t.to_dtype(DType::BF16)
+}
+
 #[test]
 fn unary_ops_and_their_gradients() {
     let Some(gpu) = cuda_or_skip("unary_ops_and_their_gradients") else { return };
@@ -131,6 +136,39 @@ fn matrix_products() {
     check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| t[0].matmul(&t[1]));
 }
 
+/// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
+/// compute): unary maps (8-wide 16-byte packs and a tail), broadcasting
+/// binaries, layernorm forward; against the CPU's bf16 storage, backward
+/// included (the backward kernels widen to f32).
+#[test]
+fn bf16_storage_kernels_match_the_cpu() {
+    let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else { return };
+    let mut rng = Rng::new(7);
+    // 1035 elements: not a multiple of 8, so the 16-byte packs leave a tail.
+    let x = randn(&mut rng, &[1035]);
+    let unary: [(&str, fn(&Tensor) -> Result<Tensor>); 4] = [
+        ("bf16 quick_gelu", |t| t.quick_gelu()),
+        ("bf16 exp", |t| t.exp()),
+        ("bf16 tanh", |t| t.tanh()),
+        ("bf16 affine", |t| t.affine(-1.5, 0.25)),
+    ];
+    for (name, op) in unary {
+        check_at(&gpu, name, std::slice::from_ref(&x), BF16_TOL, |_, t| op(&bf16(&t[0])?));
+    }
+    let a = randn(&mut rng, &[2, 3, 40]);
+    check_at(&gpu, "bf16 add row", &[a.clone(), randn(&mut rng, &[40])], BF16_TOL, |_, t| bf16(&t[0])?.add(&bf16(&t[1])?));
+    check_at(&gpu, "bf16 mul column", &[a.clone(), randn(&mut rng, &[3, 1])], BF16_TOL, |_, t| bf16(&t[0])?.mul(&bf16(&t[1])?));
+    let positive = Input::uniform(&mut rng, &[2, 1, 40], 0.5, 2.0);
+    check_at(&gpu, "bf16 div", &[a, positive], BF16_TOL, |_, t| bf16(&t[0])?.div(&bf16(&t[1])?));
+    // Rows wider than the block (300 > 256) and a width CLIP uses.
+    for cols in [300, 64] {
+        let inputs = [randn(&mut rng, &[2, 7, cols]), randn(&mut rng, &[cols]), randn(&mut rng, &[cols])];
+        check_at(&gpu, &format!("bf16 layer_norm over {cols}"), &inputs, BF16_TOL, |_, t| {
+            bf16(&t[0])?.layer_norm(&bf16(&t[1])?, &bf16(&t[2])?, 1e-5)
+        });
+    }
+}
+
 /// bf16 operands (the frozen towers of `--precision bf16`): cuBLASLt on the
 /// GPU, the bias in its epilogue, against the CPU's bf16 storage. The
 /// backward's products are bf16 too (dX = g W; dW = g^T X batched with a
@@ -139,7 +177,6 @@ fn matrix_products() {
 fn bf16_matrix_products_through_cublaslt() {
     let Some(gpu) = cuda_or_skip("bf16_matrix_products_through_cublaslt") else { return };
     let mut rng = Rng::new(6);
-    let bf16 = |t: &Tensor| t.to_dtype(DType::BF16);
     check_at(
         &gpu,
         "bf16 linear with bias",

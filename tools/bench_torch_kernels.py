@@ -48,8 +48,13 @@ class Op:
         self.impl = impl
 
 
+# The dtype of the inputs `build` makes: bfloat16 while it builds an engine
+# case whose name ends in `_bf16`.
+DTYPE = torch.float32
+
+
 def randn(*shape, dev, requires_grad=False, std=1.0):
-    return (torch.randn(*shape, device=dev) * std).requires_grad_(requires_grad)
+    return (torch.randn(*shape, device=dev, dtype=DTYPE) * std).requires_grad_(requires_grad)
 
 
 def backward_of(forward, inputs, impl):
@@ -95,6 +100,15 @@ def build(op, p, dev):
         a, w = randn(p["m"], p["k"], dev=dev).bfloat16(), randn(p["n"], p["k"], dev=dev).bfloat16()
         b = randn(p["n"], dev=dev).bfloat16()
         return Op(lambda: F.linear(a, w, b), "F.linear (bf16, bias)")
+    if op.endswith("_bf16"):
+        # The f32 case's PyTorch op on bfloat16 inputs.
+        global DTYPE
+        DTYPE = torch.bfloat16
+        try:
+            built = build(op[: -len("_bf16")], p, dev)
+        finally:
+            DTYPE = torch.float32
+        return built and Op(built.call, built.impl + " (bf16)")
     if op.startswith("attention"):
         causal = "causal" in op
         bh, lq, lk, hd = p["batch_heads"], p["q_len"], p["kv_len"], p["head_dim"]

@@ -48,6 +48,11 @@ impl HostInput {
         HostInput { values, dtype: DType::F32 }
     }
 
+    /// Values stored as bf16 (rounded to nearest on upload).
+    pub fn bf16(values: Vec<f32>) -> HostInput {
+        HostInput { values, dtype: DType::BF16 }
+    }
+
     pub fn ids(ids: &[u32]) -> HostInput {
         HostInput { values: ids.iter().map(|&i| i as f32).collect(), dtype: DType::U32 }
     }

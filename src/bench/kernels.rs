@@ -186,8 +186,7 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // with the bias epilogue on CUDA).
     cat.add("gemm_linear_bf16", s, |rng| {
         let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
-        let bf16 = |values| HostInput { values, dtype: DType::BF16 };
-        let inputs = vec![bf16(rng.normal_vec(m * k, 1.0)), bf16(rng.normal_vec(n * k, 1.0)), bf16(rng.normal_vec(n, 1.0))];
+        let inputs = vec![HostInput::bf16(rng.normal_vec(m * k, 1.0)), HostInput::bf16(rng.normal_vec(n * k, 1.0)), HostInput::bf16(rng.normal_vec(n, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
         let run = primitive(move |i| Ok(vec![i[0].gemm(&i[1], Some(&i[2]), &spec)?]));
         Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, run))
@@ -234,14 +233,22 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     let eps = LayerNorm::DEFAULT_EPS;
     let ln_inputs = |rng: &mut Rng| (rng.normal_vec(n, 1.0), rng.uniform_vec(cols, 0.5, 1.5), rng.normal_vec(cols, 1.0));
+    let layernorm = move |i: &mut [Storage]| {
+        let (y, mean, rstd) = i[0].layernorm(&i[1], &i[2], cols, eps)?;
+        Ok(vec![y, mean, rstd])
+    };
     cat.add("layernorm_fwd", s, |rng| {
         let (x, gamma, beta) = ln_inputs(rng);
         let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), HostInput::f32(beta)];
         let work = Work::f32_bytes(&[n, cols, cols, n, rows, rows]);
-        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(move |i| {
-            let (y, mean, rstd) = i[0].layernorm(&i[1], &i[2], cols, eps)?;
-            Ok(vec![y, mean, rstd])
-        })))
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(layernorm)))
+    })?;
+    // The same in the bf16 towers: bf16 rows and affine, f32 statistics.
+    cat.add("layernorm_fwd_bf16", s, |rng| {
+        let (x, gamma, beta) = ln_inputs(rng);
+        let inputs = vec![HostInput::bf16(x), HostInput::bf16(gamma), HostInput::bf16(beta)];
+        let work = Work::Bytes((2 * (2 * n + 2 * cols) + 4 * 2 * rows) as f64);
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(layernorm)))
     })?;
     cat.add("layernorm_bwd", s, |rng| {
         let (x, gamma, beta) = ln_inputs(rng);
@@ -321,6 +328,11 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("quick_gelu_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
         Ok((params.clone(), Work::f32_bytes(&[n, n]), inputs, primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
+    })?;
+    cat.add("quick_gelu_fwd_bf16", s, |rng| {
+        let inputs = vec![HostInput::bf16(rng.normal_vec(n, 1.0))];
+        let work = Work::Bytes((2 * 2 * n) as f64);
+        Ok((params.clone(), work, inputs, primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
     })?;
     cat.add("quick_gelu_bwd", s, |rng| {
         let x = rng.normal_vec(n, 1.0);

@@ -142,6 +142,29 @@ pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: shared }
 }
 
+/// A storage type of the templated kernels (`kernels/common.cuh`): f32, or
+/// bf16 as its u16 bit pattern (f16 buffers never reach these kernels).
+pub trait KernelElem: DeviceRepr {
+    /// Elements per 16-byte load.
+    const LANES: usize;
+    /// The kernel instance for this type: the f32 one or the `_bf16` one.
+    fn pick(f32_kernel: &'static str, bf16_kernel: &'static str) -> &'static str;
+}
+
+impl KernelElem for f32 {
+    const LANES: usize = 4;
+    fn pick(f32_kernel: &'static str, _: &'static str) -> &'static str {
+        f32_kernel
+    }
+}
+
+impl KernelElem for u16 {
+    const LANES: usize = 8;
+    fn pick(_: &'static str, bf16_kernel: &'static str) -> &'static str {
+        bf16_kernel
+    }
+}
+
 /// A size as the `int` kernels take, or an error naming what is too large.
 pub fn int(n: usize, what: &str) -> Result<i32> {
     i32::try_from(n).map_err(|_| anyhow!("{what} = {n} is too large for the CUDA kernels (limit 2^31 - 1)"))

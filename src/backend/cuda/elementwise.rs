@@ -1,7 +1,7 @@
 //! Elementwise maps, broadcasting binaries and broadcast reductions
 //! (`kernels/elementwise.cu`, `kernels/reduce.cu`).
 
-use super::device::{grid_for, int, launch, rows_config, CudaDevice, BLOCK};
+use super::device::{grid_for, int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::tensor::Shape;
 use anyhow::{bail, Result};
@@ -64,17 +64,18 @@ fn binary_code(op: BinaryOp) -> i32 {
     }
 }
 
-pub fn unary(dev: &CudaDevice, x: &CudaSlice<f32>, op: UnaryOp) -> Result<CudaSlice<f32>> {
-    let mut y = dev.alloc::<f32>(x.len())?;
+/// `y = op(x)` on f32 or bf16 storage (computed in f32).
+pub fn unary<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, op: UnaryOp) -> Result<CudaSlice<T>> {
+    let mut y = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(y);
     }
     let (code, scale, shift) = unary_code(op);
     let n = int(x.len(), "elements")?;
-    let kernel = dev.kernel("elementwise", "unary_forward")?;
-    // SAFETY: x and y hold n f32 each; the kernel reads x[i] and writes y[i]
-    // for i < n only.
-    unsafe { launch!(kernel, grid_for(x.len().div_ceil(4), BLOCK); x, &mut y, &n, &code, &scale, &shift) }?;
+    let kernel = dev.kernel("elementwise", T::pick("unary_forward", "unary_forward_bf16"))?;
+    // SAFETY: x and y hold n elements of the kernel instance's type each;
+    // the kernel reads x[i] and writes y[i] for i < n only.
+    unsafe { launch!(kernel, grid_for(x.len().div_ceil(T::LANES), BLOCK); x, &mut y, &n, &code, &scale, &shift) }?;
     Ok(y)
 }
 
@@ -92,26 +93,29 @@ pub fn unary_backward(dev: &CudaDevice, x: &CudaSlice<f32>, y: &CudaSlice<f32>, 
     Ok(dx)
 }
 
-pub fn binary(
+/// `lhs op rhs` broadcast to `out_shape`, on f32 or bf16 storage (computed
+/// in f32).
+pub fn binary<T: KernelElem>(
     dev: &CudaDevice,
-    lhs: &CudaSlice<f32>,
-    rhs: &CudaSlice<f32>,
+    lhs: &CudaSlice<T>,
+    rhs: &CudaSlice<T>,
     op: BinaryOp,
     lhs_shape: &Shape,
     rhs_shape: &Shape,
     out_shape: &Shape,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let len = out_shape.elem_count();
-    let mut out = dev.alloc::<f32>(len)?;
+    let mut out = dev.alloc::<T>(len)?;
     if len == 0 {
         return Ok(out);
     }
     let map = IndexMap::new(out_shape.dims(), &lhs_shape.broadcast_strides(out_shape), &rhs_shape.broadcast_strides(out_shape))?;
     let (n, code) = (int(len, "elements")?, binary_code(op));
-    let kernel = dev.kernel("elementwise", "binary_broadcast")?;
+    let kernel = dev.kernel("elementwise", T::pick("binary_broadcast", "binary_broadcast_bf16"))?;
     // SAFETY: the broadcast strides map every output index to an element of
     // lhs (of lhs_shape) and rhs (of rhs_shape), which broadcast to
-    // out_shape (checked by the op); out holds n f32.
+    // out_shape (checked by the op); out holds n elements; all three have
+    // the kernel instance's type.
     unsafe { launch!(kernel, grid_for(len, BLOCK); lhs, rhs, &mut out, &n, &code, &map) }?;
     Ok(out)
 }

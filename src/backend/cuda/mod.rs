@@ -3,11 +3,14 @@
 //! file) except the matrix products, which go through cuBLAS (f32) and
 //! cuBLASLt (bf16, bias epilogue).
 //!
-//! Storage dtypes are f32, bf16, f16 and u32. bf16 GEMMs run on bf16
-//! operands directly (f32 accumulation); every other primitive computes in
-//! f32: a bf16/f16 operand is widened by a cast kernel, the op runs in f32,
-//! and its output is narrowed back to the dtype of the first float input,
-//! exactly what the CPU reference does (so both agree to f32 rounding).
+//! Storage dtypes are f32, bf16, f16 and u32. What the bf16 towers of
+//! `--precision bf16` run forward reads and writes bf16 directly: GEMMs
+//! (cuBLASLt, f32 accumulation), unary maps, broadcasting binaries and the
+//! layernorm forward (the `_bf16` kernel instances: widened on load,
+//! computed in f32, rounded once on store). Every other primitive widens a
+//! bf16/f16 operand with a cast kernel, runs in f32 and narrows its output
+//! back to the dtype of the first float input. Either way the result is
+//! what the CPU reference computes, up to f32 rounding before the bf16 one.
 //! Layout ops (permute, narrow, concat) copy 16- or 32-bit words and never
 //! convert. What mixed precision still needs is listed in docs/gpu/README.md.
 //!
@@ -91,6 +94,11 @@ impl CudaStorage {
 
     fn f32_buffer(device: &CudaDevice, values: CudaSlice<f32>) -> CudaStorage {
         CudaStorage { device: device.clone(), buffer: CudaBuffer::F32(Arc::new(values)) }
+    }
+
+    /// A bf16 result (bit patterns) on this storage's device.
+    fn bf16_buffer(&self, bits: CudaSlice<u16>) -> CudaStorage {
+        CudaStorage { device: self.device.clone(), buffer: CudaBuffer::BF16(Arc::new(bits)) }
     }
 
     /// The values as an f32 device buffer: shared when already f32, else a
@@ -227,8 +235,7 @@ impl BackendStorage for CudaStorage {
         };
         if let (CudaBuffer::BF16(a), CudaBuffer::BF16(b), Some(bias)) = (&self.buffer, &rhs.buffer, bf16_bias) {
             if gemm::bf16_supports(spec) {
-                let out = gemm::gemm_bf16(dev, a, b, bias, spec)?;
-                return Ok(CudaStorage { device: dev.clone(), buffer: CudaBuffer::BF16(Arc::new(out)) });
+                return Ok(self.bf16_buffer(gemm::gemm_bf16(dev, a, b, bias, spec)?));
             }
         }
         let mut out = gemm::gemm(dev, &*self.f32s()?, &*rhs.f32s()?, spec)?;
@@ -240,6 +247,9 @@ impl BackendStorage for CudaStorage {
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {
+        if let CudaBuffer::BF16(x) = &self.buffer {
+            return Ok(self.bf16_buffer(elementwise::unary(&self.device, &**x, op)?));
+        }
         self.like(elementwise::unary(&self.device, &*self.f32s()?, op)?)
     }
 
@@ -251,6 +261,9 @@ impl BackendStorage for CudaStorage {
 
     fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
         self.same_device(rhs)?;
+        if let (CudaBuffer::BF16(a), CudaBuffer::BF16(b)) = (&self.buffer, &rhs.buffer) {
+            return Ok(self.bf16_buffer(elementwise::binary(&self.device, &**a, &**b, op, lhs_shape, rhs_shape, out_shape)?));
+        }
         let out = elementwise::binary(&self.device, &*self.f32s()?, &*rhs.f32s()?, op, lhs_shape, rhs_shape, out_shape)?;
         self.like(out)
     }
@@ -305,6 +318,10 @@ impl BackendStorage for CudaStorage {
         self.same_device(gamma)?;
         self.same_device(beta)?;
         let dev = &self.device;
+        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(g), CudaBuffer::BF16(b)) = (&self.buffer, &gamma.buffer, &beta.buffer) {
+            let (y, mean, rstd) = norm::layernorm(dev, &**x, &**g, &**b, cols, eps)?;
+            return Ok((self.bf16_buffer(y), CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)));
+        }
         let (y, mean, rstd) = norm::layernorm(dev, &*self.f32s()?, &*gamma.f32s()?, &*beta.f32s()?, cols, eps)?;
         Ok((self.like(y)?, CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)))
     }

@@ -1,37 +1,39 @@
 //! Row-wise normalisations (`kernels/layernorm.cu`, `kernels/softmax.cu`,
 //! `kernels/l2_normalize.cu`): one block per row, f32 sums in a fixed order.
 
-use super::device::{int, launch, rows_config, CudaDevice, BLOCK};
+use super::device::{int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
 use anyhow::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 /// Rows of dgamma/dbeta partial sums each block column adds up serially.
 const ROWS_PER_CHUNK: usize = 64;
 
-fn rows_of(x: &CudaSlice<f32>, cols: usize) -> usize {
+fn rows_of<T>(x: &CudaSlice<T>, cols: usize) -> usize {
     x.len().checked_div(cols).unwrap_or(0)
 }
 
-/// Returns (y, mean, rstd).
-pub fn layernorm(
+/// Returns (y, mean, rstd): y in the storage type of x, gamma and beta (f32
+/// or bf16), the statistics f32.
+pub fn layernorm<T: KernelElem>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    gamma: &CudaSlice<f32>,
-    beta: &CudaSlice<f32>,
+    x: &CudaSlice<T>,
+    gamma: &CudaSlice<T>,
+    beta: &CudaSlice<T>,
     cols: usize,
     eps: f32,
-) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+) -> Result<(CudaSlice<T>, CudaSlice<f32>, CudaSlice<f32>)> {
     let rows = rows_of(x, cols);
-    let mut y = dev.alloc::<f32>(x.len())?;
+    let mut y = dev.alloc::<T>(x.len())?;
     let mut mean = dev.alloc::<f32>(rows)?;
     let mut rstd = dev.alloc::<f32>(rows)?;
     if rows == 0 {
         return Ok((y, mean, rstd));
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
-    let kernel = dev.kernel("layernorm", "layernorm_forward")?;
-    // SAFETY: x and y hold rows * cols f32, gamma and beta cols, mean and
-    // rstd rows; one block per row reads and writes that row only.
+    let kernel = dev.kernel("layernorm", T::pick("layernorm_forward", "layernorm_forward_bf16"))?;
+    // SAFETY: x and y hold rows * cols elements, gamma and beta cols (all
+    // of the kernel instance's type), mean and rstd rows f32; one block per
+    // row reads and writes that row only.
     unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
     Ok((y, mean, rstd))
 }
