@@ -146,7 +146,8 @@ fn bf16_storage_kernels_match_the_cpu() {
     let mut rng = Rng::new(7);
     // 1035 elements: not a multiple of 8, so the 16-byte packs leave a tail.
     let x = randn(&mut rng, &[1035]);
-    let unary: [(&str, fn(&Tensor) -> Result<Tensor>); 4] = [
+    type TensorOp = fn(&Tensor) -> Result<Tensor>;
+    let unary: [(&str, TensorOp); 4] = [
         ("bf16 quick_gelu", |t| t.quick_gelu()),
         ("bf16 exp", |t| t.exp()),
         ("bf16 tanh", |t| t.tanh()),
