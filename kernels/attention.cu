@@ -1,6 +1,8 @@
 /*
 Scaled dot-product attention, forward and backward, over bh independent
-heads: q [bh, q_len, hd], k and v [bh, kv_len, hd], f32
+heads: q [bh, q_len, hd], k and v [bh, kv_len, hd], f32; the forward also
+in bf16 (attention_forward_bf16: q, k, v and out bf16, widened on load and
+rounded once on store; scores, sums and lse f32)
 (src/backend/cuda/attention.rs launches them). Causal: query i sees keys
 j <= i only (q_len == kv_len). The forward saves only each query row's
 log-sum-exp; the backward recomputes probabilities from it, the same
@@ -33,11 +35,16 @@ atomics, so the results are deterministic.
 */
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(128)
-attention_forward(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                  float* __restrict__ out, float* __restrict__ lse, int bh, int q_len, int kv_len,
-                  int hd, int causal, float scale) {
-    extern __shared__ float smem[];
+// Dynamic shared memory of every kernel here (sized by the launch), declared
+// once: a declaration inside the templated forward would clash with the
+// kernels' own.
+extern __shared__ float smem[];
+
+template <typename T>
+__device__ __forceinline__ void attention_forward_impl(const T* __restrict__ q, const T* __restrict__ k,
+                                                       const T* __restrict__ v, T* __restrict__ out,
+                                                       float* __restrict__ lse, int bh, int q_len, int kv_len,
+                                                       int hd, int causal, float scale) {
     __shared__ float scratch[32];
     float* qs = smem;
     float* p = smem + hd;
@@ -46,11 +53,11 @@ attention_forward(const float* __restrict__ q, const float* __restrict__ k, cons
         const long long h = row / q_len;
         const int i = (int)(row % q_len);
         const int kv_end = causal ? i + 1 : kv_len;
-        const float* kh = k + h * kv_len * hd;
-        const float* vh = v + h * kv_len * hd;
+        const T* kh = k + h * kv_len * hd;
+        const T* vh = v + h * kv_len * hd;
         __syncthreads();
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            qs[d] = q[row * hd + d];
+            qs[d] = to_f32(q[row * hd + d]);
         }
         __syncthreads();
         float m = neg_inf();
@@ -59,7 +66,7 @@ attention_forward(const float* __restrict__ q, const float* __restrict__ k, cons
             if (j < kv_end) {
                 float dot = 0.0f;
                 for (int d = 0; d < hd; ++d) {
-                    dot += qs[d] * kh[(long long)j * hd + d];
+                    dot += qs[d] * to_f32(kh[(long long)j * hd + d]);
                 }
                 s = dot * scale;
             }
@@ -78,9 +85,9 @@ attention_forward(const float* __restrict__ q, const float* __restrict__ k, cons
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float acc = 0.0f;
             for (int j = 0; j < kv_end; ++j) {
-                acc += p[j] * vh[(long long)j * hd + d];
+                acc += p[j] * to_f32(vh[(long long)j * hd + d]);
             }
-            out[row * hd + d] = acc * inv;
+            out[row * hd + d] = from_f32<T>(acc * inv);
         }
         if (threadIdx.x == 0) {
             lse[row] = m + logf(sum);
@@ -89,11 +96,24 @@ attention_forward(const float* __restrict__ q, const float* __restrict__ k, cons
 }
 
 extern "C" __global__ void __launch_bounds__(128)
+attention_forward(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                  float* __restrict__ out, float* __restrict__ lse, int bh, int q_len, int kv_len,
+                  int hd, int causal, float scale) {
+    attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attention_forward_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
+                       const bf16_bits* __restrict__ v, bf16_bits* __restrict__ out, float* __restrict__ lse,
+                       int bh, int q_len, int kv_len, int hd, int causal, float scale) {
+    attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
 attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                       const float* __restrict__ out, const float* __restrict__ lse,
                       const float* __restrict__ grad, float* __restrict__ dq, float* __restrict__ delta,
                       int bh, int q_len, int kv_len, int hd, int causal, float scale) {
-    extern __shared__ float smem[];
     __shared__ float scratch[32];
     float* qs = smem;
     float* gs = smem + hd;
@@ -148,7 +168,6 @@ attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k
                         const float* __restrict__ lse, const float* __restrict__ grad,
                         const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
                         int bh, int q_len, int kv_len, int hd, int causal, float scale) {
-    extern __shared__ float smem[];
     float* ks = smem;
     float* vs = smem + hd;
     float* p = smem + 2 * hd;

@@ -138,8 +138,8 @@ fn matrix_products() {
 
 /// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
 /// compute): unary maps (8-wide 16-byte packs and a tail), broadcasting
-/// binaries, layernorm forward; against the CPU's bf16 storage, backward
-/// included (the backward kernels widen to f32).
+/// binaries, layernorm and attention forward; against the CPU's bf16
+/// storage, backward included (the backward kernels widen to f32).
 #[test]
 fn bf16_storage_kernels_match_the_cpu() {
     let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else { return };
@@ -166,6 +166,13 @@ fn bf16_storage_kernels_match_the_cpu() {
         let inputs = [randn(&mut rng, &[2, 7, cols]), randn(&mut rng, &[cols]), randn(&mut rng, &[cols])];
         check_at(&gpu, &format!("bf16 layer_norm over {cols}"), &inputs, BF16_TOL, |_, t| {
             bf16(&t[0])?.layer_norm(&bf16(&t[1])?, &bf16(&t[2])?, 1e-5)
+        });
+    }
+    // Attention: more keys than threads per block (197, ViT-B/16), and causal.
+    for (len, causal) in [(197, false), (9, true)] {
+        let qkv = [randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64])];
+        check_at(&gpu, &format!("bf16 attention over {len} (causal {causal})"), &qkv, BF16_TOL, |_, t| {
+            bf16(&t[0])?.scaled_dot_product_attention(&bf16(&t[1])?, &bf16(&t[2])?, causal)
         });
     }
 }

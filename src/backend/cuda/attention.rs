@@ -3,7 +3,7 @@
 //! forward saves each row's log-sum-exp; the backward recomputes the
 //! probabilities from it.
 
-use super::device::{int, launch, rows_config, CudaDevice};
+use super::device::{int, launch, rows_config, CudaDevice, KernelElem};
 use crate::backend::AttentionSpec;
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
@@ -31,20 +31,22 @@ fn sizes(spec: &AttentionSpec) -> Result<[i32; 5]> {
     ])
 }
 
-/// Returns (out [bh, q_len, head_dim], lse [bh, q_len]).
-pub fn forward(dev: &CudaDevice, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, spec: &AttentionSpec) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+/// Returns (out [bh, q_len, head_dim] in the storage type of q, k and v
+/// (f32 or bf16), lse [bh, q_len] f32).
+pub fn forward<T: KernelElem>(dev: &CudaDevice, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, spec: &AttentionSpec) -> Result<(CudaSlice<T>, CudaSlice<f32>)> {
     let rows = spec.batch_heads * spec.q_len;
-    let mut out = dev.alloc::<f32>(rows * spec.head_dim)?;
+    let mut out = dev.alloc::<T>(rows * spec.head_dim)?;
     let mut lse = dev.alloc::<f32>(rows)?;
     if rows == 0 || spec.kv_len == 0 {
         return Ok((out, lse));
     }
     let shared = dev.check_shared("attention forward", spec.head_dim + spec.kv_len)?;
     let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
-    let kernel = dev.kernel("attention", "attention_forward")?;
-    // SAFETY: q and out hold bh * q_len * hd f32, k and v bh * kv_len * hd,
-    // lse bh * q_len (shapes checked by ops::attention); the dynamic shared
-    // memory holds the hd + kv_len floats the kernel indexes.
+    let kernel = dev.kernel("attention", T::pick("attention_forward", "attention_forward_bf16"))?;
+    // SAFETY: q and out hold bh * q_len * hd elements, k and v bh * kv_len *
+    // hd (all of the kernel instance's type), lse bh * q_len f32 (shapes
+    // checked by ops::attention); the dynamic shared memory holds the hd +
+    // kv_len floats the kernel indexes.
     unsafe {
         launch!(kernel, rows_config(rows, ATTENTION_BLOCK, shared); q, k, v, &mut out, &mut lse, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
     }?;

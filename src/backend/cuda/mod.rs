@@ -5,9 +5,9 @@
 //!
 //! Storage dtypes are f32, bf16, f16 and u32. What the bf16 towers of
 //! `--precision bf16` run forward reads and writes bf16 directly: GEMMs
-//! (cuBLASLt, f32 accumulation), unary maps, broadcasting binaries and the
-//! layernorm forward (the `_bf16` kernel instances: widened on load,
-//! computed in f32, rounded once on store). Every other primitive widens a
+//! (cuBLASLt, f32 accumulation), unary maps, broadcasting binaries, the
+//! layernorm and attention forwards (the `_bf16` kernel instances: widened
+//! on load, computed in f32, rounded once on store). Every other primitive widens a
 //! bf16/f16 operand with a cast kernel, runs in f32 and narrows its output
 //! back to the dtype of the first float input. Either way the result is
 //! what the CPU reference computes, up to f32 rounding before the bf16 one.
@@ -358,6 +358,10 @@ impl BackendStorage for CudaStorage {
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
         q.same_device(k)?;
         q.same_device(v)?;
+        if let (CudaBuffer::BF16(qb), CudaBuffer::BF16(kb), CudaBuffer::BF16(vb)) = (&q.buffer, &k.buffer, &v.buffer) {
+            let (out, lse) = attention::forward(&q.device, &**qb, &**kb, &**vb, spec)?;
+            return Ok((q.bf16_buffer(out), CudaStorage::f32_buffer(&q.device, lse)));
+        }
         let (out, lse) = attention::forward(&q.device, &*q.f32s()?, &*k.f32s()?, &*v.f32s()?, spec)?;
         Ok((q.like(out)?, CudaStorage::f32_buffer(&q.device, lse)))
     }
