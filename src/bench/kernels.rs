@@ -193,26 +193,36 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     })?;
     // Vision self-attention over the image tokens; the text tower's causal
     // attention over the truncated prompts.
-    attention(cat, s, ("attention_fwd", "attention_bwd"), s.batch * s.heads(), s.tokens, false)?;
-    attention(cat, s, ("attention_causal_fwd", "attention_causal_bwd"), s.classes * s.text_heads(), s.text_tokens, true)
+    // The vision forward also in bf16, as the towers of `--precision bf16` run it.
+    attention(cat, s, ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")), s.batch * s.heads(), s.tokens, false)?;
+    attention(cat, s, ("attention_causal_fwd", "attention_causal_bwd", None), s.classes * s.text_heads(), s.text_tokens, true)
 }
 
-fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str), heads: usize, len: usize, causal: bool) -> Result<()> {
+/// The forward and backward cases `ops.0` and `ops.1`, and the forward on
+/// bf16 inputs as `ops.2` when given.
+fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str, Option<&'static str>), heads: usize, len: usize, causal: bool) -> Result<()> {
     let spec = AttentionSpec { batch_heads: heads, q_len: len, kv_len: len, head_dim: HEAD_DIM, causal, scale: (HEAD_DIM as f32).powf(-0.5) };
     let params = vec![("batch_heads", heads), ("q_len", len), ("kv_len", len), ("head_dim", HEAD_DIM)];
     // Score pairs computed: all, or the lower triangle with the diagonal.
     let pairs = if causal { heads * len * (len + 1) / 2 } else { heads * len * len } as f64;
     let elems = heads * len * HEAD_DIM;
     let qkv = |rng: &mut Rng| [rng.normal_vec(elems, 1.0), rng.normal_vec(elems, 1.0), rng.normal_vec(elems, 1.0)];
+    // Q K^T and P V: two multiply-adds per pair and head-dim element.
+    let forward_work = Work::Flops(4.0 * pairs * HEAD_DIM as f64);
+    let forward = move |i: &mut [Storage]| {
+        let (out, lse) = Storage::attention(&i[0], &i[1], &i[2], &spec)?;
+        Ok(vec![out, lse])
+    };
     cat.add(ops.0, s, |rng| {
         let inputs = qkv(rng).into_iter().map(HostInput::f32).collect();
-        // Q K^T and P V: two multiply-adds per pair and head-dim element.
-        let work = Work::Flops(4.0 * pairs * HEAD_DIM as f64);
-        Ok((params.clone(), work, inputs, primitive(move |i| {
-            let (out, lse) = Storage::attention(&i[0], &i[1], &i[2], &spec)?;
-            Ok(vec![out, lse])
-        })))
+        Ok((params.clone(), forward_work, inputs, primitive(forward)))
     })?;
+    if let Some(op) = ops.2 {
+        cat.add(op, s, |rng| {
+            let inputs = qkv(rng).into_iter().map(HostInput::bf16).collect();
+            Ok((params.clone(), forward_work, inputs, primitive(forward)))
+        })?;
+    }
     cat.add(ops.1, s, |rng| {
         let [q, k, v] = qkv(rng);
         let (out, lse) = CpuStorage::attention(&cpu(&q), &cpu(&k), &cpu(&v), &spec)?;
