@@ -3,7 +3,8 @@ Shared device helpers for kernels/*.cu (included as "common.cuh"; the NVRTC
 fallback pastes this file in place of the #include line).
 
 * warp_sum / warp_max: xor-butterfly over the 32 lanes of a full warp; every
-  lane gets the same bits.
+  lane gets the same bits. (Both are warp_reduce with SumOp / MaxOp, and
+  the block versions block_reduce.)
 * block_sum / block_max: blockDim.x a multiple of 32, <= 1024; every thread
   of the block must call them (they contain __syncthreads) and every thread
   gets the result. The order of additions is fixed by the launch shape:
@@ -98,54 +99,60 @@ __device__ __forceinline__ void map_offsets(long long i, const IndexMap& m, long
     }
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+__device__ __forceinline__ float neg_inf() {
+    return -__int_as_float(0x7f800000);
+}
+
+struct SumOp {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+    static __device__ __forceinline__ float identity() { return 0.0f; }
+};
+
+struct MaxOp {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+    static __device__ __forceinline__ float identity() { return neg_inf(); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, offset);
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
     }
     return v;
+}
+
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, float* scratch, Op op) {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int num_warps = blockDim.x >> 5;
+    v = warp_reduce(v, op);
+    __syncthreads();
+    if (lane == 0) {
+        scratch[warp] = v;
+    }
+    __syncthreads();
+    v = lane < num_warps ? scratch[lane] : Op::identity();
+    return warp_reduce(v, op);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    return warp_reduce(v, SumOp());
 }
 
 __device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    }
-    return v;
+    return warp_reduce(v, MaxOp());
 }
 
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int num_warps = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) {
-        scratch[warp] = v;
-    }
-    __syncthreads();
-    v = lane < num_warps ? scratch[lane] : 0.0f;
-    return warp_sum(v);
+    return block_reduce(v, scratch, SumOp());
 }
 
 __device__ __forceinline__ float block_max(float v, float* scratch) {
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int num_warps = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) {
-        scratch[warp] = v;
-    }
-    __syncthreads();
-    v = lane < num_warps ? scratch[lane] : -__int_as_float(0x7f800000);
-    return warp_max(v);
+    return block_reduce(v, scratch, MaxOp());
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0ull;
-}
-
-__device__ __forceinline__ float neg_inf() {
-    return -__int_as_float(0x7f800000);
 }
