@@ -187,6 +187,10 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     assert_eq!(state["config"]["precision"], "f32", "--precision auto is f32 on the CPU: {state}");
     let again = engine(&["train", "--epochs", "1", "--run-dir", run]);
     assert!(stderr(&again).contains("already holds a run"), "{}", stderr(&again));
+    let other_clip = full_vocab_clip();
+    let mixed = engine(&["--device", "cpu", "train", "--epochs", "2", "--resume", "--run-dir", run, "--clip", other_clip.to_str().unwrap()]);
+    let err = one_line_failure(&mixed);
+    assert!(err.contains("--resume") && err.contains("trained on the CLIP \"bundled:mini-clip\""), "{err}");
 
     let best = run_dir.join("checkpoint-best.json");
     for precision in ["f32", "bf16"] {

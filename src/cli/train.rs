@@ -119,6 +119,9 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let run_dir = args.run_folder.resolve("train")?;
     let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
+    if let Some(previous) = resume.as_ref().map(|r| &r.state.clip).filter(|&c| *c != clip_name) {
+        bail!("--resume: the run in {} was trained on the CLIP {previous:?}, not {clip_name:?}; give the same --clip", run_dir.display());
+    }
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;
     let test_set = args.data.open(Part::Test)?;
