@@ -7,9 +7,9 @@
 //! `--precision bf16` run forward reads and writes bf16 directly: GEMMs
 //! (cuBLASLt, f32 accumulation), unary maps, broadcasting binaries, the
 //! layernorm and attention forwards (the `_bf16` kernel instances: widened
-//! on load, computed in f32, rounded once on store). Every other primitive widens a
-//! bf16/f16 operand with a cast kernel, runs in f32 and narrows its output
-//! back to the dtype of the first float input. Either way the result is
+//! on load, computed in f32, rounded once on store). Every other primitive
+//! widens a bf16/f16 operand with a cast kernel, runs in f32 and narrows its
+//! output back to the dtype of the first float input. Either way the result is
 //! what the CPU reference computes, up to f32 rounding before the bf16 one.
 //! Layout ops (permute, narrow, concat) copy 16- or 32-bit words and never
 //! convert. What mixed precision still needs is listed in docs/gpu/README.md.
