@@ -324,9 +324,12 @@ fn index_tensors_move_and_reshape_exactly() {
     assert_eq!(moved.to_ids().unwrap(), cpu.to_ids().unwrap());
 }
 
-/// Large uploads go through the pinned staging ring (4 slots, 64 KiB and
-/// up): more uploads than slots, growing sizes (a slot is reallocated),
-/// small ones in between, all queued before any is read back.
+/// Large uploads go through the staging ring (4 slots, 64 KiB and up:
+/// pinned host buffer, landing buffer written on the copy stream, copied
+/// into a compute-stream buffer): more uploads than slots, growing sizes (a
+/// slot is reallocated), small ones in between, all queued before any is
+/// read back; then uploads each consumed at once by a kernel, so every slot
+/// is rewritten while the compute stream may still be reading it.
 #[test]
 fn staged_uploads_arrive_exactly() {
     let Some(gpu) = cuda_or_skip("staged_uploads_arrive_exactly") else { return };
@@ -339,6 +342,13 @@ fn staged_uploads_arrive_exactly() {
     }
     let ids: Vec<u32> = (0..100_000).map(|i| (i * 7919) % 49408).collect();
     assert_eq!(Tensor::from_ids(ids.clone(), [ids.len()], &gpu).unwrap().to_ids().unwrap(), ids);
+    let batches: Vec<Vec<f32>> = (0..12).map(|_| rng.normal_vec(70_000, 1.0)).collect();
+    let doubled: Vec<Tensor> =
+        batches.iter().map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap().affine(2.0, 1.0).unwrap()).collect();
+    for (i, (t, v)) in doubled.iter().zip(&batches).enumerate() {
+        let want: Vec<f32> = v.iter().map(|x| 2.0 * x + 1.0).collect();
+        assert_eq!(t.to_vec().unwrap(), want, "upload {i} consumed by a kernel");
+    }
 }
 
 #[test]

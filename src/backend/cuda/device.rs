@@ -1,8 +1,9 @@
-//! The CUDA device handle: one context, one explicit stream, a cuBLAS handle
-//! bound to that stream, and the kernel modules of `kernels/*.cu`, loaded on
-//! first use. Cheap to clone (an `Arc`); two handles are the same device only
-//! when they are clones of one another, so buffers of different streams are
-//! never mixed.
+//! The CUDA device handle: one context, one explicit compute stream (and a
+//! copy stream that only the staging ring of large uploads uses), cuBLAS
+//! and cuBLASLt handles bound to the compute stream, and the kernel modules
+//! of `kernels/*.cu`, loaded on first use. Cheap to clone (an `Arc`); two
+//! handles are the same device only when they are clones of one another, so
+//! buffers of different devices are never mixed.
 
 use crate::kernels::{self, KernelImage};
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,6 +33,8 @@ struct Inner {
     compute_capability: (i32, i32),
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// Where staged uploads cross PCIe, beside the compute stream.
+    copy_stream: Arc<CudaStream>,
     blas: CudaBlas,
     /// cuBLASLt handle and workspace (32 MiB on Hopper, 4 MiB before), for
     /// the bf16 GEMMs.
@@ -50,33 +53,50 @@ struct Inner {
     index_fault: Mutex<CudaSlice<u32>>,
     /// Whether a kernel that may raise `index_fault` ran since the last read.
     index_fault_pending: AtomicBool,
-    /// Page-locked buffers that large uploads are copied through, used in
-    /// turn ([`CudaDevice::upload`]).
+    /// Page-locked and landing buffers that large uploads are copied
+    /// through, used in turn ([`CudaDevice::upload`]).
     staging: Mutex<StagingRing>,
 }
 
-/// Uploads of at least this many bytes go through a pinned staging buffer.
+/// Uploads of at least this many bytes go through a staging slot.
 const STAGED_UPLOAD_MIN_BYTES: usize = 64 * 1024;
-/// Staging buffers in the ring: a training step stages one image batch, so
-/// a buffer is rewritten four steps after its last copy was queued, long
+/// Staging slots in the ring: a training step stages one image batch, so
+/// a slot is rewritten four steps after its last copy was queued, long
 /// after that copy ran.
 const STAGING_SLOTS: usize = 4;
 
 /// Why: a copy from pageable memory may wait for the stream to drain before
 /// it returns, which would make every batch upload wait for the previous
-/// step's kernels. From page-locked memory the copy is queued and the host
-/// goes on preparing the next batch. Each slot's event marks when its last
-/// copy finished, so a slot is rewritten only after that.
+/// step's kernels; and a copy on the compute stream waits for the kernels
+/// queued before it. So a large upload goes host -> page-locked `pinned`
+/// (memcpy) -> device `landing` (on the copy stream, overlapping whatever
+/// the compute stream runs) -> a fresh pool buffer (a device-to-device copy
+/// on the compute stream, after it waits for `copied`). The pool buffer is
+/// an ordinary compute-stream buffer; the landing buffer never leaves the
+/// ring, so no buffer is shared between the streams beyond the two events.
+struct StagingSlot {
+    pinned: PinnedHostSlice<u8>,
+    /// Allocated on the copy stream, which alone writes it.
+    landing: CudaSlice<u8>,
+    /// Recorded on the copy stream after the host-to-device copy: `pinned`
+    /// may be rewritten and `landing` read once it completes.
+    copied: CudaEvent,
+    /// Recorded on the compute stream after the device-to-device copy:
+    /// `landing` may be rewritten once it completes.
+    consumed: CudaEvent,
+}
+
 struct StagingRing {
-    slots: Vec<(PinnedHostSlice<u8>, CudaEvent)>,
+    slots: Vec<StagingSlot>,
     next: usize,
 }
 
 impl Drop for StagingRing {
     fn drop(&mut self) {
-        // A queued copy may still read a buffer that is about to be freed.
-        for (_, copied) in &self.slots {
-            let _ = copied.synchronize();
+        // Queued copies may still read buffers that are about to be freed.
+        for slot in &self.slots {
+            let _ = slot.copied.synchronize();
+            let _ = slot.consumed.synchronize();
         }
     }
 }
@@ -212,9 +232,11 @@ impl CudaDevice {
     fn create(ordinal: usize) -> Result<CudaDevice> {
         let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
         // SAFETY: every buffer of this device is allocated, used and freed on
-        // the one stream created below (kernels, copies and cuBLAS alike), so
-        // stream order alone keeps uses apart and no per-buffer events are
-        // needed.
+        // the compute stream created below (kernels, copies and cuBLAS
+        // alike), so stream order alone keeps uses apart, except the staging
+        // ring's landing buffers, which live on the copy stream and are
+        // ordered against the compute stream by the ring's own two events
+        // (`upload`). So no per-buffer events are needed.
         unsafe { ctx.disable_event_tracking() };
         if ctx.has_async_alloc() {
             // The pool's release threshold is 0 by default: at every
@@ -226,6 +248,7 @@ impl CudaDevice {
                 .with_context(|| format!("could not configure the memory pool of GPU {ordinal}"))?;
         }
         let stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
+        let copy_stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA copy stream on GPU {ordinal}: {e}"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
         let blas_lt =
             CudaBlasLT::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLASLt handle on GPU {ordinal}: {e}"))?;
@@ -241,6 +264,7 @@ impl CudaDevice {
             compute_capability,
             ctx,
             stream,
+            copy_stream,
             blas,
             blas_lt,
             modules: Mutex::new(HashMap::new()),
@@ -410,9 +434,10 @@ impl CudaDevice {
         }
     }
 
-    /// A new device buffer holding `values`. The copy is queued on the
-    /// stream; uploads of [`STAGED_UPLOAD_MIN_BYTES`] or more go through the
-    /// pinned staging ring, so the call returns without waiting for the GPU.
+    /// A new device buffer holding `values`. The copy is queued; uploads of
+    /// [`STAGED_UPLOAD_MIN_BYTES`] or more go through the staging ring and
+    /// cross PCIe on the copy stream, so the call returns without waiting
+    /// for the GPU and the transfer overlaps the compute stream's kernels.
     pub(crate) fn upload<T: DeviceRepr>(&self, values: &[T]) -> Result<CudaSlice<T>> {
         let bytes = std::mem::size_of_val(values);
         let copy_error = |e: DriverError| anyhow!("copying {bytes} bytes to GPU {} failed: {e}", self.0.ordinal);
@@ -426,36 +451,65 @@ impl CudaDevice {
         }
         let mut ring = self.0.staging.lock().unwrap_or_else(|e| e.into_inner());
         if ring.slots.len() < STAGING_SLOTS {
-            let event = self.0.ctx.new_event(None).map_err(copy_error)?;
-            // SAFETY: the new page-locked buffer is written below before any
-            // copy reads it.
-            let pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(copy_error)?;
-            ring.slots.push((pinned, event));
+            let slot = self.staging_slot(bytes)?;
+            ring.slots.push(slot);
         }
-        let slot = ring.next % ring.slots.len();
+        let index = ring.next % ring.slots.len();
         ring.next = ring.next.wrapping_add(1);
-        let (pinned, copied) = &mut ring.slots[slot];
-        // The slot's previous copy must have read its bytes before they change.
-        copied.synchronize().map_err(copy_error)?;
-        if pinned.len() < bytes {
-            // SAFETY: as above; the old buffer's copy has finished.
-            *pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(copy_error)?;
+        let slot = &mut ring.slots[index];
+        // The slot's previous host-to-device copy must have read `pinned`
+        // before its bytes change.
+        slot.copied.synchronize().map_err(copy_error)?;
+        if slot.pinned.len() < bytes {
+            // The compute stream may still read the old landing buffer.
+            slot.consumed.synchronize().map_err(copy_error)?;
+            *slot = self.staging_slot(bytes)?;
         }
-        let staged = &mut pinned.as_mut_slice().map_err(copy_error)?[..bytes];
+        let staged = &mut slot.pinned.as_mut_slice().map_err(copy_error)?[..bytes];
         // SAFETY: `values` is `bytes` bytes of plain device-representable
         // data (f32, u32, f16, bf16), viewed as bytes for the copy.
         staged.copy_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) });
+        let (copy_stream, stream) = (&self.0.copy_stream, &self.0.stream);
+        // The landing buffer is rewritten only after the compute stream's
+        // last read of it.
+        copy_stream.wait(&slot.consumed).map_err(copy_error)?;
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
         {
-            use cudarc::driver::DevicePtrMut;
-            let (dst, _record) = buf.device_ptr_mut(&self.0.stream);
-            // SAFETY: `dst` holds exactly `bytes` bytes (values.len() elements
-            // of T) and `staged` is page-locked memory that stays untouched
-            // until `copied`, recorded right after on the same stream, has
-            // completed.
-            unsafe { cudarc::driver::result::memcpy_htod_async(dst, staged, self.0.stream.cu_stream()) }.map_err(copy_error)?;
+            let (landing, _record) = slot.landing.device_ptr_mut(copy_stream);
+            // SAFETY: `landing` holds at least `bytes` bytes (checked above);
+            // `staged` is page-locked memory that stays untouched until
+            // `copied`, recorded right after on the copy stream, completes.
+            unsafe { cudarc::driver::result::memcpy_htod_async(landing, staged, copy_stream.cu_stream()) }.map_err(copy_error)?;
         }
-        copied.record(&self.0.stream).map_err(copy_error)?;
+        slot.copied.record(copy_stream).map_err(copy_error)?;
+        stream.wait(&slot.copied).map_err(copy_error)?;
+        {
+            let (src, _record) = slot.landing.device_ptr(stream);
+            let (dst, _record) = buf.device_ptr_mut(stream);
+            // SAFETY: both buffers hold at least `bytes` bytes (`buf` exactly
+            // values.len() elements of T); the compute stream waited for
+            // `copied` above, so the landing bytes are there, and `consumed`,
+            // recorded right after, keeps the copy stream from rewriting them
+            // before this copy has read them.
+            unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) }.map_err(copy_error)?;
+        }
+        slot.consumed.record(stream).map_err(copy_error)?;
         Ok(buf)
+    }
+
+    /// A staging slot of `bytes` bytes: page-locked host memory, a landing
+    /// buffer on the copy stream, and its two events (not yet recorded, so
+    /// waiting on them returns at once).
+    fn staging_slot(&self, bytes: usize) -> Result<StagingSlot> {
+        let error = |e: DriverError| anyhow!("could not set up a {bytes}-byte upload buffer on GPU {}: {e}", self.0.ordinal);
+        // SAFETY: the page-locked buffer is written before any copy reads it.
+        let pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(error)?;
+        // SAFETY: the landing buffer is written by a host-to-device copy
+        // before the device-to-device copy reads it.
+        let landing = unsafe { self.0.copy_stream.alloc::<u8>(bytes) }.map_err(|e| self.alloc_error(e, bytes))?;
+        let copied = self.0.ctx.new_event(None).map_err(error)?;
+        let consumed = self.0.ctx.new_event(None).map_err(error)?;
+        Ok(StagingSlot { pinned, landing, copied, consumed })
     }
 
     pub(crate) fn download<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {

@@ -122,7 +122,7 @@ pub fn gemm_bf16(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias:
     // batch * m * n elements written with ldc = n (beta = 0: only written);
     // the bias, when given, holds n elements (ops::linear checked its
     // shape), read once per output row. The handle, its workspace and the
-    // buffers all belong to the device's one stream.
+    // buffers all belong to the device's compute stream.
     unsafe { dev.blas_lt().matmul(cfg, &a16, &b16, out16, bias16.as_ref(), None) }
         .map_err(|e| anyhow!("cuBLASLt bf16 matmul ({}) failed: {e}", shape()))?;
     Ok(out)
