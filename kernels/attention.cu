@@ -1,8 +1,8 @@
 /*
 Scaled dot-product attention, forward and backward, over bh independent
-heads: q [bh, q_len, hd], k and v [bh, kv_len, hd], f32; the forward also
-in bf16 (attention_forward_bf16: q, k, v and out bf16, widened on load and
-rounded once on store; scores, sums and lse f32)
+heads: q [bh, q_len, hd], k and v [bh, kv_len, hd], f32; every kernel also
+in bf16 (`_bf16`: q, k, v, out, grad, dq, dk, dv bf16, widened on load and
+rounded once on store; scores, sums, lse and delta f32)
 (src/backend/cuda/attention.rs launches them). Causal: query i sees keys
 j <= i only (q_len == kv_len). The forward saves only each query row's
 log-sum-exp; the backward recomputes probabilities from it, the same
@@ -109,11 +109,12 @@ attention_forward_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restr
     attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale);
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      const float* __restrict__ out, const float* __restrict__ lse,
-                      const float* __restrict__ grad, float* __restrict__ dq, float* __restrict__ delta,
-                      int bh, int q_len, int kv_len, int hd, int causal, float scale) {
+template <typename T>
+__device__ __forceinline__ void attention_backward_dq_impl(const T* __restrict__ q, const T* __restrict__ k,
+                                                           const T* __restrict__ v, const T* __restrict__ out,
+                                                           const float* __restrict__ lse, const T* __restrict__ grad,
+                                                           T* __restrict__ dq, float* __restrict__ delta, int bh,
+                                                           int q_len, int kv_len, int hd, int causal, float scale) {
     __shared__ float scratch[32];
     float* qs = smem;
     float* gs = smem + hd;
@@ -123,15 +124,15 @@ attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, 
         const long long h = row / q_len;
         const int i = (int)(row % q_len);
         const int kv_end = causal ? i + 1 : kv_len;
-        const float* kh = k + h * kv_len * hd;
-        const float* vh = v + h * kv_len * hd;
+        const T* kh = k + h * kv_len * hd;
+        const T* vh = v + h * kv_len * hd;
         __syncthreads();
         float part = 0.0f;
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            qs[d] = q[row * hd + d];
-            const float g = grad[row * hd + d];
+            qs[d] = to_f32(q[row * hd + d]);
+            const float g = to_f32(grad[row * hd + d]);
             gs[d] = g;
-            part += g * out[row * hd + d];
+            part += g * to_f32(out[row * hd + d]);
         }
         const float dlt = block_sum(part, scratch);  // its barriers also publish qs, gs
         const float l = lse[row];
@@ -141,8 +142,8 @@ attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, 
                 float s = 0.0f;
                 float dp = 0.0f;
                 for (int d = 0; d < hd; ++d) {
-                    s += qs[d] * kh[(long long)j * hd + d];
-                    dp += gs[d] * vh[(long long)j * hd + d];
+                    s += qs[d] * to_f32(kh[(long long)j * hd + d]);
+                    dp += gs[d] * to_f32(vh[(long long)j * hd + d]);
                 }
                 const float pj = expf(s * scale - l);
                 value = pj * (dp - dlt) * scale;
@@ -153,9 +154,9 @@ attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, 
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float acc = 0.0f;
             for (int j = 0; j < kv_end; ++j) {
-                acc += ds[j] * kh[(long long)j * hd + d];
+                acc += ds[j] * to_f32(kh[(long long)j * hd + d]);
             }
-            dq[row * hd + d] = acc;
+            dq[row * hd + d] = from_f32<T>(acc);
         }
         if (threadIdx.x == 0) {
             delta[row] = dlt;
@@ -164,10 +165,29 @@ attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, 
 }
 
 extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                        const float* __restrict__ lse, const float* __restrict__ grad,
-                        const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                        int bh, int q_len, int kv_len, int hd, int causal, float scale) {
+attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                      const float* __restrict__ out, const float* __restrict__ lse,
+                      const float* __restrict__ grad, float* __restrict__ dq, float* __restrict__ delta,
+                      int bh, int q_len, int kv_len, int hd, int causal, float scale) {
+    attention_backward_dq_impl(q, k, v, out, lse, grad, dq, delta, bh, q_len, kv_len, hd, causal, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attention_backward_dq_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
+                           const bf16_bits* __restrict__ v, const bf16_bits* __restrict__ out,
+                           const float* __restrict__ lse, const bf16_bits* __restrict__ grad,
+                           bf16_bits* __restrict__ dq, float* __restrict__ delta, int bh, int q_len, int kv_len,
+                           int hd, int causal, float scale) {
+    attention_backward_dq_impl(q, k, v, out, lse, grad, dq, delta, bh, q_len, kv_len, hd, causal, scale);
+}
+
+template <typename T>
+__device__ __forceinline__ void attention_backward_dkdv_impl(const T* __restrict__ q, const T* __restrict__ k,
+                                                             const T* __restrict__ v, const float* __restrict__ lse,
+                                                             const T* __restrict__ grad,
+                                                             const float* __restrict__ delta, T* __restrict__ dk,
+                                                             T* __restrict__ dv, int bh, int q_len, int kv_len,
+                                                             int hd, int causal, float scale) {
     float* ks = smem;
     float* vs = smem + hd;
     float* p = smem + 2 * hd;
@@ -177,12 +197,12 @@ attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k
         const long long h = row / kv_len;
         const int j = (int)(row % kv_len);
         const int q_start = causal ? j : 0;
-        const float* qh = q + h * q_len * hd;
-        const float* gh = grad + h * q_len * hd;
+        const T* qh = q + h * q_len * hd;
+        const T* gh = grad + h * q_len * hd;
         __syncthreads();
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            ks[d] = k[row * hd + d];
-            vs[d] = v[row * hd + d];
+            ks[d] = to_f32(k[row * hd + d]);
+            vs[d] = to_f32(v[row * hd + d]);
         }
         __syncthreads();
         for (int i = threadIdx.x; i < q_len; i += blockDim.x) {
@@ -192,8 +212,8 @@ attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k
                 float s = 0.0f;
                 float dp = 0.0f;
                 for (int d = 0; d < hd; ++d) {
-                    s += qh[(long long)i * hd + d] * ks[d];
-                    dp += gh[(long long)i * hd + d] * vs[d];
+                    s += to_f32(qh[(long long)i * hd + d]) * ks[d];
+                    dp += to_f32(gh[(long long)i * hd + d]) * vs[d];
                 }
                 pi = expf(s * scale - lse[h * q_len + i]);
                 dsi = pi * (dp - delta[h * q_len + i]) * scale;
@@ -206,11 +226,28 @@ attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k
             float acc_v = 0.0f;
             float acc_k = 0.0f;
             for (int i = q_start; i < q_len; ++i) {
-                acc_v += p[i] * gh[(long long)i * hd + d];
-                acc_k += ds[i] * qh[(long long)i * hd + d];
+                acc_v += p[i] * to_f32(gh[(long long)i * hd + d]);
+                acc_k += ds[i] * to_f32(qh[(long long)i * hd + d]);
             }
-            dv[row * hd + d] = acc_v;
-            dk[row * hd + d] = acc_k;
+            dv[row * hd + d] = from_f32<T>(acc_v);
+            dk[row * hd + d] = from_f32<T>(acc_k);
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                        const float* __restrict__ lse, const float* __restrict__ grad,
+                        const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
+                        int bh, int q_len, int kv_len, int hd, int causal, float scale) {
+    attention_backward_dkdv_impl(q, k, v, lse, grad, delta, dk, dv, bh, q_len, kv_len, hd, causal, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attention_backward_dkdv_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
+                             const bf16_bits* __restrict__ v, const float* __restrict__ lse,
+                             const bf16_bits* __restrict__ grad, const float* __restrict__ delta,
+                             bf16_bits* __restrict__ dk, bf16_bits* __restrict__ dv, int bh, int q_len, int kv_len,
+                             int hd, int causal, float scale) {
+    attention_backward_dkdv_impl(q, k, v, lse, grad, delta, dk, dv, bh, q_len, kv_len, hd, causal, scale);
 }

@@ -12,9 +12,9 @@ Op codes (must match UnaryCode/BinaryCode in src/backend/cuda/elementwise.rs):
 Kernels (n < 2^31; every launch is grid-stride, so any grid is correct;
 the host uses block = 256, grid = min(ceil(n / 256), 65535), and
 ceil(n / lanes / 256) for the 16-byte kernels, lanes = 4 f32 or 8 bf16).
-Kernels 1 and 3 come in f32 and in bf16 (`_bf16`: bf16 in and out, each
-element widened to f32, computed in f32, rounded once on store); the others
-are f32 only.
+Kernels 1 to 3 come in f32 and in bf16 (`_bf16`: bf16 in and out, each
+element widened to f32, computed in f32, rounded once on store);
+add_in_place (parameter gradients, f32) is f32 only.
 
 1. unary_forward(x, y, n, op, scale, shift): y[i] = op(x[i]).
    16-byte loads/stores when x and y are 16-byte aligned, scalar tail.
@@ -115,13 +115,27 @@ unary_forward_bf16(const bf16_bits* __restrict__ x, bf16_bits* __restrict__ y, i
     unary_forward_impl(x, y, n, op, scale, shift);
 }
 
+template <typename T>
+__device__ __forceinline__ void unary_backward_impl(const T* __restrict__ x, const T* __restrict__ y,
+                                                    const T* __restrict__ grad, T* __restrict__ dx, int n, int op,
+                                                    float scale, float shift) {
+    const int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        dx[i] = from_f32<T>(to_f32(grad[i]) * unary_derivative(op, to_f32(x[i]), to_f32(y[i]), scale, shift));
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256)
 unary_backward(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ grad,
                float* __restrict__ dx, int n, int op, float scale, float shift) {
-    const int stride = gridDim.x * blockDim.x;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        dx[i] = grad[i] * unary_derivative(op, x[i], y[i], scale, shift);
-    }
+    unary_backward_impl(x, y, grad, dx, n, op, scale, shift);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+unary_backward_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ y,
+                    const bf16_bits* __restrict__ grad, bf16_bits* __restrict__ dx, int n, int op, float scale,
+                    float shift) {
+    unary_backward_impl(x, y, grad, dx, n, op, scale, shift);
 }
 
 template <typename T>

@@ -7,8 +7,7 @@ eps), dx from the saved mean and rstd.
 1. layernorm_forward(x, gamma, beta, y, mean, rstd, rows, cols, eps)
    One block (256 threads) per row, grid = min(rows, 65535), grid-stride
    over rows. Row sums by block_sum (fixed order). WRITES y, mean[row],
-   rstd[row]. layernorm_forward_bf16: x, gamma, beta and y bf16 (widened on
-   load, y rounded once on store); mean and rstd f32, sums f32.
+   rstd[row].
 2. layernorm_backward_input(x, gamma, mean, rstd, grad, dx, rows, cols)
    One block per row as in 1: two block sums (mean of dxhat, mean of
    dxhat * xhat), then WRITES dx.
@@ -21,6 +20,9 @@ eps), dx from the saved mean and rstd.
    partials[0..chunks][j] in chunk order; WRITES out[j].
    dgamma and dbeta are each one launch of 4 over the partials of 3.
 f32 accumulation throughout; no atomics; deterministic for a given shape.
+Every kernel also comes in bf16 (`_bf16`): x, gamma, beta, y, grad, dx and
+the column sums' outputs bf16 (widened on load, rounded once on store);
+mean, rstd and the partial sums f32.
 */
 #include "common.cuh"
 
@@ -69,39 +71,55 @@ layernorm_forward_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restr
     layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_input(const float* __restrict__ x, const float* __restrict__ gamma,
-                         const float* __restrict__ mean, const float* __restrict__ rstd,
-                         const float* __restrict__ grad, float* __restrict__ dx, int rows, int cols) {
+template <typename T>
+__device__ __forceinline__ void layernorm_backward_input_impl(const T* __restrict__ x, const T* __restrict__ gamma,
+                                                              const float* __restrict__ mean,
+                                                              const float* __restrict__ rstd,
+                                                              const T* __restrict__ grad, T* __restrict__ dx,
+                                                              int rows, int cols) {
     __shared__ float scratch[32];
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
-        const float* xr = x + (long long)row * cols;
-        const float* gr = grad + (long long)row * cols;
-        float* dr = dx + (long long)row * cols;
+        const T* xr = x + (long long)row * cols;
+        const T* gr = grad + (long long)row * cols;
+        T* dr = dx + (long long)row * cols;
         const float m = mean[row];
         const float rs = rstd[row];
         float a = 0.0f;
         float b = 0.0f;
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float xhat = (xr[j] - m) * rs;
-            const float dxhat = gr[j] * gamma[j];
+            const float xhat = (to_f32(xr[j]) - m) * rs;
+            const float dxhat = to_f32(gr[j]) * to_f32(gamma[j]);
             a += dxhat;
             b += dxhat * xhat;
         }
         const float mean_dxhat = block_sum(a, scratch) / (float)cols;
         const float mean_dxhat_xhat = block_sum(b, scratch) / (float)cols;
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float xhat = (xr[j] - m) * rs;
-            dr[j] = (gr[j] * gamma[j] - mean_dxhat - xhat * mean_dxhat_xhat) * rs;
+            const float xhat = (to_f32(xr[j]) - m) * rs;
+            dr[j] = from_f32<T>((to_f32(gr[j]) * to_f32(gamma[j]) - mean_dxhat - xhat * mean_dxhat_xhat) * rs);
         }
     }
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_param_partials(const float* __restrict__ x, const float* __restrict__ mean,
-                                  const float* __restrict__ rstd, const float* __restrict__ grad,
-                                  float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
-                                  int rows, int cols, int rows_per_chunk) {
+layernorm_backward_input(const float* __restrict__ x, const float* __restrict__ gamma,
+                         const float* __restrict__ mean, const float* __restrict__ rstd,
+                         const float* __restrict__ grad, float* __restrict__ dx, int rows, int cols) {
+    layernorm_backward_input_impl(x, gamma, mean, rstd, grad, dx, rows, cols);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_input_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ gamma,
+                              const float* __restrict__ mean, const float* __restrict__ rstd,
+                              const bf16_bits* __restrict__ grad, bf16_bits* __restrict__ dx, int rows, int cols) {
+    layernorm_backward_input_impl(x, gamma, mean, rstd, grad, dx, rows, cols);
+}
+
+template <typename T>
+__device__ __forceinline__ void layernorm_backward_param_partials_impl(
+    const T* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
+    const T* __restrict__ grad, float* __restrict__ partial_gamma, float* __restrict__ partial_beta, int rows,
+    int cols, int rows_per_chunk) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cols) {
         return;
@@ -113,15 +131,35 @@ layernorm_backward_param_partials(const float* __restrict__ x, const float* __re
     float pb = 0.0f;
     for (int r = start; r < end; ++r) {
         const long long i = (long long)r * cols + j;
-        pg += grad[i] * (x[i] - mean[r]) * rstd[r];
-        pb += grad[i];
+        const float g = to_f32(grad[i]);
+        pg += g * (to_f32(x[i]) - mean[r]) * rstd[r];
+        pb += g;
     }
     partial_gamma[(long long)chunk * cols + j] = pg;
     partial_beta[(long long)chunk * cols + j] = pb;
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-column_sum(const float* __restrict__ partials, float* __restrict__ out, int chunks, int cols) {
+layernorm_backward_param_partials(const float* __restrict__ x, const float* __restrict__ mean,
+                                  const float* __restrict__ rstd, const float* __restrict__ grad,
+                                  float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
+                                  int rows, int cols, int rows_per_chunk) {
+    layernorm_backward_param_partials_impl(x, mean, rstd, grad, partial_gamma, partial_beta, rows, cols,
+                                           rows_per_chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+layernorm_backward_param_partials_bf16(const bf16_bits* __restrict__ x, const float* __restrict__ mean,
+                                       const float* __restrict__ rstd, const bf16_bits* __restrict__ grad,
+                                       float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
+                                       int rows, int cols, int rows_per_chunk) {
+    layernorm_backward_param_partials_impl(x, mean, rstd, grad, partial_gamma, partial_beta, rows, cols,
+                                           rows_per_chunk);
+}
+
+template <typename T>
+__device__ __forceinline__ void column_sum_impl(const float* __restrict__ partials, T* __restrict__ out, int chunks,
+                                                int cols) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cols) {
         return;
@@ -130,5 +168,15 @@ column_sum(const float* __restrict__ partials, float* __restrict__ out, int chun
     for (int c = 0; c < chunks; ++c) {
         s += partials[(long long)c * cols + j];
     }
-    out[j] = s;
+    out[j] = from_f32<T>(s);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+column_sum(const float* __restrict__ partials, float* __restrict__ out, int chunks, int cols) {
+    column_sum_impl(partials, out, chunks, cols);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+column_sum_bf16(const float* __restrict__ partials, bf16_bits* __restrict__ out, int chunks, int cols) {
+    column_sum_impl(partials, out, chunks, cols);
 }

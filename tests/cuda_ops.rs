@@ -138,8 +138,8 @@ fn matrix_products() {
 
 /// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
 /// compute): unary maps (8-wide 16-byte packs and a tail), broadcasting
-/// binaries, layernorm and attention forward; against the CPU's bf16
-/// storage, backward included (the backward kernels widen to f32).
+/// binaries, layernorm and attention, forward and backward (bf16 gradients
+/// through the bf16 backward kernels), against the CPU's bf16 storage.
 #[test]
 fn bf16_storage_kernels_match_the_cpu() {
     let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else { return };

@@ -11,12 +11,13 @@ use cudarc::driver::CudaSlice;
 /// Threads per block of the attention kernels.
 const ATTENTION_BLOCK: u32 = 128;
 
-/// What the forward saved, for the backward.
-pub struct Saved<'a> {
-    pub q: &'a CudaSlice<f32>,
-    pub k: &'a CudaSlice<f32>,
-    pub v: &'a CudaSlice<f32>,
-    pub out: &'a CudaSlice<f32>,
+/// What the forward saved, for the backward: q, k, v and out in one storage
+/// type (f32 or bf16), lse f32.
+pub struct Saved<'a, T> {
+    pub q: &'a CudaSlice<T>,
+    pub k: &'a CudaSlice<T>,
+    pub v: &'a CudaSlice<T>,
+    pub out: &'a CudaSlice<T>,
     pub lse: &'a CudaSlice<f32>,
 }
 
@@ -53,13 +54,18 @@ pub fn forward<T: KernelElem>(dev: &CudaDevice, q: &CudaSlice<T>, k: &CudaSlice<
     Ok((out, lse))
 }
 
-/// Returns (dq, dk, dv).
-pub fn backward(dev: &CudaDevice, saved: &Saved<'_>, grad: &CudaSlice<f32>, spec: &AttentionSpec) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+/// Returns (dq, dk, dv) in the storage type of the saved tensors and grad.
+pub fn backward<T: KernelElem>(
+    dev: &CudaDevice,
+    saved: &Saved<'_, T>,
+    grad: &CudaSlice<T>,
+    spec: &AttentionSpec,
+) -> Result<(CudaSlice<T>, CudaSlice<T>, CudaSlice<T>)> {
     let q_rows = spec.batch_heads * spec.q_len;
     let kv_rows = spec.batch_heads * spec.kv_len;
-    let mut dq = dev.alloc::<f32>(q_rows * spec.head_dim)?;
-    let mut dk = dev.alloc::<f32>(kv_rows * spec.head_dim)?;
-    let mut dv = dev.alloc::<f32>(kv_rows * spec.head_dim)?;
+    let mut dq = dev.alloc::<T>(q_rows * spec.head_dim)?;
+    let mut dk = dev.alloc::<T>(kv_rows * spec.head_dim)?;
+    let mut dv = dev.alloc::<T>(kv_rows * spec.head_dim)?;
     if q_rows == 0 || kv_rows == 0 {
         return Ok((dq, dk, dv));
     }
@@ -68,16 +74,18 @@ pub fn backward(dev: &CudaDevice, saved: &Saved<'_>, grad: &CudaSlice<f32>, spec
     let dkdv_shared = dev.check_shared("attention backward (dk, dv)", 2 * spec.head_dim + 2 * spec.q_len)?;
     let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
     let Saved { q, k, v, out, lse } = *saved;
-    let dq_kernel = dev.kernel("attention", "attention_backward_dq")?;
-    // SAFETY: buffer sizes as in `forward`, grad and dq like q, delta q_rows
-    // f32; the dynamic shared memory holds 2 hd + kv_len floats.
+    let dq_kernel = dev.kernel("attention", T::pick("attention_backward_dq", "attention_backward_dq_bf16"))?;
+    // SAFETY: buffer sizes as in `forward`, grad and dq like q (all of the
+    // kernel instance's type), delta q_rows f32; the dynamic shared memory
+    // holds 2 hd + kv_len floats.
     unsafe {
         launch!(dq_kernel, rows_config(q_rows, ATTENTION_BLOCK, dq_shared);
             q, k, v, out, lse, grad, &mut dq, &mut delta, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
     }?;
-    let dkdv_kernel = dev.kernel("attention", "attention_backward_dkdv")?;
-    // SAFETY: dk and dv hold kv_rows * hd f32; delta was written by the
-    // launch above on the same stream; shared memory holds 2 hd + 2 q_len.
+    let dkdv_kernel = dev.kernel("attention", T::pick("attention_backward_dkdv", "attention_backward_dkdv_bf16"))?;
+    // SAFETY: dk and dv hold kv_rows * hd elements of the kernel instance's
+    // type; delta was written by the launch above on the same stream;
+    // shared memory holds 2 hd + 2 q_len floats.
     unsafe {
         launch!(dkdv_kernel, rows_config(kv_rows, ATTENTION_BLOCK, dkdv_shared);
             q, k, v, lse, grad, &delta, &mut dk, &mut dv, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)

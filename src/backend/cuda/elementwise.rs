@@ -79,16 +79,18 @@ pub fn unary<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, op: UnaryOp) -> 
     Ok(y)
 }
 
-pub fn unary_backward(dev: &CudaDevice, x: &CudaSlice<f32>, y: &CudaSlice<f32>, grad: &CudaSlice<f32>, op: UnaryOp) -> Result<CudaSlice<f32>> {
-    let mut dx = dev.alloc::<f32>(x.len())?;
+/// `dx = grad * op'(x)` (from the forward output y where cheaper), on f32 or
+/// bf16 storage (computed in f32).
+pub fn unary_backward<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, y: &CudaSlice<T>, grad: &CudaSlice<T>, op: UnaryOp) -> Result<CudaSlice<T>> {
+    let mut dx = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(dx);
     }
     let (code, scale, shift) = unary_code(op);
     let n = int(x.len(), "elements")?;
-    let kernel = dev.kernel("elementwise", "unary_backward")?;
-    // SAFETY: x, y, grad and dx hold n f32 each (same shape, checked by the
-    // op); indices < n only.
+    let kernel = dev.kernel("elementwise", T::pick("unary_backward", "unary_backward_bf16"))?;
+    // SAFETY: x, y, grad and dx hold n elements of the kernel instance's type
+    // each (same shape, checked by the op); indices < n only.
     unsafe { launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale, &shift) }?;
     Ok(dx)
 }

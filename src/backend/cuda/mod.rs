@@ -4,9 +4,9 @@
 //! cuBLASLt (bf16, bias epilogue).
 //!
 //! Storage dtypes are f32, bf16, f16 and u32. What the bf16 towers of
-//! `--precision bf16` run forward reads and writes bf16 directly: GEMMs
-//! (cuBLASLt, f32 accumulation), unary maps, broadcasting binaries, the
-//! layernorm and attention forwards (the `_bf16` kernel instances: widened
+//! `--precision bf16` run reads and writes bf16 directly: GEMMs (cuBLASLt,
+//! f32 accumulation), unary maps, broadcasting binaries, layernorm and
+//! attention, forward and backward (the `_bf16` kernel instances: widened
 //! on load, computed in f32, rounded once on store). Every other primitive
 //! widens a bf16/f16 operand with a cast kernel, runs in f32 and narrows its
 //! output back to the dtype of the first float input. Either way the result is
@@ -256,6 +256,9 @@ impl BackendStorage for CudaStorage {
     fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self> {
         self.same_device(out)?;
         self.same_device(grad)?;
+        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(y), CudaBuffer::BF16(g)) = (&self.buffer, &out.buffer, &grad.buffer) {
+            return Ok(self.bf16_buffer(elementwise::unary_backward(&self.device, &**x, &**y, &**g, op)?));
+        }
         self.like(elementwise::unary_backward(&self.device, &*self.f32s()?, &*out.f32s()?, &*grad.f32s()?, op)?)
     }
 
@@ -330,8 +333,13 @@ impl BackendStorage for CudaStorage {
         for other in [gamma, mean, rstd, grad] {
             self.same_device(other)?;
         }
-        let (dx, dgamma, dbeta) =
-            norm::layernorm_backward(&self.device, &*self.f32s()?, &*gamma.f32s()?, &*mean.f32s()?, &*rstd.f32s()?, &*grad.f32s()?, cols)?;
+        let dev = &self.device;
+        let (mean, rstd) = (mean.f32s()?, rstd.f32s()?);
+        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(g), CudaBuffer::BF16(dy)) = (&self.buffer, &gamma.buffer, &grad.buffer) {
+            let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &**x, &**g, &mean, &rstd, &**dy, cols)?;
+            return Ok((self.bf16_buffer(dx), self.bf16_buffer(dgamma), self.bf16_buffer(dbeta)));
+        }
+        let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
         Ok((self.like(dx)?, gamma.like(dgamma)?, gamma.like(dbeta)?))
     }
 
@@ -370,12 +378,17 @@ impl BackendStorage for CudaStorage {
         for other in [k, v, out, lse, grad] {
             q.same_device(other)?;
         }
-        let (dq, dk, dv) = attention::backward(
-            &q.device,
-            &attention::Saved { q: &*q.f32s()?, k: &*k.f32s()?, v: &*v.f32s()?, out: &*out.f32s()?, lse: &*lse.f32s()? },
-            &*grad.f32s()?,
-            spec,
-        )?;
+        let dev = &q.device;
+        let lse = lse.f32s()?;
+        if let (CudaBuffer::BF16(qb), CudaBuffer::BF16(kb), CudaBuffer::BF16(vb), CudaBuffer::BF16(ob), CudaBuffer::BF16(gb)) =
+            (&q.buffer, &k.buffer, &v.buffer, &out.buffer, &grad.buffer)
+        {
+            let saved = attention::Saved { q: &**qb, k: &**kb, v: &**vb, out: &**ob, lse: &lse };
+            let (dq, dk, dv) = attention::backward(dev, &saved, &**gb, spec)?;
+            return Ok((q.bf16_buffer(dq), q.bf16_buffer(dk), q.bf16_buffer(dv)));
+        }
+        let saved = attention::Saved { q: &*q.f32s()?, k: &*k.f32s()?, v: &*v.f32s()?, out: &*out.f32s()?, lse: &lse };
+        let (dq, dk, dv) = attention::backward(dev, &saved, &*grad.f32s()?, spec)?;
         Ok((q.like(dq)?, k.like(dk)?, v.like(dv)?))
     }
 

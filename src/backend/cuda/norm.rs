@@ -3,7 +3,7 @@
 
 use super::device::{int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
 use anyhow::Result;
-use cudarc::driver::{CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaSlice, LaunchConfig, ValidAsZeroBits};
 
 /// Rows of dgamma/dbeta partial sums each block column adds up serially.
 const ROWS_PER_CHUNK: usize = 64;
@@ -38,25 +38,27 @@ pub fn layernorm<T: KernelElem>(
     Ok((y, mean, rstd))
 }
 
-/// Returns (dx, dgamma, dbeta).
-pub fn layernorm_backward(
+/// Returns (dx, dgamma, dbeta), in the storage type of x, gamma and grad
+/// (f32 or bf16); mean and rstd are f32.
+pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
     dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    gamma: &CudaSlice<f32>,
+    x: &CudaSlice<T>,
+    gamma: &CudaSlice<T>,
     mean: &CudaSlice<f32>,
     rstd: &CudaSlice<f32>,
-    grad: &CudaSlice<f32>,
+    grad: &CudaSlice<T>,
     cols: usize,
-) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
+) -> Result<(CudaSlice<T>, CudaSlice<T>, CudaSlice<T>)> {
     let rows = rows_of(x, cols);
-    let mut dx = dev.alloc::<f32>(x.len())?;
+    let mut dx = dev.alloc::<T>(x.len())?;
     if rows == 0 {
-        return Ok((dx, dev.alloc_zeros::<f32>(cols)?, dev.alloc_zeros::<f32>(cols)?));
+        // All-zero bits are 0.0 in f32 and in bf16.
+        return Ok((dx, dev.alloc_zeros::<T>(cols)?, dev.alloc_zeros::<T>(cols)?));
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
-    let input = dev.kernel("layernorm", "layernorm_backward_input")?;
-    // SAFETY: x, grad and dx hold rows * cols f32, gamma cols, mean and rstd
-    // rows; one block per row.
+    let input = dev.kernel("layernorm", T::pick("layernorm_backward_input", "layernorm_backward_input_bf16"))?;
+    // SAFETY: x, grad and dx hold rows * cols elements, gamma cols (all of
+    // the kernel instance's type), mean and rstd rows f32; one block per row.
     unsafe { launch!(input, rows_config(rows, BLOCK, 0); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
 
     let rows_per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65535));
@@ -66,19 +68,21 @@ pub fn layernorm_backward(
     let rpc = int(rows_per_chunk, "rows per chunk")?;
     let column_blocks = cols.div_ceil(BLOCK as usize) as u32;
     let partials_cfg = LaunchConfig { grid_dim: (column_blocks, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-    let partials = dev.kernel("layernorm", "layernorm_backward_param_partials")?;
+    let partials = dev.kernel("layernorm", T::pick("layernorm_backward_param_partials", "layernorm_backward_param_partials_bf16"))?;
     // SAFETY: grid (ceil(cols / 256), chunks) covers each (chunk, column)
-    // once; the partial buffers hold chunks * cols f32; rows are read in
-    // [chunk * rpc, min(rows, (chunk + 1) * rpc)).
+    // once; the partial buffers hold chunks * cols f32; x and grad (of the
+    // kernel instance's type) are read in rows [chunk * rpc, min(rows,
+    // (chunk + 1) * rpc)).
     unsafe {
         launch!(partials, partials_cfg; x, mean, rstd, grad, &mut partial_gamma, &mut partial_beta, &rows_i, &cols_i, &rpc)
     }?;
     let chunks_i = int(chunks, "chunks")?;
     let sum_cfg = LaunchConfig { grid_dim: (column_blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-    let column_sum = dev.kernel("layernorm", "column_sum")?;
-    let mut dgamma = dev.alloc::<f32>(cols)?;
-    let mut dbeta = dev.alloc::<f32>(cols)?;
-    // SAFETY: partials hold chunks * cols f32, outputs cols; a thread per column.
+    let column_sum = dev.kernel("layernorm", T::pick("column_sum", "column_sum_bf16"))?;
+    let mut dgamma = dev.alloc::<T>(cols)?;
+    let mut dbeta = dev.alloc::<T>(cols)?;
+    // SAFETY: partials hold chunks * cols f32, outputs cols elements of the
+    // kernel instance's type; a thread per column.
     unsafe { launch!(column_sum, sum_cfg; &partial_gamma, &mut dgamma, &chunks_i, &cols_i) }?;
     // SAFETY: as above.
     unsafe { launch!(column_sum, sum_cfg; &partial_beta, &mut dbeta, &chunks_i, &cols_i) }?;
