@@ -95,19 +95,17 @@ __device__ __forceinline__ void attention_forward_impl(const T* __restrict__ q, 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-attention_forward(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                  float* __restrict__ out, float* __restrict__ lse, int bh, int q_len, int kv_len,
-                  int hd, int causal, float scale) {
-    attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale);
-}
-
-extern "C" __global__ void __launch_bounds__(128)
-attention_forward_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
-                       const bf16_bits* __restrict__ v, bf16_bits* __restrict__ out, float* __restrict__ lse,
-                       int bh, int q_len, int kv_len, int hd, int causal, float scale) {
-    attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale);
-}
+#define ATTENTION_FORWARD(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(128) \
+    NAME( \
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, \
+        T* __restrict__ out, float* __restrict__ lse, int bh, int q_len, int kv_len, int hd, \
+        int causal, float scale \
+    ) { \
+        attention_forward_impl(q, k, v, out, lse, bh, q_len, kv_len, hd, causal, scale); \
+    }
+ATTENTION_FORWARD(float, attention_forward)
+ATTENTION_FORWARD(bf16_bits, attention_forward_bf16)
 
 template <typename T>
 __device__ __forceinline__ void attention_backward_dq_impl(const T* __restrict__ q, const T* __restrict__ k,
@@ -164,22 +162,18 @@ __device__ __forceinline__ void attention_backward_dq_impl(const T* __restrict__
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dq(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      const float* __restrict__ out, const float* __restrict__ lse,
-                      const float* __restrict__ grad, float* __restrict__ dq, float* __restrict__ delta,
-                      int bh, int q_len, int kv_len, int hd, int causal, float scale) {
-    attention_backward_dq_impl(q, k, v, out, lse, grad, dq, delta, bh, q_len, kv_len, hd, causal, scale);
-}
-
-extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dq_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
-                           const bf16_bits* __restrict__ v, const bf16_bits* __restrict__ out,
-                           const float* __restrict__ lse, const bf16_bits* __restrict__ grad,
-                           bf16_bits* __restrict__ dq, float* __restrict__ delta, int bh, int q_len, int kv_len,
-                           int hd, int causal, float scale) {
-    attention_backward_dq_impl(q, k, v, out, lse, grad, dq, delta, bh, q_len, kv_len, hd, causal, scale);
-}
+#define ATTENTION_BACKWARD_DQ(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(128) \
+    NAME( \
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, \
+        const T* __restrict__ out, const float* __restrict__ lse, const T* __restrict__ grad, \
+        T* __restrict__ dq, float* __restrict__ delta, int bh, int q_len, int kv_len, int hd, \
+        int causal, float scale \
+    ) { \
+        attention_backward_dq_impl(q, k, v, out, lse, grad, dq, delta, bh, q_len, kv_len, hd, causal, scale); \
+    }
+ATTENTION_BACKWARD_DQ(float, attention_backward_dq)
+ATTENTION_BACKWARD_DQ(bf16_bits, attention_backward_dq_bf16)
 
 template <typename T>
 __device__ __forceinline__ void attention_backward_dkdv_impl(const T* __restrict__ q, const T* __restrict__ k,
@@ -235,19 +229,15 @@ __device__ __forceinline__ void attention_backward_dkdv_impl(const T* __restrict
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dkdv(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                        const float* __restrict__ lse, const float* __restrict__ grad,
-                        const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                        int bh, int q_len, int kv_len, int hd, int causal, float scale) {
-    attention_backward_dkdv_impl(q, k, v, lse, grad, delta, dk, dv, bh, q_len, kv_len, hd, causal, scale);
-}
-
-extern "C" __global__ void __launch_bounds__(128)
-attention_backward_dkdv_bf16(const bf16_bits* __restrict__ q, const bf16_bits* __restrict__ k,
-                             const bf16_bits* __restrict__ v, const float* __restrict__ lse,
-                             const bf16_bits* __restrict__ grad, const float* __restrict__ delta,
-                             bf16_bits* __restrict__ dk, bf16_bits* __restrict__ dv, int bh, int q_len, int kv_len,
-                             int hd, int causal, float scale) {
-    attention_backward_dkdv_impl(q, k, v, lse, grad, delta, dk, dv, bh, q_len, kv_len, hd, causal, scale);
-}
+#define ATTENTION_BACKWARD_DKDV(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(128) \
+    NAME( \
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, \
+        const float* __restrict__ lse, const T* __restrict__ grad, const float* __restrict__ delta, \
+        T* __restrict__ dk, T* __restrict__ dv, int bh, int q_len, int kv_len, int hd, int causal, \
+        float scale \
+    ) { \
+        attention_backward_dkdv_impl(q, k, v, lse, grad, delta, dk, dv, bh, q_len, kv_len, hd, causal, scale); \
+    }
+ATTENTION_BACKWARD_DKDV(float, attention_backward_dkdv)
+ATTENTION_BACKWARD_DKDV(bf16_bits, attention_backward_dkdv_bf16)

@@ -20,7 +20,10 @@ fallback pastes this file in place of the #include line).
   16-bit types; the Rust side passes u16 buffers). to_f32 widens exactly;
   from_f32<T> rounds to nearest even with the PTX cvt instruction (sm_80+;
   no cuda_bf16.h, so NVRTC compiles the files as they are). Pack16<T> views
-  16 bytes as 4 floats or 8 bf16 for 16-byte loads and stores.
+  16 bytes as 4 floats or 8 bf16 for 16-byte loads and stores. A kernel
+  with both instances is a template `<name>_impl`, and a macro per kernel
+  defines the extern "C" entry points `<name>` (float) and `<name>_bf16`
+  (extern "C" functions cannot be templates; the host picks one by name).
 */
 #pragma once
 

@@ -105,15 +105,15 @@ __device__ __forceinline__ void unary_forward_impl(const T* __restrict__ x, T* _
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-unary_forward(const float* __restrict__ x, float* __restrict__ y, int n, int op, float scale, float shift) {
-    unary_forward_impl(x, y, n, op, scale, shift);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-unary_forward_bf16(const bf16_bits* __restrict__ x, bf16_bits* __restrict__ y, int n, int op, float scale, float shift) {
-    unary_forward_impl(x, y, n, op, scale, shift);
-}
+#define UNARY_FORWARD(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ x, T* __restrict__ y, int n, int op, float scale, float shift \
+    ) { \
+        unary_forward_impl(x, y, n, op, scale, shift); \
+    }
+UNARY_FORWARD(float, unary_forward)
+UNARY_FORWARD(bf16_bits, unary_forward_bf16)
 
 template <typename T>
 __device__ __forceinline__ void unary_backward_impl(const T* __restrict__ x, const T* __restrict__ y,
@@ -125,18 +125,16 @@ __device__ __forceinline__ void unary_backward_impl(const T* __restrict__ x, con
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-unary_backward(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ grad,
-               float* __restrict__ dx, int n, int op, float scale, float shift) {
-    unary_backward_impl(x, y, grad, dx, n, op, scale, shift);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-unary_backward_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ y,
-                    const bf16_bits* __restrict__ grad, bf16_bits* __restrict__ dx, int n, int op, float scale,
-                    float shift) {
-    unary_backward_impl(x, y, grad, dx, n, op, scale, shift);
-}
+#define UNARY_BACKWARD(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ grad, \
+        T* __restrict__ dx, int n, int op, float scale, float shift \
+    ) { \
+        unary_backward_impl(x, y, grad, dx, n, op, scale, shift); \
+    }
+UNARY_BACKWARD(float, unary_backward)
+UNARY_BACKWARD(bf16_bits, unary_backward_bf16)
 
 template <typename T>
 __device__ __forceinline__ void binary_broadcast_impl(const T* __restrict__ lhs, const T* __restrict__ rhs,
@@ -159,17 +157,16 @@ __device__ __forceinline__ void binary_broadcast_impl(const T* __restrict__ lhs,
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-binary_broadcast(const float* __restrict__ lhs, const float* __restrict__ rhs, float* __restrict__ out,
-                 int n, int op, IndexMap map) {
-    binary_broadcast_impl(lhs, rhs, out, n, op, map);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-binary_broadcast_bf16(const bf16_bits* __restrict__ lhs, const bf16_bits* __restrict__ rhs,
-                      bf16_bits* __restrict__ out, int n, int op, IndexMap map) {
-    binary_broadcast_impl(lhs, rhs, out, n, op, map);
-}
+#define BINARY_BROADCAST(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ lhs, const T* __restrict__ rhs, T* __restrict__ out, int n, int op, \
+        IndexMap map \
+    ) { \
+        binary_broadcast_impl(lhs, rhs, out, n, op, map); \
+    }
+BINARY_BROADCAST(float, binary_broadcast)
+BINARY_BROADCAST(bf16_bits, binary_broadcast_bf16)
 
 extern "C" __global__ void __launch_bounds__(256)
 add_in_place(float* __restrict__ acc, const float* __restrict__ x, int n) {

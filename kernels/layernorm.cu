@@ -57,19 +57,17 @@ __device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_forward(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
-                  int rows, int cols, float eps) {
-    layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_forward_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ gamma,
-                       const bf16_bits* __restrict__ beta, bf16_bits* __restrict__ y, float* __restrict__ mean,
-                       float* __restrict__ rstd, int rows, int cols, float eps) {
-    layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps);
-}
+#define LAYERNORM_FORWARD(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta, \
+        T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int rows, int cols, \
+        float eps \
+    ) { \
+        layernorm_forward_impl(x, gamma, beta, y, mean, rstd, rows, cols, eps); \
+    }
+LAYERNORM_FORWARD(float, layernorm_forward)
+LAYERNORM_FORWARD(bf16_bits, layernorm_forward_bf16)
 
 template <typename T>
 __device__ __forceinline__ void layernorm_backward_input_impl(const T* __restrict__ x, const T* __restrict__ gamma,
@@ -101,19 +99,17 @@ __device__ __forceinline__ void layernorm_backward_input_impl(const T* __restric
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_input(const float* __restrict__ x, const float* __restrict__ gamma,
-                         const float* __restrict__ mean, const float* __restrict__ rstd,
-                         const float* __restrict__ grad, float* __restrict__ dx, int rows, int cols) {
-    layernorm_backward_input_impl(x, gamma, mean, rstd, grad, dx, rows, cols);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_input_bf16(const bf16_bits* __restrict__ x, const bf16_bits* __restrict__ gamma,
-                              const float* __restrict__ mean, const float* __restrict__ rstd,
-                              const bf16_bits* __restrict__ grad, bf16_bits* __restrict__ dx, int rows, int cols) {
-    layernorm_backward_input_impl(x, gamma, mean, rstd, grad, dx, rows, cols);
-}
+#define LAYERNORM_BACKWARD_INPUT(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ x, const T* __restrict__ gamma, const float* __restrict__ mean, \
+        const float* __restrict__ rstd, const T* __restrict__ grad, T* __restrict__ dx, int rows, \
+        int cols \
+    ) { \
+        layernorm_backward_input_impl(x, gamma, mean, rstd, grad, dx, rows, cols); \
+    }
+LAYERNORM_BACKWARD_INPUT(float, layernorm_backward_input)
+LAYERNORM_BACKWARD_INPUT(bf16_bits, layernorm_backward_input_bf16)
 
 template <typename T>
 __device__ __forceinline__ void layernorm_backward_param_partials_impl(
@@ -139,23 +135,17 @@ __device__ __forceinline__ void layernorm_backward_param_partials_impl(
     partial_beta[(long long)chunk * cols + j] = pb;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_param_partials(const float* __restrict__ x, const float* __restrict__ mean,
-                                  const float* __restrict__ rstd, const float* __restrict__ grad,
-                                  float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
-                                  int rows, int cols, int rows_per_chunk) {
-    layernorm_backward_param_partials_impl(x, mean, rstd, grad, partial_gamma, partial_beta, rows, cols,
-                                           rows_per_chunk);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-layernorm_backward_param_partials_bf16(const bf16_bits* __restrict__ x, const float* __restrict__ mean,
-                                       const float* __restrict__ rstd, const bf16_bits* __restrict__ grad,
-                                       float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
-                                       int rows, int cols, int rows_per_chunk) {
-    layernorm_backward_param_partials_impl(x, mean, rstd, grad, partial_gamma, partial_beta, rows, cols,
-                                           rows_per_chunk);
-}
+#define LAYERNORM_BACKWARD_PARAM_PARTIALS(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd, \
+        const T* __restrict__ grad, float* __restrict__ partial_gamma, \
+        float* __restrict__ partial_beta, int rows, int cols, int rows_per_chunk \
+    ) { \
+        layernorm_backward_param_partials_impl(x, mean, rstd, grad, partial_gamma, partial_beta, rows, cols, rows_per_chunk); \
+    }
+LAYERNORM_BACKWARD_PARAM_PARTIALS(float, layernorm_backward_param_partials)
+LAYERNORM_BACKWARD_PARAM_PARTIALS(bf16_bits, layernorm_backward_param_partials_bf16)
 
 template <typename T>
 __device__ __forceinline__ void column_sum_impl(const float* __restrict__ partials, T* __restrict__ out, int chunks,
@@ -171,12 +161,12 @@ __device__ __forceinline__ void column_sum_impl(const float* __restrict__ partia
     out[j] = from_f32<T>(s);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-column_sum(const float* __restrict__ partials, float* __restrict__ out, int chunks, int cols) {
-    column_sum_impl(partials, out, chunks, cols);
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-column_sum_bf16(const float* __restrict__ partials, bf16_bits* __restrict__ out, int chunks, int cols) {
-    column_sum_impl(partials, out, chunks, cols);
-}
+#define COLUMN_SUM(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const float* __restrict__ partials, T* __restrict__ out, int chunks, int cols \
+    ) { \
+        column_sum_impl(partials, out, chunks, cols); \
+    }
+COLUMN_SUM(float, column_sum)
+COLUMN_SUM(bf16_bits, column_sum_bf16)

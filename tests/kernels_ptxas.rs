@@ -1,6 +1,8 @@
 //! Compiles every `kernels/*.cu` to a cubin for sm_90 and sm_80 with
 //! `ptxas -v` and fails if any kernel spills registers (non-zero "bytes spill
-//! stores" / "bytes spill loads") or a file does not compile. Needs no GPU.
+//! stores" / "bytes spill loads") or a file does not compile, or if the CUDA
+//! backend (`src/backend/cuda/*.rs`) launches a kernel name that its module
+//! does not define (which would otherwise show only on a GPU). Needs no GPU.
 //!
 //! It uses the nvcc build.rs found (`$NVCC`, `$CUDA_HOME/bin/nvcc`, PATH,
 //! `.cuda-toolchain/bin/nvcc` from `tools/cuda-toolchain.sh`), which build.rs
@@ -10,6 +12,7 @@
 //! installs the toolchain). The report goes straight to stderr, so it shows
 //! without `--nocapture`.
 
+use std::collections::HashSet;
 use std::env;
 use std::fs;
 use std::io::Write as _;
@@ -86,6 +89,39 @@ fn parse_ptxas(out: &str) -> (Vec<KernelInfo>, Vec<KernelInfo>) {
     (entries, functions)
 }
 
+/// Every (module, kernel name, source file) that the CUDA backend launches:
+/// the string literals of each `dev.kernel("module", ...)` call in `dir`
+/// (a name chosen by `T::pick("f32 name", "bf16 name")` or an `if` gives
+/// all of its names). Calls whose name is a variable (cast.rs) are not
+/// seen here; their kernels are loaded by `tests/cuda_ops.rs` on a GPU.
+fn launched_kernels(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    // The string literals of `text`, but not the right side of a comparison
+    // (`if suffix == "b32" { ... }`).
+    let literals = |text: &str| -> Vec<String> {
+        let parts: Vec<&str> = text.split('"').collect();
+        (1..parts.len())
+            .step_by(2)
+            .filter(|&i| !parts[i - 1].trim_end().ends_with("=="))
+            .map(|i| parts[i].to_owned())
+            .collect()
+    };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).expect("src/backend/cuda") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for line in fs::read_to_string(&path).unwrap().lines() {
+            let Some(call) = line.split(".kernel(").nth(1) else { continue };
+            let mut names = literals(call).into_iter();
+            let Some(module) = names.next() else { continue };
+            found.extend(names.map(|name| (module.clone(), name, file.clone())));
+        }
+    }
+    found
+}
+
 /// Writes `text` to stderr in one call, past the test harness's capture and
 /// without interleaving with its own output.
 fn report(text: &str) {
@@ -153,6 +189,7 @@ fn kernels_compile_without_spills() {
     let mut table = format!("ptxas -v with {}:\n", nvcc.display());
     let mut failures = Vec::new();
     let mut seen = 0usize;
+    let mut compiled: HashSet<(String, String)> = HashSet::new();
     for (src, arch, out) in results {
         let file = src.file_name().unwrap().to_string_lossy();
         let text = format!(
@@ -174,6 +211,8 @@ fn kernels_compile_without_spills() {
             ));
         }
         seen += entries.len();
+        let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+        compiled.extend(entries.iter().map(|e| (stem.clone(), e.name.clone())));
         for k in entries.iter().chain(&functions) {
             table.push_str(&format!(
                 "  {file} {arch} {}: {} registers, {} bytes stack, {} bytes spill stores, {} bytes spill loads\n",
@@ -189,6 +228,13 @@ fn kernels_compile_without_spills() {
                     k.name, k.spill_stores, k.spill_loads
                 ));
             }
+        }
+    }
+    let launched = launched_kernels(&manifest.join("src/backend/cuda"));
+    assert!(launched.len() >= 40, "found only {} kernel launches in src/backend/cuda", launched.len());
+    for (module, name, file) in &launched {
+        if !compiled.contains(&(module.clone(), name.clone())) {
+            failures.push(format!("{file} launches `{name}` of kernels/{module}.cu, which has no such kernel"));
         }
     }
     report(&table);
