@@ -1,7 +1,8 @@
 /*
 Row gathers and their deterministic scatter-add adjoint
-(src/backend/cuda/layout.rs launches them). Tables are f32 [rows, cols],
-ids are u32.
+(src/backend/cuda/layout.rs launches them). Tables are f32 [rows, cols]
+(index_select also bf16: index_select_bf16 copies the 16-bit values as they
+are, so the bf16 token-embedding table is never widened), ids are u32.
 
 1. index_select(table, ids, out, n_ids, rows, cols, bad)
    out[i, j] = table[ids[i], j]. block = 256, grid-stride over n_ids * cols.
@@ -22,9 +23,10 @@ ids are u32.
 */
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(256)
-index_select(const float* __restrict__ table, const unsigned int* __restrict__ ids, float* __restrict__ out,
-             int n_ids, int rows, int cols, unsigned int* __restrict__ bad) {
+template <typename T>
+__device__ __forceinline__ void index_select_impl(const T* __restrict__ table, const unsigned int* __restrict__ ids,
+                                                  T* __restrict__ out, int n_ids, int rows, int cols,
+                                                  unsigned int* __restrict__ bad) {
     const long long n = (long long)n_ids * cols;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -32,13 +34,24 @@ index_select(const float* __restrict__ table, const unsigned int* __restrict__ i
         const long long j = i % cols;
         const unsigned int id = ids[r];
         if (id >= (unsigned int)rows) {
-            out[i] = __int_as_float(0x7fc00000);
+            out[i] = from_f32<T>(__int_as_float(0x7fc00000));
             atomicMax(bad, id + 1u);
         } else {
             out[i] = table[(long long)id * cols + j];
         }
     }
 }
+
+#define INDEX_SELECT(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const T* __restrict__ table, const unsigned int* __restrict__ ids, T* __restrict__ out, int n_ids, \
+        int rows, int cols, unsigned int* __restrict__ bad \
+    ) { \
+        index_select_impl(table, ids, out, n_ids, rows, cols, bad); \
+    }
+INDEX_SELECT(float, index_select)
+INDEX_SELECT(bf16_bits, index_select_bf16)
 
 extern "C" __global__ void __launch_bounds__(256)
 index_add(const float* __restrict__ grad, const unsigned int* __restrict__ ids, float* __restrict__ out,

@@ -138,8 +138,9 @@ fn matrix_products() {
 
 /// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
 /// compute): unary maps (8-wide 16-byte packs and a tail), broadcasting
-/// binaries, layernorm and attention, forward and backward (bf16 gradients
-/// through the bf16 backward kernels), against the CPU's bf16 storage.
+/// binaries, the row gather, layernorm and attention, forward and backward
+/// (bf16 gradients through the bf16 backward kernels), against the CPU's
+/// bf16 storage.
 #[test]
 fn bf16_storage_kernels_match_the_cpu() {
     let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else { return };
@@ -168,6 +169,12 @@ fn bf16_storage_kernels_match_the_cpu() {
             bf16(&t[0])?.layer_norm(&bf16(&t[1])?, &bf16(&t[2])?, 1e-5)
         });
     }
+    // A gather from a bf16 table (the token embedding), ids repeated; its
+    // scatter-add backward widens to f32.
+    let ids: Vec<u32> = vec![3, 0, 3, 7, 1];
+    check_at(&gpu, "bf16 index_select", &[randn(&mut rng, &[8, 40])], BF16_TOL, |dev, t| {
+        bf16(&t[0])?.index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?)
+    });
     // Attention: more keys than threads per block (197, ViT-B/16), and causal.
     for (len, causal) in [(197, false), (9, true)] {
         let qkv = [randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64])];

@@ -2,7 +2,7 @@
 //! word copies (`kernels/layout.cu`), row gathers and their deterministic
 //! scatter-add (`kernels/index.cu`).
 
-use super::device::{grid_for, int, launch, CudaDevice, BLOCK};
+use super::device::{grid_for, int, launch, CudaDevice, KernelElem, BLOCK};
 use super::elementwise::IndexMap;
 use crate::tensor::Shape;
 use anyhow::{bail, Result};
@@ -134,18 +134,19 @@ pub fn concat(dev: &CudaDevice, parts: &[Words<'_>], shapes: &[&Shape], dim: usi
 
 /// `out[i] = table[ids[i]]`; an out-of-range id is reported by the next
 /// download ([`CudaDevice::with_index_fault`]), so this never waits.
-pub fn index_select(dev: &CudaDevice, table: &CudaSlice<f32>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<f32>> {
+pub fn index_select<T: KernelElem>(dev: &CudaDevice, table: &CudaSlice<T>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<T>> {
     let len = ids.len() * cols;
-    let mut out = dev.alloc::<f32>(len)?;
+    let mut out = dev.alloc::<T>(len)?;
     if len == 0 {
         return Ok(out);
     }
     let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
-    let kernel = dev.kernel("index", "index_select")?;
+    let kernel = dev.kernel("index", T::pick("index_select", "index_select_bf16"))?;
     dev.with_index_fault(|bad| {
-        // SAFETY: table holds rows * cols f32 (the op checked its shape), ids
-        // n_ids u32, out n_ids * cols f32, bad one u32; ids >= rows are never
-        // dereferenced (the kernel writes NaN and flags them).
+        // SAFETY: table holds rows * cols elements (the op checked its shape)
+        // and out n_ids * cols, both of the kernel instance's type; ids n_ids
+        // u32, bad one u32; ids >= rows are never dereferenced (the kernel
+        // writes NaN and flags them).
         unsafe { launch!(kernel, grid_for(len, BLOCK); table, ids, &mut out, &n_ids, &rows_i, &cols_i, bad) }
     })?;
     Ok(out)

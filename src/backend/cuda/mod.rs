@@ -309,6 +309,9 @@ impl BackendStorage for CudaStorage {
 
     fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
+        if let CudaBuffer::BF16(table) = &self.buffer {
+            return Ok(self.bf16_buffer(layout::index_select(&self.device, &**table, ids.ids()?, rows, cols)?));
+        }
         self.like(layout::index_select(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
 
