@@ -4,6 +4,9 @@
 //! (PIL's `convert("RGB")`, `resize(..., BICUBIC)` and torchvision's crop
 //! rounding). Run with `--nocapture` to see the per-case difference counts.
 
+mod common;
+
+use common::{fixture_bytes, fixture_folder, fixture_manifest};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,22 +17,12 @@ use mlrpl_engine::data::image::{
 };
 use serde_json::Value;
 
+/// This file's fixture folder in tests/fixtures.
+const IMAGES: &str = "images";
+
 /// Largest difference in uint8 levels allowed between our JPEG decoding and
 /// PIL's (see `matches_pil_on_fixtures`).
 const JPEG_TOLERANCE: u8 = 12;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
-}
-
-fn manifest() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("manifest.json")).expect("manifest.json");
-    serde_json::from_str(&text).expect("manifest.json parses")
-}
-
-fn read_raw(rel: &str) -> Vec<u8> {
-    std::fs::read(fixture_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 fn mode_of(case: &Value) -> Preprocess {
     let size = case["size"].as_u64().unwrap() as usize;
@@ -76,7 +69,7 @@ fn noise_image(width: usize, height: usize, seed: u64) -> RgbImage {
 
 #[test]
 fn matches_pil_on_fixtures() {
-    let m = manifest();
+    let m = fixture_manifest(IMAGES);
     let runs = m["expected"].as_array().unwrap();
     assert!(!runs.is_empty());
     let mut worst_resample = 0u8;
@@ -100,8 +93,8 @@ fn matches_pil_on_fixtures() {
             let (w, h) = (image["width"].as_u64().unwrap() as usize, image["height"].as_u64().unwrap() as usize);
 
             // Decoding against PIL's convert("RGB").
-            let pil_decoded = RgbImage::new(w, h, read_raw(entry["decoded"].as_str().unwrap())).unwrap();
-            let ours = load_rgb(&fixture_dir().join(file)).unwrap();
+            let pil_decoded = RgbImage::new(w, h, fixture_bytes(IMAGES, entry["decoded"].as_str().unwrap())).unwrap();
+            let ours = load_rgb(&fixture_folder(IMAGES).join(file)).unwrap();
             assert_eq!((ours.width, ours.height), (w, h), "{file}: size");
             let (dmax, dn) = diff(&ours.data, &pil_decoded.data);
             println!(
@@ -122,7 +115,7 @@ fn matches_pil_on_fixtures() {
 
             for case in entry["cases"].as_array().unwrap() {
                 let mode = mode_of(case);
-                let expected = read_raw(case["pixels"].as_str().unwrap());
+                let expected = fixture_bytes(IMAGES, case["pixels"].as_str().unwrap());
                 let r = mode.size();
                 let resized = case["resized"].as_array().unwrap();
                 let (rw, rh) = (resized[0].as_u64().unwrap() as usize, resized[1].as_u64().unwrap() as usize);
@@ -157,7 +150,7 @@ fn matches_pil_on_fixtures() {
                 if order == PassOrder::Pillow13 {
                     // The defaults follow Pillow 13.
                     assert_eq!(preprocess_rgb(&ours, mode), got_file);
-                    let norm = load_and_preprocess(&fixture_dir().join(file), mode).unwrap();
+                    let norm = load_and_preprocess(&fixture_folder(IMAGES).join(file), mode).unwrap();
                     assert_eq!(norm, normalize_chw(&got_file));
                 }
                 cases_checked += 1;
@@ -170,7 +163,7 @@ fn matches_pil_on_fixtures() {
 #[test]
 #[allow(clippy::excessive_precision)]
 fn normalisation_matches_torch_f32() {
-    let m = manifest();
+    let m = fixture_manifest(IMAGES);
     for c in 0..3 {
         assert_eq!(m["clip_mean"][c].as_f64().unwrap() as f32, CLIP_MEAN[c]);
         assert_eq!(m["clip_std"][c].as_f64().unwrap() as f32, CLIP_STD[c]);
@@ -259,7 +252,7 @@ fn sizes_and_crop_offsets_follow_torchvision() {
 
 #[test]
 fn batch_tensor_keeps_order() {
-    let dir = fixture_dir();
+    let dir = fixture_folder(IMAGES);
     let paths: Vec<PathBuf> =
         ["grad37x23.png", "photo64x48.jpg", "gray29x41.png", "big101x77.png"].iter().map(|f| dir.join(f)).collect();
     let mode = Preprocess::ClipCenterCrop { size: 32 };
@@ -303,7 +296,7 @@ fn unreadable_images_give_clear_errors() {
     std::fs::write(&empty, b"").unwrap();
     expect_error(&empty, "empty");
 
-    let jpeg = std::fs::read(fixture_dir().join("photo64x48.jpg")).unwrap();
+    let jpeg = std::fs::read(fixture_folder(IMAGES).join("photo64x48.jpg")).unwrap();
     let truncated = dir.join("truncated.jpg");
     std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();
     expect_error(&truncated, "truncated");
@@ -314,7 +307,7 @@ fn unreadable_images_give_clear_errors() {
     with_thumb.extend_from_slice(&((jpeg.len() + 2) as u16).to_be_bytes());
     with_thumb.extend_from_slice(&jpeg);
     with_thumb.extend_from_slice(&jpeg[2..]);
-    assert_eq!(decode_rgb(&with_thumb).unwrap(), load_rgb(&fixture_dir().join("photo64x48.jpg")).unwrap());
+    assert_eq!(decode_rgb(&with_thumb).unwrap(), load_rgb(&fixture_folder(IMAGES).join("photo64x48.jpg")).unwrap());
     with_thumb.truncate(with_thumb.len() - jpeg.len() / 3);
     let truncated_thumb = dir.join("truncated-with-thumbnail.jpg");
     std::fs::write(&truncated_thumb, &with_thumb).unwrap();
@@ -324,7 +317,7 @@ fn unreadable_images_give_clear_errors() {
     std::fs::write(&header_only, &jpeg[..40]).unwrap();
     expect_error(&header_only, "truncated");
 
-    let png = std::fs::read(fixture_dir().join("big101x77.png")).unwrap();
+    let png = std::fs::read(fixture_folder(IMAGES).join("big101x77.png")).unwrap();
     let truncated_png = dir.join("truncated.png");
     std::fs::write(&truncated_png, &png[..png.len() / 2]).unwrap();
     expect_error(&truncated_png, "truncated");

@@ -8,24 +8,16 @@
 //! exactly: the geometric ops use Pillow's own fixed-point sampling and the
 //! point ops its float32 arithmetic, so no pixel may differ.
 
+mod common;
+
+use common::{fixture_bytes, fixture_manifest};
 use mlrpl_engine::data::image::RgbImage;
 use mlrpl_engine::data::rand_augment::{Op, RandAugment, MAX_MAGNITUDE, NUM_MAGNITUDE_BINS};
 use mlrpl_engine::rng::Rng;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/randaugment")
-}
-
-fn manifest() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("manifest.json")).expect("manifest.json");
-    serde_json::from_str(&text).expect("manifest.json parses")
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(fixture_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+/// This file's fixture folder in tests/fixtures.
+const RANDAUGMENT: &str = "randaugment";
 
 fn op_named(name: &str) -> Op {
     *Op::ALL.iter().find(|op| op.name() == name).unwrap_or_else(|| panic!("no op {name}"))
@@ -39,7 +31,7 @@ fn noise_image(width: usize, height: usize, seed: u64) -> RgbImage {
 
 #[test]
 fn op_order_and_signs_are_torchvision_s() {
-    let m = manifest();
+    let m = fixture_manifest(RANDAUGMENT);
     let names: Vec<&str> = m["op_order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(names, Op::ALL.iter().map(|op| op.name()).collect::<Vec<_>>());
     for op in Op::ALL {
@@ -50,7 +42,7 @@ fn op_order_and_signs_are_torchvision_s() {
 
 #[test]
 fn magnitude_tables_are_torch_s_to_the_bit() {
-    let m = manifest();
+    let m = fixture_manifest(RANDAUGMENT);
     let check = |op: Op, table: &Value, width: usize, height: usize| {
         let table = table.as_array().unwrap();
         assert_eq!(table.len(), NUM_MAGNITUDE_BINS);
@@ -78,13 +70,13 @@ fn magnitude_tables_are_torch_s_to_the_bit() {
 
 #[test]
 fn every_op_matches_torchvision_exactly() {
-    let m = manifest();
+    let m = fixture_manifest(RANDAUGMENT);
     let mut checked = Vec::new();
     for image in m["images"].as_array().unwrap() {
         let name = image["name"].as_str().unwrap();
         let (w, h) = (image["width"].as_u64().unwrap() as usize, image["height"].as_u64().unwrap() as usize);
-        let input = RgbImage::new(w, h, read(&format!("{name}.rgb"))).unwrap();
-        let expected = read(&format!("{name}.expected.rgb"));
+        let input = RgbImage::new(w, h, fixture_bytes(RANDAUGMENT, &format!("{name}.rgb"))).unwrap();
+        let expected = fixture_bytes(RANDAUGMENT, &format!("{name}.expected.rgb"));
         let cases = image["cases"].as_array().unwrap();
         assert_eq!(expected.len(), cases.len() * w * h * 3, "{name}: output size");
         for (case, want) in cases.iter().zip(expected.chunks_exact(w * h * 3)) {

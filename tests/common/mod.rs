@@ -390,6 +390,24 @@ pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
     assert_close(what, got, &to_f64(want), tol);
 }
 
+/// The fixture folder `tests/fixtures/<name>` (written by a `tools/` script).
+pub fn fixture_folder(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The `manifest.json` of fixture folder `name`.
+pub fn fixture_manifest(name: &str) -> serde_json::Value {
+    let path = fixture_folder(name).join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The bytes of `file` in fixture folder `name`.
+pub fn fixture_bytes(name: &str, file: &str) -> Vec<u8> {
+    let path = fixture_folder(name).join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Runs the `mlrpl-engine` binary of this build with `args`.
 pub fn engine(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
