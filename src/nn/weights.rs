@@ -33,13 +33,19 @@ fn to_f32(name: &str, dtype: StDtype, bytes: &[u8]) -> Result<Vec<f32>> {
 impl WeightMap {
     /// Loads every tensor of a safetensors file as f32 on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<WeightMap> {
+        Self::load_as(path, device, DType::F32)
+    }
+
+    /// Loads every tensor of a safetensors file on `device`, stored as
+    /// `dtype` (converted on the host, so only `dtype` crosses to a GPU).
+    pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read weight file {}", path.display()))?;
-        Self::from_bytes(&bytes, path, device)
+        Self::from_bytes(&bytes, path, device, dtype)
     }
 
     /// Parses safetensors `bytes` (errors call them `source`), every tensor
-    /// as f32 on `device`.
-    pub fn from_bytes(bytes: &[u8], source: &Path, device: &Device) -> Result<WeightMap> {
+    /// stored as `dtype` on `device`.
+    pub fn from_bytes(bytes: &[u8], source: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
         let parsed = SafeTensors::deserialize(bytes).map_err(|e| {
             anyhow!("{} is not a valid safetensors file (truncated, or another format?): {e}", source.display())
         })?;
@@ -48,7 +54,7 @@ impl WeightMap {
         let mut tensors = BTreeMap::new();
         for (name, view) in parsed.tensors() {
             let values = to_f32(&name, view.dtype(), view.data()).with_context(|| source.display().to_string())?;
-            let tensor = Tensor::from_vec(values, view.shape().to_vec(), device)?;
+            let tensor = Tensor::from_vec_dtype(values, view.shape().to_vec(), dtype, device)?;
             tensors.insert(name, tensor);
         }
         Ok(WeightMap { source: source.to_path_buf(), tensors, metadata: header.metadata().clone().unwrap_or_default() })
@@ -101,8 +107,9 @@ impl WeightMap {
         Ok(t)
     }
 
-    /// Every tensor stored as `dtype` (the frozen towers of `--precision
-    /// bf16`); the source and metadata are kept.
+    /// Every tensor stored as `dtype`, for a map built in memory (a file is
+    /// read straight into its dtype by [`WeightMap::load_as`]); the source
+    /// and metadata are kept.
     pub fn to_dtype(&self, dtype: DType) -> Result<WeightMap> {
         let tensors = self
             .tensors

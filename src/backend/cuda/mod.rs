@@ -5,12 +5,13 @@
 //!
 //! Storage dtypes are f32, bf16, f16 and u32. What the bf16 towers of
 //! `--precision bf16` run reads and writes bf16 directly: GEMMs (cuBLASLt,
-//! f32 accumulation), unary maps, broadcasting binaries, layernorm and
-//! attention, forward and backward (the `_bf16` kernel instances: widened
-//! on load, computed in f32, rounded once on store). Every other primitive
-//! widens a bf16/f16 operand with a cast kernel, runs in f32 and narrows its
-//! output back to the dtype of the first float input. Either way the result is
-//! what the CPU reference computes, up to f32 rounding before the bf16 one.
+//! f32 accumulation), unary maps, broadcasting binaries, the row gather,
+//! layernorm and attention, forward and backward (the `_bf16` kernel
+//! instances: widened on load, computed in f32, rounded once on store).
+//! Every other primitive widens a bf16/f16 operand with a cast kernel, runs
+//! in f32 and narrows its output back to the dtype of the first float
+//! input. Either way the result is what the CPU reference computes, up to
+//! f32 rounding before the bf16 one.
 //! Layout ops (permute, narrow, concat) copy 16- or 32-bit words and never
 //! convert. What mixed precision still needs is listed in docs/gpu/README.md.
 //!
@@ -99,6 +100,15 @@ impl CudaStorage {
     /// A bf16 result (bit patterns) on this storage's device.
     fn bf16_buffer(&self, bits: CudaSlice<u16>) -> CudaStorage {
         CudaStorage { device: self.device.clone(), buffer: CudaBuffer::BF16(Arc::new(bits)) }
+    }
+
+    /// The bf16 bit patterns when this storage is bf16: what the `_bf16`
+    /// kernel instances and cuBLASLt read as they are.
+    fn bf16_bits(&self) -> Option<&CudaSlice<u16>> {
+        match &self.buffer {
+            CudaBuffer::BF16(bits) => Some(bits),
+            _ => None,
+        }
     }
 
     /// The values as an f32 device buffer: shared when already f32, else a
@@ -228,12 +238,9 @@ impl BackendStorage for CudaStorage {
             self.same_device(bias)?;
         }
         let dev = &self.device;
-        let bf16_bias = match bias.map(|t| &t.buffer) {
-            None => Some(None),
-            Some(CudaBuffer::BF16(v)) => Some(Some(&**v)),
-            Some(_) => None,
-        };
-        if let (CudaBuffer::BF16(a), CudaBuffer::BF16(b), Some(bias)) = (&self.buffer, &rhs.buffer, bf16_bias) {
+        // No bias, or a bf16 one.
+        let bf16_bias = bias.map_or(Some(None), |b| b.bf16_bits().map(Some));
+        if let (Some(a), Some(b), Some(bias)) = (self.bf16_bits(), rhs.bf16_bits(), bf16_bias) {
             if gemm::bf16_supports(spec) {
                 return Ok(self.bf16_buffer(gemm::gemm_bf16(dev, a, b, bias, spec)?));
             }
@@ -247,8 +254,8 @@ impl BackendStorage for CudaStorage {
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {
-        if let CudaBuffer::BF16(x) = &self.buffer {
-            return Ok(self.bf16_buffer(elementwise::unary(&self.device, &**x, op)?));
+        if let Some(x) = self.bf16_bits() {
+            return Ok(self.bf16_buffer(elementwise::unary(&self.device, x, op)?));
         }
         self.like(elementwise::unary(&self.device, &*self.f32s()?, op)?)
     }
@@ -256,16 +263,16 @@ impl BackendStorage for CudaStorage {
     fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self> {
         self.same_device(out)?;
         self.same_device(grad)?;
-        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(y), CudaBuffer::BF16(g)) = (&self.buffer, &out.buffer, &grad.buffer) {
-            return Ok(self.bf16_buffer(elementwise::unary_backward(&self.device, &**x, &**y, &**g, op)?));
+        if let (Some(x), Some(y), Some(g)) = (self.bf16_bits(), out.bf16_bits(), grad.bf16_bits()) {
+            return Ok(self.bf16_buffer(elementwise::unary_backward(&self.device, x, y, g, op)?));
         }
         self.like(elementwise::unary_backward(&self.device, &*self.f32s()?, &*out.f32s()?, &*grad.f32s()?, op)?)
     }
 
     fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
         self.same_device(rhs)?;
-        if let (CudaBuffer::BF16(a), CudaBuffer::BF16(b)) = (&self.buffer, &rhs.buffer) {
-            return Ok(self.bf16_buffer(elementwise::binary(&self.device, &**a, &**b, op, lhs_shape, rhs_shape, out_shape)?));
+        if let (Some(a), Some(b)) = (self.bf16_bits(), rhs.bf16_bits()) {
+            return Ok(self.bf16_buffer(elementwise::binary(&self.device, a, b, op, lhs_shape, rhs_shape, out_shape)?));
         }
         let out = elementwise::binary(&self.device, &*self.f32s()?, &*rhs.f32s()?, op, lhs_shape, rhs_shape, out_shape)?;
         self.like(out)
@@ -309,8 +316,8 @@ impl BackendStorage for CudaStorage {
 
     fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
-        if let CudaBuffer::BF16(table) = &self.buffer {
-            return Ok(self.bf16_buffer(layout::index_select(&self.device, &**table, ids.ids()?, rows, cols)?));
+        if let Some(table) = self.bf16_bits() {
+            return Ok(self.bf16_buffer(layout::index_select(&self.device, table, ids.ids()?, rows, cols)?));
         }
         self.like(layout::index_select(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
@@ -324,8 +331,8 @@ impl BackendStorage for CudaStorage {
         self.same_device(gamma)?;
         self.same_device(beta)?;
         let dev = &self.device;
-        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(g), CudaBuffer::BF16(b)) = (&self.buffer, &gamma.buffer, &beta.buffer) {
-            let (y, mean, rstd) = norm::layernorm(dev, &**x, &**g, &**b, cols, eps)?;
+        if let (Some(x), Some(g), Some(b)) = (self.bf16_bits(), gamma.bf16_bits(), beta.bf16_bits()) {
+            let (y, mean, rstd) = norm::layernorm(dev, x, g, b, cols, eps)?;
             return Ok((self.bf16_buffer(y), CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)));
         }
         let (y, mean, rstd) = norm::layernorm(dev, &*self.f32s()?, &*gamma.f32s()?, &*beta.f32s()?, cols, eps)?;
@@ -338,8 +345,8 @@ impl BackendStorage for CudaStorage {
         }
         let dev = &self.device;
         let (mean, rstd) = (mean.f32s()?, rstd.f32s()?);
-        if let (CudaBuffer::BF16(x), CudaBuffer::BF16(g), CudaBuffer::BF16(dy)) = (&self.buffer, &gamma.buffer, &grad.buffer) {
-            let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &**x, &**g, &mean, &rstd, &**dy, cols)?;
+        if let (Some(x), Some(g), Some(dy)) = (self.bf16_bits(), gamma.bf16_bits(), grad.bf16_bits()) {
+            let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, x, g, &mean, &rstd, dy, cols)?;
             return Ok((self.bf16_buffer(dx), self.bf16_buffer(dgamma), self.bf16_buffer(dbeta)));
         }
         let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
@@ -369,8 +376,8 @@ impl BackendStorage for CudaStorage {
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
         q.same_device(k)?;
         q.same_device(v)?;
-        if let (CudaBuffer::BF16(qb), CudaBuffer::BF16(kb), CudaBuffer::BF16(vb)) = (&q.buffer, &k.buffer, &v.buffer) {
-            let (out, lse) = attention::forward(&q.device, &**qb, &**kb, &**vb, spec)?;
+        if let (Some(qb), Some(kb), Some(vb)) = (q.bf16_bits(), k.bf16_bits(), v.bf16_bits()) {
+            let (out, lse) = attention::forward(&q.device, qb, kb, vb, spec)?;
             return Ok((q.bf16_buffer(out), CudaStorage::f32_buffer(&q.device, lse)));
         }
         let (out, lse) = attention::forward(&q.device, &*q.f32s()?, &*k.f32s()?, &*v.f32s()?, spec)?;
@@ -383,11 +390,11 @@ impl BackendStorage for CudaStorage {
         }
         let dev = &q.device;
         let lse = lse.f32s()?;
-        if let (CudaBuffer::BF16(qb), CudaBuffer::BF16(kb), CudaBuffer::BF16(vb), CudaBuffer::BF16(ob), CudaBuffer::BF16(gb)) =
-            (&q.buffer, &k.buffer, &v.buffer, &out.buffer, &grad.buffer)
+        if let (Some(qb), Some(kb), Some(vb), Some(ob), Some(gb)) =
+            (q.bf16_bits(), k.bf16_bits(), v.bf16_bits(), out.bf16_bits(), grad.bf16_bits())
         {
-            let saved = attention::Saved { q: &**qb, k: &**kb, v: &**vb, out: &**ob, lse: &lse };
-            let (dq, dk, dv) = attention::backward(dev, &saved, &**gb, spec)?;
+            let saved = attention::Saved { q: qb, k: kb, v: vb, out: ob, lse: &lse };
+            let (dq, dk, dv) = attention::backward(dev, &saved, gb, spec)?;
             return Ok((q.bf16_buffer(dq), q.bf16_buffer(dk), q.bf16_buffer(dv)));
         }
         let saved = attention::Saved { q: &*q.f32s()?, k: &*k.f32s()?, v: &*v.f32s()?, out: &*out.f32s()?, lse: &lse };
