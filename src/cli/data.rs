@@ -126,19 +126,17 @@ pub const BUNDLED_CLIP_NAME: &str = "bundled:mini-clip";
 /// its checkpoints record: the given weights, or the bundled one.
 pub fn load_clip(path: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(Clip, String)> {
     let dtype = precision.frozen_dtype();
-    let (weights, name) = match path {
-        Some(path) => (WeightMap::load_as(path, device, dtype)?, path.display().to_string()),
+    match path {
+        Some(path) => Ok((Clip::load_as(path, device, dtype)?, path.display().to_string())),
         None => {
             let bytes = BUNDLED_CLIP.context(
                 "this build has no bundled CLIP (assets/clip/mini-clip.safetensors was missing when it was built); give --clip",
             )?;
             let source = Path::new("bundled CLIP (assets/clip/mini-clip.safetensors)");
-            (WeightMap::from_bytes(bytes, source, device, dtype)?, BUNDLED_CLIP_NAME.to_string())
+            let clip = Clip::from_weights(WeightMap::from_bytes(bytes, source, device, dtype)?)?;
+            Ok((clip, BUNDLED_CLIP_NAME.to_string()))
         }
-    };
-    let source = weights.source().display().to_string();
-    let clip = Clip::from_weights(weights).with_context(|| format!("cannot build CLIP from {source}"))?;
-    Ok((clip, name))
+    }
 }
 
 /// Reloads the CLIP a checkpoint names.

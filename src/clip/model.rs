@@ -243,7 +243,13 @@ pub struct Clip {
 impl Clip {
     /// Loads a CLIP checkpoint in either naming; sizes come from the shapes.
     pub fn load(path: &Path, device: &Device) -> Result<Clip> {
-        let weights = WeightMap::load(path, device)?;
+        Clip::load_as(path, device, DType::F32)
+    }
+
+    /// [`Clip::load`] with every weight stored as `dtype` (the frozen towers
+    /// of `--precision bf16`).
+    pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<Clip> {
+        let weights = WeightMap::load_as(path, device, dtype)?;
         Clip::from_weights(weights).with_context(|| format!("cannot build CLIP from {}", path.display()))
     }
 
