@@ -111,6 +111,34 @@ fn layout_ops() {
     check(&gpu, "concat", &parts, |_, t| Tensor::concat(&[&t[0], &t[1], &t[2]], 1));
 }
 
+/// Permute, narrow and concat move 2-, 4-, 8- or 16-byte words, the widest
+/// that divides the contiguous run: innermost runs of 64, 6 and 5 elements
+/// in f32 and bf16 reach every width; the copies are bit-exact.
+#[test]
+fn layout_ops_copy_every_word_width_exactly() {
+    let Some(gpu) = cuda_or_skip("layout_ops_copy_every_word_width_exactly") else { return };
+    let mut rng = Rng::new(5);
+    for inner in [64, 6, 5] {
+        for dtype in [DType::F32, DType::BF16] {
+            let values = rng.normal_vec(2 * 3 * 4 * inner, 1.0);
+            let cpu = Tensor::from_vec(values.clone(), [2, 3, 4, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let cuda = Tensor::from_vec(values, [2, 3, 4, inner], &gpu).unwrap().to_dtype(dtype).unwrap();
+            let ops: [(&str, fn(&Tensor) -> Result<Tensor>); 4] = [
+                ("heads permute", |t| t.permute(&[0, 2, 1, 3])),
+                ("qkv permute", |t| t.reshape([2, 3, 2, 2, t.dims()[3]])?.permute(&[2, 0, 3, 1, 4])),
+                ("narrow", |t| t.narrow(1, 1, 2)),
+                ("concat", |t| Tensor::concat(&[&t.narrow(2, 0, 1)?, t, &t.narrow(2, 1, 3)?], 2)),
+            ];
+            for (name, op) in ops {
+                let (a, b) = (op(&cpu).unwrap(), op(&cuda).unwrap());
+                assert_eq!(b.dtype(), dtype, "{name}");
+                let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{name} of [2, 3, 4, {inner}] in {dtype}");
+            }
+        }
+    }
+}
+
 #[test]
 fn gather_and_scatter_add_with_repeated_ids() {
     let Some(gpu) = cuda_or_skip("gather_and_scatter_add_with_repeated_ids") else { return };

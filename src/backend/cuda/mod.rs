@@ -12,7 +12,7 @@
 //! in f32 and narrows its output back to the dtype of the first float
 //! input. Either way the result is what the CPU reference computes, up to
 //! f32 rounding before the bf16 one.
-//! Layout ops (permute, narrow, concat) copy 16- or 32-bit words and never
+//! Layout ops (permute, narrow, concat) copy 2- to 16-byte words and never
 //! convert. What mixed precision still needs is listed in docs/gpu/README.md.
 //!
 //! Buffers are `Arc`-shared, so cloning a storage is free; the in-place
@@ -36,7 +36,7 @@ pub use device::{CudaDevice, PoolMemory};
 use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, SgdStep, UnaryOp};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
 use half::{bf16, f16};
 use std::fmt;
 use std::sync::Arc;
@@ -49,6 +49,22 @@ enum CudaBuffer {
     BF16(Arc<CudaSlice<u16>>),
     F16(Arc<CudaSlice<u16>>),
     U32(Arc<CudaSlice<u32>>),
+}
+
+impl CudaBuffer {
+    fn bytes(&self) -> Result<CudaView<'_, u8>> {
+        match self {
+            CudaBuffer::F32(b) => layout::bytes_of(b),
+            CudaBuffer::BF16(b) | CudaBuffer::F16(b) => layout::bytes_of(b),
+            CudaBuffer::U32(b) => layout::bytes_of(b),
+        }
+    }
+}
+
+/// A dtype-blind layout op (permute, narrow, concat): the same bytes moved
+/// whatever the element type, which only sets the element size.
+trait LayoutOp {
+    fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, x: &CudaSlice<T>) -> Result<CudaSlice<T>>;
 }
 
 #[derive(Clone)]
@@ -165,22 +181,15 @@ impl CudaStorage {
         Ok(result)
     }
 
-    /// 32-bit words for the layout kernels (f32 and u32 alike).
-    fn map_words(
-        &self,
-        wide: impl FnOnce(&CudaDevice, layout::Words<'_>) -> Result<layout::WordsOut>,
-    ) -> Result<CudaStorage> {
+    /// The same layout op on whatever dtype the buffer holds (the layout
+    /// kernels copy bytes), keeping the dtype.
+    fn map_layout(&self, op: impl LayoutOp) -> Result<CudaStorage> {
         let dev = &self.device;
-        let words = match &self.buffer {
-            CudaBuffer::F32(b) => layout::Words::F32(b),
-            CudaBuffer::U32(b) => layout::Words::U32(b),
-            CudaBuffer::BF16(b) | CudaBuffer::F16(b) => layout::Words::Half(b),
-        };
-        let buffer = match (wide(dev, words)?, &self.buffer) {
-            (layout::WordsOut::F32(b), _) => CudaBuffer::F32(Arc::new(b)),
-            (layout::WordsOut::U32(b), _) => CudaBuffer::U32(Arc::new(b)),
-            (layout::WordsOut::Half(b), CudaBuffer::BF16(_)) => CudaBuffer::BF16(Arc::new(b)),
-            (layout::WordsOut::Half(b), _) => CudaBuffer::F16(Arc::new(b)),
+        let buffer = match &self.buffer {
+            CudaBuffer::F32(b) => CudaBuffer::F32(Arc::new(op.apply(dev, b)?)),
+            CudaBuffer::BF16(b) => CudaBuffer::BF16(Arc::new(op.apply(dev, b)?)),
+            CudaBuffer::F16(b) => CudaBuffer::F16(Arc::new(op.apply(dev, b)?)),
+            CudaBuffer::U32(b) => CudaBuffer::U32(Arc::new(op.apply(dev, b)?)),
         };
         Ok(CudaStorage { device: dev.clone(), buffer })
     }
@@ -287,11 +296,23 @@ impl BackendStorage for CudaStorage {
     }
 
     fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Self> {
-        self.map_words(|dev, words| layout::permute(dev, words, shape, perm))
+        struct Permute<'a>(&'a Shape, &'a [usize]);
+        impl LayoutOp for Permute<'_> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, x: &CudaSlice<T>) -> Result<CudaSlice<T>> {
+                layout::permute(dev, x, self.0, self.1)
+            }
+        }
+        self.map_layout(Permute(shape, perm))
     }
 
     fn narrow(&self, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<Self> {
-        self.map_words(|dev, words| layout::narrow(dev, words, shape, dim, start, len))
+        struct Narrow<'a>(&'a Shape, usize, usize, usize);
+        impl LayoutOp for Narrow<'_> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, x: &CudaSlice<T>) -> Result<CudaSlice<T>> {
+                layout::narrow(dev, x, self.0, self.1, self.2, self.3)
+            }
+        }
+        self.map_layout(Narrow(shape, dim, start, len))
     }
 
     fn concat(parts: &[&Self], shapes: &[&Shape], dim: usize) -> Result<Self> {
@@ -302,16 +323,16 @@ impl BackendStorage for CudaStorage {
                 bail!("concat: dtypes differ ({} and {})", first.dtype(), part.dtype());
             }
         }
-        let words: Vec<layout::Words<'_>> = parts
-            .iter()
-            .map(|p| match &p.buffer {
-                CudaBuffer::F32(b) => layout::Words::F32(b),
-                CudaBuffer::U32(b) => layout::Words::U32(b),
-                CudaBuffer::BF16(b) | CudaBuffer::F16(b) => layout::Words::Half(b),
-            })
-            .collect();
-        let joined = layout::concat(&first.device, &words, shapes, dim)?;
-        first.map_words(|_, _| Ok(joined))
+        // The kernels copy bytes; the output takes the first part's dtype,
+        // which all parts share.
+        struct Concat<'a>(Vec<CudaView<'a, u8>>, &'a [&'a Shape], usize);
+        impl LayoutOp for Concat<'_> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, _first: &CudaSlice<T>) -> Result<CudaSlice<T>> {
+                layout::concat(dev, &self.0, self.1, self.2)
+            }
+        }
+        let bytes = parts.iter().map(|p| p.buffer.bytes()).collect::<Result<Vec<_>>>()?;
+        first.map_layout(Concat(bytes, shapes, dim))
     }
 
     fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
