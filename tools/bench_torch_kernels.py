@@ -189,15 +189,20 @@ def build(op, p, dev):
         ids = torch.arange(p["ids"], device=dev) * len_ + len_ - 1
         return Op(lambda: torch.zeros(p["rows"], p["cols"], device=dev).index_add_(0, ids, src), "zeros().index_add_(0, ids, src)")
     if op in ("adamw_step", "sgd_step"):
-        param = torch.nn.Parameter(randn(p["elements"], dev=dev))
-        param.grad = randn(p["elements"], dev=dev, std=0.1)
+        # The MLR-PL trainable tensors, as Setup::trainable lists them.
+        d = p["embed"]
+        sizes = [p["classes"] * p["n_ctx"] * p["text_width"], d * d, d * d, d * d, d, d, 1, 1, p["classes"]]
+        assert len(sizes) == p["tensors"] and sum(sizes) == p["elements"], "Setup::trainable changed"
+        params = [torch.nn.Parameter(randn(n, dev=dev)) for n in sizes]
+        for param in params:
+            param.grad = randn(param.numel(), dev=dev, std=0.1)
         if op == "adamw_step":
             fused = dev.type == "cuda"
-            opt = torch.optim.AdamW([param], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=fused)
-            impl = f"torch.optim.AdamW({'fused=True' if fused else 'default (foreach)'}).step()"
+            opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=fused)
+            impl = f"torch.optim.AdamW({'fused=True' if fused else 'default (foreach)'}).step() over {len(sizes)} tensors"
         else:
-            opt = torch.optim.SGD([param], lr=0.002, momentum=0.9, weight_decay=5e-4)
-            impl = "torch.optim.SGD(momentum=0.9).step()"
+            opt = torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=5e-4)
+            impl = f"torch.optim.SGD(momentum=0.9).step() (foreach) over {len(sizes)} tensors"
         return Op(opt.step, impl)
     if op == "grad_accumulate":
         acc, g = randn(p["elements"], dev=dev), randn(p["elements"], dev=dev)

@@ -1,7 +1,7 @@
 //! AdamW with decoupled weight decay, as `torch.optim.AdamW`.
 
-use super::{check_groups, Optimizer, ParamGroup, StateBuffers};
-use crate::backend::AdamWStep;
+use super::{check_groups, update_all, Optimizer, ParamGroup, StateBuffers};
+use crate::backend::{AdamWStep, Storage};
 use crate::tensor::{DType, Tensor};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -19,7 +19,13 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(groups: Vec<ParamGroup>, lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Result<Self> {
+    pub fn new(
+        groups: Vec<ParamGroup>,
+        lr: f32,
+        betas: (f32, f32),
+        eps: f32,
+        weight_decay: f32,
+    ) -> Result<Self> {
         check_groups(&groups)?;
         Ok(AdamW {
             groups,
@@ -37,23 +43,17 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         self.step_count += 1;
-        for group in &self.groups {
-            let step = AdamWStep {
-                lr: self.lr,
-                beta1: self.betas.0,
-                beta2: self.betas.1,
-                eps: self.eps,
-                weight_decay: group.weight_decay.unwrap_or(self.weight_decay),
-                step: self.step_count,
-            };
-            for p in &group.params {
-                let Some(grad) = p.grad() else { continue };
-                let m = self.first_moments.get(p)?;
-                let v = self.second_moments.get(p)?;
-                p.storage_mut().adamw_step(&grad.storage(), &mut m.storage_mut(), &mut v.storage_mut(), &step)?;
-            }
-        }
-        Ok(())
+        let step = AdamWStep {
+            lr: self.lr,
+            beta1: self.betas.0,
+            beta2: self.betas.1,
+            eps: self.eps,
+            step: self.step_count,
+        };
+        let state = &mut [&mut self.first_moments, &mut self.second_moments];
+        update_all(&self.groups, self.weight_decay, state, |updates| {
+            Storage::adamw_step(updates, &step)
+        })
     }
 
     fn lr(&self) -> f32 {
@@ -71,10 +71,18 @@ impl Optimizer for AdamW {
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut state = self.first_moments.export(&self.groups, "m");
         state.extend(self.second_moments.export(&self.groups, "v"));
-        let device = self.groups.iter().flat_map(|g| &g.params).next().map(|p| p.device().clone());
+        let device = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.params)
+            .next()
+            .map(|p| p.device().clone());
         if let Some(device) = device {
             // f32 holds step counts exactly up to 2^24.
-            state.push(("step".to_string(), Tensor::full(self.step_count as f32, [1], DType::F32, &device)?));
+            state.push((
+                "step".to_string(),
+                Tensor::full(self.step_count as f32, [1], DType::F32, &device)?,
+            ));
         }
         Ok(state)
     }

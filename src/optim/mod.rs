@@ -1,6 +1,7 @@
-//! Optimizers over parameter groups, and learning-rate schedules. Updates
-//! run as one backend primitive per parameter (a fused kernel on CUDA), in
-//! place on the parameter and its state; optimizer state is f32.
+//! Optimizers over parameter groups, and learning-rate schedules. A step is
+//! one backend primitive over every parameter that has a gradient (on CUDA
+//! one fused kernel launch for up to 48 tensors), in place on the
+//! parameters and their state; optimizer state is f32.
 
 mod adamw;
 mod schedule;
@@ -10,9 +11,10 @@ pub use adamw::AdamW;
 pub use schedule::{CosineSchedule, Warmup};
 pub use sgd::Sgd;
 
+use crate::backend::{ParamUpdate, Storage};
 use crate::tensor::{DType, Tensor, TensorId};
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Parameters sharing optimizer settings; `weight_decay` overrides the
 /// optimizer's default (e.g. 0 for the logit scale and biases).
@@ -24,11 +26,17 @@ pub struct ParamGroup {
 
 impl ParamGroup {
     pub fn new(params: Vec<Tensor>) -> Self {
-        ParamGroup { params, weight_decay: None }
+        ParamGroup {
+            params,
+            weight_decay: None,
+        }
     }
 
     pub fn no_decay(params: Vec<Tensor>) -> Self {
-        ParamGroup { params, weight_decay: Some(0.0) }
+        ParamGroup {
+            params,
+            weight_decay: Some(0.0),
+        }
     }
 }
 
@@ -47,17 +55,79 @@ pub trait Optimizer {
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 
     fn zero_grad(&self) {
-        self.groups().iter().flat_map(|g| &g.params).for_each(Tensor::zero_grad);
+        self.groups()
+            .iter()
+            .flat_map(|g| &g.params)
+            .for_each(Tensor::zero_grad);
     }
 }
 
 fn check_groups(groups: &[ParamGroup]) -> Result<()> {
+    let mut seen = HashSet::new();
     for p in groups.iter().flat_map(|g| &g.params) {
         if !p.is_parameter() {
             bail!("optimizer: {p:?} is not a parameter (use Tensor::into_parameter)");
         }
+        if !seen.insert(p.id()) {
+            bail!("optimizer: {p:?} is listed twice (each parameter belongs to one group, once)");
+        }
     }
     Ok(())
+}
+
+/// Hands every parameter that has a gradient to `update` as one list: its
+/// storage, its gradient's, its buffer of each of `state` (made on first
+/// use) and its group's weight decay (else `default_weight_decay`), all
+/// locked for the call.
+fn update_all(
+    groups: &[ParamGroup],
+    default_weight_decay: f32,
+    state: &mut [&mut StateBuffers],
+    update: impl FnOnce(&mut [ParamUpdate<'_, Storage>]) -> Result<()>,
+) -> Result<()> {
+    struct Entry {
+        param: Tensor,
+        grad: Tensor,
+        state: Vec<Tensor>,
+        weight_decay: f32,
+    }
+    let mut entries = Vec::new();
+    for group in groups {
+        let weight_decay = group.weight_decay.unwrap_or(default_weight_decay);
+        for param in &group.params {
+            let Some(grad) = param.grad() else { continue };
+            let state = state
+                .iter_mut()
+                .map(|buffers| buffers.get(param))
+                .collect::<Result<Vec<_>>>()?;
+            entries.push(Entry {
+                param: param.clone(),
+                grad,
+                state,
+                weight_decay,
+            });
+        }
+    }
+    // Distinct tensors (check_groups), so no lock is taken twice.
+    let mut params: Vec<_> = entries.iter().map(|e| e.param.storage_mut()).collect();
+    let grads: Vec<_> = entries.iter().map(|e| e.grad.storage()).collect();
+    let mut states: Vec<Vec<_>> = entries
+        .iter()
+        .map(|e| e.state.iter().map(Tensor::storage_mut).collect())
+        .collect();
+    let mut updates: Vec<ParamUpdate<'_, Storage>> = params
+        .iter_mut()
+        .zip(&grads)
+        .zip(&mut states)
+        .zip(&entries)
+        .map(|(((param, grad), state), e)| ParamUpdate {
+            param: &mut **param,
+            grad: &**grad,
+            state: state.iter_mut().map(|s| &mut **s).collect(),
+            weight_decay: e.weight_decay,
+        })
+        .collect();
+    update(&mut updates)
 }
 
 /// Zero-initialised f32 state tensors, one per parameter, made on first use.
@@ -70,23 +140,35 @@ impl StateBuffers {
         let params = groups.iter().flat_map(|g| &g.params);
         params
             .enumerate()
-            .filter_map(|(i, p)| self.0.get(&p.id()).map(|t| (format!("p{i}.{kind}"), t.clone())))
+            .filter_map(|(i, p)| {
+                self.0
+                    .get(&p.id())
+                    .map(|t| (format!("p{i}.{kind}"), t.clone()))
+            })
             .collect()
     }
 
     /// Replaces the buffers with `p{i}.{kind}` entries of `state`; parameters
     /// without an entry start from zero again.
-    fn import(&mut self, groups: &[ParamGroup], kind: &str, state: &HashMap<String, Tensor>) -> Result<()> {
+    fn import(
+        &mut self,
+        groups: &[ParamGroup],
+        kind: &str,
+        state: &HashMap<String, Tensor>,
+    ) -> Result<()> {
         self.0.clear();
         for (i, p) in groups.iter().flat_map(|g| &g.params).enumerate() {
             let name = format!("p{i}.{kind}");
-            let Some(saved) = state.get(&name) else { continue };
+            let Some(saved) = state.get(&name) else {
+                continue;
+            };
             let buffer = self.get(p)?;
-            buffer.copy_from(saved).with_context(|| format!("optimizer state `{name}`"))?;
+            buffer
+                .copy_from(saved)
+                .with_context(|| format!("optimizer state `{name}`"))?;
         }
         Ok(())
     }
-
 
     fn get(&mut self, param: &Tensor) -> Result<Tensor> {
         if let Some(t) = self.0.get(&param.id()) {

@@ -1,8 +1,8 @@
 //! SGD with momentum and weight decay, as `torch.optim.SGD` (dampening 0,
 //! no Nesterov): g += wd p; m = mu m + g; p -= lr m.
 
-use super::{check_groups, Optimizer, ParamGroup, StateBuffers};
-use crate::backend::SgdStep;
+use super::{check_groups, update_all, Optimizer, ParamGroup, StateBuffers};
+use crate::backend::{SgdStep, Storage};
 use crate::tensor::Tensor;
 use anyhow::Result;
 use std::collections::HashMap;
@@ -19,25 +19,28 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(groups: Vec<ParamGroup>, lr: f32, momentum: f32, weight_decay: f32) -> Result<Self> {
         check_groups(&groups)?;
-        Ok(Sgd { groups, lr, momentum, weight_decay, momentum_buffers: StateBuffers::default() })
+        Ok(Sgd {
+            groups,
+            lr,
+            momentum,
+            weight_decay,
+            momentum_buffers: StateBuffers::default(),
+        })
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
-        for group in &self.groups {
-            let step = SgdStep {
-                lr: self.lr,
-                momentum: self.momentum,
-                weight_decay: group.weight_decay.unwrap_or(self.weight_decay),
-            };
-            for p in &group.params {
-                let Some(grad) = p.grad() else { continue };
-                let buffer = self.momentum_buffers.get(p)?;
-                p.storage_mut().sgd_step(&grad.storage(), &mut buffer.storage_mut(), &step)?;
-            }
-        }
-        Ok(())
+        let step = SgdStep {
+            lr: self.lr,
+            momentum: self.momentum,
+        };
+        update_all(
+            &self.groups,
+            self.weight_decay,
+            &mut [&mut self.momentum_buffers],
+            |updates| Storage::sgd_step(updates, &step),
+        )
     }
 
     fn lr(&self) -> f32 {
@@ -57,6 +60,7 @@ impl Optimizer for Sgd {
     }
 
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.momentum_buffers.import(&self.groups, "momentum", state)
+        self.momentum_buffers
+            .import(&self.groups, "momentum", state)
     }
 }

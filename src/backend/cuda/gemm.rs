@@ -27,8 +27,22 @@ fn c_int(n: usize, what: &str) -> Result<i32> {
 }
 
 /// `out[b] = op(A[b]) @ op(B[b])` for the whole batch (see [`GemmSpec`]).
-pub fn gemm(dev: &CudaDevice, a: &CudaSlice<f32>, b: &CudaSlice<f32>, spec: &GemmSpec) -> Result<CudaSlice<f32>> {
-    let GemmSpec { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = *spec;
+pub fn gemm(
+    dev: &CudaDevice,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    spec: &GemmSpec,
+) -> Result<CudaSlice<f32>> {
+    let GemmSpec {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batch_stride,
+        b_batch_stride,
+    } = *spec;
     let out_len = batch * m * n;
     if out_len == 0 {
         return dev.alloc::<f32>(0);
@@ -37,7 +51,13 @@ pub fn gemm(dev: &CudaDevice, a: &CudaSlice<f32>, b: &CudaSlice<f32>, spec: &Gem
         return dev.alloc_zeros::<f32>(out_len);
     }
     let mut out = dev.alloc::<f32>(out_len)?;
-    let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+    let op = |t: bool| {
+        if t {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        }
+    };
     let cfg = StridedBatchedConfig {
         gemm: GemmConfig {
             // Column-major view: first operand B^T (n x k), second A^T (k x m).
@@ -62,8 +82,9 @@ pub fn gemm(dev: &CudaDevice, a: &CudaSlice<f32>, b: &CudaSlice<f32>, spec: &Gem
     // reads lies inside `a` and `b`; `out` holds batch * m * n elements
     // written with ldc = n; beta = 0, so `out` is only written. All three
     // buffers belong to the stream the cuBLAS handle is bound to.
-    unsafe { dev.blas().gemm_strided_batched(cfg, b, a, &mut out) }
-        .map_err(|e| anyhow!("cuBLAS sgemm_strided_batched ({batch} x [{m}, {k}] @ [{k}, {n}]) failed: {e}"))?;
+    unsafe { dev.blas().gemm_strided_batched(cfg, b, a, &mut out) }.map_err(|e| {
+        anyhow!("cuBLAS sgemm_strided_batched ({batch} x [{m}, {k}] @ [{k}, {n}]) failed: {e}")
+    })?;
     Ok(out)
 }
 
@@ -77,8 +98,23 @@ pub fn bf16_supports(spec: &GemmSpec) -> bool {
 /// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` on bf16 bit patterns through
 /// cuBLASLt (see the module documentation); `spec` must pass
 /// [`bf16_supports`].
-pub fn gemm_bf16(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<u16>>, spec: &GemmSpec) -> Result<CudaSlice<u16>> {
-    let GemmSpec { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = *spec;
+pub fn gemm_bf16(
+    dev: &CudaDevice,
+    a: &CudaSlice<u16>,
+    b: &CudaSlice<u16>,
+    bias: Option<&CudaSlice<u16>>,
+    spec: &GemmSpec,
+) -> Result<CudaSlice<u16>> {
+    let GemmSpec {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batch_stride,
+        b_batch_stride,
+    } = *spec;
     let out_len = batch * m * n;
     if out_len == 0 {
         return dev.alloc::<u16>(0);
@@ -105,17 +141,34 @@ pub fn gemm_bf16(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias:
         batch_size: batched.then(|| c_int(batch, "batch")).transpose()?,
     };
     let mut out = dev.alloc::<u16>(out_len)?;
-    let shape = || format!("{batch} x [{m}, {k}] @ [{k}, {n}]{}", if bias.is_some() { " + bias" } else { "" });
+    let shape = || {
+        format!(
+            "{batch} x [{m}, {k}] @ [{k}, {n}]{}",
+            if bias.is_some() { " + bias" } else { "" }
+        )
+    };
     // SAFETY: bf16 and u16 have the same size and every u16 pattern is a
     // bf16 value, so the views reinterpret the buffers exactly (a length
     // mismatch would return None, reported below).
     let (a16, b16, bias16, mut out16) = unsafe {
-        (a.transmute::<bf16>(a.len()), b.transmute::<bf16>(b.len()), bias.map(|v| v.transmute::<bf16>(v.len())), out.transmute_mut::<bf16>(out_len))
+        (
+            a.transmute::<bf16>(a.len()),
+            b.transmute::<bf16>(b.len()),
+            bias.map(|v| v.transmute::<bf16>(v.len())),
+            out.transmute_mut::<bf16>(out_len),
+        )
     };
     let (Some(a16), Some(b16), Some(out16)) = (a16, b16, out16.as_mut()) else {
-        anyhow::bail!("cannot view the operands of the bf16 GEMM {} as bf16", shape());
+        anyhow::bail!(
+            "cannot view the operands of the bf16 GEMM {} as bf16",
+            shape()
+        );
     };
-    let bias16 = bias16.map(|v| v.ok_or_else(|| anyhow!("cannot view the bias of the bf16 GEMM {} as bf16", shape()))).transpose()?;
+    let bias16 = bias16
+        .map(|v| {
+            v.ok_or_else(|| anyhow!("cannot view the bias of the bf16 GEMM {} as bf16", shape()))
+        })
+        .transpose()?;
     // SAFETY: as for the f32 GEMM, the caller (ops::matmul) checked that A
     // holds (batch - 1) * a_batch_stride + m k elements and B likewise, so
     // every matrix cuBLASLt reads lies inside `a` and `b`; `out` holds
@@ -123,7 +176,10 @@ pub fn gemm_bf16(dev: &CudaDevice, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias:
     // the bias, when given, holds n elements (ops::linear checked its
     // shape), read once per output row. The handle, its workspace and the
     // buffers all belong to the device's compute stream.
-    unsafe { dev.blas_lt().matmul(cfg, &a16, &b16, out16, bias16.as_ref(), None) }
-        .map_err(|e| anyhow!("cuBLASLt bf16 matmul ({}) failed: {e}", shape()))?;
+    unsafe {
+        dev.blas_lt()
+            .matmul(cfg, &a16, &b16, out16, bias16.as_ref(), None)
+    }
+    .map_err(|e| anyhow!("cuBLASLt bf16 matmul ({}) failed: {e}", shape()))?;
     Ok(out)
 }
