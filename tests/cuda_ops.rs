@@ -227,7 +227,8 @@ fn layout_ops_copy_every_word_width_exactly() {
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
-            let ops: [(&str, fn(&Tensor) -> Result<Tensor>); 4] = [
+            type LayoutOp = fn(&Tensor) -> Result<Tensor>;
+            let ops: [(&str, LayoutOp); 4] = [
                 ("heads permute", |t| t.permute(&[0, 2, 1, 3])),
                 ("qkv permute", |t| {
                     t.reshape([2, 3, 2, 2, t.dims()[3]])?

@@ -812,7 +812,7 @@ fn param_updates<'a>(
     k: usize,
     weight_decay: f32,
 ) -> Result<Vec<ParamUpdate<'a, Storage>>> {
-    if k == 0 || inputs.len() < 2 * k || inputs.len() % k != 0 {
+    if k == 0 || inputs.len() < 2 * k || !inputs.len().is_multiple_of(k) {
         bail!(
             "an optimizer update of {k} tensors got {} inputs",
             inputs.len()

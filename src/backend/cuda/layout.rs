@@ -122,13 +122,14 @@ pub fn permute<T: DeviceRepr>(
             .word
             .pick(["permute_b16", "permute_b32", "permute_b64", "permute_b128"]),
     )?;
-    let (src, mut dst) = (bytes_of(x)?, bytes_of_mut(&mut out)?);
-    // SAFETY: perm is a permutation of the dims of `shape` (checked by the
-    // op), so every output word maps to one word of x inside its run; x and
-    // out hold `count` words of the instance's width (whole, 256-byte
-    // aligned pool allocations).
-    unsafe { launch!(kernel, grid_for(count, BLOCK); &src, &mut dst, &n, &map) }?;
-    drop(dst);
+    {
+        let (src, mut dst) = (bytes_of(x)?, bytes_of_mut(&mut out)?);
+        // SAFETY: perm is a permutation of the dims of `shape` (checked by
+        // the op), so every output word maps to one word of x inside its
+        // run; x and out hold `count` words of the instance's width (whole,
+        // 256-byte aligned pool allocations).
+        unsafe { launch!(kernel, grid_for(count, BLOCK); &src, &mut dst, &n, &map) }?;
+    }
     Ok(out)
 }
 
