@@ -113,10 +113,7 @@ fn main() {
     println!("cargo::rustc-cfg=mlrpl_kernels=\"{form}\"");
     println!("cargo::rustc-env=MLRPL_KERNELS_FORM={form}");
     // The compiler used, for tests/kernels_ptxas.rs (empty without one).
-    let nvcc_path = nvcc
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let nvcc_path = nvcc.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     println!("cargo::rustc-env=MLRPL_NVCC={nvcc_path}");
 }
 

@@ -62,8 +62,7 @@ fn fail(msg: &str) -> ! {
 
 fn parse_options() -> Options {
     let env = |key: &str| std::env::var(key).ok().filter(|s| !s.is_empty());
-    let env_usize =
-        |key: &str, default: usize| env(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let env_usize = |key: &str, default: usize| env(key).and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut opts = Options {
         weights: env("CLIP_BENCH_WEIGHTS").map(PathBuf::from),
         io: env("CLIP_BENCH_IO").map(PathBuf::from),
@@ -76,14 +75,8 @@ fn parse_options() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |flag: &str| {
-            args.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-        };
-        let number = |flag: &str, v: String| {
-            v.parse()
-                .unwrap_or_else(|_| fail(&format!("{flag} takes a number")))
-        };
+        let mut value = |flag: &str| args.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        let number = |flag: &str, v: String| v.parse().unwrap_or_else(|_| fail(&format!("{flag} takes a number")));
         match arg.as_str() {
             "--weights" => opts.weights = Some(value("--weights").into()),
             "--io" => opts.io = Some(value("--io").into()),
@@ -91,15 +84,11 @@ fn parse_options() -> Options {
             "--warmup" => opts.warmup = number("--warmup", value("--warmup")),
             "--json" => opts.json = Some(value("--json")),
             "--profile" => opts.profile = true,
-            "--profile-runs" => {
-                opts.profile_runs = number("--profile-runs", value("--profile-runs"))
-            }
+            "--profile-runs" => opts.profile_runs = number("--profile-runs", value("--profile-runs")),
             "--split-bias" => opts.split_bias = true,
             // `cargo bench` passes `--bench` to harness-less benchmarks.
             "--bench" => {}
-            s => fail(&format!(
-                "unknown argument {s} (see the header of benches/clip_forward.rs)"
-            )),
+            s => fail(&format!("unknown argument {s} (see the header of benches/clip_forward.rs)")),
         }
     }
     opts.runs = opts.runs.max(1);
@@ -118,22 +107,14 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
         den += w * w;
     }
     let e = num.sqrt() / den.sqrt().max(f64::MIN_POSITIVE);
-    if e.is_nan() {
-        f64::INFINITY
-    } else {
-        e
-    }
+    if e.is_nan() { f64::INFINITY } else { e }
 }
 
 fn median(xs: &[f64]) -> f64 {
     let mut xs = xs.to_vec();
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let h = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[h]
-    } else {
-        0.5 * (xs[h - 1] + xs[h])
-    }
+    if xs.len() % 2 == 1 { xs[h] } else { 0.5 * (xs[h - 1] + xs[h]) }
 }
 
 // --- instrumented forward -------------------------------------------------
@@ -153,12 +134,7 @@ struct Profiler {
 }
 
 impl Profiler {
-    fn time<T>(
-        &mut self,
-        name: impl Into<String>,
-        flops: f64,
-        f: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
+    fn time<T>(&mut self, name: impl Into<String>, flops: f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let t = Instant::now();
         let out = f()?;
         let slot = self.slots.entry(name.into()).or_default();
@@ -172,27 +148,16 @@ impl Profiler {
     /// with `split_bias`, `Tensor::linear` without bias and the bias `add`
     /// are timed apart instead.
     fn linear(&mut self, what: &str, x: &Tensor, lin: &Linear) -> Result<Tensor> {
-        let (rows, k) = (
-            x.elem_count() / x.dims()[x.rank() - 1],
-            x.dims()[x.rank() - 1],
-        );
+        let (rows, k) = (x.elem_count() / x.dims()[x.rank() - 1], x.dims()[x.rank() - 1]);
         let n = lin.weight.dims()[0];
         let flops = 2.0 * (rows * k * n) as f64;
         match &lin.bias {
             Some(b) if self.split_bias => {
-                let y = self.time(format!("gemm {what} ({rows}x{k}x{n})"), flops, || {
-                    x.linear(&lin.weight, None)
-                })?;
+                let y = self.time(format!("gemm {what} ({rows}x{k}x{n})"), flops, || x.linear(&lin.weight, None))?;
                 self.time("bias add (after gemm)", 0.0, || y.add(b))
             }
-            Some(_) => self.time(
-                format!("linear {what} ({rows}x{k}x{n}) + bias"),
-                flops,
-                || lin.forward(x),
-            ),
-            None => self.time(format!("linear {what} ({rows}x{k}x{n})"), flops, || {
-                lin.forward(x)
-            }),
+            Some(_) => self.time(format!("linear {what} ({rows}x{k}x{n}) + bias"), flops, || lin.forward(x)),
+            None => self.time(format!("linear {what} ({rows}x{k}x{n})"), flops, || lin.forward(x)),
         }
     }
 
@@ -201,9 +166,7 @@ impl Profiler {
     }
 
     fn block(&mut self, x: &Tensor, blk: &ResidualBlock) -> Result<Tensor> {
-        let &[b, l, w] = x.dims() else {
-            bail!("block input must be [B, L, W]")
-        };
+        let &[b, l, w] = x.dims() else { bail!("block input must be [B, L, W]") };
         let heads = blk.attn.heads;
         let hd = w / heads;
         let h = self.layer_norm(x, &blk.ln_1)?;
@@ -213,17 +176,14 @@ impl Profiler {
         })?;
         let mut parts = Vec::with_capacity(3);
         for i in 0..3 {
-            parts.push(self.time("narrow q/k/v (copy)", 0.0, || {
-                qkv.narrow(0, i, 1)?.reshape([b, heads, l, hd])
-            })?);
+            parts.push(self.time("narrow q/k/v (copy)", 0.0, || qkv.narrow(0, i, 1)?.reshape([b, heads, l, hd]))?);
         }
         let sdpa_flops = 4.0 * (b * heads * l * l * hd) as f64;
         let att = self.time("attention (sdpa)", sdpa_flops, || {
             parts[0].scaled_dot_product_attention(&parts[1], &parts[2], false)
         })?;
-        let merged = self.time("permute heads [B,H,L,D]->[B,L,H,D]", 0.0, || {
-            att.permute(&[0, 2, 1, 3])?.reshape([b, l, w])
-        })?;
+        let merged =
+            self.time("permute heads [B,H,L,D]->[B,L,H,D]", 0.0, || att.permute(&[0, 2, 1, 3])?.reshape([b, l, w]))?;
         let o = self.linear("attn out_proj", &merged, &blk.attn.out_proj)?;
         let x = self.time("residual add", 0.0, || x.add(&o))?;
         let h = self.layer_norm(&x, &blk.ln_2)?;
@@ -235,75 +195,43 @@ impl Profiler {
 
     fn encode(&mut self, clip: &Clip, raw: &WeightMap, images: &Tensor) -> Result<Tensor> {
         let c = &clip.vision.config;
-        let &[b, _, r, _] = images.dims() else {
-            bail!("images must be [B, 3, R, R]")
-        };
+        let &[b, _, r, _] = images.dims() else { bail!("images must be [B, 3, R, R]") };
         let (p, width) = (c.patch, c.width);
         let grid = r / p;
         let n = grid * grid;
-        let patch_w = raw
-            .get("visual.conv1.weight")?
-            .reshape([width, 3 * p * p])?;
+        let patch_w = raw.get("visual.conv1.weight")?.reshape([width, 3 * p * p])?;
         let class_emb = raw.get("visual.class_embedding")?;
         let pos = raw.get("visual.positional_embedding")?;
         let ln = |name: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm::new(
-                raw.get(&format!("{name}.weight"))?,
-                raw.get(&format!("{name}.bias"))?,
-            ))
+            Ok(LayerNorm::new(raw.get(&format!("{name}.weight"))?, raw.get(&format!("{name}.bias"))?))
         };
-        let (ln_pre, ln_post, proj) = (
-            ln("visual.ln_pre")?,
-            ln("visual.ln_post")?,
-            raw.get("visual.proj")?,
-        );
+        let (ln_pre, ln_post, proj) = (ln("visual.ln_pre")?, ln("visual.ln_post")?, raw.get("visual.proj")?);
 
         let rows = self.time("patchify permute (im2col)", 0.0, || {
-            images
-                .reshape([b, 3, grid, p, grid, p])?
-                .permute(&[0, 2, 4, 1, 3, 5])?
-                .reshape([b * n, 3 * p * p])
+            images.reshape([b, 3, grid, p, grid, p])?.permute(&[0, 2, 4, 1, 3, 5])?.reshape([b * n, 3 * p * p])
         })?;
-        let name = format!(
-            "patch embed: Tensor::linear ({}x{}x{width})",
-            b * n,
-            3 * p * p
-        );
+        let name = format!("patch embed: Tensor::linear ({}x{}x{width})", b * n, 3 * p * p);
         let flops = 2.0 * (b * n * 3 * p * p * width) as f64;
-        let patches = self
-            .time(name, flops, || rows.linear(&patch_w, None))?
-            .reshape([b, n, width])?;
+        let patches = self.time(name, flops, || rows.linear(&patch_w, None))?.reshape([b, n, width])?;
         let x = self.time("class token concat + pos add", 0.0, || {
-            let class = class_emb
-                .reshape([1, 1, width])?
-                .broadcast_to(&[b, 1, width].into())?;
+            let class = class_emb.reshape([1, 1, width])?.broadcast_to(&[b, 1, width].into())?;
             Tensor::concat(&[&class, &patches], 1)?.add(&pos)
         })?;
         let mut x = self.layer_norm(&x, &ln_pre)?;
         for blk in &clip.vision.transformer.blocks {
             x = self.block(&x, blk)?;
         }
-        let class = self.time("class token narrow", 0.0, || {
-            x.narrow(1, 0, 1)?.reshape([b, width])
-        })?;
+        let class = self.time("class token narrow", 0.0, || x.narrow(1, 0, 1)?.reshape([b, width]))?;
         let y = self.layer_norm(&class, &ln_post)?;
         let name = format!("matmul proj ({b}x{width}x{})", c.embed_dim);
-        self.time(name, 2.0 * (b * width * c.embed_dim) as f64, || {
-            y.matmul(&proj)
-        })
+        self.time(name, 2.0 * (b * width * c.embed_dim) as f64, || y.matmul(&proj))
     }
 }
 
 fn run() -> Result<()> {
     let opts = parse_options();
-    let weights = opts
-        .weights
-        .clone()
-        .unwrap_or_else(|| fail("no weights: pass --weights or set CLIP_BENCH_WEIGHTS"));
-    let io_path = opts
-        .io
-        .clone()
-        .unwrap_or_else(|| fail("no input: pass --io or set CLIP_BENCH_IO"));
+    let weights = opts.weights.clone().unwrap_or_else(|| fail("no weights: pass --weights or set CLIP_BENCH_WEIGHTS"));
+    let io_path = opts.io.clone().unwrap_or_else(|| fail("no input: pass --io or set CLIP_BENCH_IO"));
     let threads = rayon::current_num_threads();
     let device = Device::Cpu;
     let _no_grad = autograd::no_grad();
@@ -360,19 +288,13 @@ fn run() -> Result<()> {
     let mut profile_json = serde_json::Value::Null;
     if opts.profile {
         let raw = WeightMap::load(&weights, &device)?;
-        let mut warm = Profiler {
-            split_bias: opts.split_bias,
-            ..Default::default()
-        };
+        let mut warm = Profiler { split_bias: opts.split_bias, ..Default::default() };
         let out = warm.encode(&clip, &raw, &images)?;
         let err = rel_err(&out.to_vec()?, &expected);
         if err > TOLERANCE {
             bail!("instrumented forward differs from PyTorch's: {err:.3e} > {TOLERANCE:e}");
         }
-        let mut prof = Profiler {
-            split_bias: opts.split_bias,
-            ..Default::default()
-        };
+        let mut prof = Profiler { split_bias: opts.split_bias, ..Default::default() };
         let t = Instant::now();
         for _ in 0..opts.profile_runs {
             std::hint::black_box(prof.encode(&clip, &raw, &images)?);
@@ -386,29 +308,18 @@ fn run() -> Result<()> {
             opts.profile_runs,
             total * 1e3
         );
-        println!(
-            "{:<48} {:>10} {:>7} {:>7} {:>9}",
-            "op", "ms/batch", "share", "calls", "GFLOP/s"
-        );
+        println!("{:<48} {:>10} {:>7} {:>7} {:>9}", "op", "ms/batch", "share", "calls", "GFLOP/s");
         let mut entries = Vec::new();
         for (name, s) in &rows {
             let ms = s.seconds / nr * 1e3;
-            let gflops = if s.flops > 0.0 {
-                s.flops / s.seconds / 1e9
-            } else {
-                f64::NAN
-            };
+            let gflops = if s.flops > 0.0 { s.flops / s.seconds / 1e9 } else { f64::NAN };
             println!(
                 "{:<48} {:>10.2} {:>6.1}% {:>7} {:>9}",
                 name,
                 ms,
                 100.0 * s.seconds / nr / total,
                 s.calls / opts.profile_runs,
-                if gflops.is_nan() {
-                    "".to_string()
-                } else {
-                    format!("{gflops:.1}")
-                }
+                if gflops.is_nan() { "".to_string() } else { format!("{gflops:.1}") }
             );
             entries.push(serde_json::json!({
                 "op": name, "ms_per_batch": ms, "share": s.seconds / nr / total,

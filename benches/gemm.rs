@@ -38,46 +38,11 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case {
-        name: "square-1024",
-        what: "headline shape of the requirement",
-        m: 1024,
-        k: 1024,
-        n: 1024,
-        trans_b: false,
-    },
-    Case {
-        name: "proj-512x768x768",
-        what: "512 rows through a 768->768 projection",
-        m: 512,
-        k: 768,
-        n: 768,
-        trans_b: false,
-    },
-    Case {
-        name: "vit-mlp-fc1",
-        what: "ViT-B/16@448 MLP fc1: 785 tokens, 768->3072",
-        m: 785,
-        k: 768,
-        n: 3072,
-        trans_b: false,
-    },
-    Case {
-        name: "vit-mlp-fc2",
-        what: "ViT-B/16@448 MLP fc2: 785 tokens, 3072->768",
-        m: 785,
-        k: 3072,
-        n: 768,
-        trans_b: false,
-    },
-    Case {
-        name: "vit-qkv-bT",
-        what: "ViT-B/16@448 QKV, x @ W^T with W stored [2304, 768]",
-        m: 785,
-        k: 768,
-        n: 2304,
-        trans_b: true,
-    },
+    Case { name: "square-1024", what: "headline shape of the requirement", m: 1024, k: 1024, n: 1024, trans_b: false },
+    Case { name: "proj-512x768x768", what: "512 rows through a 768->768 projection", m: 512, k: 768, n: 768, trans_b: false },
+    Case { name: "vit-mlp-fc1", what: "ViT-B/16@448 MLP fc1: 785 tokens, 768->3072", m: 785, k: 768, n: 3072, trans_b: false },
+    Case { name: "vit-mlp-fc2", what: "ViT-B/16@448 MLP fc2: 785 tokens, 3072->768", m: 785, k: 3072, n: 768, trans_b: false },
+    Case { name: "vit-qkv-bT", what: "ViT-B/16@448 QKV, x @ W^T with W stored [2304, 768]", m: 785, k: 768, n: 2304, trans_b: true },
 ];
 
 struct Options {
@@ -89,37 +54,21 @@ struct Options {
 
 fn parse_options() -> Options {
     let env_usize = |key: &str, default: usize| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
+        std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
     };
     let mut opts = Options {
-        json: std::env::var("GEMM_BENCH_JSON")
-            .ok()
-            .filter(|s| !s.is_empty()),
+        json: std::env::var("GEMM_BENCH_JSON").ok().filter(|s| !s.is_empty()),
         runs: env_usize("GEMM_BENCH_RUNS", 15),
         warmup: env_usize("GEMM_BENCH_WARMUP", 3),
         filter: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |flag: &str| {
-            args.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-        };
+        let mut value = |flag: &str| args.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
         match arg.as_str() {
             "--json" => opts.json = Some(value("--json")),
-            "--runs" => {
-                opts.runs = value("--runs")
-                    .parse()
-                    .unwrap_or_else(|_| fail("--runs takes a number"))
-            }
-            "--warmup" => {
-                opts.warmup = value("--warmup")
-                    .parse()
-                    .unwrap_or_else(|_| fail("--warmup takes a number"))
-            }
+            "--runs" => opts.runs = value("--runs").parse().unwrap_or_else(|_| fail("--runs takes a number")),
+            "--warmup" => opts.warmup = value("--warmup").parse().unwrap_or_else(|_| fail("--warmup takes a number")),
             // `cargo bench` passes `--bench` to harness-less benchmarks.
             "--bench" => {}
             s if s.starts_with("--") => fail(&format!("unknown flag {s}")),
@@ -153,11 +102,7 @@ fn reference_entry(a: &[f32], b: &[f32], spec: &GemmSpec, i: usize, j: usize) ->
     let (k, n) = (spec.k, spec.n);
     (0..k)
         .map(|p| {
-            let y = if spec.trans_b {
-                b[j * k + p]
-            } else {
-                b[p * n + j]
-            };
+            let y = if spec.trans_b { b[j * k + p] } else { b[p * n + j] };
             a[i * k + p] as f64 * y as f64
         })
         .sum()
@@ -185,20 +130,14 @@ fn check(a: &[f32], b: &[f32], got: &[f32], spec: &GemmSpec, seed: u64) -> (f64,
         max_abs = max_abs.max((g - want).abs());
         sum_sq += want * want;
     }
-    let rms = (sum_sq / entries.len() as f64)
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
+    let rms = (sum_sq / entries.len() as f64).sqrt().max(f64::MIN_POSITIVE);
     (max_abs / rms, entries.len())
 }
 
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let h = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[h]
-    } else {
-        0.5 * (xs[h - 1] + xs[h])
-    }
+    if xs.len() % 2 == 1 { xs[h] } else { 0.5 * (xs[h - 1] + xs[h]) }
 }
 
 fn main() {
@@ -240,22 +179,12 @@ fn main() {
         drop(got);
 
         for _ in 0..opts.warmup {
-            std::hint::black_box(gemm_f32(
-                std::hint::black_box(&a),
-                std::hint::black_box(&b),
-                None,
-                &spec,
-            ));
+            std::hint::black_box(gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), None, &spec));
         }
         let mut times = Vec::with_capacity(opts.runs);
         for _ in 0..opts.runs {
             let t = Instant::now();
-            let out = gemm_f32(
-                std::hint::black_box(&a),
-                std::hint::black_box(&b),
-                None,
-                &spec,
-            );
+            let out = gemm_f32(std::hint::black_box(&a), std::hint::black_box(&b), None, &spec);
             times.push(t.elapsed().as_secs_f64());
             std::hint::black_box(out);
         }
@@ -271,11 +200,7 @@ fn main() {
             med * 1e3,
             min * 1e3,
             gflops,
-            if checked == case.m * case.n {
-                "full".to_string()
-            } else {
-                format!("{checked}")
-            },
+            if checked == case.m * case.n { "full".to_string() } else { format!("{checked}") },
             err
         );
         results.push(serde_json::json!({
@@ -301,8 +226,7 @@ fn main() {
             "results": results,
         });
         let text = serde_json::to_string_pretty(&doc).expect("serialise results");
-        std::fs::write(path, text + "\n")
-            .unwrap_or_else(|e| fail(&format!("cannot write {path}: {e}")));
+        std::fs::write(path, text + "\n").unwrap_or_else(|e| fail(&format!("cannot write {path}: {e}")));
         println!("wrote {path}");
     }
 }

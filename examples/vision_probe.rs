@@ -32,10 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn arg(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() -> Result<()> {
@@ -50,33 +47,14 @@ fn main() -> Result<()> {
     let every = arg("EVERY", 100.0) as usize;
     let device = Device::Cpu;
     let config = ClipConfig {
-        vision: VisionConfig {
-            width,
-            layers,
-            heads: width / 64,
-            patch,
-            grid: size / patch,
-            embed_dim: 128,
-        },
-        text: TextConfig {
-            width: 64,
-            layers: 1,
-            heads: 1,
-            context_length: 77,
-            vocab_size: 49408,
-            embed_dim: 128,
-        },
+        vision: VisionConfig { width, layers, heads: width / 64, patch, grid: size / patch, embed_dim: 128 },
+        text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 77, vocab_size: 49408, embed_dim: 128 },
     };
     let (clip, mut params) = match std::env::var_os("CLIP") {
         Some(path) => (Clip::load(Path::new(&path), &device)?, Vec::new()),
         None => {
             let model = TrainableClip::new(init_weights(&config, 0, &device)?)?;
-            let vision = model
-                .named
-                .iter()
-                .filter(|(n, _)| n.starts_with("visual."))
-                .map(|(_, t)| t.clone())
-                .collect();
+            let vision = model.named.iter().filter(|(n, _)| n.starts_with("visual.")).map(|(_, t)| t.clone()).collect();
             (model.clip, vision)
         }
     };
@@ -94,9 +72,7 @@ fn main() -> Result<()> {
             // softmax over the patches: what a class-specific attention
             // over the patch tokens can find.
             "attention" => {
-                let scores = patches()?
-                    .matmul(&head.transpose(0, 1)?)?
-                    .permute(&[0, 2, 1])?;
+                let scores = patches()?.matmul(&head.transpose(0, 1)?)?.permute(&[0, 2, 1])?;
                 scores.softmax()?.mul(&scores)?.sum(&[2], false)
             }
             "" => clip.vision.encode(images)?.matmul(&head.transpose(0, 1)?),
@@ -105,23 +81,10 @@ fn main() -> Result<()> {
     };
     let mut rng = Rng::new(1);
     let head = Tensor::randn([10, embed_dim], 0.05, &mut rng, &device)?.into_parameter()?;
-    let schedule = CosineSchedule {
-        base_lr: lr,
-        min_lr: 0.0,
-        warmup: Warmup::Linear,
-        warmup_steps: steps / 10,
-        total_steps: steps,
-    };
+    let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: steps / 10, total_steps: steps };
     params.push(head.clone());
-    let mut opt = AdamW::new(
-        vec![ParamGroup::new(params)],
-        schedule.lr(0),
-        (0.9, 0.98),
-        1e-6,
-        0.05,
-    )?;
-    let train: Arc<dyn MultiLabelDataset> =
-        Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
+    let mut opt = AdamW::new(vec![ParamGroup::new(params)], schedule.lr(0), (0.9, 0.98), 1e-6, 0.05)?;
+    let train: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
     let val: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, size)?);
     let opts = |shuffle| LoaderOptions {
         batch_size: batch,
@@ -137,22 +100,11 @@ fn main() -> Result<()> {
         // space: the decoupling module's features are mixtures of patches,
         // compared with text features by cosine.
         let _g = mlrpl_engine::autograd::no_grad();
-        let vb = Loader::new(
-            val.clone(),
-            (0..batch.min(val.len())).collect(),
-            opts(false),
-        )?
-        .next()
-        .context("empty validation split")??;
+        let vb = Loader::new(val.clone(), (0..batch.min(val.len())).collect(), opts(false))?.next().context("empty validation split")??;
         let dense = clip.vision.encode_dense(&vb.images)?.l2_normalize()?;
         let tokens = dense.dims()[1];
         let class = dense.narrow(1, 0, 1)?;
-        let cos = dense
-            .narrow(1, 1, tokens - 1)?
-            .mul(&class)?
-            .sum(&[2], false)?
-            .mean(&[0, 1], false)?
-            .scalar()?;
+        let cos = dense.narrow(1, 1, tokens - 1)?.mul(&class)?.sum(&[2], false)?.mean(&[0, 1], false)?.scalar()?;
         println!("mean cosine between a patch token and its image's class token: {cos:.3}");
         if std::env::var_os("CLIP").is_some() {
             // How far apart the text tower puts the classes' prompts
@@ -160,10 +112,7 @@ fn main() -> Result<()> {
             let classes = class_features(&clip, val.class_names())?.l2_normalize()?;
             let c = classes.dims()[0];
             let cos = classes.matmul(&classes.transpose(0, 1)?)?.to_vec()?;
-            let off_diagonal: Vec<f32> = (0..c * c)
-                .filter(|i| i / c != i % c)
-                .map(|i| cos[i])
-                .collect();
+            let off_diagonal: Vec<f32> = (0..c * c).filter(|i| i / c != i % c).map(|i| cos[i]).collect();
             let mean = off_diagonal.iter().sum::<f32>() / off_diagonal.len() as f32;
             let max = off_diagonal.iter().copied().fold(f32::MIN, f32::max);
             println!("cosine between two classes' prompt features: mean {mean:.3}, max {max:.3}");
@@ -171,8 +120,7 @@ fn main() -> Result<()> {
     }
     let started = Instant::now();
     let mut loss_sum = 0.0;
-    for (step, b) in Loader::new(train.clone(), (0..train.len()).collect(), opts(true))?.enumerate()
-    {
+    for (step, b) in Loader::new(train.clone(), (0..train.len()).collect(), opts(true))?.enumerate() {
         let b = b?;
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
@@ -190,11 +138,7 @@ fn main() -> Result<()> {
             }
             let m = evaluate(&scores, &labels, 10, 0.5)?;
             let (loss, secs) = (loss_sum / every as f32, started.elapsed().as_secs_f64());
-            println!(
-                "step {} loss {loss:.4} val mAP {:.2} ({secs:.0} s)",
-                step + 1,
-                100.0 * m.map
-            );
+            println!("step {} loss {loss:.4} val mAP {:.2} ({secs:.0} s)", step + 1, 100.0 * m.map);
             loss_sum = 0.0;
         }
     }

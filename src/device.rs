@@ -74,12 +74,9 @@ pub fn probe_cuda() -> CudaProbe {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return CudaProbe::NoDriver;
     }
-    let count =
-        cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count());
+    let count = cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count());
     match count {
-        Ok(n) if n > 0 => CudaProbe::Found {
-            devices: n as usize,
-        },
+        Ok(n) if n > 0 => CudaProbe::Found { devices: n as usize },
         Ok(_) => CudaProbe::NoDevice("device count is 0".into()),
         Err(e) => CudaProbe::NoDevice(e.to_string()),
     }
@@ -97,9 +94,7 @@ pub struct Selection {
 /// error (no driver, no GPU, or the context could not be made); `auto` is
 /// GPU 0 when `cuda` would work, else the CPU with a one-line notice.
 pub fn select(request: DeviceRequest, probe: impl FnOnce() -> CudaProbe) -> Result<Selection> {
-    select_with(request, probe, |ordinal| {
-        Ok(Device::Cuda(CudaDevice::open(ordinal)?))
-    })
+    select_with(request, probe, |ordinal| Ok(Device::Cuda(CudaDevice::open(ordinal)?)))
 }
 
 /// [`select`] with the GPU opener given (tests pass a fake one).
@@ -109,35 +104,19 @@ pub fn select_with(
     open: impl FnOnce(usize) -> Result<Device>,
 ) -> Result<Selection> {
     match request {
-        DeviceRequest::Cpu => Ok(Selection {
-            device: Device::Cpu,
-            notice: None,
-        }),
+        DeviceRequest::Cpu => Ok(Selection { device: Device::Cpu, notice: None }),
         DeviceRequest::Auto => {
             let why = match probe() {
                 CudaProbe::Found { .. } => match open(0) {
-                    Ok(device) => {
-                        return Ok(Selection {
-                            device,
-                            notice: None,
-                        })
-                    }
+                    Ok(device) => return Ok(Selection { device, notice: None }),
                     Err(e) => format!("{e:#}"),
                 },
                 other => other.to_string(),
             };
-            Ok(Selection {
-                device: Device::Cpu,
-                notice: Some(format!("device auto: {why}; running on the CPU")),
-            })
+            Ok(Selection { device: Device::Cpu, notice: Some(format!("device auto: {why}; running on the CPU")) })
         }
         DeviceRequest::Cuda => match probe() {
-            CudaProbe::Found { .. } => open(0)
-                .map(|device| Selection {
-                    device,
-                    notice: None,
-                })
-                .map_err(|e| anyhow::anyhow!("--device cuda: {e:#}")),
+            CudaProbe::Found { .. } => open(0).map(|device| Selection { device, notice: None }).map_err(|e| anyhow::anyhow!("--device cuda: {e:#}")),
             other => bail!("--device cuda: {other}; use --device cpu or --device auto"),
         },
     }
@@ -152,41 +131,22 @@ mod tests {
         let auto = select(DeviceRequest::Auto, || CudaProbe::NoDriver).unwrap();
         assert_eq!(auto.device, Device::Cpu);
         assert!(auto.notice.unwrap().contains("no CUDA driver"));
-        let err = select(DeviceRequest::Cuda, || {
-            CudaProbe::NoDevice("device count is 0".into())
-        })
-        .unwrap_err();
+        let err = select(DeviceRequest::Cuda, || CudaProbe::NoDevice("device count is 0".into())).unwrap_err();
         assert!(err.to_string().contains("device count is 0"), "{err}");
-        assert!(select(DeviceRequest::Cpu, || unreachable!())
-            .unwrap()
-            .notice
-            .is_none());
+        assert!(select(DeviceRequest::Cpu, || unreachable!()).unwrap().notice.is_none());
     }
 
     #[test]
     fn a_gpu_whose_context_fails_is_one_line_for_cuda_and_a_fallback_for_auto() {
         let found = || CudaProbe::Found { devices: 1 };
-        let failing = |_| -> Result<Device> {
-            bail!("could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN")
-        };
-        let err = select_with(DeviceRequest::Cuda, found, failing)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "--device cuda: could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN"
-        );
+        let failing = |_| -> Result<Device> { bail!("could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN") };
+        let err = select_with(DeviceRequest::Cuda, found, failing).unwrap_err().to_string();
+        assert_eq!(err, "--device cuda: could not create a CUDA context on GPU 0: CUDA_ERROR_UNKNOWN");
         let auto = select_with(DeviceRequest::Auto, found, failing).unwrap();
         assert_eq!(auto.device, Device::Cpu);
-        assert!(auto
-            .notice
-            .unwrap()
-            .contains("could not create a CUDA context"));
+        assert!(auto.notice.unwrap().contains("could not create a CUDA context"));
         let picked = select_with(DeviceRequest::Auto, found, |_| Ok(Device::Cpu)).unwrap();
-        assert!(
-            picked.notice.is_none(),
-            "auto takes the GPU without a notice"
-        );
+        assert!(picked.notice.is_none(), "auto takes the GPU without a notice");
     }
 
     #[test]

@@ -76,20 +76,11 @@ mod tests {
     #[test]
     fn auto_is_f32_on_the_cpu_and_an_explicit_request_is_kept() {
         assert_eq!(PrecisionRequest::Auto.resolve(&Device::Cpu), Precision::F32);
-        assert_eq!(
-            PrecisionRequest::Bf16.resolve(&Device::Cpu),
-            Precision::Bf16
-        );
+        assert_eq!(PrecisionRequest::Bf16.resolve(&Device::Cpu), Precision::Bf16);
         assert_eq!(PrecisionRequest::F32.resolve(&Device::Cpu), Precision::F32);
         assert_eq!(Precision::Bf16.frozen_dtype(), DType::BF16);
-        let err = PrecisionRequest::Bf16
-            .require_f32("pretrain")
-            .unwrap_err()
-            .to_string();
+        let err = PrecisionRequest::Bf16.require_f32("pretrain").unwrap_err().to_string();
         assert!(err.contains("pretrain"), "{err}");
-        assert_eq!(
-            PrecisionRequest::Auto.require_f32("pretrain").unwrap(),
-            Precision::F32
-        );
+        assert_eq!(PrecisionRequest::Auto.require_f32("pretrain").unwrap(), Precision::F32);
     }
 }

@@ -78,23 +78,14 @@ impl TrainableClip {
             named.push((name.to_string(), param));
         }
         if !params.contains("logit_scale") {
-            bail!(
-                "{}: pre-training needs a `logit_scale` tensor",
-                weights.source().display()
-            );
+            bail!("{}: pre-training needs a `logit_scale` tensor", weights.source().display());
         }
-        Ok(TrainableClip {
-            clip: Clip::from_weights(params)?,
-            named,
-        })
+        Ok(TrainableClip { clip: Clip::from_weights(params)?, named })
     }
 
     /// The learnable log temperature.
     pub fn log_logit_scale(&self) -> Result<&Tensor> {
-        self.clip
-            .logit_scale
-            .as_ref()
-            .context("this CLIP has no logit_scale")
+        self.clip.logit_scale.as_ref().context("this CLIP has no logit_scale")
     }
 
     /// AdamW groups as open_clip makes them: weight decay on the matrices,
@@ -104,10 +95,7 @@ impl TrainableClip {
             t.rank() >= 2 && !name.contains("embedding") && !name.contains("ln_")
         });
         let params = |v: Vec<&(String, Tensor)>| v.into_iter().map(|(_, t)| t.clone()).collect();
-        vec![
-            ParamGroup::new(params(decay)),
-            ParamGroup::no_decay(params(no_decay)),
-        ]
+        vec![ParamGroup::new(params(decay)), ParamGroup::no_decay(params(no_decay))]
     }
 
     /// Clamps the log temperature to [0, ln 100] in place, on its device.
@@ -119,17 +107,10 @@ impl TrainableClip {
 
 /// CLIP's training loss: `exp(log_scale) * cos(image_i, text_j)` logits,
 /// symmetric cross-entropy with the matching pairs on the diagonal.
-pub fn clip_loss(
-    image_features: &Tensor,
-    text_features: &Tensor,
-    log_scale: &Tensor,
-) -> Result<Tensor> {
+pub fn clip_loss(image_features: &Tensor, text_features: &Tensor, log_scale: &Tensor) -> Result<Tensor> {
     let image = image_features.l2_normalize()?;
     let text = text_features.l2_normalize()?;
-    image
-        .matmul(&text.transpose(0, 1)?)?
-        .mul(&log_scale.exp()?)?
-        .contrastive_loss()
+    image.matmul(&text.transpose(0, 1)?)?.mul(&log_scale.exp()?)?.contrastive_loss()
 }
 
 /// The loss of one batch of pairs: [`clip_loss`] on the class token and,
@@ -141,28 +122,16 @@ pub fn clip_loss(
 /// module compares mixtures of exactly those tokens with text features.
 /// Through a mean, every patch token gets its own gradient towards the
 /// caption (as in a ViT trained with global average pooling).
-pub fn pair_loss(
-    clip: &Clip,
-    images: &Tensor,
-    tokens: &[Vec<u32>],
-    log_scale: &Tensor,
-    patch_weight: f32,
-) -> Result<Tensor> {
+pub fn pair_loss(clip: &Clip, images: &Tensor, tokens: &[Vec<u32>], log_scale: &Tensor, patch_weight: f32) -> Result<Tensor> {
     let text = clip.text.encode(tokens)?;
     if patch_weight == 0.0 {
         return clip_loss(&clip.vision.encode(images)?, &text, log_scale);
     }
     let dense = clip.vision.encode_dense(images)?;
-    let &[b, l, d] = dense.dims() else {
-        bail!(
-            "dense image tokens must be [B, 1 + N, D], got {}",
-            dense.shape()
-        )
-    };
+    let &[b, l, d] = dense.dims() else { bail!("dense image tokens must be [B, 1 + N, D], got {}", dense.shape()) };
     let class = dense.narrow(1, 0, 1)?.reshape([b, d])?;
     let patches = dense.narrow(1, 1, l - 1)?.mean(&[1], false)?;
-    clip_loss(&class, &text, log_scale)?
-        .add(&clip_loss(&patches, &text, log_scale)?.scale(patch_weight)?)
+    clip_loss(&class, &text, log_scale)?.add(&clip_loss(&patches, &text, log_scale)?.scale(patch_weight)?)
 }
 
 /// Zero-shot metrics of `clip` on `indices` of `dataset` (the prompt "a
@@ -176,12 +145,7 @@ pub fn zero_shot_metrics(
 ) -> Result<MultiLabelMetrics> {
     let _no_grad = crate::autograd::no_grad();
     let classes = class_features(clip, dataset.class_names())?;
-    let loader = LoaderOptions {
-        batch_size,
-        workers,
-        image_size: clip.config.vision.resolution(),
-        ..LoaderOptions::default()
-    };
+    let loader = LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
     let (scores, labels) = sigmoid_scores(dataset, indices, loader, classes.device(), |images| {
         crate::clip::zero_shot::logits(clip, images, &classes)
     })?;
@@ -200,31 +164,18 @@ pub fn zero_shot_metrics(
 /// through the shapes. On the embedded set this removes the count bias of
 /// zero-shot scores but did not, in 50,000-pair runs, teach the shapes
 /// (`docs/pretrain.md`), so it is off by default.
-pub fn count_grouped_order(
-    counts: &[usize],
-    batch_size: usize,
-    seed: u64,
-    epoch: u64,
-) -> Vec<usize> {
+pub fn count_grouped_order(counts: &[usize], batch_size: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let all: Vec<usize> = (0..counts.len()).collect();
     let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for i in epoch_order(&all, true, seed, epoch) {
         groups.entry(counts[i]).or_default().push(i);
     }
-    let batches: Vec<&[usize]> = groups
-        .values()
-        .flat_map(|group| group.chunks_exact(batch_size))
-        .collect();
+    let batches: Vec<&[usize]> = groups.values().flat_map(|group| group.chunks_exact(batch_size)).collect();
     let batch_ids: Vec<usize> = (0..batches.len()).collect();
-    epoch_order(
-        &batch_ids,
-        true,
-        derive_seed(&[seed, BATCH_ORDER_TAG]),
-        epoch,
-    )
-    .into_iter()
-    .flat_map(|b| batches[b].iter().copied())
-    .collect()
+    epoch_order(&batch_ids, true, derive_seed(&[seed, BATCH_ORDER_TAG]), epoch)
+        .into_iter()
+        .flat_map(|b| batches[b].iter().copied())
+        .collect()
 }
 
 /// Keeps the batch order's generator apart from the pair shuffle's.
@@ -251,26 +202,16 @@ pub fn pretrain(
     if scenes < scenes_per_batch {
         bail!("--pairs {scenes} is too few for one batch of {scenes_per_batch} scenes");
     }
-    std::fs::create_dir_all(&run.dir)
-        .with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
     // Scene object counts (shared by a scene's siblings), drawn once and
     // only when batches are grouped.
-    let counts: Option<Vec<usize>> = options.group_by_count.then(|| {
-        (0..scenes)
-            .map(|g| data.pairs.scene(g * siblings).objects.len())
-            .collect()
-    });
+    let counts: Option<Vec<usize>> = options
+        .group_by_count
+        .then(|| (0..scenes).map(|g| data.pairs.scene(g * siblings).objects.len()).collect());
     let epoch_pairs = |epoch: usize| {
         data.pairs.expand(&match &counts {
-            Some(counts) => {
-                count_grouped_order(counts, scenes_per_batch, options.seed, epoch as u64)
-            }
-            None => epoch_order(
-                &(0..scenes).collect::<Vec<_>>(),
-                true,
-                options.seed,
-                epoch as u64,
-            ),
+            Some(counts) => count_grouped_order(counts, scenes_per_batch, options.seed, epoch as u64),
+            None => epoch_order(&(0..scenes).collect::<Vec<_>>(), true, options.seed, epoch as u64),
         })
     };
     // The same for every epoch: the group sizes do not depend on the shuffle.
@@ -285,19 +226,9 @@ pub fn pretrain(
         warmup_steps: options.warmup_steps,
         total_steps: options.epochs * steps_per_epoch,
     };
-    let mut optimizer = AdamW::new(
-        model.parameter_groups(),
-        schedule.lr(0),
-        options.betas,
-        options.eps,
-        options.weight_decay,
-    )?;
-    let mut state = TrainState::new(
-        options.seed,
-        run.clip.clone(),
-        data.validation.class_names().to_vec(),
-        run.config.clone(),
-    );
+    let mut optimizer =
+        AdamW::new(model.parameter_groups(), schedule.lr(0), options.betas, options.eps, options.weight_decay)?;
+    let mut state = TrainState::new(options.seed, run.clip.clone(), data.validation.class_names().to_vec(), run.config.clone());
     if let Some(loaded) = resume {
         checkpoint::restore_params(&model.named, &loaded.params, "resumed checkpoint")?;
         optimizer.load_state_tensors(&loaded.optimizer_state)?;
@@ -339,13 +270,7 @@ pub fn pretrain(
             optimizer.set_lr(lr);
             optimizer.zero_grad();
             let images = batch.images.to_device(model.log_logit_scale()?.device())?;
-            let loss = pair_loss(
-                &model.clip,
-                &images,
-                &tokens,
-                model.log_logit_scale()?,
-                options.patch_loss_weight,
-            )?;
+            let loss = pair_loss(&model.clip, &images, &tokens, model.log_logit_scale()?, options.patch_loss_weight)?;
             loss.backward()?;
             optimizer.step()?;
             model.clamp_logit_scale()?;
@@ -356,21 +281,11 @@ pub fn pretrain(
             if !logged && i + 1 < steps_per_epoch {
                 continue;
             }
-            let Some(loss) = losses.read(epoch, state.step)? else {
-                continue;
-            };
+            let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = pairs_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if options.progress {
-                let progress = Progress {
-                    epoch,
-                    epochs: options.epochs,
-                    done: i + 1,
-                    total: steps_per_epoch,
-                };
-                eprint!(
-                    "{}",
-                    progress.line(losses.epoch_mean(), lr, rate, "pairs/s")
-                );
+                let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: steps_per_epoch };
+                eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "pairs/s"));
             }
             if logged {
                 let scale = model.log_logit_scale()?.scalar()?.exp();
@@ -387,14 +302,8 @@ pub fn pretrain(
         if options.progress {
             eprintln!();
         }
-        let val = zero_shot_metrics(
-            &model.clip,
-            &data.validation,
-            &validation,
-            options.batch_size,
-            options.workers,
-        )
-        .context("zero-shot validation")?;
+        let val = zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers)
+            .context("zero-shot validation")?;
         let improved = state.finish_epoch(epoch, val.map);
         let train_loss = losses.epoch_mean();
         append_line(
@@ -412,17 +321,7 @@ pub fn pretrain(
             if improved { " (best so far)" } else { "" },
             started.elapsed().as_secs_f64()
         );
-        checkpoint::save_epoch(
-            &run.dir,
-            &model.named,
-            &optimizer.state_tensors()?,
-            &state,
-            improved,
-        )?;
+        checkpoint::save_epoch(&run.dir, &model.named, &optimizer.state_tensors()?, &state, improved)?;
     }
-    Ok(Outcome {
-        best_val_map: state.best_val_map,
-        best_epoch: state.best_epoch,
-        epochs_run: options.epochs - start_epoch,
-    })
+    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
 }

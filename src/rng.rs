@@ -17,9 +17,7 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng {
-            state: [next(), next(), next(), next()],
-        }
+        Rng { state: [next(), next(), next(), next()] }
     }
 
     /// The full generator state, for checkpoints.
@@ -66,9 +64,7 @@ impl Rng {
     }
 
     pub fn uniform_vec(&mut self, len: usize, low: f32, high: f32) -> Vec<f32> {
-        (0..len)
-            .map(|_| low + (high - low) * self.uniform() as f32)
-            .collect()
+        (0..len).map(|_| low + (high - low) * self.uniform() as f32).collect()
     }
 }
 
@@ -78,22 +74,13 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_sane_moments() {
-        let a: Vec<u64> = {
-            let mut r = Rng::new(3);
-            (0..4).map(|_| r.next_u64()).collect()
-        };
-        let b: Vec<u64> = {
-            let mut r = Rng::new(3);
-            (0..4).map(|_| r.next_u64()).collect()
-        };
+        let a: Vec<u64> = { let mut r = Rng::new(3); (0..4).map(|_| r.next_u64()).collect() };
+        let b: Vec<u64> = { let mut r = Rng::new(3); (0..4).map(|_| r.next_u64()).collect() };
         assert_eq!(a, b);
         let mut r = Rng::new(1);
         let xs = r.normal_vec(20000, 1.0);
         let mean = xs.iter().sum::<f32>() / xs.len() as f32;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / xs.len() as f32;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "mean {mean} var {var}"
-        );
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
     }
 }

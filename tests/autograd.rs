@@ -5,10 +5,7 @@ use mlrpl_engine::autograd::{self, no_grad};
 use mlrpl_engine::{Device, Tensor};
 
 fn param(values: Vec<f32>, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(values, shape.to_vec(), &Device::Cpu)
-        .unwrap()
-        .into_parameter()
-        .unwrap()
+    Tensor::from_vec(values, shape.to_vec(), &Device::Cpu).unwrap().into_parameter().unwrap()
 }
 
 #[test]
@@ -30,31 +27,14 @@ fn an_activation_used_twice_sums_its_gradient_contributions() {
     // y = h * h + h with h = 3 w: dy/dw = 3 (2h + 1).
     let w = param(vec![1.0, -2.0], &[2]);
     let h = w.scale(3.0).unwrap();
-    h.mul(&h)
-        .unwrap()
-        .add(&h)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    assert_eq!(
-        w.grad().unwrap().to_vec().unwrap(),
-        vec![3.0 * 7.0, 3.0 * -11.0]
-    );
+    h.mul(&h).unwrap().add(&h).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![3.0 * 7.0, 3.0 * -11.0]);
 }
 
 #[test]
 fn a_parameter_used_twice_accumulates_within_one_pass() {
     let w = param(vec![2.0], &[1]);
-    w.mul(&w)
-        .unwrap()
-        .add(&w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    w.mul(&w).unwrap().add(&w).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![5.0]);
 }
 
@@ -86,10 +66,7 @@ fn backward_twice_and_on_a_non_scalar_are_clear_errors() {
     assert!(again.contains("already called"), "{again}");
 
     let not_scalar = w.tanh().unwrap().backward().unwrap_err().to_string();
-    assert!(
-        not_scalar.contains("one-element") && not_scalar.contains("[2]"),
-        "{not_scalar}"
-    );
+    assert!(not_scalar.contains("one-element") && not_scalar.contains("[2]"), "{not_scalar}");
     autograd::clear_tape();
 
     let constant = Tensor::from_vec(vec![1.0], [1], &Device::Cpu).unwrap();

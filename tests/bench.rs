@@ -19,25 +19,12 @@ fn scratch(name: &str) -> PathBuf {
 /// and returns bench.json.
 fn bench_json(name: &str, device: &str, filter: &str) -> serde_json::Value {
     let out = scratch(name);
-    let all = [
-        "--device",
-        device,
-        "bench",
-        "--quick",
-        "--runs",
-        "3",
-        "--filter",
-        filter,
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let all = ["--device", device, "bench", "--quick", "--runs", "3", "--filter", filter, "--out", out.to_str().unwrap()];
     let run = engine(&all);
     assert!(run.status.success(), "bench failed: {}", stderr(&run));
     let md = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
     assert!(md.contains("| benchmark | shape |"), "{md}");
-    let json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json"))
-            .unwrap();
+    let json = serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json")).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     json
 }
@@ -50,17 +37,11 @@ fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
     assert_eq!(json["format_version"], 1);
     assert_eq!(json["device_kind"], "cpu");
     for key in ["device", "date", "commit", "command", "reference"] {
-        assert!(
-            json[key].as_str().is_some_and(|s| !s.is_empty()),
-            "{key} missing: {json}"
-        );
+        assert!(json[key].as_str().is_some_and(|s| !s.is_empty()), "{key} missing: {json}");
     }
     let figures = json["figures"].as_array().unwrap();
     let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
-    assert!(
-        ids.contains(&"layernorm_fwd/vit-b32") && ids.contains(&"l2_normalize_bwd/mini-clip"),
-        "{ids:?}"
-    );
+    assert!(ids.contains(&"layernorm_fwd/vit-b32") && ids.contains(&"l2_normalize_bwd/mini-clip"), "{ids:?}");
     assert!(ids.contains(&"layernorm_fwd_bf16/mini-clip"), "{ids:?}");
     assert!(ids.iter().all(|id| id.contains("norm")), "{ids:?}");
     for f in figures {
@@ -68,17 +49,10 @@ fn a_quick_filtered_cpu_run_writes_every_field_with_positive_times() {
         assert!(f["throughput"].as_f64().unwrap() > 0.0, "{f}");
         assert_eq!(f["unit"], "GB/s");
         let id = f["id"].as_str().unwrap();
-        assert_eq!(
-            f["dtype"],
-            if id.contains("_bf16/") { "bf16" } else { "f32" },
-            "{f}"
-        );
+        assert_eq!(f["dtype"], if id.contains("_bf16/") { "bf16" } else { "f32" }, "{f}");
         assert_eq!(f["runs"], 3);
         assert!(f["check_error"].is_null(), "the CPU is the reference: {f}");
-        assert!(
-            f["params"]["rows"].as_u64().unwrap() > 0 && f["params"]["cols"].as_u64().unwrap() > 0,
-            "{f}"
-        );
+        assert!(f["params"]["rows"].as_u64().unwrap() > 0 && f["params"]["cols"].as_u64().unwrap() > 0, "{f}");
     }
 }
 
@@ -97,48 +71,24 @@ fn the_end_to_end_figures_are_images_per_second() {
 
 #[test]
 fn a_filter_that_matches_nothing_is_an_error_naming_it() {
-    let out = engine(&[
-        "--device",
-        "cpu",
-        "bench",
-        "--quick",
-        "--filter",
-        "no-such-kernel",
-        "--out",
-        scratch("none").to_str().unwrap(),
-    ]);
+    let out = engine(&["--device", "cpu", "bench", "--quick", "--filter", "no-such-kernel", "--out", scratch("none").to_str().unwrap()]);
     let err = one_line_failure(&out);
-    assert!(
-        err.contains("--filter \"no-such-kernel\" matches no benchmark"),
-        "{err}"
-    );
+    assert!(err.contains("--filter \"no-such-kernel\" matches no benchmark"), "{err}");
 }
 
 #[test]
 fn bench_on_cuda_without_a_gpu_is_one_line() {
-    if matches!(
-        mlrpl_engine::device::probe_cuda(),
-        mlrpl_engine::device::CudaProbe::Found { .. }
-    ) {
+    if matches!(mlrpl_engine::device::probe_cuda(), mlrpl_engine::device::CudaProbe::Found { .. }) {
         return;
     }
-    let out = engine(&[
-        "--device",
-        "cuda",
-        "bench",
-        "--quick",
-        "--out",
-        scratch("no-gpu").to_str().unwrap(),
-    ]);
+    let out = engine(&["--device", "cuda", "bench", "--quick", "--out", scratch("no-gpu").to_str().unwrap()]);
     let err = one_line_failure(&out);
     assert!(err.starts_with("error: --device cuda"), "{err}");
 }
 
 #[test]
 fn every_kernel_case_passes_its_check_on_the_gpu() {
-    let Some(gpu) = cuda_or_skip("every_kernel_case_passes_its_check_on_the_gpu") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("every_kernel_case_passes_its_check_on_the_gpu") else { return };
     for case in kernels::cases(None).unwrap() {
         let err = check_case(&case, &gpu).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(err <= 1e-4, "{}: {err}", case.id());
@@ -147,15 +97,11 @@ fn every_kernel_case_passes_its_check_on_the_gpu() {
 
 #[test]
 fn a_quick_gpu_run_checks_and_times_every_figure() {
-    let Some(_gpu) = cuda_or_skip("a_quick_gpu_run_checks_and_times_every_figure") else {
-        return;
-    };
+    let Some(_gpu) = cuda_or_skip("a_quick_gpu_run_checks_and_times_every_figure") else { return };
     let json = bench_json("cuda", "cuda", "mini-clip");
     assert_eq!(json["device_kind"], "cuda");
     for f in json["figures"].as_array().unwrap() {
-        let err = f["check_error"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("no check error: {f}"));
+        let err = f["check_error"].as_f64().unwrap_or_else(|| panic!("no check error: {f}"));
         assert!(err <= 1e-4, "{f}");
         assert!(f["ms"].as_f64().unwrap() > 0.0, "{f}");
     }

@@ -18,59 +18,26 @@ const TOL: f64 = 1e-4;
 
 /// Output and input gradients of `f` on `device`, the inputs being
 /// parameters and the loss `sum(out * R)` with R a fixed seeded tensor.
-fn run_on(
-    device: &Device,
-    inputs: &[Input],
-    f: &dyn Fn(&Device, &[Tensor]) -> Result<Tensor>,
-) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+fn run_on(device: &Device, inputs: &[Input], f: &dyn Fn(&Device, &[Tensor]) -> Result<Tensor>) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let params: Vec<Tensor> = inputs
         .iter()
-        .map(|i| {
-            Tensor::from_vec(i.values.clone(), i.shape.clone(), device)
-                .unwrap()
-                .into_parameter()
-                .unwrap()
-        })
+        .map(|i| Tensor::from_vec(i.values.clone(), i.shape.clone(), device).unwrap().into_parameter().unwrap())
         .collect();
     let out = f(device, &params).unwrap();
-    let weights = Tensor::from_vec(
-        Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0),
-        out.shape().clone(),
-        device,
-    )
-    .unwrap();
-    out.mul(&weights)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let grads = params
-        .iter()
-        .map(|p| p.grad().map(|g| g.to_vec().unwrap()))
-        .collect();
+    let weights = Tensor::from_vec(Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0), out.shape().clone(), device).unwrap();
+    out.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = params.iter().map(|p| p.grad().map(|g| g.to_vec().unwrap())).collect();
     (out.to_vec().unwrap(), grads)
 }
 
 /// Runs `f` on the CPU and on the GPU and compares the output and every
 /// input gradient (f32: 1e-4).
-fn check(
-    gpu: &Device,
-    name: &str,
-    inputs: &[Input],
-    f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>,
-) {
+fn check(gpu: &Device, name: &str, inputs: &[Input], f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>) {
     check_at(gpu, name, inputs, TOL, f)
 }
 
 /// [`check`] at tolerance `tol` (bf16 paths: `BF16_TOL`).
-fn check_at(
-    gpu: &Device,
-    name: &str,
-    inputs: &[Input],
-    tol: f64,
-    f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>,
-) {
+fn check_at(gpu: &Device, name: &str, inputs: &[Input], tol: f64, f: impl Fn(&Device, &[Tensor]) -> Result<Tensor>) {
     let (want, want_grads) = run_on(&Device::Cpu, inputs, &f);
     let (got, got_grads) = run_on(gpu, inputs, &f);
     assert_rel(&format!("{name}: forward"), &got, &want, tol);
@@ -94,117 +61,54 @@ fn bf16(t: &Tensor) -> Result<Tensor> {
 
 #[test]
 fn unary_ops_and_their_gradients() {
-    let Some(gpu) = cuda_or_skip("unary_ops_and_their_gradients") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("unary_ops_and_their_gradients") else { return };
     let mut rng = Rng::new(1);
     // 1031 elements: not a multiple of 4, so the float4 tails run too.
     let x = randn(&mut rng, &[1031]);
     let positive = Input::uniform(&mut rng, &[1031], 0.5, 3.0);
     check(&gpu, "neg", std::slice::from_ref(&x), |_, t| t[0].neg());
     check(&gpu, "exp", std::slice::from_ref(&x), |_, t| t[0].exp());
-    check(&gpu, "log", std::slice::from_ref(&positive), |_, t| {
-        t[0].log()
-    });
-    check(&gpu, "sqrt", std::slice::from_ref(&positive), |_, t| {
-        t[0].sqrt()
-    });
+    check(&gpu, "log", std::slice::from_ref(&positive), |_, t| t[0].log());
+    check(&gpu, "sqrt", std::slice::from_ref(&positive), |_, t| t[0].sqrt());
     check(&gpu, "tanh", std::slice::from_ref(&x), |_, t| t[0].tanh());
-    check(&gpu, "sigmoid", std::slice::from_ref(&x), |_, t| {
-        t[0].sigmoid()
-    });
-    check(&gpu, "quick_gelu", std::slice::from_ref(&x), |_, t| {
-        t[0].quick_gelu()
-    });
-    check(&gpu, "affine", std::slice::from_ref(&x), |_, t| {
-        t[0].affine(-1.5, 0.25)
-    });
-    check(&gpu, "clamp", std::slice::from_ref(&x), |_, t| {
-        t[0].clamp(-0.5, 0.75)
-    });
+    check(&gpu, "sigmoid", std::slice::from_ref(&x), |_, t| t[0].sigmoid());
+    check(&gpu, "quick_gelu", std::slice::from_ref(&x), |_, t| t[0].quick_gelu());
+    check(&gpu, "affine", std::slice::from_ref(&x), |_, t| t[0].affine(-1.5, 0.25));
+    check(&gpu, "clamp", std::slice::from_ref(&x), |_, t| t[0].clamp(-0.5, 0.75));
 }
 
 #[test]
 fn broadcasting_binaries_and_reductions() {
-    let Some(gpu) = cuda_or_skip("broadcasting_binaries_and_reductions") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("broadcasting_binaries_and_reductions") else { return };
     let mut rng = Rng::new(2);
     let a = randn(&mut rng, &[2, 3, 4]);
     let row = randn(&mut rng, &[4]);
     let col = randn(&mut rng, &[3, 1]);
     let other = randn(&mut rng, &[2, 1, 4]);
     let positive = Input::uniform(&mut rng, &[3, 1], 0.5, 2.0);
-    check(&gpu, "add row", &[a.clone(), row.clone()], |_, t| {
-        t[0].add(&t[1])
-    });
-    check(&gpu, "sub column", &[a.clone(), col.clone()], |_, t| {
-        t[0].sub(&t[1])
-    });
-    check(
-        &gpu,
-        "mul both broadcast",
-        &[other.clone(), col.clone()],
-        |_, t| t[0].mul(&t[1]),
-    );
+    check(&gpu, "add row", &[a.clone(), row.clone()], |_, t| t[0].add(&t[1]));
+    check(&gpu, "sub column", &[a.clone(), col.clone()], |_, t| t[0].sub(&t[1]));
+    check(&gpu, "mul both broadcast", &[other.clone(), col.clone()], |_, t| t[0].mul(&t[1]));
     check(&gpu, "div", &[a.clone(), positive], |_, t| t[0].div(&t[1]));
-    check(&gpu, "sum over axes", std::slice::from_ref(&a), |_, t| {
-        t[0].sum(&[0, 2], true)
-    });
-    check(&gpu, "sum_all", std::slice::from_ref(&a), |_, t| {
-        t[0].sum_all()
-    });
-    check(
-        &gpu,
-        "mean keepdim=false",
-        std::slice::from_ref(&a),
-        |_, t| t[0].mean(&[1], false),
-    );
-    check(
-        &gpu,
-        "broadcast_to",
-        std::slice::from_ref(&other),
-        |_, t| t[0].broadcast_to(&mlrpl_engine::Shape::new(vec![2, 3, 4])),
-    );
+    check(&gpu, "sum over axes", std::slice::from_ref(&a), |_, t| t[0].sum(&[0, 2], true));
+    check(&gpu, "sum_all", std::slice::from_ref(&a), |_, t| t[0].sum_all());
+    check(&gpu, "mean keepdim=false", std::slice::from_ref(&a), |_, t| t[0].mean(&[1], false));
+    check(&gpu, "broadcast_to", std::slice::from_ref(&other), |_, t| t[0].broadcast_to(&mlrpl_engine::Shape::new(vec![2, 3, 4])));
     let big = randn(&mut rng, &[300, 70]);
-    check(
-        &gpu,
-        "sum of many rows",
-        std::slice::from_ref(&big),
-        |_, t| t[0].sum(&[0], false),
-    );
+    check(&gpu, "sum of many rows", std::slice::from_ref(&big), |_, t| t[0].sum(&[0], false));
 }
 
 #[test]
 fn layout_ops() {
-    let Some(gpu) = cuda_or_skip("layout_ops") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("layout_ops") else { return };
     let mut rng = Rng::new(3);
     let x = randn(&mut rng, &[2, 3, 4, 5]);
-    check(&gpu, "permute", std::slice::from_ref(&x), |_, t| {
-        t[0].permute(&[0, 2, 1, 3])
-    });
-    check(
-        &gpu,
-        "permute innermost",
-        std::slice::from_ref(&x),
-        |_, t| t[0].permute(&[3, 1, 0, 2]),
-    );
-    check(&gpu, "transpose", std::slice::from_ref(&x), |_, t| {
-        t[0].transpose(-1, -2)
-    });
-    check(&gpu, "narrow", std::slice::from_ref(&x), |_, t| {
-        t[0].narrow(2, 1, 2)
-    });
-    let parts = [
-        randn(&mut rng, &[2, 1, 5]),
-        randn(&mut rng, &[2, 3, 5]),
-        randn(&mut rng, &[2, 2, 5]),
-    ];
-    check(&gpu, "concat", &parts, |_, t| {
-        Tensor::concat(&[&t[0], &t[1], &t[2]], 1)
-    });
+    check(&gpu, "permute", std::slice::from_ref(&x), |_, t| t[0].permute(&[0, 2, 1, 3]));
+    check(&gpu, "permute innermost", std::slice::from_ref(&x), |_, t| t[0].permute(&[3, 1, 0, 2]));
+    check(&gpu, "transpose", std::slice::from_ref(&x), |_, t| t[0].transpose(-1, -2));
+    check(&gpu, "narrow", std::slice::from_ref(&x), |_, t| t[0].narrow(2, 1, 2));
+    let parts = [randn(&mut rng, &[2, 1, 5]), randn(&mut rng, &[2, 3, 5]), randn(&mut rng, &[2, 2, 5])];
+    check(&gpu, "concat", &parts, |_, t| Tensor::concat(&[&t[0], &t[1], &t[2]], 1));
 }
 
 /// Permute, narrow and concat move 2-, 4-, 8- or 16-byte words, the widest
@@ -212,48 +116,25 @@ fn layout_ops() {
 /// in f32 and bf16 reach every width; the copies are bit-exact.
 #[test]
 fn layout_ops_copy_every_word_width_exactly() {
-    let Some(gpu) = cuda_or_skip("layout_ops_copy_every_word_width_exactly") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("layout_ops_copy_every_word_width_exactly") else { return };
     let mut rng = Rng::new(5);
     for inner in [64, 6, 5] {
         for dtype in [DType::F32, DType::BF16] {
             let values = rng.normal_vec(2 * 3 * 4 * inner, 1.0);
-            let cpu = Tensor::from_vec(values.clone(), [2, 3, 4, inner], &Device::Cpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            let cuda = Tensor::from_vec(values, [2, 3, 4, inner], &gpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
+            let cpu = Tensor::from_vec(values.clone(), [2, 3, 4, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let cuda = Tensor::from_vec(values, [2, 3, 4, inner], &gpu).unwrap().to_dtype(dtype).unwrap();
             type LayoutOp = fn(&Tensor) -> Result<Tensor>;
             let ops: [(&str, LayoutOp); 4] = [
                 ("heads permute", |t| t.permute(&[0, 2, 1, 3])),
-                ("qkv permute", |t| {
-                    t.reshape([2, 3, 2, 2, t.dims()[3]])?
-                        .permute(&[2, 0, 3, 1, 4])
-                }),
+                ("qkv permute", |t| t.reshape([2, 3, 2, 2, t.dims()[3]])?.permute(&[2, 0, 3, 1, 4])),
                 ("narrow", |t| t.narrow(1, 1, 2)),
-                ("concat", |t| {
-                    Tensor::concat(&[&t.narrow(2, 0, 1)?, t, &t.narrow(2, 1, 3)?], 2)
-                }),
+                ("concat", |t| Tensor::concat(&[&t.narrow(2, 0, 1)?, t, &t.narrow(2, 1, 3)?], 2)),
             ];
             for (name, op) in ops {
                 let (a, b) = (op(&cpu).unwrap(), op(&cuda).unwrap());
                 assert_eq!(b.dtype(), dtype, "{name}");
-                let bits = |t: &Tensor| {
-                    t.to_vec()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(
-                    bits(&a),
-                    bits(&b),
-                    "{name} of [2, 3, 4, {inner}] in {dtype}"
-                );
+                let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{name} of [2, 3, 4, {inner}] in {dtype}");
             }
         }
     }
@@ -261,60 +142,27 @@ fn layout_ops_copy_every_word_width_exactly() {
 
 #[test]
 fn gather_and_scatter_add_with_repeated_ids() {
-    let Some(gpu) = cuda_or_skip("gather_and_scatter_add_with_repeated_ids") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("gather_and_scatter_add_with_repeated_ids") else { return };
     let mut rng = Rng::new(4);
     let table = randn(&mut rng, &[10, 6]);
     let ids = vec![7u32, 0, 7, 3, 9, 7, 0];
-    check(&gpu, "index_select", &[table], |dev, t| {
-        t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?)
-    });
+    check(&gpu, "index_select", &[table], |dev, t| t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?));
 }
 
 #[test]
 fn matrix_products() {
-    let Some(gpu) = cuda_or_skip("matrix_products") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("matrix_products") else { return };
     let mut rng = Rng::new(5);
-    check(
-        &gpu,
-        "batched matmul",
-        &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[3, 5, 6])],
-        |_, t| t[0].matmul(&t[1]),
-    );
-    check(
-        &gpu,
-        "shared right operand",
-        &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[5, 6])],
-        |_, t| t[0].matmul(&t[1]),
-    );
-    check(
-        &gpu,
-        "shared left operand",
-        &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])],
-        |_, t| t[0].matmul(&t[1]),
-    );
+    check(&gpu, "batched matmul", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "shared right operand", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "shared left operand", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
     check(
         &gpu,
         "linear",
-        &[
-            randn(&mut rng, &[2, 7, 65]),
-            randn(&mut rng, &[70, 65]),
-            randn(&mut rng, &[70]),
-        ],
+        &[randn(&mut rng, &[2, 7, 65]), randn(&mut rng, &[70, 65]), randn(&mut rng, &[70])],
         |_, t| t[0].linear(&t[1], Some(&t[2])),
     );
-    check(
-        &gpu,
-        "4-D batch",
-        &[
-            randn(&mut rng, &[2, 3, 9, 8]),
-            randn(&mut rng, &[2, 3, 8, 11]),
-        ],
-        |_, t| t[0].matmul(&t[1]),
-    );
+    check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| t[0].matmul(&t[1]));
 }
 
 /// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
@@ -324,9 +172,7 @@ fn matrix_products() {
 /// bf16 storage.
 #[test]
 fn bf16_storage_kernels_match_the_cpu() {
-    let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("bf16_storage_kernels_match_the_cpu") else { return };
     let mut rng = Rng::new(7);
     // 1035 elements: not a multiple of 8, so the 16-byte packs leave a tail.
     let x = randn(&mut rng, &[1035]);
@@ -338,68 +184,32 @@ fn bf16_storage_kernels_match_the_cpu() {
         ("bf16 affine", |t| t.affine(-1.5, 0.25)),
     ];
     for (name, op) in unary {
-        check_at(&gpu, name, std::slice::from_ref(&x), BF16_TOL, |_, t| {
-            op(&bf16(&t[0])?)
-        });
+        check_at(&gpu, name, std::slice::from_ref(&x), BF16_TOL, |_, t| op(&bf16(&t[0])?));
     }
     let a = randn(&mut rng, &[2, 3, 40]);
-    check_at(
-        &gpu,
-        "bf16 add row",
-        &[a.clone(), randn(&mut rng, &[40])],
-        BF16_TOL,
-        |_, t| bf16(&t[0])?.add(&bf16(&t[1])?),
-    );
-    check_at(
-        &gpu,
-        "bf16 mul column",
-        &[a.clone(), randn(&mut rng, &[3, 1])],
-        BF16_TOL,
-        |_, t| bf16(&t[0])?.mul(&bf16(&t[1])?),
-    );
+    check_at(&gpu, "bf16 add row", &[a.clone(), randn(&mut rng, &[40])], BF16_TOL, |_, t| bf16(&t[0])?.add(&bf16(&t[1])?));
+    check_at(&gpu, "bf16 mul column", &[a.clone(), randn(&mut rng, &[3, 1])], BF16_TOL, |_, t| bf16(&t[0])?.mul(&bf16(&t[1])?));
     let positive = Input::uniform(&mut rng, &[2, 1, 40], 0.5, 2.0);
-    check_at(&gpu, "bf16 div", &[a, positive], BF16_TOL, |_, t| {
-        bf16(&t[0])?.div(&bf16(&t[1])?)
-    });
+    check_at(&gpu, "bf16 div", &[a, positive], BF16_TOL, |_, t| bf16(&t[0])?.div(&bf16(&t[1])?));
     // Rows wider than the block (300 > 256) and a width CLIP uses.
     for cols in [300, 64] {
-        let inputs = [
-            randn(&mut rng, &[2, 7, cols]),
-            randn(&mut rng, &[cols]),
-            randn(&mut rng, &[cols]),
-        ];
-        check_at(
-            &gpu,
-            &format!("bf16 layer_norm over {cols}"),
-            &inputs,
-            BF16_TOL,
-            |_, t| bf16(&t[0])?.layer_norm(&bf16(&t[1])?, &bf16(&t[2])?, 1e-5),
-        );
+        let inputs = [randn(&mut rng, &[2, 7, cols]), randn(&mut rng, &[cols]), randn(&mut rng, &[cols])];
+        check_at(&gpu, &format!("bf16 layer_norm over {cols}"), &inputs, BF16_TOL, |_, t| {
+            bf16(&t[0])?.layer_norm(&bf16(&t[1])?, &bf16(&t[2])?, 1e-5)
+        });
     }
     // A gather from a bf16 table (the token embedding), ids repeated; its
     // scatter-add backward widens to f32.
     let ids: Vec<u32> = vec![3, 0, 3, 7, 1];
-    check_at(
-        &gpu,
-        "bf16 index_select",
-        &[randn(&mut rng, &[8, 40])],
-        BF16_TOL,
-        |dev, t| bf16(&t[0])?.index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?),
-    );
+    check_at(&gpu, "bf16 index_select", &[randn(&mut rng, &[8, 40])], BF16_TOL, |dev, t| {
+        bf16(&t[0])?.index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?)
+    });
     // Attention: more keys than threads per block (197, ViT-B/16), and causal.
     for (len, causal) in [(197, false), (9, true)] {
-        let qkv = [
-            randn(&mut rng, &[1, 2, len, 64]),
-            randn(&mut rng, &[1, 2, len, 64]),
-            randn(&mut rng, &[1, 2, len, 64]),
-        ];
-        check_at(
-            &gpu,
-            &format!("bf16 attention over {len} (causal {causal})"),
-            &qkv,
-            BF16_TOL,
-            |_, t| bf16(&t[0])?.scaled_dot_product_attention(&bf16(&t[1])?, &bf16(&t[2])?, causal),
-        );
+        let qkv = [randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64])];
+        check_at(&gpu, &format!("bf16 attention over {len} (causal {causal})"), &qkv, BF16_TOL, |_, t| {
+            bf16(&t[0])?.scaled_dot_product_attention(&bf16(&t[1])?, &bf16(&t[2])?, causal)
+        });
     }
 }
 
@@ -409,124 +219,60 @@ fn bf16_storage_kernels_match_the_cpu() {
 /// transposed operand), reaching the f32 inputs through the casts.
 #[test]
 fn bf16_matrix_products_through_cublaslt() {
-    let Some(gpu) = cuda_or_skip("bf16_matrix_products_through_cublaslt") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("bf16_matrix_products_through_cublaslt") else { return };
     let mut rng = Rng::new(6);
     check_at(
         &gpu,
         "bf16 linear with bias",
-        &[
-            randn(&mut rng, &[2, 7, 64]),
-            randn(&mut rng, &[96, 64]),
-            randn(&mut rng, &[96]),
-        ],
+        &[randn(&mut rng, &[2, 7, 64]), randn(&mut rng, &[96, 64]), randn(&mut rng, &[96])],
         BF16_TOL,
         |_, t| bf16(&t[0])?.linear(&bf16(&t[1])?, Some(&bf16(&t[2])?)),
     );
-    check_at(
-        &gpu,
-        "bf16 linear, odd sizes, no bias",
-        &[randn(&mut rng, &[5, 33]), randn(&mut rng, &[19, 33])],
-        BF16_TOL,
-        |_, t| bf16(&t[0])?.linear(&bf16(&t[1])?, None),
-    );
-    check_at(
-        &gpu,
-        "bf16 batched matmul",
-        &[randn(&mut rng, &[3, 4, 16]), randn(&mut rng, &[3, 16, 8])],
-        BF16_TOL,
-        |_, t| bf16(&t[0])?.matmul(&bf16(&t[1])?),
-    );
-    check_at(
-        &gpu,
-        "bf16 shared left operand (f32 fallback)",
-        &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])],
-        BF16_TOL,
-        |_, t| bf16(&t[0])?.matmul(&bf16(&t[1])?),
-    );
+    check_at(&gpu, "bf16 linear, odd sizes, no bias", &[randn(&mut rng, &[5, 33]), randn(&mut rng, &[19, 33])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.linear(&bf16(&t[1])?, None)
+    });
+    check_at(&gpu, "bf16 batched matmul", &[randn(&mut rng, &[3, 4, 16]), randn(&mut rng, &[3, 16, 8])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.matmul(&bf16(&t[1])?)
+    });
+    check_at(&gpu, "bf16 shared left operand (f32 fallback)", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.matmul(&bf16(&t[1])?)
+    });
 }
 
 #[test]
 fn normalisations() {
-    let Some(gpu) = cuda_or_skip("normalisations") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("normalisations") else { return };
     let mut rng = Rng::new(6);
     let x = randn(&mut rng, &[150, 33]);
     let gamma = Input::uniform(&mut rng, &[33], 0.5, 1.5);
     let beta = randn(&mut rng, &[33]);
-    check(&gpu, "layer_norm", &[x.clone(), gamma, beta], |_, t| {
-        t[0].layer_norm(&t[1], &t[2], 1e-5)
-    });
-    check(&gpu, "softmax", std::slice::from_ref(&x), |_, t| {
-        t[0].softmax()
-    });
-    check(&gpu, "l2_normalize", std::slice::from_ref(&x), |_, t| {
-        t[0].l2_normalize()
-    });
+    check(&gpu, "layer_norm", &[x.clone(), gamma, beta], |_, t| t[0].layer_norm(&t[1], &t[2], 1e-5));
+    check(&gpu, "softmax", std::slice::from_ref(&x), |_, t| t[0].softmax());
+    check(&gpu, "l2_normalize", std::slice::from_ref(&x), |_, t| t[0].l2_normalize());
     let wide = randn(&mut rng, &[3, 1000]);
-    check(
-        &gpu,
-        "softmax of wide rows",
-        std::slice::from_ref(&wide),
-        |_, t| t[0].softmax(),
-    );
-    check(
-        &gpu,
-        "cosine_similarity",
-        &[randn(&mut rng, &[5, 16]), randn(&mut rng, &[5, 16])],
-        |_, t| t[0].cosine_similarity(&t[1]),
-    );
+    check(&gpu, "softmax of wide rows", std::slice::from_ref(&wide), |_, t| t[0].softmax());
+    check(&gpu, "cosine_similarity", &[randn(&mut rng, &[5, 16]), randn(&mut rng, &[5, 16])], |_, t| t[0].cosine_similarity(&t[1]));
 }
 
 #[test]
 fn attention_forward_and_backward() {
-    let Some(gpu) = cuda_or_skip("attention_forward_and_backward") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("attention_forward_and_backward") else { return };
     let mut rng = Rng::new(7);
-    let cross = [
-        randn(&mut rng, &[2, 3, 5, 16]),
-        randn(&mut rng, &[2, 3, 7, 16]),
-        randn(&mut rng, &[2, 3, 7, 16]),
-    ];
-    check(&gpu, "attention", &cross, |_, t| {
-        t[0].scaled_dot_product_attention(&t[1], &t[2], false)
-    });
-    let selfs = [
-        randn(&mut rng, &[1, 2, 9, 64]),
-        randn(&mut rng, &[1, 2, 9, 64]),
-        randn(&mut rng, &[1, 2, 9, 64]),
-    ];
-    check(&gpu, "causal attention", &selfs, |_, t| {
-        t[0].scaled_dot_product_attention(&t[1], &t[2], true)
-    });
+    let cross = [randn(&mut rng, &[2, 3, 5, 16]), randn(&mut rng, &[2, 3, 7, 16]), randn(&mut rng, &[2, 3, 7, 16])];
+    check(&gpu, "attention", &cross, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], false));
+    let selfs = [randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64])];
+    check(&gpu, "causal attention", &selfs, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], true));
     // More keys than threads per block, and the ViT-B/16 sequence length.
-    let long = [
-        randn(&mut rng, &[1, 1, 197, 64]),
-        randn(&mut rng, &[1, 1, 197, 64]),
-        randn(&mut rng, &[1, 1, 197, 64]),
-    ];
-    check(&gpu, "long attention", &long, |_, t| {
-        t[0].scaled_dot_product_attention(&t[1], &t[2], false)
-    });
+    let long = [randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64])];
+    check(&gpu, "long attention", &long, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], false));
 }
 
 #[test]
 fn decoupling_scores_forward_and_backward() {
-    let Some(gpu) = cuda_or_skip("decoupling_scores_forward_and_backward") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("decoupling_scores_forward_and_backward") else { return };
     let mut rng = Rng::new(8);
-    let inputs = [
-        randn(&mut rng, &[2, 13, 40]),
-        randn(&mut rng, &[3, 40]),
-        randn(&mut rng, &[40]),
-    ];
-    check(&gpu, "decoupling_scores", &inputs, |_, t| {
-        t[0].decoupling_scores(&t[1], &t[2])
-    });
+    let inputs = [randn(&mut rng, &[2, 13, 40]), randn(&mut rng, &[3, 40]), randn(&mut rng, &[40])];
+    check(&gpu, "decoupling_scores", &inputs, |_, t| t[0].decoupling_scores(&t[1], &t[2]));
 }
 
 fn labels(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -535,53 +281,28 @@ fn labels(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 #[test]
 fn losses_forward_and_backward() {
-    let Some(gpu) = cuda_or_skip("losses_forward_and_backward") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("losses_forward_and_backward") else { return };
     let mut rng = Rng::new(9);
     let logits = Input::randn(&mut rng, &[7, 11], 3.0);
     let y = labels(&mut rng, 77);
-    check(
-        &gpu,
-        "masked_bce",
-        std::slice::from_ref(&logits),
-        |dev, t| t[0].masked_bce_with_logits(&Tensor::from_vec(y.clone(), [7, 11], dev)?),
-    );
+    check(&gpu, "masked_bce", std::slice::from_ref(&logits), |dev, t| {
+        t[0].masked_bce_with_logits(&Tensor::from_vec(y.clone(), [7, 11], dev)?)
+    });
     // Large enough for several partial blocks and the float4 path.
     let many = Input::randn(&mut rng, &[64, 80], 3.0);
     let many_y = labels(&mut rng, 64 * 80);
-    check(
-        &gpu,
-        "masked_bce, many entries",
-        std::slice::from_ref(&many),
-        |dev, t| t[0].masked_bce_with_logits(&Tensor::from_vec(many_y.clone(), [64, 80], dev)?),
-    );
-    check(
-        &gpu,
-        "contrastive_loss",
-        &[Input::randn(&mut rng, &[6, 6], 2.0)],
-        |_, t| t[0].contrastive_loss(),
-    );
-    check(
-        &gpu,
-        "contrastive_loss, more than a block",
-        &[Input::randn(&mut rng, &[300, 300], 2.0)],
-        |_, t| t[0].contrastive_loss(),
-    );
+    check(&gpu, "masked_bce, many entries", std::slice::from_ref(&many), |dev, t| {
+        t[0].masked_bce_with_logits(&Tensor::from_vec(many_y.clone(), [64, 80], dev)?)
+    });
+    check(&gpu, "contrastive_loss", &[Input::randn(&mut rng, &[6, 6], 2.0)], |_, t| t[0].contrastive_loss());
+    check(&gpu, "contrastive_loss, more than a block", &[Input::randn(&mut rng, &[300, 300], 2.0)], |_, t| t[0].contrastive_loss());
 }
 
 #[test]
 fn masked_bce_with_no_known_label_is_zero_without_nan() {
-    let Some(gpu) = cuda_or_skip("masked_bce_with_no_known_label_is_zero_without_nan") else {
-        return;
-    };
-    let logits = Tensor::from_vec(vec![1.0, f32::INFINITY, -3.0, f32::NAN], [2, 2], &gpu)
-        .unwrap()
-        .into_parameter()
-        .unwrap();
-    let loss = logits
-        .masked_bce_with_logits(&Tensor::zeros([2, 2], DType::F32, &gpu).unwrap())
-        .unwrap();
+    let Some(gpu) = cuda_or_skip("masked_bce_with_no_known_label_is_zero_without_nan") else { return };
+    let logits = Tensor::from_vec(vec![1.0, f32::INFINITY, -3.0, f32::NAN], [2, 2], &gpu).unwrap().into_parameter().unwrap();
+    let loss = logits.masked_bce_with_logits(&Tensor::zeros([2, 2], DType::F32, &gpu).unwrap()).unwrap();
     assert_eq!(loss.to_vec().unwrap(), vec![0.0]);
     loss.backward().unwrap();
     assert_eq!(logits.grad().unwrap().to_vec().unwrap(), vec![0.0; 4]);
@@ -589,53 +310,28 @@ fn masked_bce_with_no_known_label_is_zero_without_nan() {
 
 #[test]
 fn bicubic_resize_matches() {
-    let Some(gpu) = cuda_or_skip("bicubic_resize_matches") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("bicubic_resize_matches") else { return };
     let x = Rng::new(10).normal_vec(3 * 7 * 7, 1.0);
     for (oh, ow) in [(14, 14), (5, 9), (7, 7)] {
-        let want = Tensor::from_vec(x.clone(), [3, 7, 7], &Device::Cpu)
-            .unwrap()
-            .bicubic_resize(oh, ow)
-            .unwrap();
-        let got = Tensor::from_vec(x.clone(), [3, 7, 7], &gpu)
-            .unwrap()
-            .bicubic_resize(oh, ow)
-            .unwrap();
-        assert_rel(
-            &format!("bicubic to {oh} x {ow}"),
-            &got.to_vec().unwrap(),
-            &want.to_vec().unwrap(),
-            TOL,
-        );
+        let want = Tensor::from_vec(x.clone(), [3, 7, 7], &Device::Cpu).unwrap().bicubic_resize(oh, ow).unwrap();
+        let got = Tensor::from_vec(x.clone(), [3, 7, 7], &gpu).unwrap().bicubic_resize(oh, ow).unwrap();
+        assert_rel(&format!("bicubic to {oh} x {ow}"), &got.to_vec().unwrap(), &want.to_vec().unwrap(), TOL);
     }
 }
 
 #[test]
 fn dtype_casts_round_like_the_cpu() {
-    let Some(gpu) = cuda_or_skip("dtype_casts_round_like_the_cpu") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("dtype_casts_round_like_the_cpu") else { return };
     let mut values = Rng::new(11).normal_vec(1001, 10.0);
     values.extend([0.0, -0.0, 65504.0, 1e-8, 3.0e38, f32::INFINITY]);
     let n = values.len();
     for dtype in [DType::BF16, DType::F16] {
-        let cpu = Tensor::from_vec(values.clone(), [n], &Device::Cpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-        let cuda = Tensor::from_vec(values.clone(), [n], &gpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
+        let cpu = Tensor::from_vec(values.clone(), [n], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let cuda = Tensor::from_vec(values.clone(), [n], &gpu).unwrap().to_dtype(dtype).unwrap();
         assert_eq!(cuda.dtype(), dtype);
         let (c, g) = (cpu.to_vec().unwrap(), cuda.to_vec().unwrap());
         for (i, (a, b)) in c.iter().zip(&g).enumerate() {
-            assert!(
-                a.to_bits() == b.to_bits(),
-                "{dtype} cast of {}: cpu {a} vs cuda {b}",
-                values[i]
-            );
+            assert!(a.to_bits() == b.to_bits(), "{dtype} cast of {}: cpu {a} vs cuda {b}", values[i]);
         }
         // bf16/f16 storage computes in f32 and narrows the result.
         let cpu_out = cpu.tanh().unwrap().to_vec().unwrap();
@@ -648,22 +344,14 @@ fn dtype_casts_round_like_the_cpu() {
 
 #[test]
 fn index_tensors_move_and_reshape_exactly() {
-    let Some(gpu) = cuda_or_skip("index_tensors_move_and_reshape_exactly") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("index_tensors_move_and_reshape_exactly") else { return };
     let ids: Vec<u32> = (0..60).map(|i| i * 7919 % 49408).collect();
     let cpu = Tensor::from_ids(ids.clone(), [3, 4, 5], &Device::Cpu).unwrap();
     let cuda = Tensor::from_ids(ids, [3, 4, 5], &gpu).unwrap();
     for (a, b) in [
-        (
-            cpu.permute(&[2, 0, 1]).unwrap(),
-            cuda.permute(&[2, 0, 1]).unwrap(),
-        ),
+        (cpu.permute(&[2, 0, 1]).unwrap(), cuda.permute(&[2, 0, 1]).unwrap()),
         (cpu.narrow(1, 1, 2).unwrap(), cuda.narrow(1, 1, 2).unwrap()),
-        (
-            Tensor::concat(&[&cpu, &cpu], 2).unwrap(),
-            Tensor::concat(&[&cuda, &cuda], 2).unwrap(),
-        ),
+        (Tensor::concat(&[&cpu, &cpu], 2).unwrap(), Tensor::concat(&[&cuda, &cuda], 2).unwrap()),
     ] {
         assert_eq!(a.to_ids().unwrap(), b.to_ids().unwrap());
     }
@@ -680,48 +368,19 @@ fn index_tensors_move_and_reshape_exactly() {
 /// is rewritten while the compute stream may still be reading it.
 #[test]
 fn staged_uploads_arrive_exactly() {
-    let Some(gpu) = cuda_or_skip("staged_uploads_arrive_exactly") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("staged_uploads_arrive_exactly") else { return };
     let mut rng = Rng::new(31);
-    let sizes = [
-        20_000usize,
-        3,
-        70_000,
-        16_384,
-        250_000,
-        10,
-        90_000,
-        400_000,
-        17_000,
-        130_000,
-    ];
+    let sizes = [20_000usize, 3, 70_000, 16_384, 250_000, 10, 90_000, 400_000, 17_000, 130_000];
     let host: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.normal_vec(n, 1.0)).collect();
-    let uploaded: Vec<Tensor> = host
-        .iter()
-        .map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap())
-        .collect();
+    let uploaded: Vec<Tensor> = host.iter().map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap()).collect();
     for (i, (t, v)) in uploaded.iter().zip(&host).enumerate() {
         assert_eq!(&t.to_vec().unwrap(), v, "upload {i} of {} floats", v.len());
     }
     let ids: Vec<u32> = (0..100_000).map(|i| (i * 7919) % 49408).collect();
-    assert_eq!(
-        Tensor::from_ids(ids.clone(), [ids.len()], &gpu)
-            .unwrap()
-            .to_ids()
-            .unwrap(),
-        ids
-    );
+    assert_eq!(Tensor::from_ids(ids.clone(), [ids.len()], &gpu).unwrap().to_ids().unwrap(), ids);
     let batches: Vec<Vec<f32>> = (0..12).map(|_| rng.normal_vec(70_000, 1.0)).collect();
-    let doubled: Vec<Tensor> = batches
-        .iter()
-        .map(|v| {
-            Tensor::from_vec(v.clone(), [v.len()], &gpu)
-                .unwrap()
-                .affine(2.0, 1.0)
-                .unwrap()
-        })
-        .collect();
+    let doubled: Vec<Tensor> =
+        batches.iter().map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap().affine(2.0, 1.0).unwrap()).collect();
     for (i, (t, v)) in doubled.iter().zip(&batches).enumerate() {
         let want: Vec<f32> = v.iter().map(|x| 2.0 * x + 1.0).collect();
         assert_eq!(t.to_vec().unwrap(), want, "upload {i} consumed by a kernel");
@@ -730,25 +389,14 @@ fn staged_uploads_arrive_exactly() {
 
 #[test]
 fn bad_ids_and_mixed_devices_are_errors() {
-    let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };
     let table = Tensor::zeros([4, 3], DType::F32, &gpu).unwrap();
     // The launch does not wait; the next read from the GPU reports the id,
     // once, and the device stays usable.
-    let gathered = table
-        .index_select(&Tensor::from_ids(vec![1, 9, 2], [3], &gpu).unwrap())
-        .unwrap();
+    let gathered = table.index_select(&Tensor::from_ids(vec![1, 9, 2], [3], &gpu).unwrap()).unwrap();
     let err = gathered.to_vec().unwrap_err();
-    assert!(
-        format!("{err:#}").contains("index 9 was out of range for the table of an index_select"),
-        "{err:#}"
-    );
-    assert_eq!(
-        table.to_vec().unwrap().len(),
-        table.elem_count(),
-        "the fault is reported once"
-    );
+    assert!(format!("{err:#}").contains("index 9 was out of range for the table of an index_select"), "{err:#}");
+    assert_eq!(table.to_vec().unwrap().len(), table.elem_count(), "the fault is reported once");
     let cpu = Tensor::zeros([4, 3], DType::F32, &Device::Cpu).unwrap();
     let err = table.add(&cpu).unwrap_err();
     assert!(format!("{err:#}").contains("different devices"), "{err:#}");
@@ -758,19 +406,10 @@ fn bad_ids_and_mixed_devices_are_errors() {
 /// optimizer step; parameters and state compared after each of 3 steps.
 fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(12);
-    let w = Tensor::from_vec(rng.normal_vec(40, 1.0), [8, 5], device)
-        .unwrap()
-        .into_parameter()
-        .unwrap();
-    let b = Tensor::from_vec(rng.normal_vec(5, 1.0), [5], device)
-        .unwrap()
-        .into_parameter()
-        .unwrap();
+    let w = Tensor::from_vec(rng.normal_vec(40, 1.0), [8, 5], device).unwrap().into_parameter().unwrap();
+    let b = Tensor::from_vec(rng.normal_vec(5, 1.0), [5], device).unwrap().into_parameter().unwrap();
     let x = Tensor::from_vec(rng.normal_vec(24, 1.0), [3, 8], device).unwrap();
-    let groups = vec![
-        ParamGroup::new(vec![w.clone()]),
-        ParamGroup::no_decay(vec![b.clone()]),
-    ];
+    let groups = vec![ParamGroup::new(vec![w.clone()]), ParamGroup::no_decay(vec![b.clone()])];
     let mut opt: Box<dyn Optimizer> = if adamw {
         Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
     } else {
@@ -780,16 +419,7 @@ fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     for _ in 0..3 {
         opt.zero_grad();
         for _ in 0..2 {
-            x.matmul(&w)
-                .unwrap()
-                .add(&b)
-                .unwrap()
-                .tanh()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            x.matmul(&w).unwrap().add(&b).unwrap().tanh().unwrap().sum_all().unwrap().backward().unwrap();
         }
         history.push(w.grad().unwrap().to_vec().unwrap());
         opt.step().unwrap();
@@ -801,30 +431,14 @@ fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
 
 /// 50 parameters in two groups (weight decay and none), of sizes that
 /// leave partial 4-element groups, straddle the 4096-element chunks and
-/// need a second launch (48 tensors per launch); parameters and state after
-/// each of 3 steps of one fused update.
+/// need a second launch (48 tensors per launch); parameters after each of
+/// 3 steps of one fused update.
 fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(13);
-    let sizes: Vec<usize> = (0..50)
-        .map(|i| [1, 3, 4, 5, 4097, 9000, 7, 64][i % 8] + i / 8)
-        .collect();
-    let params: Vec<Tensor> = sizes
-        .iter()
-        .map(|&n| {
-            Tensor::from_vec(rng.normal_vec(n, 1.0), [n], device)
-                .unwrap()
-                .into_parameter()
-                .unwrap()
-        })
-        .collect();
-    let grads: Vec<Tensor> = sizes
-        .iter()
-        .map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap())
-        .collect();
-    let groups = vec![
-        ParamGroup::new(params[..30].to_vec()),
-        ParamGroup::no_decay(params[30..].to_vec()),
-    ];
+    let sizes: Vec<usize> = (0..50).map(|i| [1, 3, 4, 5, 4097, 9000, 7, 64][i % 8] + i / 8).collect();
+    let params: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 1.0), [n], device).unwrap().into_parameter().unwrap()).collect();
+    let grads: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap()).collect();
+    let groups = vec![ParamGroup::new(params[..30].to_vec()), ParamGroup::no_decay(params[30..].to_vec())];
     let mut opt: Box<dyn Optimizer> = if adamw {
         Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
     } else {
@@ -844,44 +458,25 @@ fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
 
 #[test]
 fn fused_optimizer_steps_over_many_tensors() {
-    let Some(gpu) = cuda_or_skip("fused_optimizer_steps_over_many_tensors") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("fused_optimizer_steps_over_many_tensors") else { return };
     for adamw in [false, true] {
         let want = fused_optimizer_run(&Device::Cpu, adamw);
         let got = fused_optimizer_run(&gpu, adamw);
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_rel(
-                &format!(
-                    "{} step {} tensor {}",
-                    if adamw { "adamw" } else { "sgd" },
-                    i / 50,
-                    i % 50
-                ),
-                g,
-                w,
-                TOL,
-            );
+            assert_rel(&format!("{} step {} tensor {}", if adamw { "adamw" } else { "sgd" }, i / 50, i % 50), g, w, TOL);
         }
     }
 }
 
 #[test]
 fn sgd_and_adamw_steps_with_accumulated_gradients() {
-    let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else { return };
     for adamw in [false, true] {
         let want = optimizer_run(&Device::Cpu, adamw);
         let got = optimizer_run(&gpu, adamw);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_rel(
-                &format!("{} record {i}", if adamw { "adamw" } else { "sgd" }),
-                g,
-                w,
-                TOL,
-            );
+            assert_rel(&format!("{} record {i}", if adamw { "adamw" } else { "sgd" }), g, w, TOL);
         }
     }
 }

@@ -23,9 +23,7 @@ const TOL: f64 = 1e-4;
 
 #[test]
 fn one_training_step_matches_the_cpu() {
-    let Some(gpu) = cuda_or_skip("one_training_step_matches_the_cpu") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("one_training_step_matches_the_cpu") else { return };
     let want = training_steps(&Device::Cpu, Precision::F32);
     assert_records_match(&training_steps(&gpu, Precision::F32), &want, TOL, 1e-6);
 }
@@ -34,16 +32,9 @@ fn one_training_step_matches_the_cpu() {
 /// GPU) against the same bf16 step on the CPU backend.
 #[test]
 fn bf16_training_step_matches_the_cpu() {
-    let Some(gpu) = cuda_or_skip("bf16_training_step_matches_the_cpu") else {
-        return;
-    };
+    let Some(gpu) = cuda_or_skip("bf16_training_step_matches_the_cpu") else { return };
     let want = training_steps(&Device::Cpu, Precision::Bf16);
-    assert_records_match(
-        &training_steps(&gpu, Precision::Bf16),
-        &want,
-        BF16_TOL,
-        1e-4,
-    );
+    assert_records_match(&training_steps(&gpu, Precision::Bf16), &want, BF16_TOL, 1e-4);
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -54,22 +45,10 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn one_epoch_of_train_matches_the_cpu() {
-    let Some(gpu) = cuda_or_skip("one_epoch_of_train_matches_the_cpu") else {
-        return;
-    };
-    let set: Arc<dyn MultiLabelDataset> = Arc::new(
-        SyntheticSet::new(Split::Train, 0, IMAGE_SIZE)
-            .unwrap()
-            .with_len(24)
-            .unwrap(),
-    );
+    let Some(gpu) = cuda_or_skip("one_epoch_of_train_matches_the_cpu") else { return };
+    let set: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Train, 0, IMAGE_SIZE).unwrap().with_len(24).unwrap());
     let mask = LabelMask::sample(set.len(), set.class_names().len(), 0.5, 0).unwrap();
-    let data = TrainData {
-        dataset: set,
-        train_indices: (0..16).collect(),
-        val_indices: (16..24).collect(),
-        mask: Arc::new(mask),
-    };
+    let data = TrainData { dataset: set, train_indices: (0..16).collect(), val_indices: (16..24).collect(), mask: Arc::new(mask) };
     let options = TrainOptions {
         epochs: 1,
         batch_size: 8,
@@ -91,19 +70,9 @@ fn one_epoch_of_train_matches_the_cpu() {
     for device in [Device::Cpu, gpu] {
         let dir = scratch(&device.to_string().replace(':', "-"));
         let model = tiny_model(&device, Precision::F32);
-        let run = Run {
-            dir: dir.clone(),
-            clip: "random:7".into(),
-            config: serde_json::json!({}),
-        };
+        let run = Run { dir: dir.clone(), clip: "random:7".into(), config: serde_json::json!({}) };
         train::train(&model, &data, &options, &run, None).unwrap();
-        finals.push(
-            model
-                .named_parameters()
-                .into_iter()
-                .map(|(n, p)| (n, p.to_vec().unwrap()))
-                .collect::<Vec<_>>(),
-        );
+        finals.push(model.named_parameters().into_iter().map(|(n, p)| (n, p.to_vec().unwrap())).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
     for ((name, got), (_, want)) in finals[1].iter().zip(&finals[0]) {
@@ -113,41 +82,29 @@ fn one_epoch_of_train_matches_the_cpu() {
 
 /// After a first step has sized the memory pool, further steps take every
 /// buffer from it: the pool holds no more memory than before (no new driver
-/// allocation in the steady state), and the peak in use is reported.
+/// allocation in the steady state), the peak in use is reported, and every
+/// cuBLASLt product reuses the plan the first step made for its shape.
 #[test]
 fn steady_state_steps_allocate_nothing_new_from_the_driver() {
-    let Some(gpu) = cuda_or_skip("steady_state_steps_allocate_nothing_new_from_the_driver") else {
-        return;
-    };
-    let Device::Cuda(cuda) = &gpu else {
-        unreachable!("cuda_or_skip returns a CUDA device")
-    };
+    let Some(gpu) = cuda_or_skip("steady_state_steps_allocate_nothing_new_from_the_driver") else { return };
+    let Device::Cuda(cuda) = &gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
     let model = tiny_model(&gpu, Precision::F32);
     let mut rng = Rng::new(12);
     let batch = 8;
-    let images = Tensor::from_vec(
-        rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0),
-        [batch, 3, IMAGE_SIZE, IMAGE_SIZE],
-        &gpu,
-    )
-    .unwrap();
-    let labels: Vec<f32> = (0..batch * model.num_classes())
-        .map(|_| rng.below(3) as f32 - 1.0)
-        .collect();
+    let images = Tensor::from_vec(rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [batch, 3, IMAGE_SIZE, IMAGE_SIZE], &gpu).unwrap();
+    let labels: Vec<f32> = (0..batch * model.num_classes()).map(|_| rng.below(3) as f32 - 1.0).collect();
     let labels = Tensor::from_vec(labels, [batch, model.num_classes()], &gpu).unwrap();
     let mut opt = Sgd::new(model.parameter_groups(), 0.05, 0.9, 5e-4).unwrap();
     let mut step = || {
         opt.zero_grad();
-        let loss = model
-            .logits(&images)
-            .unwrap()
-            .masked_bce_with_logits(&labels)
-            .unwrap();
+        let loss = model.logits(&images).unwrap().masked_bce_with_logits(&labels).unwrap();
         loss.backward().unwrap();
         opt.step().unwrap();
         loss.scalar().unwrap()
     };
     step();
+    let plans = cuda.gemm_plans();
+    assert!(plans > 0, "the step ran no cuBLASLt product");
     cuda.reset_peak_memory().unwrap();
     let Some(after_first) = cuda.pool_memory().unwrap() else {
         eprintln!("SKIPPED (this driver allocates without memory pools)");
@@ -156,15 +113,10 @@ fn steady_state_steps_allocate_nothing_new_from_the_driver() {
     for _ in 0..3 {
         assert!(step().is_finite());
     }
+    assert_eq!(cuda.gemm_plans(), plans, "later steps made new cuBLASLt plans");
     let after = cuda.pool_memory().unwrap().unwrap();
-    assert_eq!(
-        after.reserved, after_first.reserved,
-        "the pool grew after the first step: {after_first:?} -> {after:?}"
-    );
-    assert!(
-        after.peak_used > 0 && after.peak_used <= after.reserved,
-        "{after:?}"
-    );
+    assert_eq!(after.reserved, after_first.reserved, "the pool grew after the first step: {after_first:?} -> {after:?}");
+    assert!(after.peak_used > 0 && after.peak_used <= after.reserved, "{after:?}");
 }
 
 /// The CPU half of the comparison runs everywhere, so the recording itself
@@ -172,16 +124,9 @@ fn steady_state_steps_allocate_nothing_new_from_the_driver() {
 #[test]
 fn the_cpu_reference_step_is_complete() {
     let step = training_steps(&Device::Cpu, Precision::F32);
-    assert!(
-        step.loss.is_finite() && step.loss > 0.0,
-        "loss {}",
-        step.loss
-    );
+    assert!(step.loss.is_finite() && step.loss > 0.0, "loss {}", step.loss);
     assert!(step.logits.iter().all(|v| v.is_finite()));
     assert_eq!(step.grads.len(), step.params.len());
     let names: Vec<&String> = step.grads.iter().map(|g| &g.0).collect();
-    assert!(
-        names.iter().any(|name| name.contains("ctx")),
-        "no prompt-context gradient among {names:?}"
-    );
+    assert!(names.iter().any(|name| name.contains("ctx")), "no prompt-context gradient among {names:?}");
 }

@@ -24,8 +24,7 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("mlrpl-datasets-{}-{tag}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("mlrpl-datasets-{}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -50,16 +49,12 @@ fn write(path: &Path, text: &str) {
 /// A tiny image whose colour encodes `seed`, as JPEG or PNG (by extension).
 fn write_image(path: &Path, seed: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let img = image::RgbImage::from_fn(8, 6, |x, y| {
-        image::Rgb([seed, (x * 20) as u8, (y * 30) as u8])
-    });
+    let img = image::RgbImage::from_fn(8, 6, |x, y| image::Rgb([seed, (x * 20) as u8, (y * 30) as u8]));
     img.save(path).unwrap();
 }
 
 fn opts(skip: bool) -> OpenOptions {
-    OpenOptions {
-        skip_missing_images: skip,
-    }
+    OpenOptions { skip_missing_images: skip }
 }
 
 /// The error's full text (all causes), for the `contains` checks.
@@ -77,10 +72,7 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
         eprintln!("{msg}");
     }
     for p in parts {
-        assert!(
-            msg.contains(p),
-            "error message does not mention {p:?}:\n{msg}"
-        );
+        assert!(msg.contains(p), "error message does not mention {p:?}:\n{msg}");
     }
 }
 
@@ -163,19 +155,9 @@ fn coco_json(images: &str, annotations: &str, categories: &str) -> String {
 /// A mini COCO val2014 (annotation file + 4 JPEGs) under `root`.
 fn make_coco(root: &Path) -> PathBuf {
     let ann = root.join("annotations/instances_val2014.json");
-    write(
-        &ann,
-        &coco_json(
-            COCO_IMAGES,
-            COCO_ANNOTATIONS,
-            &coco_categories_json(None, None),
-        ),
-    );
+    write(&ann, &coco_json(COCO_IMAGES, COCO_ANNOTATIONS, &coco_categories_json(None, None)));
     for (i, id) in [9, 42, 77, 5].iter().enumerate() {
-        write_image(
-            &root.join(format!("val2014/COCO_val2014_{id:012}.jpg")),
-            40 * i as u8,
-        );
+        write_image(&root.join(format!("val2014/COCO_val2014_{id:012}.jpg")), 40 * i as u8);
     }
     ann
 }
@@ -200,15 +182,9 @@ fn coco_mini_labels_order_and_images() {
     let ds = CocoDataset::open(tmp.path(), CocoSplit::Val2014, &opts(false)).unwrap();
     let names = ds.class_names().to_vec();
     assert_eq!(names.len(), 80);
-    assert_eq!(
-        names.iter().map(String::as_str).collect::<Vec<_>>(),
-        COCO_CATEGORIES.to_vec()
-    );
+    assert_eq!(names.iter().map(String::as_str).collect::<Vec<_>>(), COCO_CATEGORIES.to_vec());
     assert_eq!(ds.len(), 4);
-    assert_eq!(
-        ds.describe(),
-        format!("COCO 2014 val ({})", tmp.path().display())
-    );
+    assert_eq!(ds.describe(), format!("COCO 2014 val ({})", tmp.path().display()));
     // File order of `images`, not id order.
     let items: Vec<String> = (0..4).map(|i| ds.item_name(i)).collect();
     assert_eq!(
@@ -222,20 +198,14 @@ fn coco_mini_labels_order_and_images() {
     );
     assert_eq!(labels_of(&ds, 0), row(&["person", "dog"], &names, &[]));
     // Crowd annotations count.
-    assert_eq!(
-        labels_of(&ds, 1),
-        row(&["person", "toothbrush"], &names, &[])
-    );
+    assert_eq!(labels_of(&ds, 1), row(&["person", "toothbrush"], &names, &[]));
     // No annotation: kept, all negative.
     assert_eq!(labels_of(&ds, 2), vec![N; 80]);
     assert_eq!(labels_of(&ds, 3), row(&["car"], &names, &[]));
     assert_eq!(ds.unannotated_count(), 1);
     assert_eq!(ds.skipped_missing_images().count, 0);
     assert!(ds.skipped_missing_images().warning().is_none());
-    assert_eq!(
-        ds.image_path(3),
-        tmp.path().join("val2014/COCO_val2014_000000000005.jpg")
-    );
+    assert_eq!(ds.image_path(3), tmp.path().join("val2014/COCO_val2014_000000000005.jpg"));
 
     // Images decode (JPEG, 8x6; the red channel encodes the index).
     for i in 0..4 {
@@ -257,10 +227,7 @@ fn coco_mini_labels_order_and_images() {
 fn coco_split_names() {
     assert_eq!("train".parse::<CocoSplit>().unwrap(), CocoSplit::Train2014);
     assert_eq!("val2014".parse::<CocoSplit>().unwrap(), CocoSplit::Val2014);
-    assert_mentions(
-        &err_text("test2015".parse::<CocoSplit>()),
-        &["test2015", "train2014", "val2014"],
-    );
+    assert_mentions(&err_text("test2015".parse::<CocoSplit>()), &["test2015", "train2014", "val2014"]);
     assert_eq!(CocoSplit::Train2014.name(), "train2014");
 }
 
@@ -269,16 +236,9 @@ fn coco_missing_annotation_file() {
     let tmp = TempDir::new("coco-noann");
     make_coco(tmp.path());
     // Only val2014 exists.
-    let msg = err_text(CocoDataset::open(
-        tmp.path(),
-        CocoSplit::Train2014,
-        &opts(false),
-    ));
+    let msg = err_text(CocoDataset::open(tmp.path(), CocoSplit::Train2014, &opts(false)));
     let want = tmp.path().join("annotations/instances_train2014.json");
-    assert_mentions(
-        &msg,
-        &[&want.display().to_string(), "file not found", "train2014"],
-    );
+    assert_mentions(&msg, &[&want.display().to_string(), "file not found", "train2014"]);
 }
 
 #[test]
@@ -292,10 +252,7 @@ fn coco_bad_annotation_files() {
     // Malformed JSON (truncated).
     let good = coco_json(COCO_IMAGES, COCO_ANNOTATIONS, &cats);
     write(&ann, &good[..good.len() / 2]);
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "cannot parse COCO annotation file"],
-    );
+    assert_mentions(&err_text(open()), &[&file, "cannot parse COCO annotation file"]);
 
     // A missing field in an image.
     let images = COCO_IMAGES.replace(r#""file_name": "COCO_val2014_000000000042.jpg", "#, "");
@@ -308,22 +265,13 @@ fn coco_bad_annotation_files() {
     assert_mentions(&err_text(open()), &[&file, "missing field `category_id`"]);
 
     // A missing top-level section.
-    write(
-        &ann,
-        &format!(r#"{{"images": {COCO_IMAGES}, "categories": {cats}}}"#),
-    );
+    write(&ann, &format!(r#"{{"images": {COCO_IMAGES}, "categories": {cats}}}"#));
     assert_mentions(&err_text(open()), &[&file, "missing field `annotations`"]);
 
     // An annotation with an unknown category id (12 is unused in COCO).
-    let anns = COCO_ANNOTATIONS.replace(
-        r#""category_id": 3, "id": 105"#,
-        r#""category_id": 12, "id": 105"#,
-    );
+    let anns = COCO_ANNOTATIONS.replace(r#""category_id": 3, "id": 105"#, r#""category_id": 12, "id": 105"#);
     write(&ann, &coco_json(COCO_IMAGES, &anns, &cats));
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "category id 12", "annotation id 105"],
-    );
+    assert_mentions(&err_text(open()), &[&file, "category id 12", "annotation id 105"]);
 
     // An annotation on an image id that is not listed.
     let anns = COCO_ANNOTATIONS.replace(r#""image_id": 5,"#, r#""image_id": 6,"#);
@@ -331,28 +279,11 @@ fn coco_bad_annotation_files() {
     assert_mentions(&err_text(open()), &[&file, "image id 6"]);
 
     // Category names that are not COCO's.
-    write(
-        &ann,
-        &coco_json(
-            COCO_IMAGES,
-            COCO_ANNOTATIONS,
-            &coco_categories_json(Some((72, "tvmonitor")), None),
-        ),
-    );
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "category id 72", "'tvmonitor'", "expected 'tv'"],
-    );
+    write(&ann, &coco_json(COCO_IMAGES, COCO_ANNOTATIONS, &coco_categories_json(Some((72, "tvmonitor")), None)));
+    assert_mentions(&err_text(open()), &[&file, "category id 72", "'tvmonitor'", "expected 'tv'"]);
 
     // An 81st category.
-    write(
-        &ann,
-        &coco_json(
-            COCO_IMAGES,
-            COCO_ANNOTATIONS,
-            &coco_categories_json(None, Some((91, "banner"))),
-        ),
-    );
+    write(&ann, &coco_json(COCO_IMAGES, COCO_ANNOTATIONS, &coco_categories_json(None, Some((91, "banner")))));
     assert_mentions(&err_text(open()), &[&file, "81 categories", "80"]);
 
     // Duplicate image id.
@@ -377,30 +308,15 @@ fn coco_missing_images() {
     let gone = tmp.path().join("val2014/COCO_val2014_000000000042.jpg");
     std::fs::remove_file(&gone).unwrap();
 
-    let msg = err_text(CocoDataset::open(
-        tmp.path(),
-        CocoSplit::Val2014,
-        &opts(false),
-    ));
-    assert_mentions(
-        &msg,
-        &[
-            &gone.display().to_string(),
-            &ann.display().to_string(),
-            "1 of 4",
-            "not found",
-        ],
-    );
+    let msg = err_text(CocoDataset::open(tmp.path(), CocoSplit::Val2014, &opts(false)));
+    assert_mentions(&msg, &[&gone.display().to_string(), &ann.display().to_string(), "1 of 4", "not found"]);
 
     let ds = CocoDataset::open(tmp.path(), CocoSplit::Val2014, &opts(true)).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.skipped_missing_images().count, 1);
     assert_eq!(ds.skipped_missing_images().examples, vec![gone.clone()]);
     let warning = ds.skipped_missing_images().warning().unwrap();
-    assert_mentions(
-        &warning,
-        &["skipped 1 missing image", &gone.display().to_string()],
-    );
+    assert_mentions(&warning, &["skipped 1 missing image", &gone.display().to_string()]);
     // The remaining rows keep their own labels.
     let names = ds.class_names().to_vec();
     assert_eq!(ds.item_name(1), "COCO_val2014_000000000077.jpg");
@@ -410,18 +326,8 @@ fn coco_missing_images() {
     // The whole image folder missing: an error even when skipping.
     std::fs::remove_dir_all(tmp.path().join("val2014")).unwrap();
     for skip in [false, true] {
-        let msg = err_text(CocoDataset::open(
-            tmp.path(),
-            CocoSplit::Val2014,
-            &opts(skip),
-        ));
-        assert_mentions(
-            &msg,
-            &[
-                &tmp.path().join("val2014").display().to_string(),
-                "does not exist",
-            ],
-        );
+        let msg = err_text(CocoDataset::open(tmp.path(), CocoSplit::Val2014, &opts(skip)));
+        assert_mentions(&msg, &[&tmp.path().join("val2014").display().to_string(), "does not exist"]);
     }
 }
 
@@ -437,10 +343,7 @@ fn coco_empty_or_corrupt_image_is_named_at_load_time() {
 
     // Existence is all that is checked at open time.
     let ds = CocoDataset::open(tmp.path(), CocoSplit::Val2014, &opts(false)).unwrap();
-    assert_mentions(
-        &err_text(ds.image(2)),
-        &[&empty.display().to_string(), "empty"],
-    );
+    assert_mentions(&err_text(ds.image(2)), &[&empty.display().to_string(), "empty"]);
     assert_mentions(&err_text(ds.image(3)), &[&truncated.display().to_string()]);
     assert!(ds.image(0).is_ok());
 }
@@ -450,9 +353,7 @@ fn coco_empty_or_corrupt_image_is_named_at_load_time() {
 // ---------------------------------------------------------------------------
 
 fn voc_object(name: &str, difficult: Option<&str>) -> String {
-    let diff = difficult
-        .map(|d| format!("<difficult>{d}</difficult>"))
-        .unwrap_or_default();
+    let diff = difficult.map(|d| format!("<difficult>{d}</difficult>")).unwrap_or_default();
     format!(
         "<object><name>{name}</name><pose>Left</pose><truncated>0</truncated>{diff}\
          <bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>4</ymax></bndbox></object>"
@@ -476,12 +377,7 @@ fn voc_xml(id: &str, objects: &[String]) -> String {
 /// 000003.
 fn make_voc(root: &Path) -> PathBuf {
     let dir = root.join("VOCdevkit/VOC2007");
-    let ann = |id: &str, objs: Vec<String>| {
-        write(
-            &dir.join(format!("Annotations/{id}.xml")),
-            &voc_xml(id, &objs),
-        )
-    };
+    let ann = |id: &str, objs: Vec<String>| write(&dir.join(format!("Annotations/{id}.xml")), &voc_xml(id, &objs));
     ann(
         "000001",
         vec![
@@ -491,19 +387,9 @@ fn make_voc(root: &Path) -> PathBuf {
             voc_object("car", Some("0")),
         ],
     );
-    ann(
-        "000002",
-        vec![
-            voc_object("cat", Some("0")),
-            voc_object("chair", Some("1")),
-            voc_object("chair", Some("1")),
-        ],
-    );
+    ann("000002", vec![voc_object("cat", Some("0")), voc_object("chair", Some("1")), voc_object("chair", Some("1"))]);
     ann("000003", vec![voc_object("aeroplane", None)]);
-    write(
-        &dir.join("ImageSets/Main/trainval.txt"),
-        "000001\r\n000002\r\n\r\n000003\r\n",
-    );
+    write(&dir.join("ImageSets/Main/trainval.txt"), "000001\r\n000002\r\n\r\n000003\r\n");
     write(&dir.join("ImageSets/Main/test.txt"), "000003\n");
     for (i, id) in ["000001", "000002", "000003"].iter().enumerate() {
         write_image(&dir.join(format!("JPEGImages/{id}.jpg")), 60 * i as u8);
@@ -517,24 +403,12 @@ fn voc_mini_labels_and_difficult_policies() {
     let dir = make_voc(tmp.path());
     let ds = VocDataset::open(tmp.path(), "trainval", false, &opts(false)).unwrap();
     let names = ds.class_names().to_vec();
-    assert_eq!(
-        names,
-        VOC_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(names, VOC_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(names[0], "aeroplane");
     assert_eq!(names[19], "tvmonitor");
     assert_eq!(ds.len(), 3);
-    assert_eq!(
-        ds.describe(),
-        format!("VOC 2007 trainval ({})", dir.display())
-    );
-    assert_eq!(
-        (0..3).map(|i| ds.item_name(i)).collect::<Vec<_>>(),
-        ["000001", "000002", "000003"]
-    );
+    assert_eq!(ds.describe(), format!("VOC 2007 trainval ({})", dir.display()));
+    assert_eq!((0..3).map(|i| ds.item_name(i)).collect::<Vec<_>>(), ["000001", "000002", "000003"]);
     assert_eq!(ds.image_path(1), dir.join("JPEGImages/000002.jpg"));
 
     // Default: difficult-only is unknown.
@@ -547,29 +421,16 @@ fn voc_mini_labels_and_difficult_policies() {
 
     // include_difficult: positive.
     let inc = VocDataset::open(tmp.path(), "trainval", true, &opts(false)).unwrap();
-    assert_eq!(
-        labels_of(&inc, 0),
-        row(&["dog", "car", "person"], &names, &[])
-    );
+    assert_eq!(labels_of(&inc, 0), row(&["dog", "car", "person"], &names, &[]));
     assert_eq!(labels_of(&inc, 1), row(&["cat", "chair"], &names, &[]));
 
     // HCP-MLR-PL / DualCoOp: negative.
-    let neg = VocDataset::open_with_policy(
-        tmp.path(),
-        "trainval",
-        DifficultPolicy::Negative,
-        &opts(false),
-    )
-    .unwrap();
+    let neg = VocDataset::open_with_policy(tmp.path(), "trainval", DifficultPolicy::Negative, &opts(false)).unwrap();
     assert_eq!(labels_of(&neg, 0), row(&["dog", "car"], &names, &[]));
     assert_eq!(labels_of(&neg, 1), row(&["cat"], &names, &[]));
 
     // The test split; the root may also be VOCdevkit or VOC2007 itself.
-    for root in [
-        tmp.path().to_path_buf(),
-        tmp.path().join("VOCdevkit"),
-        dir.clone(),
-    ] {
+    for root in [tmp.path().to_path_buf(), tmp.path().join("VOCdevkit"), dir.clone()] {
         let test = VocDataset::open(&root, "test", false, &opts(false)).unwrap();
         assert_eq!(test.len(), 1);
         assert_eq!(test.item_name(0), "000003");
@@ -586,28 +447,14 @@ fn voc_missing_layout_split_and_annotation() {
     let elsewhere = tmp.path().join("nothing-here");
     std::fs::create_dir_all(&elsewhere).unwrap();
     assert_mentions(
-        &err_text(VocDataset::open(
-            &elsewhere,
-            "trainval",
-            false,
-            &opts(false),
-        )),
+        &err_text(VocDataset::open(&elsewhere, "trainval", false, &opts(false))),
         &[&elsewhere.display().to_string(), "VOCdevkit/VOC2007"],
     );
 
     // A split without its image-set file.
     let msg = err_text(VocDataset::open(tmp.path(), "val", false, &opts(false)));
-    assert_mentions(
-        &msg,
-        &[
-            &dir.join("ImageSets/Main/val.txt").display().to_string(),
-            "file not found",
-        ],
-    );
-    assert_mentions(
-        &err_text(VocDataset::open(tmp.path(), "../x", false, &opts(false))),
-        &["'../x'"],
-    );
+    assert_mentions(&msg, &[&dir.join("ImageSets/Main/val.txt").display().to_string(), "file not found"]);
+    assert_mentions(&err_text(VocDataset::open(tmp.path(), "../x", false, &opts(false))), &["'../x'"]);
 
     // A bad line in the image-set file.
     let list = dir.join("ImageSets/Main/train.txt");
@@ -636,29 +483,14 @@ fn voc_bad_annotation_files() {
 
     // Malformed XML.
     write(&xml, "<annotation><object><name>cat</name></object>");
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "cannot parse VOC annotation file"],
-    );
+    assert_mentions(&err_text(open()), &[&file, "cannot parse VOC annotation file"]);
 
     // An unknown class.
-    write(
-        &xml,
-        &voc_xml(
-            "000002",
-            &[
-                voc_object("cat", Some("0")),
-                voc_object("unicorn", Some("0")),
-            ],
-        ),
-    );
+    write(&xml, &voc_xml("000002", &[voc_object("cat", Some("0")), voc_object("unicorn", Some("0"))]));
     assert_mentions(&err_text(open()), &[&file, "'unicorn'", "object> number 2"]);
 
     // An object without a name.
-    write(
-        &xml,
-        "<annotation><object><difficult>0</difficult></object></annotation>",
-    );
+    write(&xml, "<annotation><object><difficult>0</difficult></object></annotation>");
     assert_mentions(&err_text(open()), &[&file, "no <name>"]);
 
     // A bad difficult flag.
@@ -685,37 +517,19 @@ fn voc_missing_images() {
     std::fs::remove_file(dir.join("Annotations/000001.xml")).unwrap();
     let list = dir.join("ImageSets/Main/trainval.txt");
 
-    let msg = err_text(VocDataset::open(
-        tmp.path(),
-        "trainval",
-        false,
-        &opts(false),
-    ));
-    assert_mentions(
-        &msg,
-        &[
-            &gone.display().to_string(),
-            &list.display().to_string(),
-            "1 of 3",
-        ],
-    );
+    let msg = err_text(VocDataset::open(tmp.path(), "trainval", false, &opts(false)));
+    assert_mentions(&msg, &[&gone.display().to_string(), &list.display().to_string(), "1 of 3"]);
 
     let ds = VocDataset::open(tmp.path(), "trainval", false, &opts(true)).unwrap();
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.skipped_missing_images().count, 1);
     assert_eq!(ds.item_name(0), "000002");
-    assert_eq!(
-        labels_of(&ds, 0),
-        row(&["cat"], ds.class_names(), &["chair"])
-    );
+    assert_eq!(labels_of(&ds, 0), row(&["cat"], ds.class_names(), &["chair"]));
 
     // A zero-byte JPEG is found when loaded, and named.
     let empty = dir.join("JPEGImages/000003.jpg");
     std::fs::write(&empty, b"").unwrap();
-    assert_mentions(
-        &err_text(ds.image(1)),
-        &[&empty.display().to_string(), "empty"],
-    );
+    assert_mentions(&err_text(ds.image(1)), &[&empty.display().to_string(), "empty"]);
 }
 
 // ---------------------------------------------------------------------------
@@ -765,10 +579,7 @@ fn csv_list_formats_and_inferred_classes() {
     }
 
     // An explicit class list sets the order and may hold unseen classes.
-    let classes: Vec<String> = ["traffic light", "dog", "cat", "bird", "horse"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let classes: Vec<String> = ["traffic light", "dog", "cat", "bird", "horse"].iter().map(|s| s.to_string()).collect();
     let ds = ListDataset::open(&csv, Some(classes), &opts(false)).unwrap();
     assert_eq!(labels_of(&ds, 0), [N, P, P, N, N]);
     assert_eq!(labels_of(&ds, 1), [P, U, N, N, N]);
@@ -791,10 +602,7 @@ fn csv_list_errors_name_the_line() {
     let open = |classes: Option<Vec<String>>| ListDataset::open(&csv, classes, &opts(false));
 
     write(&csv, "path,labels\na.png,cat\nb.png,cat,dog\n");
-    assert_mentions(
-        &err_text(open(None)),
-        &[&file, "line 3", "3 comma-separated fields", "';'"],
-    );
+    assert_mentions(&err_text(open(None)), &[&file, "line 3", "3 comma-separated fields", "';'"]);
 
     write(&csv, "a.png,cat\n\"b.png,dog\n");
     assert_mentions(&err_text(open(None)), &[&file, "line 2", "unterminated"]);
@@ -803,26 +611,17 @@ fn csv_list_errors_name_the_line() {
     assert_mentions(&err_text(open(None)), &[&file, "line 2", "quote"]);
 
     write(&csv, "a.png,cat\n,dog\n");
-    assert_mentions(
-        &err_text(open(None)),
-        &[&file, "line 2", "empty image path"],
-    );
+    assert_mentions(&err_text(open(None)), &[&file, "line 2", "empty image path"]);
 
     write(&csv, "a.png,cat;?\n");
     assert_mentions(&err_text(open(None)), &[&file, "line 1", "'?'"]);
 
     write(&csv, "a.png,cat;?cat\n");
-    assert_mentions(
-        &err_text(open(None)),
-        &[&file, "line 1", "'cat'", "both positive and unknown"],
-    );
+    assert_mentions(&err_text(open(None)), &[&file, "line 1", "'cat'", "both positive and unknown"]);
 
     write(&csv, "a.png,cat\nb.png,zebra\n");
     let classes = vec!["cat".to_string(), "dog".to_string()];
-    assert_mentions(
-        &err_text(open(Some(classes))),
-        &[&file, "line 2", "'zebra'", "not in the class list"],
-    );
+    assert_mentions(&err_text(open(Some(classes))), &[&file, "line 2", "'zebra'", "not in the class list"]);
 
     write(&csv, "a.png,\nb.png\n");
     assert_mentions(&err_text(open(None)), &[&file, "no labels", "class list"]);
@@ -834,10 +633,7 @@ fn csv_list_errors_name_the_line() {
     assert_mentions(&err_text(open(None)), &[&file, "no image"]);
 
     write(&csv, "a.png,cat\n");
-    assert_mentions(
-        &err_text(open(Some(vec!["a".into(), "a".into()]))),
-        &["'a'", "twice"],
-    );
+    assert_mentions(&err_text(open(Some(vec!["a".into(), "a".into()]))), &["'a'", "twice"]);
 
     let missing = root.join("nope.csv");
     assert_mentions(
@@ -848,10 +644,7 @@ fn csv_list_errors_name_the_line() {
     // A missing image: an error naming it and the list, or skipped.
     write(&csv, "a.png,cat\ngone.png,dog\nb.png,dog\n");
     let gone = root.join("gone.png");
-    assert_mentions(
-        &err_text(open(None)),
-        &[&gone.display().to_string(), &file, "1 of 3"],
-    );
+    assert_mentions(&err_text(open(None)), &[&gone.display().to_string(), &file, "1 of 3"]);
     let ds = ListDataset::open(&csv, None, &opts(true)).unwrap();
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.skipped_missing_images().count, 1);
@@ -860,10 +653,7 @@ fn csv_list_errors_name_the_line() {
 
     // Every image missing is an error even when skipping.
     write(&csv, "x.png,cat\ny.png,dog\n");
-    assert_mentions(
-        &err_text(ListDataset::open(&csv, None, &opts(true))),
-        &[&file, "none of the 2 images"],
-    );
+    assert_mentions(&err_text(ListDataset::open(&csv, None, &opts(true))), &[&file, "none of the 2 images"]);
 }
 
 #[test]
@@ -893,34 +683,19 @@ fn json_list() {
     let file = json.display().to_string();
     let open = || ListDataset::open(&json, None, &opts(false));
     write(&json, r#"[{"path": "x/a.png", "label": ["dog"]}]"#);
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "unknown field `label`", "line 1"],
-    );
+    assert_mentions(&err_text(open()), &[&file, "unknown field `label`", "line 1"]);
     write(&json, r#"[{"labels": ["dog"]}]"#);
     assert_mentions(&err_text(open()), &[&file, "missing field `path`"]);
     write(&json, "[{\"path\": \"x/a.png\",\n \"labels\": [\"dog\"]");
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "cannot parse list file", "line 2"],
-    );
-    write(
-        &json,
-        r#"[{"path": "x/a.png", "labels": ["dog"]}, {"path": "x/b.jpg", "labels": ["emu"]}]"#,
-    );
+    assert_mentions(&err_text(open()), &[&file, "cannot parse list file", "line 2"]);
+    write(&json, r#"[{"path": "x/a.png", "labels": ["dog"]}, {"path": "x/b.jpg", "labels": ["emu"]}]"#);
     let classes = vec!["dog".to_string()];
     assert_mentions(
         &err_text(ListDataset::open(&json, Some(classes), &opts(false))),
         &[&file, "item 1", "x/b.jpg", "'emu'"],
     );
-    write(
-        &json,
-        r#"[{"path": "x/a.png", "labels": ["dog"], "unknown": ["dog"]}]"#,
-    );
-    assert_mentions(
-        &err_text(open()),
-        &[&file, "item 0", "both positive and unknown"],
-    );
+    write(&json, r#"[{"path": "x/a.png", "labels": ["dog"], "unknown": ["dog"]}]"#);
+    assert_mentions(&err_text(open()), &[&file, "item 0", "both positive and unknown"]);
 }
 
 #[test]
@@ -928,16 +703,10 @@ fn class_files() {
     let tmp = TempDir::new("classes");
     let f = tmp.path().join("classes.txt");
     write(&f, "# my classes\ncat\n\n  traffic light  \ndog\n");
-    assert_eq!(
-        read_class_names(&f).unwrap(),
-        ["cat", "traffic light", "dog"]
-    );
+    assert_eq!(read_class_names(&f).unwrap(), ["cat", "traffic light", "dog"]);
     let file = f.display().to_string();
     write(&f, "cat\ndog\ncat\n");
-    assert_mentions(
-        &err_text(read_class_names(&f)),
-        &[&file, "line 3", "'cat'", "twice"],
-    );
+    assert_mentions(&err_text(read_class_names(&f)), &[&file, "line 3", "'cat'", "twice"]);
     write(&f, "cat\n?dog\n");
     assert_mentions(&err_text(read_class_names(&f)), &[&file, "line 2", "'?'"]);
     write(&f, "cat\na;b\n");
@@ -945,10 +714,7 @@ fn class_files() {
     write(&f, "\n# none\n");
     assert_mentions(&err_text(read_class_names(&f)), &[&file, "no class"]);
     let missing = tmp.path().join("none.txt");
-    assert_mentions(
-        &err_text(read_class_names(&missing)),
-        &[&missing.display().to_string(), "file not found"],
-    );
+    assert_mentions(&err_text(read_class_names(&missing)), &[&missing.display().to_string(), "file not found"]);
 }
 
 #[test]
@@ -959,9 +725,7 @@ fn all_sources_are_trait_objects() {
     write_image(&tmp.path().join("a.png"), 1);
     write(&tmp.path().join("l.csv"), "a.png,cat\n");
     let sets: Vec<Box<dyn MultiLabelDataset>> = vec![
-        Box::new(
-            CocoDataset::open(&tmp.path().join("coco"), CocoSplit::Val2014, &opts(false)).unwrap(),
-        ),
+        Box::new(CocoDataset::open(&tmp.path().join("coco"), CocoSplit::Val2014, &opts(false)).unwrap()),
         Box::new(VocDataset::open(&tmp.path().join("voc"), "test", false, &opts(false)).unwrap()),
         Box::new(ListDataset::open(&tmp.path().join("l.csv"), None, &opts(false)).unwrap()),
     ];
@@ -1020,10 +784,7 @@ fn real_data() {
             match VocDataset::open(Path::new(&root), split, false, &opts(true)) {
                 Ok(ds) => {
                     summary(&ds, t.elapsed().as_secs_f64());
-                    eprintln!(
-                        "  {} difficult-only (image, class) pairs",
-                        ds.difficult_only_count()
-                    );
+                    eprintln!("  {} difficult-only (image, class) pairs", ds.difficult_only_count());
                 }
                 Err(e) => eprintln!("{e:#}"),
             }

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mlrpl_engine::data::image::{
-    center_crop_offset, decode_rgb, images_to_tensor, load_and_preprocess, load_rgb, normalize_chw,
-    preprocess, preprocess_rgb, preprocess_rgb_with, resize_bicubic, resize_bicubic_window,
-    shortest_side_size, PassOrder, Preprocess, RgbImage, CLIP_MEAN, CLIP_STD,
+    center_crop_offset, decode_rgb, images_to_tensor, load_and_preprocess, load_rgb, normalize_chw, preprocess,
+    preprocess_rgb, preprocess_rgb_with, resize_bicubic, resize_bicubic_window, shortest_side_size, PassOrder,
+    Preprocess, RgbImage, CLIP_MEAN, CLIP_STD,
 };
 use serde_json::Value;
 
@@ -57,14 +57,10 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 /// Deterministic pseudo-random image.
 fn noise_image(width: usize, height: usize, seed: u64) -> RgbImage {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let data = (0..width * height * 3)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (s >> 56) as u8
         })
         .collect();
@@ -94,18 +90,10 @@ fn matches_pil_on_fixtures() {
             let file = image["file"].as_str().unwrap();
             let entry = &run["images"][file];
             let is_jpeg = file.ends_with(".jpg");
-            let (w, h) = (
-                image["width"].as_u64().unwrap() as usize,
-                image["height"].as_u64().unwrap() as usize,
-            );
+            let (w, h) = (image["width"].as_u64().unwrap() as usize, image["height"].as_u64().unwrap() as usize);
 
             // Decoding against PIL's convert("RGB").
-            let pil_decoded = RgbImage::new(
-                w,
-                h,
-                fixture_bytes(IMAGES, entry["decoded"].as_str().unwrap()),
-            )
-            .unwrap();
+            let pil_decoded = RgbImage::new(w, h, fixture_bytes(IMAGES, entry["decoded"].as_str().unwrap())).unwrap();
             let ours = load_rgb(&fixture_folder(IMAGES).join(file)).unwrap();
             assert_eq!((ours.width, ours.height), (w, h), "{file}: size");
             let (dmax, dn) = diff(&ours.data, &pil_decoded.data);
@@ -122,10 +110,7 @@ fn matches_pil_on_fixtures() {
                 // round differently (measured: max 4 and 7 levels on the two
                 // fixtures; a 4:4:4 JPEG differs by at most 3). A gross error
                 // (channel order, stride, colour conversion) is far above this.
-                assert!(
-                    dmax <= JPEG_TOLERANCE,
-                    "{file}: JPEG decode differs from PIL by {dmax}"
-                );
+                assert!(dmax <= JPEG_TOLERANCE, "{file}: JPEG decode differs from PIL by {dmax}");
             }
 
             for case in entry["cases"].as_array().unwrap() {
@@ -133,26 +118,12 @@ fn matches_pil_on_fixtures() {
                 let expected = fixture_bytes(IMAGES, case["pixels"].as_str().unwrap());
                 let r = mode.size();
                 let resized = case["resized"].as_array().unwrap();
-                let (rw, rh) = (
-                    resized[0].as_u64().unwrap() as usize,
-                    resized[1].as_u64().unwrap() as usize,
-                );
+                let (rw, rh) = (resized[0].as_u64().unwrap() as usize, resized[1].as_u64().unwrap() as usize);
                 let crop = case["crop"].as_array().unwrap();
-                let (cl, ct) = (
-                    crop[0].as_u64().unwrap() as usize,
-                    crop[1].as_u64().unwrap() as usize,
-                );
+                let (cl, ct) = (crop[0].as_u64().unwrap() as usize, crop[1].as_u64().unwrap() as usize);
                 if let Preprocess::ClipCenterCrop { .. } = mode {
-                    assert_eq!(
-                        shortest_side_size(w, h, r),
-                        (rw, rh),
-                        "{file}: resized size"
-                    );
-                    assert_eq!(
-                        (center_crop_offset(rw, r), center_crop_offset(rh, r)),
-                        (cl, ct),
-                        "{file}: crop"
-                    );
+                    assert_eq!(shortest_side_size(w, h, r), (rw, rh), "{file}: resized size");
+                    assert_eq!((center_crop_offset(rw, r), center_crop_offset(rh, r)), (cl, ct), "{file}: crop");
                 }
 
                 // Resampler alone, from PIL's own decoded pixels.
@@ -161,10 +132,7 @@ fn matches_pil_on_fixtures() {
                 let (rmax, rn) = diff(&got.data, &expected);
                 worst_resample = worst_resample.max(rmax);
                 // The other Pillow generation's pass order, for the record.
-                let (omax, on) = diff(
-                    &preprocess_rgb_with(&pil_decoded, mode, other).data,
-                    &expected,
-                );
+                let (omax, on) = diff(&preprocess_rgb_with(&pil_decoded, mode, other).data, &expected);
                 // End to end from the file.
                 let got_file = preprocess_rgb_with(&ours, mode, order);
                 let (emax, en) = diff(&got_file.data, &expected);
@@ -173,26 +141,16 @@ fn matches_pil_on_fixtures() {
                      {rn} of {} differ; from file max {emax}, {en} differ; with {other:?} order max {omax}, {on} differ",
                     expected.len()
                 );
-                assert!(
-                    rmax <= 1,
-                    "{file} {mode:?}: resampler differs from Pillow {version} by {rmax}"
-                );
+                assert!(rmax <= 1, "{file} {mode:?}: resampler differs from Pillow {version} by {rmax}");
                 if !is_jpeg {
-                    assert!(
-                        emax <= 1,
-                        "{file} {mode:?}: differs from Pillow {version} by {emax}"
-                    );
+                    assert!(emax <= 1, "{file} {mode:?}: differs from Pillow {version} by {emax}");
                 } else {
-                    assert!(
-                        emax <= JPEG_TOLERANCE,
-                        "{file} {mode:?}: differs from Pillow {version} by {emax}"
-                    );
+                    assert!(emax <= JPEG_TOLERANCE, "{file} {mode:?}: differs from Pillow {version} by {emax}");
                 }
                 if order == PassOrder::Pillow13 {
                     // The defaults follow Pillow 13.
                     assert_eq!(preprocess_rgb(&ours, mode), got_file);
-                    let norm =
-                        load_and_preprocess(&fixture_folder(IMAGES).join(file), mode).unwrap();
+                    let norm = load_and_preprocess(&fixture_folder(IMAGES).join(file), mode).unwrap();
                     assert_eq!(norm, normalize_chw(&got_file));
                 }
                 cases_checked += 1;
@@ -223,11 +181,7 @@ fn normalisation_matches_torch_f32() {
     for c in 0..3 {
         for v in 0..256 {
             let want = f32::from_bits(table[c][v].as_u64().unwrap() as u32);
-            assert_eq!(
-                out[c * 256 + v].to_bits(),
-                want.to_bits(),
-                "channel {c} level {v}"
-            );
+            assert_eq!(out[c * 256 + v].to_bits(), want.to_bits(), "channel {c} level {v}");
         }
     }
     // Spot values.
@@ -251,20 +205,14 @@ fn normalisation_matches_torch_f32() {
 #[test]
 fn model_resolution_passes_through_unresampled() {
     let img = noise_image(32, 32, 7);
-    for mode in [
-        Preprocess::ClipCenterCrop { size: 32 },
-        Preprocess::Resize { size: 32 },
-    ] {
+    for mode in [Preprocess::ClipCenterCrop { size: 32 }, Preprocess::Resize { size: 32 }] {
         assert_eq!(preprocess_rgb(&img, mode), img, "{mode:?}");
     }
     assert_eq!(resize_bicubic(&img, 32, 32), img);
 
     // Shortest side already R: ClipCenterCrop only crops (offset 4 of 8).
     let tall = noise_image(32, 40, 8);
-    assert_eq!(
-        preprocess_rgb(&tall, Preprocess::ClipCenterCrop { size: 32 }),
-        tall.crop(0, 4, 32, 32)
-    );
+    assert_eq!(preprocess_rgb(&tall, Preprocess::ClipCenterCrop { size: 32 }), tall.crop(0, 4, 32, 32));
     // Width already right: only the vertical pass runs, so a constant
     // column stays exactly constant and each column is resampled alone.
     let mut data = Vec::new();
@@ -274,10 +222,7 @@ fn model_resolution_passes_through_unresampled() {
         }
     }
     let cols = RgbImage::new(32, 40, data).unwrap();
-    assert_eq!(
-        preprocess_rgb(&cols, Preprocess::Resize { size: 32 }),
-        cols.crop(0, 0, 32, 32)
-    );
+    assert_eq!(preprocess_rgb(&cols, Preprocess::Resize { size: 32 }), cols.crop(0, 0, 32, 32));
 
     // Through a real PNG file at model resolution.
     let dir = scratch_dir("passthrough");
@@ -308,27 +253,15 @@ fn sizes_and_crop_offsets_follow_torchvision() {
 #[test]
 fn batch_tensor_keeps_order() {
     let dir = fixture_folder(IMAGES);
-    let paths: Vec<PathBuf> = [
-        "grad37x23.png",
-        "photo64x48.jpg",
-        "gray29x41.png",
-        "big101x77.png",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .collect();
+    let paths: Vec<PathBuf> =
+        ["grad37x23.png", "photo64x48.jpg", "gray29x41.png", "big101x77.png"].iter().map(|f| dir.join(f)).collect();
     let mode = Preprocess::ClipCenterCrop { size: 32 };
     let t = images_to_tensor(&paths, mode).unwrap();
     assert_eq!(t.dims(), &[4, 3, 32, 32]);
     let values = t.to_vec().unwrap();
     for (i, p) in paths.iter().enumerate() {
         let one = load_and_preprocess(p, mode).unwrap();
-        assert_eq!(
-            &values[i * 3 * 32 * 32..(i + 1) * 3 * 32 * 32],
-            &one[..],
-            "{}",
-            p.display()
-        );
+        assert_eq!(&values[i * 3 * 32 * 32..(i + 1) * 3 * 32 * 32], &one[..], "{}", p.display());
     }
 
     // A bad file in the batch is reported by name.
@@ -336,10 +269,7 @@ fn batch_tensor_keeps_order() {
     bad.insert(2, dir.join("no-such-image.png"));
     bad.push(dir.join("another-missing.png"));
     let err = format!("{:#}", images_to_tensor(&bad, mode).unwrap_err());
-    assert!(
-        err.contains("no-such-image.png"),
-        "the first failing file is reported: {err}"
-    );
+    assert!(err.contains("no-such-image.png"), "the first failing file is reported: {err}");
 }
 
 fn expect_error(path: &Path, problem_hint: &str) {
@@ -348,19 +278,10 @@ fn expect_error(path: &Path, problem_hint: &str) {
     let chain = format!("{err:#}");
     println!("{plain}");
     let shown = path.display().to_string();
-    assert!(
-        plain.contains(&shown),
-        "error does not name the file: {plain}"
-    );
-    assert!(
-        chain.contains(&shown),
-        "error does not name the file: {chain}"
-    );
+    assert!(plain.contains(&shown), "error does not name the file: {plain}");
+    assert!(chain.contains(&shown), "error does not name the file: {chain}");
     assert!(!plain.contains('\n'), "error is not one line: {plain:?}");
-    assert!(
-        plain.to_lowercase().contains(problem_hint),
-        "error does not say '{problem_hint}': {plain}"
-    );
+    assert!(plain.to_lowercase().contains(problem_hint), "error does not say '{problem_hint}': {plain}");
     let err = load_and_preprocess(path, Preprocess::Resize { size: 8 }).unwrap_err();
     assert!(format!("{err}").contains(&shown));
 }
@@ -386,10 +307,7 @@ fn unreadable_images_give_clear_errors() {
     with_thumb.extend_from_slice(&((jpeg.len() + 2) as u16).to_be_bytes());
     with_thumb.extend_from_slice(&jpeg);
     with_thumb.extend_from_slice(&jpeg[2..]);
-    assert_eq!(
-        decode_rgb(&with_thumb).unwrap(),
-        load_rgb(&fixture_folder(IMAGES).join("photo64x48.jpg")).unwrap()
-    );
+    assert_eq!(decode_rgb(&with_thumb).unwrap(), load_rgb(&fixture_folder(IMAGES).join("photo64x48.jpg")).unwrap());
     with_thumb.truncate(with_thumb.len() - jpeg.len() / 3);
     let truncated_thumb = dir.join("truncated-with-thumbnail.jpg");
     std::fs::write(&truncated_thumb, &with_thumb).unwrap();
@@ -427,16 +345,8 @@ fn unreadable_images_give_clear_errors() {
 fn resize_then_crop_equals_windowed_resize() {
     // preprocess computes only the kept window; it must equal a full resize
     // followed by the crop, for up- and downscaling and both pass orders.
-    for (i, &(w, h, r)) in [
-        (37, 23, 32),
-        (23, 37, 16),
-        (101, 77, 32),
-        (64, 200, 24),
-        (300, 40, 24),
-        (9, 7, 32),
-    ]
-    .iter()
-    .enumerate()
+    for (i, &(w, h, r)) in
+        [(37, 23, 32), (23, 37, 16), (101, 77, 32), (64, 200, 24), (300, 40, 24), (9, 7, 32)].iter().enumerate()
     {
         let img = noise_image(w, h, 100 + i as u64);
         let (rw, rh) = shortest_side_size(w, h, r);
@@ -452,10 +362,7 @@ fn resize_then_crop_equals_windowed_resize() {
     let img = noise_image(40, 90, 5);
     let a = resize_bicubic_window(&img, 30, 30, (0, 0, 30, 30), PassOrder::Pillow13);
     let b = resize_bicubic_window(&img, 30, 30, (0, 0, 30, 30), PassOrder::HorizontalFirst);
-    assert_ne!(
-        a, b,
-        "90 -> 30 tall shrink runs the vertical pass first in Pillow 13"
-    );
+    assert_ne!(a, b, "90 -> 30 tall shrink runs the vertical pass first in Pillow 13");
     let img = noise_image(90, 40, 5);
     let a = resize_bicubic_window(&img, 30, 30, (0, 0, 30, 30), PassOrder::Pillow13);
     let b = resize_bicubic_window(&img, 30, 30, (0, 0, 30, 30), PassOrder::HorizontalFirst);

@@ -16,19 +16,14 @@ use std::io::Write;
 fn every_kernel_compiles_with_nvrtc() {
     // SAFETY: only tries to dlopen libnvrtc and reports whether that worked.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        let required =
-            std::env::var_os("MLRPL_REQUIRE_NVRTC").is_some_and(|v| !v.is_empty() && v != "0");
-        assert!(
-            !required,
-            "MLRPL_REQUIRE_NVRTC is set but libnvrtc could not be loaded"
-        );
+        let required = std::env::var_os("MLRPL_REQUIRE_NVRTC").is_some_and(|v| !v.is_empty() && v != "0");
+        assert!(!required, "MLRPL_REQUIRE_NVRTC is set but libnvrtc could not be loaded");
         std::io::stderr()
             .write_all(b"every_kernel_compiles_with_nvrtc: SKIPPED: libnvrtc not found (. .cuda-toolchain/env.sh)\n")
             .unwrap();
         return;
     }
-    let dir = std::env::var("MLRPL_KERNELS_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/kernels").into());
+    let dir = std::env::var("MLRPL_KERNELS_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/kernels").into());
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -41,10 +36,7 @@ fn every_kernel_compiles_with_nvrtc() {
         for arch in ["sm_80", "sm_90"] {
             let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
             options.push(format!("--gpu-architecture={arch}"));
-            let opts = cudarc::nvrtc::CompileOptions {
-                options,
-                ..Default::default()
-            };
+            let opts = cudarc::nvrtc::CompileOptions { options, ..Default::default() };
             if let Err(e) = cudarc::nvrtc::compile_ptx_with_opts(&source, opts) {
                 panic!("NVRTC could not compile {} for {arch}: {e}", file.display());
             }

@@ -113,9 +113,7 @@ fn launched_kernels(dir: &std::path::Path) -> Vec<(String, String, String)> {
         }
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         for line in fs::read_to_string(&path).unwrap().lines() {
-            let Some(call) = line.split(".kernel(").nth(1) else {
-                continue;
-            };
+            let Some(call) = line.split(".kernel(").nth(1) else { continue };
             let mut names = literals(call).into_iter();
             let Some(module) = names.next() else { continue };
             found.extend(names.map(|name| (module.clone(), name, file.clone())));
@@ -133,9 +131,7 @@ fn report(text: &str) {
 #[test]
 fn kernels_compile_without_spills() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let nvcc = option_env!("MLRPL_NVCC")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
+    let nvcc = option_env!("MLRPL_NVCC").filter(|p| !p.is_empty()).map(PathBuf::from);
     let Some(nvcc) = nvcc else {
         assert!(
             !flag("MLRPL_REQUIRE_NVCC"),
@@ -235,16 +231,10 @@ fn kernels_compile_without_spills() {
         }
     }
     let launched = launched_kernels(&manifest.join("src/backend/cuda"));
-    assert!(
-        launched.len() >= 40,
-        "found only {} kernel launches in src/backend/cuda",
-        launched.len()
-    );
+    assert!(launched.len() >= 40, "found only {} kernel launches in src/backend/cuda", launched.len());
     for (module, name, file) in &launched {
         if !compiled.contains(&(module.clone(), name.clone())) {
-            failures.push(format!(
-                "{file} launches `{name}` of kernels/{module}.cu, which has no such kernel"
-            ));
+            failures.push(format!("{file} launches `{name}` of kernels/{module}.cu, which has no such kernel"));
         }
     }
     report(&table);

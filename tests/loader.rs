@@ -18,14 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The training transforms without RandAugment.
-const WITH_CUTOUT: Augment = Augment::Train {
-    cutout: true,
-    rand_augment: None,
-};
-const FLIP_ONLY: Augment = Augment::Train {
-    cutout: false,
-    rand_augment: None,
-};
+const WITH_CUTOUT: Augment = Augment::Train { cutout: true, rand_augment: None };
+const FLIP_ONLY: Augment = Augment::Train { cutout: false, rand_augment: None };
 
 /// A generated dataset: item `i` is a `side x side` image whose pixels
 /// depend on `i`; items in `bad` fail like a missing file.
@@ -41,13 +35,8 @@ struct Tiny {
 impl Tiny {
     fn new(n: usize, classes: usize, side: usize, bad: &[usize]) -> Tiny {
         let mut rng = Rng::new(99);
-        let labels = (0..n)
-            .map(|_| {
-                (0..classes)
-                    .map(|_| if rng.uniform() < 0.3 { 1.0 } else { -1.0 })
-                    .collect()
-            })
-            .collect();
+        let labels =
+            (0..n).map(|_| (0..classes).map(|_| if rng.uniform() < 0.3 { 1.0 } else { -1.0 }).collect()).collect();
         Tiny {
             classes: (0..classes).map(|c| format!("class{c}")).collect(),
             labels,
@@ -136,10 +125,7 @@ fn plain(b: Batch) -> Plain {
 
 fn collect(ds: &Arc<Tiny>, indices: Vec<usize>, opts: LoaderOptions) -> Vec<Plain> {
     let dataset: Arc<dyn MultiLabelDataset> = ds.clone();
-    Loader::new(dataset, indices, opts)
-        .unwrap()
-        .map(|b| plain(b.unwrap()))
-        .collect()
+    Loader::new(dataset, indices, opts).unwrap().map(|b| plain(b.unwrap())).collect()
 }
 
 #[test]
@@ -182,10 +168,7 @@ fn rand_augment_is_the_same_for_1_and_4_workers_and_runs_after_flip_and_cutout()
     let ds = Arc::new(Tiny::new(21, 3, 20, &[]));
     let all: Vec<usize> = (0..21).collect();
     let rand_augment = RandAugment::new(2, 9).unwrap();
-    let augment = Augment::Train {
-        cutout: true,
-        rand_augment: Some(rand_augment),
-    };
+    let augment = Augment::Train { cutout: true, rand_augment: Some(rand_augment) };
     let run = |workers: usize| {
         let mut o = options(4, workers);
         o.augment = augment;
@@ -195,10 +178,7 @@ fn rand_augment_is_the_same_for_1_and_4_workers_and_runs_after_flip_and_cutout()
     assert_eq!(one.len(), four.len());
     for (a, b) in one.iter().zip(&four) {
         assert_eq!(a.indices, b.indices);
-        assert!(
-            a.images == b.images,
-            "images differ between 1 and 4 workers"
-        );
+        assert!(a.images == b.images, "images differ between 1 and 4 workers");
     }
     let per_item = 3 * 16 * 16;
     let mut changed = 0;
@@ -206,18 +186,12 @@ fn rand_augment_is_the_same_for_1_and_4_workers_and_runs_after_flip_and_cutout()
         for (k, &i) in batch.indices.iter().enumerate() {
             let img = ds.image(i).unwrap();
             let got = &batch.images[k * per_item..(k + 1) * per_item];
-            assert!(
-                *got == augmented_chw(&img, 16, augment, &mut item_rng(11, 0, i))[..],
-                "item {i}"
-            );
+            assert!(*got == augmented_chw(&img, 16, augment, &mut item_rng(11, 0, i))[..], "item {i}");
             // Flip and Cutout take their draws first, RandAugment the next ones.
             let mut rng = item_rng(11, 0, i);
             let flipped_and_cut = augmented_rgb(&img, 16, WITH_CUTOUT, &mut rng);
             let want = rand_augment.apply(flipped_and_cut.clone(), &mut rng);
-            assert!(
-                augmented_rgb(&img, 16, augment, &mut item_rng(11, 0, i)) == want,
-                "item {i}"
-            );
+            assert!(augmented_rgb(&img, 16, augment, &mut item_rng(11, 0, i)) == want, "item {i}");
             changed += (want != flipped_and_cut) as usize;
         }
     }
@@ -248,10 +222,7 @@ fn shuffle_is_per_epoch_and_reproducible() {
     let mut o = options(7, 3);
     o.shuffle = false;
     let given: Vec<usize> = (0..50).rev().step_by(2).collect();
-    let got: Vec<usize> = collect(&ds, given.clone(), o)
-        .into_iter()
-        .flat_map(|b| b.indices)
-        .collect();
+    let got: Vec<usize> = collect(&ds, given.clone(), o).into_iter().flat_map(|b| b.indices).collect();
     assert_eq!(got, given);
 }
 
@@ -263,10 +234,7 @@ fn every_item_once_per_epoch_and_drop_last() {
         let mut o = options(4, 3);
         o.epoch = epoch;
         let batches = collect(&ds, all.clone(), o.clone());
-        assert_eq!(
-            batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(),
-            vec![4, 4, 2]
-        );
+        assert_eq!(batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(), vec![4, 4, 2]);
         assert_eq!(batches[2].dims, vec![2, 3, 16, 16]);
         let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
         seen.sort_unstable();
@@ -274,20 +242,14 @@ fn every_item_once_per_epoch_and_drop_last() {
 
         o.drop_last = true;
         let dropped = collect(&ds, all.clone(), o);
-        assert_eq!(
-            dropped.iter().map(|b| b.indices.len()).collect::<Vec<_>>(),
-            vec![4, 4]
-        );
+        assert_eq!(dropped.iter().map(|b| b.indices.len()).collect::<Vec<_>>(), vec![4, 4]);
         for (a, b) in dropped.iter().zip(&batches) {
             assert_eq!(a.indices, b.indices);
         }
     }
     // A subset of the items only.
     let subset = vec![9, 3, 5];
-    let got: Vec<usize> = collect(&ds, subset.clone(), options(2, 2))
-        .into_iter()
-        .flat_map(|b| b.indices)
-        .collect();
+    let got: Vec<usize> = collect(&ds, subset.clone(), options(2, 2)).into_iter().flat_map(|b| b.indices).collect();
     let mut sorted = got.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, vec![3, 5, 9]);
@@ -295,15 +257,7 @@ fn every_item_once_per_epoch_and_drop_last() {
     assert!(collect(&ds, vec![], options(2, 2)).is_empty());
     // The loader reports its size.
     let dataset: Arc<dyn MultiLabelDataset> = ds.clone();
-    let l = Loader::new(
-        dataset,
-        all,
-        LoaderOptions {
-            drop_last: true,
-            ..options(4, 1)
-        },
-    )
-    .unwrap();
+    let l = Loader::new(dataset, all, LoaderOptions { drop_last: true, ..options(4, 1) }).unwrap();
     assert_eq!((l.num_batches(), l.num_items()), (2, 10));
 }
 
@@ -315,9 +269,7 @@ fn an_unreadable_image_ends_the_epoch_with_an_error_naming_it() {
     let mut o = options(4, 3);
     o.shuffle = false;
     let dataset: Arc<dyn MultiLabelDataset> = ds.clone();
-    let results: Vec<Result<Batch>> = Loader::new(dataset, all.clone(), o.clone())
-        .unwrap()
-        .collect();
+    let results: Vec<Result<Batch>> = Loader::new(dataset, all.clone(), o.clone()).unwrap().collect();
     // Batches 0..2 (items 0..12) are fine, the batch holding item 13 is the error, then the end.
     assert_eq!(results.len(), 4);
     for r in &results[..3] {
@@ -337,10 +289,7 @@ fn an_unreadable_image_ends_the_epoch_with_an_error_naming_it() {
     }
     assert_eq!(loader.skipped(), 2);
     // 38 good items: full batches refilled from the next items, 2 left over.
-    assert_eq!(
-        batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(),
-        [vec![4; 9], vec![2]].concat()
-    );
+    assert_eq!(batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(), [vec![4; 9], vec![2]].concat());
     let seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     let want: Vec<usize> = all.iter().copied().filter(|i| !bad.contains(i)).collect();
     assert_eq!(seen, want);
@@ -380,10 +329,7 @@ fn labels_go_through_the_partial_label_mask() {
     let dataset: Arc<dyn MultiLabelDataset> = ds.clone();
     let mut o = options(8, 1);
     o.label_mask = Some(Arc::new(LabelMask::sample(61, 6, 0.5, 0).unwrap()));
-    let err = Loader::new(dataset, (0..60).collect(), o)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Loader::new(dataset, (0..60).collect(), o).err().unwrap().to_string();
     assert!(err.contains("61 x 6") && err.contains("60 x 6"), "{err}");
     // So is an index outside the dataset, or a zero batch size.
     let dataset: Arc<dyn MultiLabelDataset> = ds.clone();
@@ -443,16 +389,11 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     }
     assert!(colours.len() > n * 9 / 10, "fill colours should be random");
     // Expected side: cut = int(0.5 * 16 + 0.5) = 8, half 4, centre uniform, clipped.
-    let mean_len: f64 = (0..side)
-        .map(|c| (c + 4).min(side - 1) - c.saturating_sub(4) + 1)
-        .sum::<usize>() as f64
-        / side as f64;
+    let mean_len: f64 =
+        (0..side).map(|c| (c + 4).min(side - 1) - c.saturating_sub(4) + 1).sum::<usize>() as f64 / side as f64;
     let expected = mean_len * mean_len;
     let mean = area_sum as f64 / n as f64;
-    assert!(
-        (mean - expected).abs() / expected < 0.03,
-        "mean cutout area {mean}, expected {expected}"
-    );
+    assert!((mean - expected).abs() / expected < 0.03, "mean cutout area {mean}, expected {expected}");
     // Without cutout nothing changes on a uniform image.
     let out = augmented_rgb(&grey, side, FLIP_ONLY, &mut item_rng(3, 1, 0));
     let mut flipped = base.clone();
@@ -478,9 +419,7 @@ fn dropping_the_loader_mid_epoch_neither_hangs_nor_leaks_threads() {
         drop(loader);
         done_tx.send(start.elapsed()).unwrap();
     });
-    let took = done_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("dropping the loader hung");
+    let took = done_rx.recv_timeout(Duration::from_secs(30)).expect("dropping the loader hung");
     assert!(took < Duration::from_secs(5), "drop took {took:?}");
     // Every thread is joined: they held clones of the dataset.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -497,15 +436,7 @@ fn dropping_the_loader_mid_epoch_neither_hangs_nor_leaks_threads() {
     drop(Loader::new(dataset, (0..400).collect(), options(2, 3)).unwrap());
     let bad = Arc::new(Tiny::new(30, 3, 8, &[0]));
     let dataset: Arc<dyn MultiLabelDataset> = bad.clone();
-    let mut l = Loader::new(
-        dataset,
-        (0..30).collect(),
-        LoaderOptions {
-            shuffle: false,
-            ..options(2, 3)
-        },
-    )
-    .unwrap();
+    let mut l = Loader::new(dataset, (0..30).collect(), LoaderOptions { shuffle: false, ..options(2, 3) }).unwrap();
     assert!(l.next().unwrap().is_err());
     assert!(l.next().is_none());
     drop(l);

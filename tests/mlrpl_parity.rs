@@ -5,21 +5,21 @@
 
 mod parity;
 
+use parity::assert_close;
 use mlrpl_engine::clip::Clip;
 use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::optim::{Optimizer, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{Device, Tensor};
-use parity::assert_close;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> WeightMap {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     WeightMap::load(&path, &Device::Cpu).unwrap()
 }
+
+
 
 /// The fixture CLIP, its sparse token embedding expanded to the full table.
 fn clip(step: &WeightMap) -> Clip {
@@ -28,18 +28,10 @@ fn clip(step: &WeightMap) -> Clip {
     let width = rows.dims()[1];
     let vocab = 49408;
     let mut table = vec![0.0f32; vocab * width];
-    for (row, id) in rows
-        .to_vec()
-        .unwrap()
-        .chunks(width)
-        .zip(step.get("token_ids").unwrap().to_vec().unwrap())
-    {
+    for (row, id) in rows.to_vec().unwrap().chunks(width).zip(step.get("token_ids").unwrap().to_vec().unwrap()) {
         table[id as usize * width..(id as usize + 1) * width].copy_from_slice(row);
     }
-    weights.insert(
-        "token_embedding.weight",
-        Tensor::from_vec(table, [vocab, width], &Device::Cpu).unwrap(),
-    );
+    weights.insert("token_embedding.weight", Tensor::from_vec(table, [vocab, width], &Device::Cpu).unwrap());
     Clip::from_weights(weights).unwrap()
 }
 
@@ -47,35 +39,18 @@ fn model(step: &WeightMap, use_sdm: bool) -> MlrplModel {
     let meta = step.metadata();
     let classes: Vec<String> = serde_json::from_str(&meta["classes"]).unwrap();
     let config = MlrplConfig {
-        prompt: PromptConfig {
-            n_ctx: meta["n_ctx"].parse().unwrap(),
-            shared_ctx: false,
-            ctx_init: None,
-        },
+        prompt: PromptConfig { n_ctx: meta["n_ctx"].parse().unwrap(), shared_ctx: false, ctx_init: None },
         decoupling_width: Some(meta["decoupling_width"].parse().unwrap()),
         use_sdm,
     };
     let model = MlrplModel::new(clip(step), classes, &config, &mut Rng::new(0)).unwrap();
-    model
-        .prompts
-        .ctx
-        .copy_from(&step.get("init.ctx").unwrap())
-        .unwrap();
+    model.prompts.ctx.copy_from(&step.get("init.ctx").unwrap()).unwrap();
     if let Some(sdm) = &model.sdm {
-        for (name, param) in ["w1", "w2", "w3", "b3", "w4", "b4"]
-            .iter()
-            .zip(sdm.parameters())
-        {
-            param
-                .copy_from(&step.get(&format!("init.{name}")).unwrap())
-                .unwrap();
+        for (name, param) in ["w1", "w2", "w3", "b3", "w4", "b4"].iter().zip(sdm.parameters()) {
+            param.copy_from(&step.get(&format!("init.{name}")).unwrap()).unwrap();
         }
     }
-    assert_close(
-        &model.log_kappa,
-        &step.get("init.log_kappa").unwrap(),
-        "initial log_kappa",
-    );
+    assert_close(&model.log_kappa, &step.get("init.log_kappa").unwrap(), "initial log_kappa");
     assert_close(&model.beta, &step.get("init.beta").unwrap(), "initial beta");
     model
 }
@@ -86,14 +61,8 @@ fn logits_loss_and_every_gradient_match_the_literal_pytorch_model() {
     let model = model(&step, true);
     let logits = model.logits(&step.get("images").unwrap()).unwrap();
     assert_close(&logits, &step.get("logits").unwrap(), "logits");
-    let loss = logits
-        .masked_bce_with_logits(&step.get("labels").unwrap())
-        .unwrap();
-    assert_close(
-        &loss.reshape([1]).unwrap(),
-        &step.get("loss").unwrap(),
-        "loss",
-    );
+    let loss = logits.masked_bce_with_logits(&step.get("labels").unwrap()).unwrap();
+    assert_close(&loss.reshape([1]).unwrap(), &step.get("loss").unwrap(), "loss");
     loss.backward().unwrap();
     let sdm = model.sdm.as_ref().unwrap();
     let params = [
@@ -108,24 +77,14 @@ fn logits_loss_and_every_gradient_match_the_literal_pytorch_model() {
         ("beta", &model.beta),
     ];
     for (name, param) in params {
-        let grad = param
-            .grad()
-            .unwrap_or_else(|| panic!("{name} got no gradient"));
+        let grad = param.grad().unwrap_or_else(|| panic!("{name} got no gradient"));
         let want = step.get(&format!("grad.{name}")).unwrap();
         if name == "b3" || name == "b4" {
             // fc3's and fc4's biases shift every score of a softmax row by
             // the same amount, so their gradient is exactly 0; both sides
             // hold rounding noise only.
-            for g in grad
-                .to_vec()
-                .unwrap()
-                .into_iter()
-                .chain(want.to_vec().unwrap())
-            {
-                assert!(
-                    g.abs() <= 1e-6,
-                    "grad of {name}: {g} should be 0 up to rounding"
-                );
+            for g in grad.to_vec().unwrap().into_iter().chain(want.to_vec().unwrap()) {
+                assert!(g.abs() <= 1e-6, "grad of {name}: {g} should be 0 up to rounding");
             }
             continue;
         }
@@ -138,11 +97,7 @@ fn prompts_only_variant_matches() {
     let step = fixture("mlrpl_step.safetensors");
     let model = model(&step, false);
     let logits = model.logits(&step.get("images").unwrap()).unwrap();
-    assert_close(
-        &logits,
-        &step.get("logits_no_sdm").unwrap(),
-        "logits without decoupling",
-    );
+    assert_close(&logits, &step.get("logits_no_sdm").unwrap(), "logits without decoupling");
     mlrpl_engine::autograd::clear_tape();
 }
 
@@ -163,21 +118,14 @@ fn ten_sgd_steps_follow_pytorch() {
     let mut losses = Vec::new();
     for _ in 0..10 {
         opt.zero_grad();
-        let loss = model
-            .logits_from_tokens(&tokens)
-            .unwrap()
-            .masked_bce_with_logits(&labels)
-            .unwrap();
+        let loss = model.logits_from_tokens(&tokens).unwrap().masked_bce_with_logits(&labels).unwrap();
         loss.backward().unwrap();
         opt.step().unwrap();
         losses.push(loss.scalar().unwrap());
     }
     let want = step.get("step_losses").unwrap().to_vec().unwrap();
     for (i, (g, w)) in losses.iter().zip(&want).enumerate() {
-        assert!(
-            ((g - w) / w).abs() <= 1e-4,
-            "step {i}: loss {g} vs PyTorch {w}\nall: {losses:?}\nwant: {want:?}"
-        );
+        assert!(((g - w) / w).abs() <= 1e-4, "step {i}: loss {g} vs PyTorch {w}\nall: {losses:?}\nwant: {want:?}");
     }
 }
 
@@ -189,29 +137,15 @@ fn ctx_init_copies_the_phrase_embeddings_and_shared_ctx_is_one_set() {
     let classes = vec!["cat".to_string(), "dog".to_string()];
     let ids = Tokenizer::shared().unwrap().encode("X X");
     let config = MlrplConfig {
-        prompt: PromptConfig {
-            n_ctx: 7,
-            shared_ctx: true,
-            ctx_init: Some("X X".into()),
-        },
+        prompt: PromptConfig { n_ctx: 7, shared_ctx: true, ctx_init: Some("X X".into()) },
         decoupling_width: None,
         use_sdm: true,
     };
     let model = MlrplModel::new(clip, classes, &config, &mut Rng::new(1)).unwrap();
-    assert_eq!(
-        model.prompts.ctx.dims(),
-        &[1, 2, 64],
-        "M is the phrase's token count, one shared set"
-    );
+    assert_eq!(model.prompts.ctx.dims(), &[1, 2, 64], "M is the phrase's token count, one shared set");
     let table = model.clip.text.token_embedding();
-    let want = table
-        .index_select(&Tensor::from_ids(ids, [2], &Device::Cpu).unwrap())
-        .unwrap();
-    assert_close(
-        &model.prompts.ctx.reshape([2, 64]).unwrap(),
-        &want,
-        "ctx from --ctx-init",
-    );
+    let want = table.index_select(&Tensor::from_ids(ids, [2], &Device::Cpu).unwrap()).unwrap();
+    assert_close(&model.prompts.ctx.reshape([2, 64]).unwrap(), &want, "ctx from --ctx-init");
     let logits = model.logits(&step.get("images").unwrap()).unwrap();
     assert_eq!(logits.dims(), &[3, 2]);
     logits.sum_all().unwrap().backward().unwrap();

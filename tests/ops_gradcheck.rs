@@ -36,10 +36,7 @@ fn gradcheck_catches_wrong_gradients() {
     assert!(err.to_string().contains("finite difference"), "{err}");
 
     // Same forward value (x), flipped sign: 2 detach(x) - x has gradient -1.
-    let err = try_gradcheck(2, &inputs, GRAD_TOL, |p| {
-        p[0].detach().scale(2.0)?.sub(&p[0])
-    })
-    .unwrap_err();
+    let err = try_gradcheck(2, &inputs, GRAD_TOL, |p| p[0].detach().scale(2.0)?.sub(&p[0])).unwrap_err();
     assert!(err.to_string().contains("finite difference"), "{err}");
 
     // A gradient that never arrives: the all-zeros check fires.
@@ -63,69 +60,31 @@ fn gradcheck_catches_wrong_gradients() {
 
     // A small gradient that is wrong by a factor of 2 everywhere: every
     // element is inside atol, the norm-wise check still fails.
-    let err = try_gradcheck(6, &inputs, GRAD_TOL, |p| {
-        p[0].scale(5e-4)?.add(&p[0].detach().scale(5e-4)?)
-    })
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("||analytic - fd||") && !err.to_string().contains("element"),
-        "{err}"
-    );
+    let err = try_gradcheck(6, &inputs, GRAD_TOL, |p| p[0].scale(5e-4)?.add(&p[0].detach().scale(5e-4)?)).unwrap_err();
+    assert!(err.to_string().contains("||analytic - fd||") && !err.to_string().contains("element"), "{err}");
 
     // An input the output does not depend on: the check would prove
     // nothing about it, so it fails unless zero gradients are expected.
     let err = try_gradcheck(7, &two, GRAD_TOL, |p| p[0].add(&p[1].scale(0.0)?)).unwrap_err();
     assert!(err.to_string().contains("vacuous"), "{err}");
-    try_gradcheck(
-        7,
-        &two,
-        Tol {
-            allow_zero: true,
-            ..GRAD_TOL
-        },
-        |p| p[0].add(&p[1].scale(0.0)?),
-    )
-    .expect("allowed zero");
+    try_gradcheck(7, &two, Tol { allow_zero: true, ..GRAD_TOL }, |p| p[0].add(&p[1].scale(0.0)?)).expect("allowed zero");
 
     // NaN never passes: a function whose output is NaN.
-    let err = try_gradcheck(5, &inputs, GRAD_TOL, |p| {
-        p[0].sub(&p[0])?.div(&p[0].sub(&p[0])?)
-    })
-    .unwrap_err();
+    let err = try_gradcheck(5, &inputs, GRAD_TOL, |p| p[0].sub(&p[0])?.div(&p[0].sub(&p[0])?)).unwrap_err();
     assert!(err.to_string().contains("non-finite"), "{err}");
 }
 
 // ---------------------------------------------------------------------------
 // Broadcasting binaries: both operands, several shape pairs.
 
-fn check_binary(
-    name: &str,
-    seed: u64,
-    op: fn(&Tensor, &Tensor) -> Result<Tensor>,
-    denominator_rhs: bool,
-) {
+fn check_binary(name: &str, seed: u64, op: fn(&Tensor, &Tensor) -> Result<Tensor>, denominator_rhs: bool) {
     let mut rng = Rng::new(seed);
-    let pairs: &[(&[usize], &[usize])] = &[
-        (&[4, 1, 3], &[5, 1]),
-        (&[5, 1], &[4, 1, 3]),
-        (&[2, 3], &[1]),
-        (&[1], &[2, 3]),
-        (&[3, 4], &[3, 4]),
-        (&[3, 1], &[1, 4]),
-    ];
+    let pairs: &[(&[usize], &[usize])] =
+        &[(&[4, 1, 3], &[5, 1]), (&[5, 1], &[4, 1, 3]), (&[2, 3], &[1]), (&[1], &[2, 3]), (&[3, 4], &[3, 4]), (&[3, 1], &[1, 4])];
     for (i, &(sa, sb)) in pairs.iter().enumerate() {
         let a = Input::randn(&mut rng, sa, 1.0);
-        let b = if denominator_rhs {
-            away_from_zero(&mut rng, sb)
-        } else {
-            Input::randn(&mut rng, sb, 1.0)
-        };
-        gradcheck(
-            &format!("{name} {sa:?} {sb:?}"),
-            seed * 100 + i as u64,
-            &[a, b],
-            |p| op(&p[0], &p[1]),
-        );
+        let b = if denominator_rhs { away_from_zero(&mut rng, sb) } else { Input::randn(&mut rng, sb, 1.0) };
+        gradcheck(&format!("{name} {sa:?} {sb:?}"), seed * 100 + i as u64, &[a, b], |p| op(&p[0], &p[1]));
     }
 }
 
@@ -158,99 +117,49 @@ fn check_unary(name: &str, seed: u64, input: Input, op: impl Fn(&Tensor) -> Resu
 
 #[test]
 fn grad_neg() {
-    check_unary(
-        "neg",
-        210,
-        Input::randn(&mut Rng::new(210), &[3, 5], 1.0),
-        |x| x.neg(),
-    );
+    check_unary("neg", 210, Input::randn(&mut Rng::new(210), &[3, 5], 1.0), |x| x.neg());
 }
 
 #[test]
 fn grad_exp() {
-    check_unary(
-        "exp",
-        211,
-        Input::randn(&mut Rng::new(211), &[3, 5], 1.0),
-        |x| x.exp(),
-    );
+    check_unary("exp", 211, Input::randn(&mut Rng::new(211), &[3, 5], 1.0), |x| x.exp());
 }
 
 #[test]
 fn grad_log() {
-    check_unary(
-        "log",
-        212,
-        Input::uniform(&mut Rng::new(212), &[3, 5], 0.5, 3.0),
-        |x| x.log(),
-    );
+    check_unary("log", 212, Input::uniform(&mut Rng::new(212), &[3, 5], 0.5, 3.0), |x| x.log());
 }
 
 #[test]
 fn grad_sqrt() {
-    check_unary(
-        "sqrt",
-        213,
-        Input::uniform(&mut Rng::new(213), &[3, 5], 0.5, 3.0),
-        |x| x.sqrt(),
-    );
+    check_unary("sqrt", 213, Input::uniform(&mut Rng::new(213), &[3, 5], 0.5, 3.0), |x| x.sqrt());
 }
 
 #[test]
 fn grad_tanh() {
-    check_unary(
-        "tanh",
-        214,
-        Input::randn(&mut Rng::new(214), &[3, 5], 1.5),
-        |x| x.tanh(),
-    );
+    check_unary("tanh", 214, Input::randn(&mut Rng::new(214), &[3, 5], 1.5), |x| x.tanh());
 }
 
 #[test]
 fn grad_sigmoid() {
-    check_unary(
-        "sigmoid",
-        215,
-        Input::randn(&mut Rng::new(215), &[3, 5], 2.0),
-        |x| x.sigmoid(),
-    );
+    check_unary("sigmoid", 215, Input::randn(&mut Rng::new(215), &[3, 5], 2.0), |x| x.sigmoid());
 }
 
 #[test]
 fn grad_quick_gelu() {
-    check_unary(
-        "quick_gelu",
-        216,
-        Input::randn(&mut Rng::new(216), &[4, 9], 2.0),
-        |x| x.quick_gelu(),
-    );
+    check_unary("quick_gelu", 216, Input::randn(&mut Rng::new(216), &[4, 9], 2.0), |x| x.quick_gelu());
 }
 
 #[test]
 fn grad_affine_and_scale() {
-    check_unary(
-        "affine",
-        217,
-        Input::randn(&mut Rng::new(217), &[3, 5], 1.0),
-        |x| x.affine(-1.7, 0.4),
-    );
-    check_unary(
-        "scale",
-        218,
-        Input::randn(&mut Rng::new(218), &[3, 5], 1.0),
-        |x| x.scale(0.35),
-    );
+    check_unary("affine", 217, Input::randn(&mut Rng::new(217), &[3, 5], 1.0), |x| x.affine(-1.7, 0.4));
+    check_unary("scale", 218, Input::randn(&mut Rng::new(218), &[3, 5], 1.0), |x| x.scale(0.35));
 }
 
 #[test]
 fn grad_clamp() {
     // Both ends cut some of these 15 values; none lies within eps of an end.
-    check_unary(
-        "clamp",
-        219,
-        Input::randn(&mut Rng::new(219), &[3, 5], 1.0),
-        |x| x.clamp(-0.6, 0.8),
-    );
+    check_unary("clamp", 219, Input::randn(&mut Rng::new(219), &[3, 5], 1.0), |x| x.clamp(-0.6, 0.8));
 }
 
 // ---------------------------------------------------------------------------
@@ -264,18 +173,8 @@ fn grad_sum_and_mean_over_axes() {
     for (i, &axes) in axes_cases.iter().enumerate() {
         for keepdim in [false, true] {
             let seed = 2200 + 10 * i as u64 + keepdim as u64;
-            gradcheck(
-                &format!("sum {axes:?} keepdim {keepdim}"),
-                seed,
-                std::slice::from_ref(&x),
-                |p| p[0].sum(axes, keepdim),
-            );
-            gradcheck(
-                &format!("mean {axes:?} keepdim {keepdim}"),
-                seed + 5,
-                std::slice::from_ref(&x),
-                |p| p[0].mean(axes, keepdim),
-            );
+            gradcheck(&format!("sum {axes:?} keepdim {keepdim}"), seed, std::slice::from_ref(&x), |p| p[0].sum(axes, keepdim));
+            gradcheck(&format!("mean {axes:?} keepdim {keepdim}"), seed + 5, std::slice::from_ref(&x), |p| p[0].mean(axes, keepdim));
         }
     }
 }
@@ -284,9 +183,7 @@ fn grad_sum_and_mean_over_axes() {
 fn grad_sum_all_and_mean_all() {
     let mut rng = Rng::new(221);
     let x = Input::randn(&mut rng, &[3, 7], 1.0);
-    gradcheck("sum_all", 2210, std::slice::from_ref(&x), |p| {
-        p[0].sum_all()
-    });
+    gradcheck("sum_all", 2210, std::slice::from_ref(&x), |p| p[0].sum_all());
     gradcheck("mean_all", 2211, &[x], |p| p[0].mean_all());
 }
 
@@ -294,27 +191,14 @@ fn grad_sum_all_and_mean_all() {
 fn grad_sum_to_and_broadcast_to() {
     let mut rng = Rng::new(222);
     let x = Input::randn(&mut rng, &[3, 4, 5], 1.0);
-    for (i, target) in [vec![4, 1], vec![3, 1, 5], vec![5], vec![1, 1, 1]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, target) in [vec![4, 1], vec![3, 1, 5], vec![5], vec![1, 1, 1]].into_iter().enumerate() {
         let shape = Shape::new(target.clone());
-        gradcheck(
-            &format!("sum_to {target:?}"),
-            2220 + i as u64,
-            std::slice::from_ref(&x),
-            |p| p[0].sum_to(&shape),
-        );
+        gradcheck(&format!("sum_to {target:?}"), 2220 + i as u64, std::slice::from_ref(&x), |p| p[0].sum_to(&shape));
     }
     let small = Input::randn(&mut rng, &[4, 1], 1.0);
     for (i, target) in [vec![3, 4, 5], vec![4, 6]].into_iter().enumerate() {
         let shape = Shape::new(target.clone());
-        gradcheck(
-            &format!("broadcast_to {target:?}"),
-            2225 + i as u64,
-            std::slice::from_ref(&small),
-            |p| p[0].broadcast_to(&shape),
-        );
+        gradcheck(&format!("broadcast_to {target:?}"), 2225 + i as u64, std::slice::from_ref(&small), |p| p[0].broadcast_to(&shape));
     }
 }
 
@@ -324,49 +208,29 @@ fn grad_sum_to_and_broadcast_to() {
 #[test]
 fn grad_reshape() {
     let x = Input::randn(&mut Rng::new(230), &[2, 3, 4], 1.0);
-    gradcheck("reshape", 230, &[x], |p| {
-        p[0].reshape([4, 6])?.mul(&p[0].reshape([4, 6])?.tanh()?)
-    });
+    gradcheck("reshape", 230, &[x], |p| p[0].reshape([4, 6])?.mul(&p[0].reshape([4, 6])?.tanh()?));
 }
 
 #[test]
 fn grad_permute_4d() {
     let x = Input::randn(&mut Rng::new(231), &[2, 3, 4, 5], 1.0);
-    for (i, perm) in [[0, 2, 1, 3], [3, 1, 0, 2], [1, 2, 3, 0]]
-        .into_iter()
-        .enumerate()
-    {
-        gradcheck(
-            &format!("permute {perm:?}"),
-            2310 + i as u64,
-            std::slice::from_ref(&x),
-            |p| p[0].permute(&perm),
-        );
+    for (i, perm) in [[0, 2, 1, 3], [3, 1, 0, 2], [1, 2, 3, 0]].into_iter().enumerate() {
+        gradcheck(&format!("permute {perm:?}"), 2310 + i as u64, std::slice::from_ref(&x), |p| p[0].permute(&perm));
     }
 }
 
 #[test]
 fn grad_transpose() {
     let x = Input::randn(&mut Rng::new(232), &[2, 3, 5], 1.0);
-    gradcheck("transpose(-2, -1)", 2320, std::slice::from_ref(&x), |p| {
-        p[0].transpose(-2, -1)
-    });
+    gradcheck("transpose(-2, -1)", 2320, std::slice::from_ref(&x), |p| p[0].transpose(-2, -1));
     gradcheck("transpose(0, 2)", 2321, &[x], |p| p[0].transpose(0, 2));
 }
 
 #[test]
 fn grad_narrow() {
     let x = Input::randn(&mut Rng::new(233), &[3, 4, 6], 1.0);
-    for (i, (dim, start, len)) in [(2isize, 1usize, 3usize), (-1, 4, 2), (1, 1, 2), (0, 0, 2)]
-        .into_iter()
-        .enumerate()
-    {
-        gradcheck(
-            &format!("narrow {dim} {start}+{len}"),
-            2330 + i as u64,
-            std::slice::from_ref(&x),
-            |p| p[0].narrow(dim, start, len),
-        );
+    for (i, (dim, start, len)) in [(2isize, 1usize, 3usize), (-1, 4, 2), (1, 1, 2), (0, 0, 2)].into_iter().enumerate() {
+        gradcheck(&format!("narrow {dim} {start}+{len}"), 2330 + i as u64, std::slice::from_ref(&x), |p| p[0].narrow(dim, start, len));
     }
 }
 
@@ -381,22 +245,12 @@ fn grad_concat_three_parts() {
                 Input::randn(&mut rng, &s, 1.0)
             })
             .collect();
-        gradcheck(
-            &format!("concat dim {dim}"),
-            2340 + dim as u64,
-            &inputs,
-            |p| Tensor::concat(&[&p[0], &p[1], &p[2]], dim as isize),
-        );
+        gradcheck(&format!("concat dim {dim}"), 2340 + dim as u64, &inputs, |p| Tensor::concat(&[&p[0], &p[1], &p[2]], dim as isize));
     }
     // A constant middle part (no grad) between two parameters.
     let constant = tensor(rng.normal_vec(2 * 2 * 4, 1.0), &[2, 2, 4]);
-    let inputs = [
-        Input::randn(&mut rng, &[2, 1, 4], 1.0),
-        Input::randn(&mut rng, &[2, 3, 4], 1.0),
-    ];
-    gradcheck("concat with a constant part", 2343, &inputs, |p| {
-        Tensor::concat(&[&p[0], &constant, &p[1]], 1)
-    });
+    let inputs = [Input::randn(&mut rng, &[2, 1, 4], 1.0), Input::randn(&mut rng, &[2, 3, 4], 1.0)];
+    gradcheck("concat with a constant part", 2343, &inputs, |p| Tensor::concat(&[&p[0], &constant, &p[1]], 1));
 }
 
 #[test]
@@ -404,23 +258,14 @@ fn grad_index_select_with_repeated_ids() {
     let mut rng = Rng::new(235);
     let table = Input::randn(&mut rng, &[7, 5], 1.0);
     let id_tensor = ids(vec![3, 0, 3, 6, 3, 1, 0], &[7]);
-    let report = gradcheck("index_select", 235, &[table], |p| {
-        p[0].index_select(&id_tensor)
-    });
+    let report = gradcheck("index_select", 235, &[table], |p| p[0].index_select(&id_tensor));
     // Rows never selected (2, 4, 5) get exactly zero gradient.
     for row in [2, 4, 5] {
-        assert!(
-            report.analytic[0][row * 5..row * 5 + 5]
-                .iter()
-                .all(|&g| g == 0.0),
-            "row {row}"
-        );
+        assert!(report.analytic[0][row * 5..row * 5 + 5].iter().all(|&g| g == 0.0), "row {row}");
     }
     let id2 = ids(vec![1, 1, 2, 1, 0, 2], &[2, 3]);
     let table = Input::randn(&mut rng, &[3, 4], 1.0);
-    gradcheck("index_select 2-D ids", 2351, &[table], |p| {
-        p[0].index_select(&id2)
-    });
+    gradcheck("index_select 2-D ids", 2351, &[table], |p| p[0].index_select(&id2));
 }
 
 // ---------------------------------------------------------------------------
@@ -428,13 +273,8 @@ fn grad_index_select_with_repeated_ids() {
 
 fn check_matmul(seed: u64, sa: &[usize], sb: &[usize]) {
     let mut rng = Rng::new(seed);
-    let (a, b) = (
-        Input::randn(&mut rng, sa, 1.0),
-        Input::randn(&mut rng, sb, 1.0),
-    );
-    gradcheck(&format!("matmul {sa:?} @ {sb:?}"), seed, &[a, b], |p| {
-        p[0].matmul(&p[1])
-    });
+    let (a, b) = (Input::randn(&mut rng, sa, 1.0), Input::randn(&mut rng, sb, 1.0));
+    gradcheck(&format!("matmul {sa:?} @ {sb:?}"), seed, &[a, b], |p| p[0].matmul(&p[1]));
 }
 
 #[test]
@@ -473,31 +313,18 @@ fn grad_matmul_of_transposed_operands() {
     // a^T b and a b^T through transpose: the permute backward composed with
     // the GEMM backward.
     let mut rng = Rng::new(247);
-    let (a, b) = (
-        Input::randn(&mut rng, &[2, 4, 3], 1.0),
-        Input::randn(&mut rng, &[2, 5, 4], 1.0),
-    );
-    gradcheck("matmul a^T b^T", 247, &[a, b], |p| {
-        p[0].transpose(-2, -1)?.matmul(&p[1].transpose(-2, -1)?)
-    });
+    let (a, b) = (Input::randn(&mut rng, &[2, 4, 3], 1.0), Input::randn(&mut rng, &[2, 5, 4], 1.0));
+    gradcheck("matmul a^T b^T", 247, &[a, b], |p| p[0].transpose(-2, -1)?.matmul(&p[1].transpose(-2, -1)?));
 }
 
 #[test]
 fn grad_linear_with_bias() {
     let mut rng = Rng::new(248);
-    for (i, x_shape) in [vec![4, 6], vec![2, 3, 6], vec![2, 2, 2, 6]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, x_shape) in [vec![4, 6], vec![2, 3, 6], vec![2, 2, 2, 6]].into_iter().enumerate() {
         let x = Input::randn(&mut rng, &x_shape, 1.0);
         let w = Input::randn(&mut rng, &[5, 6], 0.5);
         let b = Input::randn(&mut rng, &[5], 1.0);
-        gradcheck(
-            &format!("linear+bias {x_shape:?}"),
-            2480 + i as u64,
-            &[x, w, b],
-            |p| p[0].linear(&p[1], Some(&p[2])),
-        );
+        gradcheck(&format!("linear+bias {x_shape:?}"), 2480 + i as u64, &[x, w, b], |p| p[0].linear(&p[1], Some(&p[2])));
     }
 }
 
@@ -518,17 +345,9 @@ fn grad_layer_norm() {
     for (i, shape) in [vec![3, 13], vec![2, 2, 7]].into_iter().enumerate() {
         let cols = *shape.last().unwrap();
         let x = Input::randn(&mut rng, &shape, 1.0);
-        let gamma = Input::new(
-            rng.normal_vec(cols, 0.3).iter().map(|v| v + 1.0).collect(),
-            &[cols],
-        );
+        let gamma = Input::new(rng.normal_vec(cols, 0.3).iter().map(|v| v + 1.0).collect(), &[cols]);
         let beta = Input::randn(&mut rng, &[cols], 0.5);
-        gradcheck(
-            &format!("layer_norm {shape:?}"),
-            2500 + i as u64,
-            &[x, gamma, beta],
-            |p| p[0].layer_norm(&p[1], &p[2], 1e-5),
-        );
+        gradcheck(&format!("layer_norm {shape:?}"), 2500 + i as u64, &[x, gamma, beta], |p| p[0].layer_norm(&p[1], &p[2], 1e-5));
     }
 }
 
@@ -551,21 +370,11 @@ fn grad_l2_normalize() {
 #[test]
 fn grad_cosine_similarity() {
     let mut rng = Rng::new(253);
-    let (a, b) = (
-        Input::randn(&mut rng, &[3, 6], 1.0),
-        Input::randn(&mut rng, &[3, 6], 1.0),
-    );
-    gradcheck("cosine_similarity", 253, &[a, b], |p| {
-        p[0].cosine_similarity(&p[1])
-    });
+    let (a, b) = (Input::randn(&mut rng, &[3, 6], 1.0), Input::randn(&mut rng, &[3, 6], 1.0));
+    gradcheck("cosine_similarity", 253, &[a, b], |p| p[0].cosine_similarity(&p[1]));
     // Broadcast: per-sample features [B, C, D] against class features [C, D].
-    let (a, b) = (
-        Input::randn(&mut rng, &[2, 3, 5], 1.0),
-        Input::randn(&mut rng, &[3, 5], 1.0),
-    );
-    gradcheck("cosine_similarity broadcast", 2531, &[a, b], |p| {
-        p[0].cosine_similarity(&p[1])
-    });
+    let (a, b) = (Input::randn(&mut rng, &[2, 3, 5], 1.0), Input::randn(&mut rng, &[3, 5], 1.0));
+    gradcheck("cosine_similarity broadcast", 2531, &[a, b], |p| p[0].cosine_similarity(&p[1]));
 }
 
 fn check_attention(seed: u64, lq: usize, lk: usize, causal: bool) {
@@ -574,12 +383,9 @@ fn check_attention(seed: u64, lq: usize, lk: usize, causal: bool) {
     let q = Input::randn(&mut rng, &[b, h, lq, d], 1.0);
     let k = Input::randn(&mut rng, &[b, h, lk, d], 1.0);
     let v = Input::randn(&mut rng, &[b, h, lk, d], 1.0);
-    gradcheck(
-        &format!("attention causal={causal} Lq={lq} Lk={lk}"),
-        seed,
-        &[q, k, v],
-        |p| p[0].scaled_dot_product_attention(&p[1], &p[2], causal),
-    );
+    gradcheck(&format!("attention causal={causal} Lq={lq} Lk={lk}"), seed, &[q, k, v], |p| {
+        p[0].scaled_dot_product_attention(&p[1], &p[2], causal)
+    });
 }
 
 #[test]
@@ -601,14 +407,10 @@ fn grad_attention_causal() {
 fn grad_masked_bce_mixed_labels() {
     let mut rng = Rng::new(260);
     let logits = Input::randn(&mut rng, &[4, 5], 2.0);
-    let label_values: Vec<f32> = (0..20)
-        .map(|i| [1.0, -1.0, 0.0][(i + rng.below(2)) % 3])
-        .collect();
+    let label_values: Vec<f32> = (0..20).map(|i| [1.0, -1.0, 0.0][(i + rng.below(2)) % 3]).collect();
     assert!([1.0, -1.0, 0.0].iter().all(|l| label_values.contains(l)));
     let labels = tensor(label_values.clone(), &[4, 5]);
-    let report = gradcheck("masked_bce", 260, &[logits], |p| {
-        p[0].masked_bce_with_logits(&labels)
-    });
+    let report = gradcheck("masked_bce", 260, &[logits], |p| p[0].masked_bce_with_logits(&labels));
     for (g, y) in report.analytic[0].iter().zip(&label_values) {
         if *y == 0.0 {
             assert_eq!(*g, 0.0, "unknown labels must get exactly zero gradient");
@@ -621,19 +423,10 @@ fn grad_masked_bce_all_unknown_is_zero() {
     let mut rng = Rng::new(261);
     let logits = Input::randn(&mut rng, &[3, 4], 2.0);
     let labels = tensor(vec![0.0; 12], &[3, 4]);
-    let tol = Tol {
-        allow_zero: true,
-        ..GRAD_TOL
-    };
-    let report = gradcheck_with("masked_bce all unknown", 261, &[logits], tol, |p| {
-        p[0].masked_bce_with_logits(&labels)
-    });
+    let tol = Tol { allow_zero: true, ..GRAD_TOL };
+    let report = gradcheck_with("masked_bce all unknown", 261, &[logits], tol, |p| p[0].masked_bce_with_logits(&labels));
     assert_eq!(report.loss, 0.0, "loss must be exactly 0");
-    assert!(
-        report.analytic[0].iter().all(|&g| g == 0.0),
-        "gradient must be exactly 0: {:?}",
-        report.analytic[0]
-    );
+    assert!(report.analytic[0].iter().all(|&g| g == 0.0), "gradient must be exactly 0: {:?}", report.analytic[0]);
     assert!(report.fd[0].iter().all(|&(_, fd)| fd == 0.0));
 }
 
@@ -641,12 +434,9 @@ fn grad_masked_bce_all_unknown_is_zero() {
 fn grad_masked_bce_extreme_logits() {
     let values = vec![80.0, -80.0, 80.0, -80.0, 79.5, -79.5];
     let labels = tensor(vec![1.0, -1.0, -1.0, 1.0, 0.0, 1.0], &[2, 3]);
-    let report = gradcheck(
-        "masked_bce extreme",
-        262,
-        &[Input::new(values.clone(), &[2, 3])],
-        |p| p[0].masked_bce_with_logits(&labels),
-    );
+    let report = gradcheck("masked_bce extreme", 262, &[Input::new(values.clone(), &[2, 3])], |p| {
+        p[0].masked_bce_with_logits(&labels)
+    });
     assert!(report.loss.is_finite());
     // The loss itself, backpropagated directly: saturated right answers get
     // ~0, saturated wrong answers +-1/known, the unknown entry exactly 0.
@@ -660,22 +450,14 @@ fn grad_masked_bce_extreme_logits() {
     let known = 5.0;
     assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     assert!(g[0].abs() < 1e-6 && g[1].abs() < 1e-6, "{g:?}");
-    assert!(
-        (g[2] - 1.0 / known).abs() < 1e-6 && (g[3] + 1.0 / known).abs() < 1e-6,
-        "{g:?}"
-    );
+    assert!((g[2] - 1.0 / known).abs() < 1e-6 && (g[3] + 1.0 / known).abs() < 1e-6, "{g:?}");
     assert!(g[4] == 0.0 && (g[5] + 1.0 / known).abs() < 1e-6, "{g:?}");
 }
 
 #[test]
 fn grad_contrastive_loss() {
     let mut rng = Rng::new(263);
-    gradcheck(
-        "contrastive_loss",
-        263,
-        &[Input::randn(&mut rng, &[6, 6], 3.0)],
-        |p| p[0].contrastive_loss(),
-    );
+    gradcheck("contrastive_loss", 263, &[Input::randn(&mut rng, &[6, 6], 3.0)], |p| p[0].contrastive_loss());
 }
 
 #[test]
@@ -695,9 +477,7 @@ fn grad_clip_loss_reaches_features_and_temperature() {
 #[test]
 fn grad_op_used_twice_sums_contributions() {
     let x = Input::randn(&mut Rng::new(270), &[3, 4], 1.0);
-    let report = gradcheck("x*x + x", 270, std::slice::from_ref(&x), |p| {
-        p[0].mul(&p[0])?.add(&p[0])
-    });
+    let report = gradcheck("x*x + x", 270, std::slice::from_ref(&x), |p| p[0].mul(&p[0])?.add(&p[0]));
     // Also through a non-parameter intermediate used twice: y = tanh(x); y*y + y.
     gradcheck("y*y + y, y = tanh(x)", 271, std::slice::from_ref(&x), |p| {
         let y = p[0].tanh()?;
@@ -707,36 +487,19 @@ fn grad_op_used_twice_sums_contributions() {
     // Both operands of one op are the same parameter (add passes the same
     // gradient tensor to both).
     gradcheck("x + x", 272, std::slice::from_ref(&x), |p| p[0].add(&p[0]));
-    gradcheck(
-        "x / (x*x)",
-        273,
-        &[away_from_zero(&mut Rng::new(273), &[2, 3])],
-        |p| p[0].div(&p[0].mul(&p[0])?),
-    );
+    gradcheck("x / (x*x)", 273, &[away_from_zero(&mut Rng::new(273), &[2, 3])], |p| p[0].div(&p[0].mul(&p[0])?));
 }
 
 #[test]
 fn grad_parameter_gradients_accumulate_across_backward_passes() {
     let mut rng = Rng::new(274);
-    let x = tensor(rng.normal_vec(6, 1.0), &[2, 3])
-        .into_parameter()
-        .unwrap();
+    let x = tensor(rng.normal_vec(6, 1.0), &[2, 3]).into_parameter().unwrap();
     let r = tensor(rng.normal_vec(6, 1.0), &[2, 3]);
     for _ in 0..2 {
         x.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
     }
-    let want: Vec<f64> = r
-        .to_vec()
-        .unwrap()
-        .iter()
-        .map(|&v| 2.0 * v as f64)
-        .collect();
-    assert_close(
-        "two backward passes",
-        &x.grad().unwrap().to_vec().unwrap(),
-        &want,
-        F32_TOL,
-    );
+    let want: Vec<f64> = r.to_vec().unwrap().iter().map(|&v| 2.0 * v as f64).collect();
+    assert_close("two backward passes", &x.grad().unwrap().to_vec().unwrap(), &want, F32_TOL);
     x.zero_grad();
     assert!(x.grad().is_none());
 }
@@ -748,22 +511,11 @@ fn grad_chain_linear_quick_gelu_layer_norm_sum() {
     let x = Input::randn(&mut rng, &[2, 3, din], 1.0);
     let w = Input::randn(&mut rng, &[dout, din], 0.5);
     let b = Input::randn(&mut rng, &[dout], 0.5);
-    let gamma = Input::new(
-        rng.normal_vec(dout, 0.4).iter().map(|v| v + 1.0).collect(),
-        &[dout],
-    );
+    let gamma = Input::new(rng.normal_vec(dout, 0.4).iter().map(|v| v + 1.0).collect(), &[dout]);
     let beta = Input::randn(&mut rng, &[dout], 0.5);
-    gradcheck(
-        "linear -> quick_gelu -> layer_norm -> sum",
-        280,
-        &[x, w, b, gamma, beta],
-        |p| {
-            p[0].linear(&p[1], Some(&p[2]))?
-                .quick_gelu()?
-                .layer_norm(&p[3], &p[4], 1e-5)?
-                .sum(&[-1], false)
-        },
-    );
+    gradcheck("linear -> quick_gelu -> layer_norm -> sum", 280, &[x, w, b, gamma, beta], |p| {
+        p[0].linear(&p[1], Some(&p[2]))?.quick_gelu()?.layer_norm(&p[3], &p[4], 1e-5)?.sum(&[-1], false)
+    });
 }
 
 /// A small version of the model's head (DESIGN.md §2.3-2.4): decoupling
@@ -782,26 +534,18 @@ fn grad_chain_decoupling_head() {
     let log_kappa = Input::new(vec![1.2], &[1]);
     let beta = Input::randn(&mut rng, &[c], 0.5);
     let labels = tensor(vec![1.0, -1.0, 0.0, -1.0, 1.0, 1.0], &[b, c]);
-    gradcheck(
-        "decoupling head",
-        281,
-        &[x, t, w1, w2, w4, log_kappa, beta],
-        |p| {
-            let (x, t) = (&p[0], &p[1]);
-            let xt = x.matmul(&p[2])?; // [b, n, d]
-            let tt = t.matmul(&p[3])?; // [c, d]
-            let z = xt
-                .reshape([b, 1, n, d])?
-                .mul(&tt.reshape([c, 1, d])?)?
-                .tanh()?; // [b, c, n, d]
-            let s = z.mul(&p[4])?.sum(&[-1], false)?; // [b, c, n]
-            let a = s.softmax()?; // over n
-            let f = a.matmul(x)?; // [b, c, n] @ [b, n, d] -> [b, c, d]
-            let cos = f.cosine_similarity(t)?; // [b, c]
-            let logits = cos.mul(&p[5].exp()?)?.add(&p[6])?;
-            logits.masked_bce_with_logits(&labels)
-        },
-    );
+    gradcheck("decoupling head", 281, &[x, t, w1, w2, w4, log_kappa, beta], |p| {
+        let (x, t) = (&p[0], &p[1]);
+        let xt = x.matmul(&p[2])?; // [b, n, d]
+        let tt = t.matmul(&p[3])?; // [c, d]
+        let z = xt.reshape([b, 1, n, d])?.mul(&tt.reshape([c, 1, d])?)?.tanh()?; // [b, c, n, d]
+        let s = z.mul(&p[4])?.sum(&[-1], false)?; // [b, c, n]
+        let a = s.softmax()?; // over n
+        let f = a.matmul(x)?; // [b, c, n] @ [b, n, d] -> [b, c, d]
+        let cos = f.cosine_similarity(t)?; // [b, c]
+        let logits = cos.mul(&p[5].exp()?)?.add(&p[6])?;
+        logits.masked_bce_with_logits(&labels)
+    });
 }
 
 #[test]
@@ -809,25 +553,13 @@ fn grad_through_to_dtype_bf16() {
     // The cast's gradient is the incoming gradient cast back: for
     // sum(bf16(x) * c) it is bf16(c), in x's dtype.
     let mut rng = Rng::new(290);
-    let x = tensor(rng.normal_vec(12, 1.0), &[3, 4])
-        .into_parameter()
-        .unwrap();
+    let x = tensor(rng.normal_vec(12, 1.0), &[3, 4]).into_parameter().unwrap();
     let c_values = rng.normal_vec(12, 1.0);
     let c = tensor_dtype(c_values.clone(), &[3, 4], DType::BF16);
-    x.to_dtype(DType::BF16)
-        .unwrap()
-        .mul(&c)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    x.to_dtype(DType::BF16).unwrap().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
     let g = x.grad().unwrap();
     assert_eq!(g.dtype(), DType::F32);
-    let want: Vec<f64> = c_values
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_f32() as f64)
-        .collect();
+    let want: Vec<f64> = c_values.iter().map(|&v| half::bf16::from_f32(v).to_f32() as f64).collect();
     assert_close("to_dtype backward", &g.to_vec().unwrap(), &want, 0.0);
 }
 
@@ -843,38 +575,16 @@ fn grad_bf16_parameters_match_f32_gradients() {
     let bv = rng.normal_vec(dout, 0.2);
     let rv = rng.normal_vec(2 * 5 * dout, 1.0);
     let grads = |dtype: DType| -> Vec<Vec<f32>> {
-        let mk =
-            |v: &[f32], s: &[usize]| tensor_dtype(v.to_vec(), s, dtype).into_parameter().unwrap();
-        let (x, w, g, b) = (
-            mk(&xv, &[2, 5, din]),
-            mk(&wv, &[dout, din]),
-            mk(&gv, &[dout]),
-            mk(&bv, &[dout]),
-        );
+        let mk = |v: &[f32], s: &[usize]| tensor_dtype(v.to_vec(), s, dtype).into_parameter().unwrap();
+        let (x, w, g, b) = (mk(&xv, &[2, 5, din]), mk(&wv, &[dout, din]), mk(&gv, &[dout]), mk(&bv, &[dout]));
         let r = tensor_dtype(rv.clone(), &[2, 5, dout], dtype);
-        let y = x
-            .linear(&w, None)
-            .unwrap()
-            .quick_gelu()
-            .unwrap()
-            .layer_norm(&g, &b, 1e-5)
-            .unwrap()
-            .softmax()
-            .unwrap();
+        let y = x.linear(&w, None).unwrap().quick_gelu().unwrap().layer_norm(&g, &b, 1e-5).unwrap().softmax().unwrap();
         y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        [x, w, g, b]
-            .iter()
-            .map(|p| p.grad().unwrap().to_vec().unwrap())
-            .collect()
+        [x, w, g, b].iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect()
     };
     let (f32_grads, bf16_grads) = (grads(DType::F32), grads(DType::BF16));
     for (i, (a, b)) in bf16_grads.iter().zip(&f32_grads).enumerate() {
-        assert_close(
-            &format!("bf16 gradient of input {i}"),
-            a,
-            &to_f64(b),
-            BF16_TOL,
-        );
+        assert_close(&format!("bf16 gradient of input {i}"), a, &to_f64(b), BF16_TOL);
     }
 }
 
@@ -885,9 +595,7 @@ fn grad_decoupling_scores() {
     let x = Input::randn(&mut rng, &[b, n, d], 1.0);
     let t = Input::randn(&mut rng, &[c, d], 1.0);
     let u = Input::randn(&mut rng, &[d], 0.5);
-    gradcheck("decoupling_scores", 270, &[x, t, u], |p| {
-        p[0].decoupling_scores(&p[1], &p[2])
-    });
+    gradcheck("decoupling_scores", 270, &[x, t, u], |p| p[0].decoupling_scores(&p[1], &p[2]));
 }
 
 /// The whole module head: scores, softmax over positions, pooling, through

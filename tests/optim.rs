@@ -6,10 +6,7 @@ use mlrpl_engine::{Device, Tensor};
 
 fn param(values: Vec<f32>) -> Tensor {
     let n = values.len();
-    Tensor::from_vec(values, [n], &Device::Cpu)
-        .unwrap()
-        .into_parameter()
-        .unwrap()
+    Tensor::from_vec(values, [n], &Device::Cpu).unwrap().into_parameter().unwrap()
 }
 
 /// Sets the gradient of `p` to `g` by backpropagating sum(p * g).
@@ -21,10 +18,7 @@ fn set_grad(p: &Tensor, g: &[f32]) {
 
 fn close(a: &[f32], b: &[f64]) {
     for (x, y) in a.iter().zip(b) {
-        assert!(
-            (*x as f64 - y).abs() < 1e-6 * (1.0 + y.abs()),
-            "{a:?} vs {b:?}"
-        );
+        assert!((*x as f64 - y).abs() < 1e-6 * (1.0 + y.abs()), "{a:?} vs {b:?}");
     }
 }
 
@@ -32,16 +26,9 @@ fn close(a: &[f32], b: &[f64]) {
 fn sgd_momentum_and_weight_decay_match_torch_and_groups_override_decay() {
     let decayed = param(vec![1.0, -2.0]);
     let plain = param(vec![0.5]);
-    let mut opt = Sgd::new(
-        vec![
-            ParamGroup::new(vec![decayed.clone()]),
-            ParamGroup::no_decay(vec![plain.clone()]),
-        ],
-        0.1,
-        0.9,
-        0.01,
-    )
-    .unwrap();
+    let mut opt =
+        Sgd::new(vec![ParamGroup::new(vec![decayed.clone()]), ParamGroup::no_decay(vec![plain.clone()])], 0.1, 0.9, 0.01)
+            .unwrap();
     let (lr, mu, wd) = (0.1f64, 0.9f64, 0.01f64);
     let mut p = [1.0f64, -2.0];
     let mut m = [0.0f64; 2];
@@ -65,21 +52,11 @@ fn sgd_momentum_and_weight_decay_match_torch_and_groups_override_decay() {
 #[test]
 fn adamw_matches_torch_formula() {
     let w = param(vec![0.5, -1.5, 2.0]);
-    let mut opt = AdamW::new(
-        vec![ParamGroup::new(vec![w.clone()])],
-        1e-2,
-        (0.9, 0.999),
-        1e-8,
-        0.1,
-    )
-    .unwrap();
+    let mut opt = AdamW::new(vec![ParamGroup::new(vec![w.clone()])], 1e-2, (0.9, 0.999), 1e-8, 0.1).unwrap();
     let (lr, b1, b2, eps, wd) = (1e-2f64, 0.9f64, 0.999f64, 1e-8f64, 0.1f64);
     let mut p = [0.5f64, -1.5, 2.0];
     let (mut m, mut v) = ([0.0f64; 3], [0.0f64; 3]);
-    for (t, g) in [[0.1, -0.2, 0.3], [0.05, 0.4, -0.1], [-0.3, 0.0, 0.2]]
-        .iter()
-        .enumerate()
-    {
+    for (t, g) in [[0.1, -0.2, 0.3], [0.05, 0.4, -0.1], [-0.3, 0.0, 0.2]].iter().enumerate() {
         set_grad(&w, &g.map(|x| x as f32));
         opt.step().unwrap();
         let t = t as i32 + 1;
@@ -105,35 +82,20 @@ fn parameters_without_gradient_are_left_alone_and_non_parameters_rejected() {
     assert!(err.to_string().contains("not a parameter"), "{err}");
     // One step locks every parameter at once, so a parameter listed twice
     // is refused up front.
-    let groups = vec![
-        ParamGroup::new(vec![w.clone()]),
-        ParamGroup::no_decay(vec![w.clone()]),
-    ];
+    let groups = vec![ParamGroup::new(vec![w.clone()]), ParamGroup::no_decay(vec![w.clone()])];
     let err = AdamW::new(groups, 0.1, (0.9, 0.999), 1e-8, 0.0).unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
 }
 
 #[test]
 fn cosine_schedule_with_constant_and_linear_warmup() {
-    let s = CosineSchedule {
-        base_lr: 2e-3,
-        min_lr: 0.0,
-        warmup: Warmup::Constant(1e-5),
-        warmup_steps: 10,
-        total_steps: 110,
-    };
+    let s = CosineSchedule { base_lr: 2e-3, min_lr: 0.0, warmup: Warmup::Constant(1e-5), warmup_steps: 10, total_steps: 110 };
     assert_eq!(s.lr(0), 1e-5);
     assert_eq!(s.lr(9), 1e-5);
     assert!((s.lr(10) - 2e-3).abs() < 1e-9);
-    assert!(
-        (s.lr(60) - 1e-3).abs() < 1e-9,
-        "half way is half the base lr"
-    );
+    assert!((s.lr(60) - 1e-3).abs() < 1e-9, "half way is half the base lr");
     assert!(s.lr(110).abs() < 1e-9 && s.lr(500).abs() < 1e-9);
-    let linear = CosineSchedule {
-        warmup: Warmup::Linear,
-        ..s
-    };
+    let linear = CosineSchedule { warmup: Warmup::Linear, ..s };
     assert!((linear.lr(0) - 2e-4).abs() < 1e-9 && (linear.lr(9) - 2e-3).abs() < 1e-9);
 }
 
@@ -165,19 +127,11 @@ fn optimizer_state_round_trips_for_resume() {
             first.step().unwrap();
         }
         let saved: HashMap<String, Tensor> = first.state_tensors().unwrap().into_iter().collect();
-        assert!(
-            saved.keys().any(|k| k.starts_with("p0.")),
-            "{:?}",
-            saved.keys()
-        );
+        assert!(saved.keys().any(|k| k.starts_with("p0.")), "{:?}", saved.keys());
         let mut second = make(&resumed);
         second.load_state_tensors(&saved).unwrap();
         set_grad(&resumed, &grads[2]);
         second.step().unwrap();
-        assert_eq!(
-            straight.to_vec().unwrap(),
-            resumed.to_vec().unwrap(),
-            "adam: {adam}"
-        );
+        assert_eq!(straight.to_vec().unwrap(), resumed.to_vec().unwrap(), "adam: {adam}");
     }
 }

@@ -31,14 +31,9 @@ fn kept_proportion_matches_the_ratio_over_100k_labels() {
         assert!((frac - p).abs() < 0.008, "p {p}: kept {frac}");
         assert!((mask.kept_fraction() - frac).abs() < 1e-12);
         // No structure: per-class and per-item halves agree with p too.
-        let first_classes = (0..1250)
-            .flat_map(|i| (0..40).map(move |c| (i, c)))
-            .filter(|&(i, c)| mask.is_kept(i, c))
-            .count();
-        assert!(
-            (first_classes as f64 / 50_000.0 - p).abs() < 0.012,
-            "p {p}: first half of classes"
-        );
+        let first_classes =
+            (0..1250).flat_map(|i| (0..40).map(move |c| (i, c))).filter(|&(i, c)| mask.is_kept(i, c)).count();
+        assert!((first_classes as f64 / 50_000.0 - p).abs() < 0.012, "p {p}: first half of classes");
     }
 }
 
@@ -48,9 +43,7 @@ fn positives_and_negatives_are_dropped_alike() {
     let mask = LabelMask::sample(n, c, 0.4, 0).unwrap();
     let (mut pos, mut pos_kept, mut neg, mut neg_kept) = (0, 0, 0, 0);
     for i in 0..n {
-        let labels: Vec<f32> = (0..c)
-            .map(|k| if (i * 7 + k * 3) % 5 == 0 { 1.0 } else { -1.0 })
-            .collect();
+        let labels: Vec<f32> = (0..c).map(|k| if (i * 7 + k * 3) % 5 == 0 { 1.0 } else { -1.0 }).collect();
         let masked = mask.apply(&labels, i);
         for k in 0..c {
             let kept = mask.is_kept(i, k);
@@ -65,10 +58,7 @@ fn positives_and_negatives_are_dropped_alike() {
         }
     }
     let (fp, fneg) = (pos_kept as f64 / pos as f64, neg_kept as f64 / neg as f64);
-    assert!(
-        (fp - 0.4).abs() < 0.02 && (fneg - 0.4).abs() < 0.02,
-        "positives {fp}, negatives {fneg}"
-    );
+    assert!((fp - 0.4).abs() < 0.02 && (fneg - 0.4).abs() < 0.02, "positives {fp}, negatives {fneg}");
 }
 
 #[test]
@@ -121,18 +111,15 @@ fn save_and_load_round_trip() {
     assert_eq!(back.seed(), 42);
     assert_eq!(back.source(), Some(path.as_path()));
     // The file is readable JSON with the documented fields.
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(json["format"], "mlrpl-label-mask");
     assert_eq!(json["num_items"], 77);
     assert_eq!(json["num_classes"], 13);
     assert_eq!(json["seed"], 42);
     assert!(json["mask_base64"].as_str().unwrap().len() == 1001usize.div_ceil(8).div_ceil(3) * 4);
     // No temporary file left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
@@ -140,23 +127,11 @@ fn save_and_load_round_trip() {
 #[test]
 fn wrong_shape_load_names_the_file_and_both_shapes() {
     let path = temp_path("wrong-shape");
-    LabelMask::sample(1000, 80, 0.5, 0)
-        .unwrap()
-        .save(&path)
-        .unwrap();
+    LabelMask::sample(1000, 80, 0.5, 0).unwrap().save(&path).unwrap();
     let err = LabelMask::load(&path, 82081, 80).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        format!(
-            "label mask {} is for 1000 x 80 labels, the dataset has 82081 x 80",
-            path.display()
-        )
-    );
+    assert_eq!(err, format!("label mask {} is for 1000 x 80 labels, the dataset has 82081 x 80", path.display()));
     let err = LabelMask::load(&path, 1000, 20).unwrap_err().to_string();
-    assert!(
-        err.contains("1000 x 80") && err.contains("1000 x 20"),
-        "{err}"
-    );
+    assert!(err.contains("1000 x 80") && err.contains("1000 x 20"), "{err}");
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
 
@@ -172,19 +147,12 @@ fn damaged_or_missing_files_are_errors_naming_the_file() {
     assert!(err.contains(&path.display().to_string()), "{err}");
 
     // Edit the kept count: the checksum-like check fires.
-    LabelMask::sample(10, 10, 0.5, 0)
-        .unwrap()
-        .save(&path)
-        .unwrap();
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    LabelMask::sample(10, 10, 0.5, 0).unwrap().save(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     json["num_kept"] = serde_json::json!(1000);
     std::fs::write(&path, json.to_string()).unwrap();
     let err = format!("{:#}", LabelMask::load(&path, 10, 10).unwrap_err());
-    assert!(
-        err.contains(&path.display().to_string()) && err.contains("damaged"),
-        "{err}"
-    );
+    assert!(err.contains(&path.display().to_string()) && err.contains("damaged"), "{err}");
 
     // Truncated bit string.
     json["num_kept"] = serde_json::json!(0);

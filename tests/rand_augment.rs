@@ -20,50 +20,24 @@ use serde_json::Value;
 const RANDAUGMENT: &str = "randaugment";
 
 fn op_named(name: &str) -> Op {
-    *Op::ALL
-        .iter()
-        .find(|op| op.name() == name)
-        .unwrap_or_else(|| panic!("no op {name}"))
+    *Op::ALL.iter().find(|op| op.name() == name).unwrap_or_else(|| panic!("no op {name}"))
 }
 
 /// Deterministic pseudo-random image.
 fn noise_image(width: usize, height: usize, seed: u64) -> RgbImage {
     let mut rng = Rng::new(seed);
-    RgbImage::new(
-        width,
-        height,
-        (0..width * height * 3)
-            .map(|_| rng.below(256) as u8)
-            .collect(),
-    )
-    .unwrap()
+    RgbImage::new(width, height, (0..width * height * 3).map(|_| rng.below(256) as u8).collect()).unwrap()
 }
 
 #[test]
 fn op_order_and_signs_are_torchvision_s() {
     let m = fixture_manifest(RANDAUGMENT);
-    let names: Vec<&str> = m["op_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        Op::ALL.iter().map(|op| op.name()).collect::<Vec<_>>()
-    );
+    let names: Vec<&str> = m["op_order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(names, Op::ALL.iter().map(|op| op.name()).collect::<Vec<_>>());
     for op in Op::ALL {
-        assert_eq!(
-            m["signed"][op.name()].as_bool(),
-            Some(op.signed()),
-            "{}",
-            op.name()
-        );
+        assert_eq!(m["signed"][op.name()].as_bool(), Some(op.signed()), "{}", op.name());
     }
-    assert_eq!(
-        m["num_magnitude_bins"].as_u64(),
-        Some(NUM_MAGNITUDE_BINS as u64)
-    );
+    assert_eq!(m["num_magnitude_bins"].as_u64(), Some(NUM_MAGNITUDE_BINS as u64));
 }
 
 #[test]
@@ -76,12 +50,7 @@ fn magnitude_tables_are_torch_s_to_the_bit() {
             // Shortest float32 decimals (or Posterize's ints): read back as float32.
             let want = want.as_f64().unwrap() as f32;
             let got = op.magnitude(bin, width, height);
-            assert_eq!(
-                got.to_bits(),
-                want.to_bits(),
-                "{} at bin {bin} on {width}x{height}: {got} vs {want}",
-                op.name()
-            );
+            assert_eq!(got.to_bits(), want.to_bits(), "{} at bin {bin} on {width}x{height}: {got} vs {want}", op.name());
         }
     };
     let tables = m["magnitudes"].as_object().unwrap();
@@ -90,10 +59,7 @@ fn magnitude_tables_are_torch_s_to_the_bit() {
         check(op_named(name), table, 7, 5);
     }
     for size in m["translate_magnitudes"].as_array().unwrap() {
-        let (w, h) = (
-            size["width"].as_u64().unwrap() as usize,
-            size["height"].as_u64().unwrap() as usize,
-        );
+        let (w, h) = (size["width"].as_u64().unwrap() as usize, size["height"].as_u64().unwrap() as usize);
         check(Op::TranslateX, &size["TranslateX"], w, h);
         check(Op::TranslateY, &size["TranslateY"], w, h);
     }
@@ -108,19 +74,11 @@ fn every_op_matches_torchvision_exactly() {
     let mut checked = Vec::new();
     for image in m["images"].as_array().unwrap() {
         let name = image["name"].as_str().unwrap();
-        let (w, h) = (
-            image["width"].as_u64().unwrap() as usize,
-            image["height"].as_u64().unwrap() as usize,
-        );
-        let input =
-            RgbImage::new(w, h, fixture_bytes(RANDAUGMENT, &format!("{name}.rgb"))).unwrap();
+        let (w, h) = (image["width"].as_u64().unwrap() as usize, image["height"].as_u64().unwrap() as usize);
+        let input = RgbImage::new(w, h, fixture_bytes(RANDAUGMENT, &format!("{name}.rgb"))).unwrap();
         let expected = fixture_bytes(RANDAUGMENT, &format!("{name}.expected.rgb"));
         let cases = image["cases"].as_array().unwrap();
-        assert_eq!(
-            expected.len(),
-            cases.len() * w * h * 3,
-            "{name}: output size"
-        );
+        assert_eq!(expected.len(), cases.len() * w * h * 3, "{name}: output size");
         for (case, want) in cases.iter().zip(expected.chunks_exact(w * h * 3)) {
             let op = op_named(case["op"].as_str().unwrap());
             let bin = case["bin"].as_u64().unwrap() as usize;
@@ -132,25 +90,11 @@ fn every_op_matches_torchvision_exactly() {
             let label = format!("{name} {} bin {bin} sign {sign}", op.name());
             // A float32 value written as a double; serde_json may read it 1 ulp off
             // as a double, never as a float32.
-            assert_eq!(
-                magnitude,
-                case["magnitude"].as_f64().unwrap() as f32,
-                "{label}: magnitude"
-            );
+            assert_eq!(magnitude, case["magnitude"].as_f64().unwrap() as f32, "{label}: magnitude");
             let got = op.apply(&input, magnitude);
             assert_eq!((got.width, got.height), (w, h), "{label}");
-            let wrong = got
-                .data
-                .chunks_exact(3)
-                .zip(want.chunks_exact(3))
-                .filter(|(a, b)| a != b)
-                .count();
-            assert_eq!(
-                wrong,
-                0,
-                "{label}: {wrong} of {} pixels differ from torchvision",
-                w * h
-            );
+            let wrong = got.data.chunks_exact(3).zip(want.chunks_exact(3)).filter(|(a, b)| a != b).count();
+            assert_eq!(wrong, 0, "{label}: {wrong} of {} pixels differ from torchvision", w * h);
             checked.push(op);
         }
     }
@@ -164,42 +108,17 @@ fn every_op_matches_torchvision_exactly() {
 #[test]
 fn magnitude_zero_leaves_the_image_unchanged() {
     let img = noise_image(13, 9, 4);
-    for op in [
-        Op::ShearX,
-        Op::ShearY,
-        Op::TranslateX,
-        Op::TranslateY,
-        Op::Rotate,
-    ] {
+    for op in [Op::ShearX, Op::ShearY, Op::TranslateX, Op::TranslateY, Op::Rotate] {
         let zero = op.magnitude(0, img.width, img.height);
         assert_eq!(zero, 0.0, "{}", op.name());
         // Either sign: torchvision may hand over -0.0.
-        assert!(
-            op.apply(&img, zero) == img && op.apply(&img, -zero) == img,
-            "{}",
-            op.name()
-        );
+        assert!(op.apply(&img, zero) == img && op.apply(&img, -zero) == img, "{}", op.name());
         // And the op does move pixels at a larger magnitude.
-        assert!(
-            op.apply(&img, op.magnitude(9, img.width, img.height)) != img,
-            "{}",
-            op.name()
-        );
+        assert!(op.apply(&img, op.magnitude(9, img.width, img.height)) != img, "{}", op.name());
     }
     // Factor 1 for the enhance ops, 8 bits for Posterize.
-    for op in [
-        Op::Brightness,
-        Op::Color,
-        Op::Contrast,
-        Op::Sharpness,
-        Op::Posterize,
-        Op::Identity,
-    ] {
-        assert!(
-            op.apply(&img, op.magnitude(0, img.width, img.height)) == img,
-            "{}",
-            op.name()
-        );
+    for op in [Op::Brightness, Op::Color, Op::Contrast, Op::Sharpness, Op::Posterize, Op::Identity] {
+        assert!(op.apply(&img, op.magnitude(0, img.width, img.height)) == img, "{}", op.name());
     }
 }
 
@@ -224,25 +143,16 @@ fn n_ops_are_drawn_and_applied_in_the_documented_order() {
             }
             assert!(got == want, "N = {ops}, M = {magnitude}, seed {seed}");
             // No draw more or less than the replay took.
-            assert_eq!(
-                rng.next_u64(),
-                replay.next_u64(),
-                "N = {ops}, seed {seed}: draws"
-            );
+            assert_eq!(rng.next_u64(), replay.next_u64(), "N = {ops}, seed {seed}: draws");
         }
     }
     // More ops change the image more often than fewer (Identity is 1 of 14).
     let changed = |ops: usize| {
         let rand_augment = RandAugment::new(ops, 9).unwrap();
-        (0..200)
-            .filter(|&s| rand_augment.apply(img.clone(), &mut Rng::new(s)) != img)
-            .count()
+        (0..200).filter(|&s| rand_augment.apply(img.clone(), &mut Rng::new(s)) != img).count()
     };
     let (one, three) = (changed(1), changed(3));
-    assert!(
-        one > 150 && three > one,
-        "images changed: {one} with N = 1, {three} with N = 3"
-    );
+    assert!(one > 150 && three > one, "images changed: {one} with N = 1, {three} with N = 3");
 }
 
 #[test]
@@ -257,10 +167,7 @@ fn every_op_is_drawn_with_both_signs() {
         seen.insert((op.name(), negative));
         // The transform takes the same draws.
         let m = op.magnitude(9, 8, 8);
-        assert!(
-            rand_augment.apply(img.clone(), &mut Rng::new(seed))
-                == op.apply(&img, if negative { -m } else { m })
-        );
+        assert!(rand_augment.apply(img.clone(), &mut Rng::new(seed)) == op.apply(&img, if negative { -m } else { m }));
     }
     let signed = Op::ALL.iter().filter(|op| op.signed()).count();
     assert_eq!(seen.len(), Op::ALL.len() + signed);

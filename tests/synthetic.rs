@@ -12,8 +12,8 @@ use mlrpl_engine::clip::tokenizer::Tokenizer;
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::image::{normalize_chw, preprocess, Preprocess};
 use mlrpl_engine::data::synthetic::{
-    category_index, contact_sheet, save_png, Split, SyntheticSet, BACKGROUNDS, BACKGROUND_MEAN_RGB,
-    CATEGORIES, CATEGORY_PLURALS, COLOURS, COLOUR_RGB, FIRST_SHAPES_ONLY_TEMPLATE, NUM_TEMPLATES,
+    category_index, contact_sheet, save_png, Split, SyntheticSet, BACKGROUNDS, BACKGROUND_MEAN_RGB, CATEGORIES,
+    CATEGORY_PLURALS, COLOURS, COLOUR_RGB, FIRST_SHAPES_ONLY_TEMPLATE, NUM_TEMPLATES,
 };
 use mlrpl_engine::rng::Rng;
 
@@ -61,11 +61,7 @@ fn same_inputs_same_pixels_and_other_inputs_differ() {
 #[test]
 fn pixels_are_pinned() {
     let mut all = Vec::new();
-    for (split, seed, size) in [
-        (Split::Train, 0, 64),
-        (Split::Test, 1, 48),
-        (Split::Pretrain, 2, 96),
-    ] {
+    for (split, seed, size) in [(Split::Train, 0, 64), (Split::Test, 1, 48), (Split::Pretrain, 2, 96)] {
         let s = set(split, seed, size);
         for i in [0, 1, 17, 123] {
             all.extend_from_slice(&s.render(i).data);
@@ -84,10 +80,7 @@ fn scenes_do_not_depend_on_resolution() {
     for i in 0..20 {
         assert_eq!(small.scene(i), big.scene(i));
         let im = big.render(i);
-        assert_eq!(
-            (im.width, im.height, im.data.len()),
-            (224, 224, 224 * 224 * 3)
-        );
+        assert_eq!((im.width, im.height, im.data.len()), (224, 224, 224 * 224 * 3));
     }
 }
 
@@ -101,17 +94,9 @@ fn labels_match_objects_and_cardinality_is_as_documented() {
     for i in 0..n {
         let smp = s.sample(i);
         assert_eq!(smp.labels.len(), CATEGORIES.len());
-        assert!(
-            (1..=4).contains(&smp.objects.len()),
-            "index {i}: {} objects",
-            smp.objects.len()
-        );
+        assert!((1..=4).contains(&smp.objects.len()), "index {i}: {} objects", smp.objects.len());
         for (c, &l) in smp.labels.iter().enumerate() {
-            assert_eq!(
-                l,
-                smp.objects.iter().any(|o| o.category == c),
-                "index {i} class {c}"
-            );
+            assert_eq!(l, smp.objects.iter().any(|o| o.category == c), "index {i} class {c}");
             per_class[c] += l as usize;
         }
         assert_eq!(smp.labels, s.label_flags(i));
@@ -125,12 +110,7 @@ fn labels_match_objects_and_cardinality_is_as_documented() {
     let card = label_sum as f64 / n as f64;
     println!("label cardinality {card:.3}");
     for (c, f) in freq.iter().enumerate() {
-        assert!(
-            (0.10..=0.50).contains(f),
-            "{} in {:.1}% of images",
-            CATEGORIES[c],
-            100.0 * f
-        );
+        assert!((0.10..=0.50).contains(f), "{} in {:.1}% of images", CATEGORIES[c], 100.0 * f);
     }
     // Documented draw: 25 / 35 / 25 / 15 % for 1..4 objects (a few
     // crowded 4th objects are dropped); about 2.1 distinct labels.
@@ -152,22 +132,9 @@ fn objects_are_inside_visible_and_apart() {
         bgs.insert(sc.background);
         for (k, o) in sc.objects.iter().enumerate() {
             colours.insert(o.colour);
-            assert!(
-                o.x - o.radius >= -1e-6 && o.x + o.radius <= 1.0 + 1e-6,
-                "{o:?}"
-            );
-            assert!(
-                o.y - o.radius >= -1e-6 && o.y + o.radius <= 1.0 + 1e-6,
-                "{o:?}"
-            );
-            assert!(
-                if o.large {
-                    o.radius >= 0.19
-                } else {
-                    o.radius <= 0.15
-                },
-                "{o:?}"
-            );
+            assert!(o.x - o.radius >= -1e-6 && o.x + o.radius <= 1.0 + 1e-6, "{o:?}");
+            assert!(o.y - o.radius >= -1e-6 && o.y + o.radius <= 1.0 + 1e-6, "{o:?}");
+            assert!(if o.large { o.radius >= 0.19 } else { o.radius <= 0.15 }, "{o:?}");
             assert!(o.rotation_deg.abs() <= 360);
             let (c, b) = (COLOUR_RGB[o.colour], BACKGROUND_MEAN_RGB[sc.background]);
             let d2: i32 = (0..3).map(|j| (c[j] as i32 - b[j] as i32).pow(2)).sum();
@@ -199,10 +166,7 @@ fn objects_change_the_pixels_they_cover() {
         let col = COLOUR_RGB[last.colour];
         let hits = smp.image.data.chunks_exact(3).filter(|p| *p == col).count();
         let area = (last.radius * 64.0).powi(2);
-        assert!(
-            hits as f32 >= 0.2 * area,
-            "index {i}: {hits} pixels of {last:?}"
-        );
+        assert!(hits as f32 >= 0.2 * area, "index {i}: {hits} pixels of {last:?}");
     }
 }
 
@@ -214,56 +178,38 @@ fn captions_name_every_object() {
     let mut plural = 0;
     for i in 0..300 {
         let smp = s.sample(i);
-        let mut caps: Vec<String> = (0..NUM_TEMPLATES)
-            .map(|t| smp.caption_with_template(t, &mut rng))
-            .collect();
+        let mut caps: Vec<String> = (0..NUM_TEMPLATES).map(|t| smp.caption_with_template(t, &mut rng)).collect();
         caps.push(smp.caption(&mut rng));
         caps.push(s.caption(i, 0));
         caps.push(s.caption(i, 1));
         for (t, cap) in caps.iter().enumerate() {
             assert!(cap.ends_with('.'), "{cap}");
             assert!(!cap.contains("  "), "{cap}");
-            let names_background =
-                cap.contains(smp.background) || smp.background == "dark" && cap.contains("black");
+            let names_background = cap.contains(smp.background) || smp.background == "dark" && cap.contains("black");
             for o in &smp.objects {
-                assert!(
-                    cap.contains(o.category_name()),
-                    "`{cap}` lacks {}",
-                    o.category_name()
-                );
+                assert!(cap.contains(o.category_name()), "`{cap}` lacks {}", o.category_name());
             }
             // Templates up to FIRST_SHAPES_ONLY_TEMPLATE describe everything,
             // those after it the shapes alone; random templates may be either.
             if t < FIRST_SHAPES_ONLY_TEMPLATE {
                 assert!(names_background, "{cap}");
                 for o in &smp.objects {
-                    assert!(
-                        cap.contains(o.colour_name()),
-                        "`{cap}` lacks {}",
-                        o.colour_name()
-                    );
+                    assert!(cap.contains(o.colour_name()), "`{cap}` lacks {}", o.colour_name());
                 }
             } else if t < NUM_TEMPLATES {
                 assert!(!names_background, "{cap}");
-                assert!(
-                    smp.objects.iter().all(|o| !cap.contains(o.colour_name())),
-                    "{cap}"
-                );
+                assert!(smp.objects.iter().all(|o| !cap.contains(o.colour_name())), "{cap}");
             }
             // Any named category is really there.
             for (c, name) in CATEGORIES.iter().enumerate() {
-                let word_present = cap
-                    .split(|ch: char| !ch.is_alphabetic())
-                    .any(|w| w == *name || w == CATEGORY_PLURALS[c]);
+                let word_present =
+                    cap.split(|ch: char| !ch.is_alphabetic()).any(|w| w == *name || w == CATEGORY_PLURALS[c]);
                 assert_eq!(word_present, smp.labels[c], "`{cap}` and {name}");
             }
             plural += CATEGORY_PLURALS.iter().any(|p| cap.contains(p)) as usize;
             seen.insert(cap.clone());
         }
-        assert_eq!(
-            category_index(smp.objects[0].category_name()),
-            Some(smp.objects[0].category)
-        );
+        assert_eq!(category_index(smp.objects[0].category_name()), Some(smp.objects[0].category));
     }
     assert!(plural > 50, "only {plural} captions with a plural");
     assert!(seen.len() > 2000, "only {} distinct captions", seen.len());
@@ -278,27 +224,13 @@ fn splits_are_disjoint() {
     };
     let sets: Vec<HashSet<u64>> = Split::ALL.iter().map(|&sp| hashes(sp)).collect();
     for (a, sa) in sets.iter().enumerate() {
-        assert!(
-            sa.len() >= 199,
-            "{} repeats images within itself",
-            Split::ALL[a]
-        );
+        assert!(sa.len() >= 199, "{} repeats images within itself", Split::ALL[a]);
         for (b, sb) in sets.iter().enumerate().skip(a + 1) {
             let shared = sa.intersection(sb).count();
-            assert_eq!(
-                shared,
-                0,
-                "{} and {} share {shared} images",
-                Split::ALL[a],
-                Split::ALL[b]
-            );
+            assert_eq!(shared, 0, "{} and {} share {shared} images", Split::ALL[a], Split::ALL[b]);
         }
     }
-    assert_eq!(
-        Split::ALL.map(|s| s.default_len()),
-        [2000, 400, 400, 20000],
-        "documented default sizes"
-    );
+    assert_eq!(Split::ALL.map(|s| s.default_len()), [2000, 400, 400, 20000], "documented default sizes");
     assert_eq!("pretrain".parse::<Split>().unwrap(), Split::Pretrain);
     assert!("training".parse::<Split>().is_err());
 }
@@ -307,42 +239,25 @@ fn splits_are_disjoint() {
 fn tensors_have_the_model_layout() {
     let s = set(Split::Test, 2, 32);
     let idx = [0usize, 5, 3, 399];
-    let x = s
-        .images_tensor(&idx, Preprocess::Resize { size: 32 })
-        .unwrap();
+    let x = s.images_tensor(&idx, Preprocess::Resize { size: 32 }).unwrap();
     assert_eq!(x.dims(), &[4, 3, 32, 32]);
     let v = x.to_vec().unwrap();
     for (k, &i) in idx.iter().enumerate() {
         let want = normalize_chw(&s.render(i));
-        assert_eq!(
-            &v[k * 3072..(k + 1) * 3072],
-            &want[..],
-            "image {i} at R = size passes unresampled"
-        );
+        assert_eq!(&v[k * 3072..(k + 1) * 3072], &want[..], "image {i} at R = size passes unresampled");
     }
-    let y = s
-        .images_tensor(&idx, Preprocess::Resize { size: 48 })
-        .unwrap();
+    let y = s.images_tensor(&idx, Preprocess::Resize { size: 48 }).unwrap();
     assert_eq!(y.dims(), &[4, 3, 48, 48]);
     let yv = y.to_vec().unwrap();
-    assert_eq!(
-        &yv[3 * 6912..],
-        &preprocess(&s.render(399), Preprocess::Resize { size: 48 })[..]
-    );
+    assert_eq!(&yv[3 * 6912..], &preprocess(&s.render(399), Preprocess::Resize { size: 48 })[..]);
     let l = s.labels_tensor(&idx).unwrap();
     assert_eq!(l.dims(), &[4, CATEGORIES.len()]);
     let lv = l.to_vec().unwrap();
     for (k, &i) in idx.iter().enumerate() {
-        let want: Vec<f32> = s
-            .label_flags(i)
-            .iter()
-            .map(|&b| if b { 1.0 } else { -1.0 })
-            .collect();
+        let want: Vec<f32> = s.label_flags(i).iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
         assert_eq!(&lv[k * 10..(k + 1) * 10], &want[..]);
     }
-    assert!(s
-        .images_tensor(&[400], Preprocess::Resize { size: 32 })
-        .is_err());
+    assert!(s.images_tensor(&[400], Preprocess::Resize { size: 32 }).is_err());
     assert!(s.labels_tensor(&[400]).is_err());
     assert!(SyntheticSet::new(Split::Train, 0, 8).is_err());
 }
@@ -352,12 +267,7 @@ fn words_are_single_clip_tokens_and_captions_fit_the_context() {
     let tok = Tokenizer::shared().unwrap();
     // Plurals may take two tokens ("triangles" = "tri" + "angles").
     for w in CATEGORIES.iter().chain(COLOURS).chain(BACKGROUNDS) {
-        assert_eq!(
-            tok.encode(w).len(),
-            1,
-            "`{w}` is not one CLIP token: {:?}",
-            tok.encode(w)
-        );
+        assert_eq!(tok.encode(w).len(), 1, "`{w}` is not one CLIP token: {:?}", tok.encode(w));
     }
     let s = set(Split::Pretrain, 0, 16);
     let mut rng = Rng::new(1);
@@ -369,10 +279,7 @@ fn words_are_single_clip_tokens_and_captions_fit_the_context() {
         }
     }
     println!("longest caption: {longest} tokens + SOT/EOT");
-    assert!(
-        longest + 2 <= 77,
-        "a caption of {longest} tokens overflows CLIP's context"
-    );
+    assert!(longest + 2 <= 77, "a caption of {longest} tokens overflows CLIP's context");
 }
 
 #[test]
@@ -384,11 +291,7 @@ fn works_as_a_multi_label_dataset() {
     assert!(d.describe().contains("val"), "{}", d.describe());
     assert_eq!(d.item_name(7), "synthetic/val/seed4/7");
     for i in [0, 1, 123, 399] {
-        let want: Vec<f32> = s
-            .label_flags(i)
-            .iter()
-            .map(|&b| if b { 1.0 } else { -1.0 })
-            .collect();
+        let want: Vec<f32> = s.label_flags(i).iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
         assert_eq!(d.labels(i), &want[..]);
         assert_eq!(d.image(i).unwrap(), s.render(i));
     }
@@ -402,12 +305,7 @@ fn speed_and_sample_grid() {
     // On-CPU time of this thread (Linux), so that a busy machine does not
     // inflate the single-thread figure.
     let cpu_ns = || -> Option<u64> {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
     };
     let s = set(Split::Train, 0, 64).with_len(10_000).unwrap();
     let (t, c) = (Instant::now(), cpu_ns());
@@ -417,10 +315,7 @@ fn speed_and_sample_grid() {
     }
     let one = t.elapsed();
     if let (Some(a), Some(b)) = (c, cpu_ns()) {
-        println!(
-            "1000 images 64x64, one thread: {:.1} ms on-CPU",
-            (b - a) as f64 / 1e6
-        );
+        println!("1000 images 64x64, one thread: {:.1} ms on-CPU", (b - a) as f64 / 1e6);
     }
     let (t, c) = (Instant::now(), cpu_ns());
     for i in 0..1000 {
@@ -435,9 +330,7 @@ fn speed_and_sample_grid() {
     }
     let idx: Vec<usize> = (0..1000).collect();
     let t = Instant::now();
-    let x = s
-        .images_tensor(&idx, Preprocess::Resize { size: 64 })
-        .unwrap();
+    let x = s.images_tensor(&idx, Preprocess::Resize { size: 64 }).unwrap();
     let batch = t.elapsed();
     let s224 = set(Split::Train, 0, 224);
     let t = Instant::now();
@@ -473,22 +366,9 @@ fn speed_and_sample_grid() {
         let objs: Vec<String> = smp
             .objects
             .iter()
-            .map(|o| {
-                format!(
-                    "{} {} {} at {}",
-                    o.size_word(),
-                    o.colour_name(),
-                    o.category_name(),
-                    o.position_word()
-                )
-            })
+            .map(|o| format!("{} {} {} at {}", o.size_word(), o.colour_name(), o.category_name(), o.position_word()))
             .collect();
-        println!(
-            "{i}: [{}] on {}  | {}",
-            objs.join("; "),
-            smp.background,
-            s.caption(i, 0)
-        );
+        println!("{i}: [{}] on {}  | {}", objs.join("; "), smp.background, s.caption(i, 0));
     }
     let big = set(Split::Train, 0, 64).with_len(20_000).unwrap();
     let mut counts = [0usize; 5];
@@ -517,10 +397,7 @@ fn speed_and_sample_grid() {
     for i in start..start + 2 {
         let smp = s.sample(i);
         for t in 0..NUM_TEMPLATES {
-            println!(
-                "  image {i} template {t}: {}",
-                smp.caption_with_template(t, &mut rng)
-            );
+            println!("  image {i} template {t}: {}", smp.caption_with_template(t, &mut rng));
         }
     }
     println!("grid written to {path}");

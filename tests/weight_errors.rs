@@ -24,10 +24,7 @@ fn load_error(path: &Path) -> String {
 fn edited(name: &str, edit: impl FnOnce(&mut WeightMap)) -> PathBuf {
     let mut w = WeightMap::load(&fixture(), &Device::Cpu).unwrap();
     edit(&mut w);
-    let tensors: Vec<_> = w
-        .names()
-        .map(|n| (n.to_string(), w.get(n).unwrap()))
-        .collect();
+    let tensors: Vec<_> = w.names().map(|n| (n.to_string(), w.get(n).unwrap())).collect();
     let path = scratch(name);
     WeightMap::save(&path, &tensors, w.metadata().clone()).unwrap();
     path
@@ -39,24 +36,15 @@ fn truncated_and_foreign_files_name_the_file() {
     let truncated = scratch("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let msg = load_error(&truncated);
-    assert!(
-        msg.contains("truncated.safetensors") && msg.contains("not a valid safetensors"),
-        "{msg}"
-    );
+    assert!(msg.contains("truncated.safetensors") && msg.contains("not a valid safetensors"), "{msg}");
 
     let foreign = scratch("model.pt");
     std::fs::write(&foreign, b"PK\x03\x04 a zip archive, as torch.save writes").unwrap();
     let msg = load_error(&foreign);
-    assert!(
-        msg.contains("model.pt") && msg.contains("not a valid safetensors"),
-        "{msg}"
-    );
+    assert!(msg.contains("model.pt") && msg.contains("not a valid safetensors"), "{msg}");
 
     let msg = load_error(&scratch("does-not-exist.safetensors"));
-    assert!(
-        msg.contains("does-not-exist.safetensors") && msg.contains("cannot read"),
-        "{msg}"
-    );
+    assert!(msg.contains("does-not-exist.safetensors") && msg.contains("cannot read"), "{msg}");
 }
 
 #[test]
@@ -65,32 +53,20 @@ fn missing_and_misshapen_tensors_are_named() {
         w.remove("visual.transformer.resblocks.1.mlp.c_fc.bias");
     });
     let msg = load_error(&missing);
-    assert!(
-        msg.contains("missing.safetensors")
-            && msg.contains("visual.transformer.resblocks.1.mlp.c_fc.bias"),
-        "{msg}"
-    );
+    assert!(msg.contains("missing.safetensors") && msg.contains("visual.transformer.resblocks.1.mlp.c_fc.bias"), "{msg}");
 
     let misshapen = edited("misshapen.safetensors", |w| {
         let t = w.get("ln_final.bias").unwrap();
         w.insert("ln_final.bias", t.narrow(0, 0, 10).unwrap());
     });
     let msg = load_error(&misshapen);
-    assert!(
-        msg.contains("misshapen.safetensors")
-            && msg.contains("ln_final.bias")
-            && msg.contains("[10]"),
-        "{msg}"
-    );
+    assert!(msg.contains("misshapen.safetensors") && msg.contains("ln_final.bias") && msg.contains("[10]"), "{msg}");
 
     let not_clip = edited("not-clip.safetensors", |w| {
         w.remove("visual.class_embedding");
     });
     let msg = load_error(&not_clip);
-    assert!(
-        msg.contains("not-clip.safetensors") && msg.contains("not a CLIP checkpoint"),
-        "{msg}"
-    );
+    assert!(msg.contains("not-clip.safetensors") && msg.contains("not a CLIP checkpoint"), "{msg}");
 }
 
 #[test]
@@ -100,10 +76,6 @@ fn save_is_atomic_and_round_trips() {
     let a = WeightMap::load(&fixture(), &Device::Cpu).unwrap();
     let b = WeightMap::load(&path, &Device::Cpu).unwrap();
     for name in a.names() {
-        assert_eq!(
-            a.get(name).unwrap().to_vec().unwrap(),
-            b.get(name).unwrap().to_vec().unwrap(),
-            "{name}"
-        );
+        assert_eq!(a.get(name).unwrap().to_vec().unwrap(), b.get(name).unwrap().to_vec().unwrap(), "{name}");
     }
 }

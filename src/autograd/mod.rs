@@ -93,10 +93,7 @@ pub fn clear_tape() {
 /// on, then clears the tape.
 pub fn backward(loss: &Tensor) -> Result<()> {
     if loss.elem_count() != 1 {
-        bail!(
-            "backward needs a one-element loss, got shape {}",
-            loss.shape()
-        );
+        bail!("backward needs a one-element loss, got shape {}", loss.shape());
     }
     if !loss.requires_grad() {
         bail!("backward: the loss depends on no parameter that requires grad (was it computed under no_grad?)");
@@ -115,15 +112,11 @@ pub fn backward(loss: &Tensor) -> Result<()> {
     };
     let mut grads: HashMap<TensorId, Tensor> = HashMap::from([(loss.id(), seed)]);
     for entry in tape.into_iter().take(last + 1).rev() {
-        let Some(grad) = grads.remove(&entry.output) else {
-            continue;
-        };
+        let Some(grad) = grads.remove(&entry.output) else { continue };
         let needs: Vec<bool> = entry.inputs.iter().map(Tensor::requires_grad).collect();
         let input_grads = (entry.backward)(&grad, &needs)?;
         for ((input, input_grad), needed) in entry.inputs.iter().zip(input_grads).zip(needs) {
-            let Some(input_grad) = input_grad.filter(|_| needed) else {
-                continue;
-            };
+            let Some(input_grad) = input_grad.filter(|_| needed) else { continue };
             if input_grad.shape() != input.shape() {
                 bail!(
                     "internal error: gradient of shape {} for an input of shape {}",

@@ -45,34 +45,23 @@ pub struct HostInput {
 
 impl HostInput {
     pub fn f32(values: Vec<f32>) -> HostInput {
-        HostInput {
-            values,
-            dtype: DType::F32,
-        }
+        HostInput { values, dtype: DType::F32 }
     }
 
     /// Values stored as bf16 (rounded to nearest on upload).
     pub fn bf16(values: Vec<f32>) -> HostInput {
-        HostInput {
-            values,
-            dtype: DType::BF16,
-        }
+        HostInput { values, dtype: DType::BF16 }
     }
 
     pub fn ids(ids: &[u32]) -> HostInput {
-        HostInput {
-            values: ids.iter().map(|&i| i as f32).collect(),
-            dtype: DType::U32,
-        }
+        HostInput { values: ids.iter().map(|&i| i as f32).collect(), dtype: DType::U32 }
     }
 
     /// A fresh buffer holding these values on `device`.
     pub fn upload(&self, device: &Device) -> Result<Storage> {
         Ok(match device {
             Device::Cpu => Storage::Cpu(CpuStorage::from_f32(self.values.clone(), self.dtype)),
-            Device::Cuda(gpu) => {
-                Storage::Cuda(CudaStorage::from_f32(gpu, &self.values, self.dtype)?)
-            }
+            Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_f32(gpu, &self.values, self.dtype)?),
         })
     }
 }
@@ -97,11 +86,7 @@ pub struct Case {
 impl Case {
     /// The dtype of the first float input: what the primitive computes on.
     pub fn compute_dtype(&self) -> DType {
-        self.inputs
-            .iter()
-            .map(|i| i.dtype)
-            .find(|&d| d != DType::U32)
-            .unwrap_or(DType::F32)
+        self.inputs.iter().map(|i| i.dtype).find(|&d| d != DType::U32).unwrap_or(DType::F32)
     }
 
     /// `op/setup`, what `--filter` matches.
@@ -111,11 +96,7 @@ impl Case {
 
     /// The sizes as `name=value` pairs, e.g. `rows=1600 cols=768`.
     pub fn shape(&self) -> String {
-        self.params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
 }
 

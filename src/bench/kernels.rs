@@ -17,8 +17,7 @@
 
 use super::case::{case_id, Case, HostInput, Primitive, Work};
 use crate::backend::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec,
-    ParamUpdate, SgdStep, Storage, UnaryOp,
+    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, Storage, UnaryOp,
 };
 use crate::nn::LayerNorm;
 use crate::ops::L2_EPS;
@@ -72,17 +71,7 @@ impl Setup {
     /// `tools/bench_torch_kernels.py` builds the same list.
     fn trainable(&self) -> Vec<usize> {
         let d = self.embed;
-        vec![
-            self.classes * self.n_ctx * self.text_width,
-            d * d,
-            d * d,
-            d * d,
-            d,
-            d,
-            1,
-            1,
-            self.classes,
-        ]
+        vec![self.classes * self.n_ctx * self.text_width, d * d, d * d, d * d, d, d, 1, 1, self.classes]
     }
 }
 
@@ -121,9 +110,7 @@ pub const SETUPS: [Setup; 2] = [MINI_CLIP, VIT_B32];
 /// A seed from the case id (FNV-1a), so inputs do not depend on which other
 /// cases run.
 fn seed_of(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn cpu(values: &[f32]) -> CpuStorage {
@@ -166,24 +153,14 @@ impl Catalogue<'_> {
             return Ok(());
         }
         let (params, work, inputs, run) = build(&mut Rng::new(seed_of(&id)))?;
-        self.cases.push(Case {
-            op,
-            setup: setup.name,
-            params,
-            work,
-            inputs,
-            run,
-        });
+        self.cases.push(Case { op, setup: setup.name, params, work, inputs, run });
         Ok(())
     }
 }
 
 /// Every kernel case whose id (`op/setup`) contains `filter` (all when None).
 pub fn cases(filter: Option<&str>) -> Result<Vec<Case>> {
-    let mut cat = Catalogue {
-        filter,
-        cases: Vec::new(),
-    };
+    let mut cat = Catalogue { filter, cases: Vec::new() };
     for s in &SETUPS {
         matrix_and_attention(&mut cat, s)?;
         normalisations(&mut cat, s)?;
@@ -200,114 +177,36 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // The MLP's c_fc: [B*L, W] @ [4W, W]^T (cuBLAS on CUDA).
     let (m, n, k) = (s.batch * s.tokens, 4 * s.width, s.width);
     cat.add("gemm_linear", s, |rng| {
-        let spec = GemmSpec {
-            batch: 1,
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: true,
-            a_batch_stride: 0,
-            b_batch_stride: 0,
-        };
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(m * k, 1.0)),
-            HostInput::f32(rng.normal_vec(n * k, 1.0)),
-        ];
+        let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
+        let inputs = vec![HostInput::f32(rng.normal_vec(m * k, 1.0)), HostInput::f32(rng.normal_vec(n * k, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
-        Ok((
-            vec![("m", m), ("n", n), ("k", k)],
-            Work::Flops(flops),
-            inputs,
-            primitive(move |i| Ok(vec![i[0].gemm(&i[1], None, &spec)?])),
-        ))
+        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, primitive(move |i| Ok(vec![i[0].gemm(&i[1], None, &spec)?]))))
     })?;
     // The same layer of `--precision bf16` towers, bias included (cuBLASLt
     // with the bias epilogue on CUDA).
     cat.add("gemm_linear_bf16", s, |rng| {
-        let spec = GemmSpec {
-            batch: 1,
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: true,
-            a_batch_stride: 0,
-            b_batch_stride: 0,
-        };
-        let inputs = vec![
-            HostInput::bf16(rng.normal_vec(m * k, 1.0)),
-            HostInput::bf16(rng.normal_vec(n * k, 1.0)),
-            HostInput::bf16(rng.normal_vec(n, 1.0)),
-        ];
+        let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
+        let inputs = vec![HostInput::bf16(rng.normal_vec(m * k, 1.0)), HostInput::bf16(rng.normal_vec(n * k, 1.0)), HostInput::bf16(rng.normal_vec(n, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
         let run = primitive(move |i| Ok(vec![i[0].gemm(&i[1], Some(&i[2]), &spec)?]));
-        Ok((
-            vec![("m", m), ("n", n), ("k", k)],
-            Work::Flops(flops),
-            inputs,
-            run,
-        ))
+        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, run))
     })?;
     // Vision self-attention over the image tokens; the text tower's causal
     // attention over the truncated prompts.
     // The vision forward also in bf16, as the towers of `--precision bf16` run it.
-    attention(
-        cat,
-        s,
-        ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")),
-        s.batch * s.heads(),
-        s.tokens,
-        false,
-    )?;
-    attention(
-        cat,
-        s,
-        ("attention_causal_fwd", "attention_causal_bwd", None),
-        s.classes * s.text_heads(),
-        s.text_tokens,
-        true,
-    )
+    attention(cat, s, ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")), s.batch * s.heads(), s.tokens, false)?;
+    attention(cat, s, ("attention_causal_fwd", "attention_causal_bwd", None), s.classes * s.text_heads(), s.text_tokens, true)
 }
 
 /// The forward and backward cases `ops.0` and `ops.1`, and the forward on
 /// bf16 inputs as `ops.2` when given.
-fn attention(
-    cat: &mut Catalogue,
-    s: &Setup,
-    ops: (&'static str, &'static str, Option<&'static str>),
-    heads: usize,
-    len: usize,
-    causal: bool,
-) -> Result<()> {
-    let spec = AttentionSpec {
-        batch_heads: heads,
-        q_len: len,
-        kv_len: len,
-        head_dim: HEAD_DIM,
-        causal,
-        scale: (HEAD_DIM as f32).powf(-0.5),
-    };
-    let params = vec![
-        ("batch_heads", heads),
-        ("q_len", len),
-        ("kv_len", len),
-        ("head_dim", HEAD_DIM),
-    ];
+fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str, Option<&'static str>), heads: usize, len: usize, causal: bool) -> Result<()> {
+    let spec = AttentionSpec { batch_heads: heads, q_len: len, kv_len: len, head_dim: HEAD_DIM, causal, scale: (HEAD_DIM as f32).powf(-0.5) };
+    let params = vec![("batch_heads", heads), ("q_len", len), ("kv_len", len), ("head_dim", HEAD_DIM)];
     // Score pairs computed: all, or the lower triangle with the diagonal.
-    let pairs = if causal {
-        heads * len * (len + 1) / 2
-    } else {
-        heads * len * len
-    } as f64;
+    let pairs = if causal { heads * len * (len + 1) / 2 } else { heads * len * len } as f64;
     let elems = heads * len * HEAD_DIM;
-    let qkv = |rng: &mut Rng| {
-        [
-            rng.normal_vec(elems, 1.0),
-            rng.normal_vec(elems, 1.0),
-            rng.normal_vec(elems, 1.0),
-        ]
-    };
+    let qkv = |rng: &mut Rng| [rng.normal_vec(elems, 1.0), rng.normal_vec(elems, 1.0), rng.normal_vec(elems, 1.0)];
     // Q K^T and P V: two multiply-adds per pair and head-dim element.
     let forward_work = Work::Flops(4.0 * pairs * HEAD_DIM as f64);
     let forward = move |i: &mut [Storage]| {
@@ -328,26 +227,13 @@ fn attention(
         let [q, k, v] = qkv(rng);
         let (out, lse) = CpuStorage::attention(&cpu(&q), &cpu(&k), &cpu(&v), &spec)?;
         let grad = rng.normal_vec(elems, 1.0);
-        let inputs = vec![
-            HostInput::f32(q),
-            HostInput::f32(k),
-            HostInput::f32(v),
-            host(&out)?,
-            host(&lse)?,
-            HostInput::f32(grad),
-        ];
+        let inputs = vec![HostInput::f32(q), HostInput::f32(k), HostInput::f32(v), host(&out)?, host(&lse)?, HostInput::f32(grad)];
         // Recomputed Q K^T, dV, dP, dQ, dK: five multiply-adds.
         let work = Work::Flops(10.0 * pairs * HEAD_DIM as f64);
-        Ok((
-            params,
-            work,
-            inputs,
-            primitive(move |i| {
-                let (dq, dk, dv) =
-                    Storage::attention_backward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &spec)?;
-                Ok(vec![dq, dk, dv])
-            }),
-        ))
+        Ok((params, work, inputs, primitive(move |i| {
+            let (dq, dk, dv) = Storage::attention_backward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &spec)?;
+            Ok(vec![dq, dk, dv])
+        })))
     })
 }
 
@@ -356,70 +242,34 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (rows, cols) = (s.batch * s.tokens, s.width);
     let n = rows * cols;
     let eps = LayerNorm::DEFAULT_EPS;
-    let ln_inputs = |rng: &mut Rng| {
-        (
-            rng.normal_vec(n, 1.0),
-            rng.uniform_vec(cols, 0.5, 1.5),
-            rng.normal_vec(cols, 1.0),
-        )
-    };
+    let ln_inputs = |rng: &mut Rng| (rng.normal_vec(n, 1.0), rng.uniform_vec(cols, 0.5, 1.5), rng.normal_vec(cols, 1.0));
     let layernorm = move |i: &mut [Storage]| {
         let (y, mean, rstd) = i[0].layernorm(&i[1], &i[2], cols, eps)?;
         Ok(vec![y, mean, rstd])
     };
     cat.add("layernorm_fwd", s, |rng| {
         let (x, gamma, beta) = ln_inputs(rng);
-        let inputs = vec![
-            HostInput::f32(x),
-            HostInput::f32(gamma),
-            HostInput::f32(beta),
-        ];
+        let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), HostInput::f32(beta)];
         let work = Work::f32_bytes(&[n, cols, cols, n, rows, rows]);
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            work,
-            inputs,
-            primitive(layernorm),
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(layernorm)))
     })?;
     // The same in the bf16 towers: bf16 rows and affine, f32 statistics.
     cat.add("layernorm_fwd_bf16", s, |rng| {
         let (x, gamma, beta) = ln_inputs(rng);
-        let inputs = vec![
-            HostInput::bf16(x),
-            HostInput::bf16(gamma),
-            HostInput::bf16(beta),
-        ];
+        let inputs = vec![HostInput::bf16(x), HostInput::bf16(gamma), HostInput::bf16(beta)];
         let work = Work::Bytes((2 * (2 * n + 2 * cols) + 4 * 2 * rows) as f64);
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            work,
-            inputs,
-            primitive(layernorm),
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(layernorm)))
     })?;
     cat.add("layernorm_bwd", s, |rng| {
         let (x, gamma, beta) = ln_inputs(rng);
         let (_, mean, rstd) = cpu(&x).layernorm(&cpu(&gamma), &cpu(&beta), cols, eps)?;
         let grad = rng.normal_vec(n, 1.0);
-        let inputs = vec![
-            HostInput::f32(x),
-            HostInput::f32(gamma),
-            host(&mean)?,
-            host(&rstd)?,
-            HostInput::f32(grad),
-        ];
+        let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), host(&mean)?, host(&rstd)?, HostInput::f32(grad)];
         let work = Work::f32_bytes(&[n, cols, rows, rows, n, n, cols, cols]);
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            work,
-            inputs,
-            primitive(move |i| {
-                let (dx, dgamma, dbeta) =
-                    i[0].layernorm_backward(&i[1], &i[2], &i[3], &i[4], cols)?;
-                Ok(vec![dx, dgamma, dbeta])
-            }),
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(move |i| {
+            let (dx, dgamma, dbeta) = i[0].layernorm_backward(&i[1], &i[2], &i[3], &i[4], cols)?;
+            Ok(vec![dx, dgamma, dbeta])
+        })))
     })?;
 
     // The decoupling module's softmax over positions, one row per (image, class).
@@ -427,23 +277,13 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("softmax_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::f32_bytes(&[n, n]),
-            inputs,
-            primitive(move |i| Ok(vec![i[0].softmax(cols)?])),
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n]), inputs, primitive(move |i| Ok(vec![i[0].softmax(cols)?]))))
     })?;
     cat.add("softmax_bwd", s, |rng| {
         let y = cpu(&rng.normal_vec(n, 1.0)).softmax(cols)?;
         let inputs = vec![host(&y)?, HostInput::f32(rng.normal_vec(n, 1.0))];
         let run = primitive(move |i| Ok(vec![i[0].softmax_backward(&i[1], cols)?]));
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::f32_bytes(&[n, n, n]),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, n]), inputs, run))
     })?;
 
     // The cosine classifier: one D-wide feature per (image, class).
@@ -451,46 +291,22 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("l2_normalize_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::f32_bytes(&[n, n, rows]),
-            inputs,
-            primitive(move |i| {
-                let (y, norm) = i[0].l2_normalize(cols, L2_EPS)?;
-                Ok(vec![y, norm])
-            }),
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, rows]), inputs, primitive(move |i| {
+            let (y, norm) = i[0].l2_normalize(cols, L2_EPS)?;
+            Ok(vec![y, norm])
+        })))
     })?;
     cat.add("l2_normalize_bwd", s, |rng| {
         let (y, norm) = cpu(&rng.normal_vec(n, 1.0)).l2_normalize(cols, L2_EPS)?;
-        let inputs = vec![
-            host(&y)?,
-            host(&norm)?,
-            HostInput::f32(rng.normal_vec(n, 1.0)),
-        ];
+        let inputs = vec![host(&y)?, host(&norm)?, HostInput::f32(rng.normal_vec(n, 1.0))];
         let run = primitive(move |i| Ok(vec![i[0].l2_normalize_backward(&i[1], &i[2], cols)?]));
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::f32_bytes(&[n, rows, n, n]),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, rows, n, n]), inputs, run))
     })
 }
 
 fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
-    let dims = DecouplingDims {
-        batch: s.batch,
-        classes: s.classes,
-        positions: s.patches(),
-        width: s.embed,
-    };
-    let params = vec![
-        ("batch", dims.batch),
-        ("classes", dims.classes),
-        ("positions", dims.positions),
-        ("width", dims.width),
-    ];
+    let dims = DecouplingDims { batch: s.batch, classes: s.classes, positions: s.patches(), width: s.embed };
+    let params = vec![("batch", dims.batch), ("classes", dims.classes), ("positions", dims.positions), ("width", dims.width)];
     let terms = (dims.batch * dims.classes * dims.positions * dims.width) as f64;
     let xtu = |rng: &mut Rng| {
         let x = rng.normal_vec(dims.batch * dims.positions * dims.width, 1.0);
@@ -502,32 +318,15 @@ fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // recomputation, (1 - z^2) * g * u and three multiply-adds (12).
     cat.add("decoupling_fwd", s, |rng| {
         let inputs = xtu(rng).into_iter().map(HostInput::f32).collect();
-        Ok((
-            params.clone(),
-            Work::Flops(4.0 * terms),
-            inputs,
-            primitive(move |i| {
-                Ok(vec![Storage::decoupling_scores(
-                    &i[0], &i[1], &i[2], &dims,
-                )?])
-            }),
-        ))
+        Ok((params.clone(), Work::Flops(4.0 * terms), inputs, primitive(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?]))))
     })?;
     cat.add("decoupling_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = xtu(rng).into_iter().map(HostInput::f32).collect();
-        inputs.push(HostInput::f32(
-            rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0),
-        ));
-        Ok((
-            params,
-            Work::Flops(12.0 * terms),
-            inputs,
-            primitive(move |i| {
-                let (dx, dt, du) =
-                    Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
-                Ok(vec![dx, dt, du])
-            }),
-        ))
+        inputs.push(HostInput::f32(rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0)));
+        Ok((params, Work::Flops(12.0 * terms), inputs, primitive(move |i| {
+            let (dx, dt, du) = Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
+            Ok(vec![dx, dt, du])
+        })))
     })
 }
 
@@ -538,56 +337,25 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let params = vec![("rows", rows), ("cols", cols)];
     cat.add("quick_gelu_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((
-            params.clone(),
-            Work::f32_bytes(&[n, n]),
-            inputs,
-            primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?])),
-        ))
+        Ok((params.clone(), Work::f32_bytes(&[n, n]), inputs, primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
     })?;
     cat.add("quick_gelu_fwd_bf16", s, |rng| {
         let inputs = vec![HostInput::bf16(rng.normal_vec(n, 1.0))];
         let work = Work::Bytes((2 * 2 * n) as f64);
-        Ok((
-            params.clone(),
-            work,
-            inputs,
-            primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?])),
-        ))
+        Ok((params.clone(), work, inputs, primitive(|i| Ok(vec![i[0].unary(UnaryOp::QuickGelu)?]))))
     })?;
     cat.add("quick_gelu_bwd", s, |rng| {
         let x = rng.normal_vec(n, 1.0);
         let out = cpu(&x).unary(UnaryOp::QuickGelu)?;
-        let inputs = vec![
-            HostInput::f32(x),
-            host(&out)?,
-            HostInput::f32(rng.normal_vec(n, 1.0)),
-        ];
-        let run = primitive(|i| {
-            Ok(vec![i[0].unary_backward(
-                &i[1],
-                &i[2],
-                UnaryOp::QuickGelu,
-            )?])
-        });
+        let inputs = vec![HostInput::f32(x), host(&out)?, HostInput::f32(rng.normal_vec(n, 1.0))];
+        let run = primitive(|i| Ok(vec![i[0].unary_backward(&i[1], &i[2], UnaryOp::QuickGelu)?]));
         Ok((params.clone(), Work::f32_bytes(&[n, n, n, n]), inputs, run))
     })?;
     // The MLP's bias: [B*L, 4W] + [4W], broadcast.
     cat.add("add_bias", s, |rng| {
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(n, 1.0)),
-            HostInput::f32(rng.normal_vec(cols, 1.0)),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0)), HostInput::f32(rng.normal_vec(cols, 1.0))];
         let (x_shape, bias_shape) = (shape(&[rows, cols]), shape(&[cols]));
-        let run = primitive(move |i| {
-            Ok(vec![i[0].binary(
-                &i[1],
-                BinaryOp::Add,
-                &x_shape,
-                &bias_shape,
-                &x_shape,
-            )?])
-        });
+        let run = primitive(move |i| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &bias_shape, &x_shape)?]));
         Ok((params.clone(), Work::f32_bytes(&[n, cols, n]), inputs, run))
     })?;
     // Its gradient: the sum over rows.
@@ -601,94 +369,43 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (rows, cols) = (s.batch * s.tokens, s.width);
     let n = rows * cols;
     cat.add("add_residual", s, |rng| {
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(n, 1.0)),
-            HostInput::f32(rng.normal_vec(n, 1.0)),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0)), HostInput::f32(rng.normal_vec(n, 1.0))];
         let x_shape = shape(&[rows, cols]);
-        let run = primitive(move |i| {
-            Ok(vec![i[0].binary(
-                &i[1],
-                BinaryOp::Add,
-                &x_shape,
-                &x_shape,
-                &x_shape,
-            )?])
-        });
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::f32_bytes(&[n, n, n]),
-            inputs,
-            run,
-        ))
+        let run = primitive(move |i| Ok(vec![i[0].binary(&i[1], BinaryOp::Add, &x_shape, &x_shape, &x_shape)?]));
+        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, n]), inputs, run))
     })?;
     // Storage casts of the same activations (bf16 storage, f32 compute).
     cat.add("cast_f32_to_bf16", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
         let run = primitive(|i| Ok(vec![i[0].to_dtype(DType::BF16)?]));
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::Bytes(6.0 * n as f64),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::Bytes(6.0 * n as f64), inputs, run))
     })?;
     cat.add("cast_bf16_to_f32", s, |rng| {
-        let inputs = vec![HostInput {
-            values: rng.normal_vec(n, 1.0),
-            dtype: DType::BF16,
-        }];
+        let inputs = vec![HostInput { values: rng.normal_vec(n, 1.0), dtype: DType::BF16 }];
         let run = primitive(|i| Ok(vec![i[0].to_dtype(DType::F32)?]));
-        Ok((
-            vec![("rows", rows), ("cols", cols)],
-            Work::Bytes(6.0 * n as f64),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", rows), ("cols", cols)], Work::Bytes(6.0 * n as f64), inputs, run))
     })?;
     // The positional embedding's patch grid, bicubically resized for an
     // input twice the native resolution.
     let (channels, side, out) = (s.width, s.grid, 2 * s.grid);
     cat.add("bicubic_pos_embed", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(channels * side * side, 1.0))];
-        let run =
-            primitive(move |i| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
-        let params = vec![
-            ("channels", channels),
-            ("height", side),
-            ("width", side),
-            ("out_height", out),
-            ("out_width", out),
-        ];
-        Ok((
-            params,
-            Work::f32_bytes(&[channels * side * side, channels * out * out]),
-            inputs,
-            run,
-        ))
+        let run = primitive(move |i| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
+        let params = vec![("channels", channels), ("height", side), ("width", side), ("out_height", out), ("out_width", out)];
+        Ok((params, Work::f32_bytes(&[channels * side * side, channels * out * out]), inputs, run))
     })
 }
 
 fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (b, l, h) = (s.batch, s.tokens, s.heads());
-    let params = vec![
-        ("batch", b),
-        ("tokens", l),
-        ("heads", h),
-        ("head_dim", HEAD_DIM),
-    ];
+    let params = vec![("batch", b), ("tokens", l), ("heads", h), ("head_dim", HEAD_DIM)];
     let n = b * l * s.width;
     // The packed q/k/v projection split into heads: [B, L, 3, H, hd] -> [3, B, H, L, hd].
     cat.add("permute_qkv", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(3 * n, 1.0))];
         let from = shape(&[b, l, 3, h, HEAD_DIM]);
         let run = primitive(move |i| Ok(vec![i[0].permute(&from, &[2, 0, 3, 1, 4])?]));
-        Ok((
-            params.clone(),
-            Work::f32_bytes(&[3 * n, 3 * n]),
-            inputs,
-            run,
-        ))
+        Ok((params.clone(), Work::f32_bytes(&[3 * n, 3 * n]), inputs, run))
     })?;
     // The heads merged back: [B, H, L, hd] -> [B, L, H, hd].
     cat.add("permute_heads", s, |rng| {
@@ -700,57 +417,27 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // The class token prepended to the patch embeddings.
     let w = s.width;
     cat.add("concat_class_token", s, |rng| {
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(b * w, 1.0)),
-            HostInput::f32(rng.normal_vec(b * (l - 1) * w, 1.0)),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(b * w, 1.0)), HostInput::f32(rng.normal_vec(b * (l - 1) * w, 1.0))];
         let (class, patches) = (shape(&[b, 1, w]), shape(&[b, l - 1, w]));
-        let run = primitive(move |i| {
-            Ok(vec![Storage::concat(
-                &[&i[0], &i[1]],
-                &[&class, &patches],
-                1,
-            )?])
-        });
-        Ok((
-            vec![("batch", b), ("tokens", l), ("width", w)],
-            Work::f32_bytes(&[n, n]),
-            inputs,
-            run,
-        ))
+        let run = primitive(move |i| Ok(vec![Storage::concat(&[&i[0], &i[1]], &[&class, &patches], 1)?]));
+        Ok((vec![("batch", b), ("tokens", l), ("width", w)], Work::f32_bytes(&[n, n]), inputs, run))
     })?;
     // The prompts' token embeddings gathered from the vocabulary table.
     let (ids, cols) = (s.classes * s.text_tokens, s.text_width);
     cat.add("index_select_embedding", s, |rng| {
         let chosen: Vec<u32> = (0..ids).map(|_| rng.below(VOCAB) as u32).collect();
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(VOCAB * cols, 0.02)),
-            HostInput::ids(&chosen),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(VOCAB * cols, 0.02)), HostInput::ids(&chosen)];
         let run = primitive(move |i| Ok(vec![i[0].index_select(&i[1], VOCAB, cols)?]));
-        Ok((
-            vec![("rows", VOCAB), ("cols", cols), ("ids", ids)],
-            Work::f32_bytes(&[ids * cols, ids, ids * cols]),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", VOCAB), ("cols", cols), ("ids", ids)], Work::f32_bytes(&[ids * cols, ids, ids * cols]), inputs, run))
     })?;
     // The EOT gather's backward: each class's feature scattered into a zeroed
     // [classes * text_tokens, text_width] gradient.
     let (rows, classes, len) = (s.classes * s.text_tokens, s.classes, s.text_tokens);
     cat.add("index_add_eot", s, |rng| {
         let eot: Vec<u32> = (0..classes).map(|c| (c * len + len - 1) as u32).collect();
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(classes * cols, 1.0)),
-            HostInput::ids(&eot),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(classes * cols, 1.0)), HostInput::ids(&eot)];
         let run = primitive(move |i| Ok(vec![i[0].index_add(&i[1], rows, cols)?]));
-        Ok((
-            vec![("rows", rows), ("cols", cols), ("ids", classes)],
-            Work::f32_bytes(&[classes * cols, classes, rows * cols]),
-            inputs,
-            run,
-        ))
+        Ok((vec![("rows", rows), ("cols", cols), ("ids", classes)], Work::f32_bytes(&[classes * cols, classes, rows * cols]), inputs, run))
     })
 }
 
@@ -764,16 +451,10 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     };
     cat.add("masked_bce_fwd", s, |rng| {
         let inputs = logits_labels(rng).into_iter().map(HostInput::f32).collect();
-        Ok((
-            params.clone(),
-            Work::f32_bytes(&[n, n, 1]),
-            inputs,
-            primitive(|i| Ok(vec![i[0].masked_bce(&i[1])?])),
-        ))
+        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, primitive(|i| Ok(vec![i[0].masked_bce(&i[1])?]))))
     })?;
     cat.add("masked_bce_bwd", s, |rng| {
-        let mut inputs: Vec<HostInput> =
-            logits_labels(rng).into_iter().map(HostInput::f32).collect();
+        let mut inputs: Vec<HostInput> = logits_labels(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(vec![1.0]));
         let run = primitive(|i| Ok(vec![i[0].masked_bce_backward(&i[1], &i[2])?]));
         Ok((params, Work::f32_bytes(&[n, n, 1, n]), inputs, run))
@@ -782,41 +463,21 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let b = s.contrastive_batch;
     cat.add("contrastive_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0))];
-        Ok((
-            vec![("n", b)],
-            Work::f32_bytes(&[b * b, 1]),
-            inputs,
-            primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?])),
-        ))
+        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1]), inputs, primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?]))))
     })?;
     cat.add("contrastive_bwd", s, |rng| {
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(b * b, 3.0)),
-            HostInput::f32(vec![1.0]),
-        ];
+        let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0)), HostInput::f32(vec![1.0])];
         let run = primitive(move |i| Ok(vec![i[0].contrastive_loss_backward(&i[1], b)?]));
-        Ok((
-            vec![("n", b)],
-            Work::f32_bytes(&[b * b, 1, b * b]),
-            inputs,
-            run,
-        ))
+        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1, b * b]), inputs, run))
     })
 }
 
 /// The inputs of a fused optimizer update, `k` tensors each of parameters,
 /// gradients, then each state buffer in turn, as one update per tensor
 /// (every tensor decays by `weight_decay`).
-fn param_updates<'a>(
-    inputs: &'a mut [Storage],
-    k: usize,
-    weight_decay: f32,
-) -> Result<Vec<ParamUpdate<'a, Storage>>> {
+fn param_updates(inputs: &mut [Storage], k: usize, weight_decay: f32) -> Result<Vec<ParamUpdate<'_, Storage>>> {
     if k == 0 || inputs.len() < 2 * k || !inputs.len().is_multiple_of(k) {
-        bail!(
-            "an optimizer update of {k} tensors got {} inputs",
-            inputs.len()
-        );
+        bail!("an optimizer update of {k} tensors got {} inputs", inputs.len());
     }
     let (params, rest) = inputs.split_at_mut(k);
     let (grads, state) = rest.split_at_mut(k);
@@ -824,12 +485,7 @@ fn param_updates<'a>(
     Ok(params
         .iter_mut()
         .zip(grads.iter())
-        .map(|(param, grad)| ParamUpdate {
-            param,
-            grad,
-            state: state.iter_mut().filter_map(Iterator::next).collect(),
-            weight_decay,
-        })
+        .map(|(param, grad)| ParamUpdate { param, grad, state: state.iter_mut().filter_map(Iterator::next).collect(), weight_decay })
         .collect())
 }
 
@@ -838,83 +494,42 @@ fn optimizers(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // updates are in place, so the check compares the buffers after it.
     let sizes = s.trainable();
     let (k, p) = (sizes.len(), sizes.iter().sum::<usize>());
-    let params = vec![
-        ("tensors", k),
-        ("elements", p),
-        ("classes", s.classes),
-        ("n_ctx", s.n_ctx),
-        ("text_width", s.text_width),
-        ("embed", s.embed),
-    ];
+    let params = vec![("tensors", k), ("elements", p), ("classes", s.classes), ("n_ctx", s.n_ctx), ("text_width", s.text_width), ("embed", s.embed)];
+    // Parameters, gradients, then state buffers, each a list of k tensors.
     let tensors = |rng: &mut Rng, kinds: usize| -> Vec<HostInput> {
         let std = [1.0, 0.1, 0.01, 0.01];
-        let mut t: Vec<HostInput> = std[..kinds]
-            .iter()
-            .flat_map(|&sd| sizes.iter().map(move |&n| (n, sd)))
-            .map(|(n, sd)| HostInput::f32(rng.normal_vec(n, sd)))
-            .collect();
+        let mut t: Vec<HostInput> = std[..kinds].iter().flat_map(|&sd| sizes.iter().map(move |&n| (n, sd))).map(|(n, sd)| HostInput::f32(rng.normal_vec(n, sd))).collect();
         // Adam's second moment must be non-negative.
-        t.iter_mut()
-            .skip(3 * k)
-            .for_each(|v| v.values.iter_mut().for_each(|x| *x = x.abs()));
+        t.iter_mut().skip(3 * k).for_each(|v| v.values.iter_mut().for_each(|x| *x = x.abs()));
         t
     };
     cat.add("adamw_step", s, |rng| {
-        let step = AdamWStep {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            step: 10,
-        };
+        let step = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 10 };
         let run = primitive(move |i| {
             Storage::adamw_step(&mut param_updates(i, k, 0.01)?, &step)?;
             Ok(vec![])
         });
         // Reads parameter, gradient and both moments; writes three of them.
-        Ok((
-            params.clone(),
-            Work::f32_bytes(&[7 * p]),
-            tensors(rng, 4),
-            run,
-        ))
+        Ok((params.clone(), Work::f32_bytes(&[7 * p]), tensors(rng, 4), run))
     })?;
     cat.add("sgd_step", s, |rng| {
-        let step = SgdStep {
-            lr: 0.002,
-            momentum: 0.9,
-        };
+        let step = SgdStep { lr: 0.002, momentum: 0.9 };
         let run = primitive(move |i| {
             Storage::sgd_step(&mut param_updates(i, k, 5e-4)?, &step)?;
             Ok(vec![])
         });
-        Ok((
-            params.clone(),
-            Work::f32_bytes(&[5 * p]),
-            tensors(rng, 3),
-            run,
-        ))
+        Ok((params, Work::f32_bytes(&[5 * p]), tensors(rng, 3), run))
     })?;
     // Gradient accumulation into a parameter's gradient, all trainable
     // elements as one buffer.
     cat.add("grad_accumulate", s, |rng| {
         let run = primitive(|i| {
-            let [acc, grad] = i else {
-                bail!("grad_accumulate takes an accumulator and a gradient")
-            };
+            let [acc, grad] = i else { bail!("grad_accumulate takes an accumulator and a gradient") };
             acc.add_assign(grad)?;
             Ok(vec![])
         });
-        let inputs = vec![
-            HostInput::f32(rng.normal_vec(p, 0.1)),
-            HostInput::f32(rng.normal_vec(p, 0.1)),
-        ];
-        Ok((
-            vec![("elements", p)],
-            Work::f32_bytes(&[3 * p]),
-            inputs,
-            run,
-        ))
+        let inputs = vec![HostInput::f32(rng.normal_vec(p, 0.1)), HostInput::f32(rng.normal_vec(p, 0.1))];
+        Ok((vec![("elements", p)], Work::f32_bytes(&[3 * p]), inputs, run))
     })
 }
 
@@ -941,29 +556,17 @@ mod tests {
     fn inputs_do_not_depend_on_the_filter() {
         let alone = cases(Some("softmax_fwd/mini-clip")).unwrap();
         let among = cases(Some("mini-clip")).unwrap();
-        let same = among
-            .iter()
-            .find(|c| c.id() == "softmax_fwd/mini-clip")
-            .unwrap();
+        let same = among.iter().find(|c| c.id() == "softmax_fwd/mini-clip").unwrap();
         assert_eq!(alone[0].inputs[0].values, same.inputs[0].values);
     }
 
     #[test]
     fn every_mini_case_runs_on_the_cpu() {
         for case in cases(Some("mini-clip")).unwrap() {
-            let mut inputs: Vec<Storage> = case
-                .inputs
-                .iter()
-                .map(|i| i.upload(&crate::Device::Cpu).unwrap())
-                .collect();
-            let outputs =
-                (case.run)(&mut inputs).unwrap_or_else(|e| panic!("{}: {e:#}", case.id()));
+            let mut inputs: Vec<Storage> = case.inputs.iter().map(|i| i.upload(&crate::Device::Cpu).unwrap()).collect();
+            let outputs = (case.run)(&mut inputs).unwrap_or_else(|e| panic!("{}: {e:#}", case.id()));
             for t in outputs.iter().chain(&inputs) {
-                assert!(
-                    t.to_host_f32().unwrap().iter().all(|v| v.is_finite()),
-                    "{}: non-finite values",
-                    case.id()
-                );
+                assert!(t.to_host_f32().unwrap().iter().all(|v| v.is_finite()), "{}: non-finite values", case.id());
             }
         }
     }

@@ -38,10 +38,7 @@ pub struct Selection {
 /// The benchmarks whose id (`op/setup`) contains `filter` (all when None);
 /// an error naming the filter when it selects nothing.
 pub fn select(filter: Option<&str>) -> Result<Selection> {
-    let selection = Selection {
-        cases: kernels::cases(filter)?,
-        end_to_end: end_to_end::selected(filter),
-    };
+    let selection = Selection { cases: kernels::cases(filter)?, end_to_end: end_to_end::selected(filter) };
     if selection.cases.is_empty() && selection.end_to_end.is_empty() {
         bail!(
             "--filter {:?} matches no benchmark (ids are op/setup, e.g. layernorm_bwd/vit-b32 or train_step/mini-clip)",
@@ -65,19 +62,11 @@ pub fn run(
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for case in &selection.cases {
-        let figure = run_case(case, device, plan)
-            .with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
+        let figure = run_case(case, device, plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
         progress(&figure);
         figures.push(figure);
     }
-    figures.extend(end_to_end::run(
-        &selection.end_to_end,
-        device,
-        precision,
-        plan,
-        load_clip,
-        progress,
-    )?);
+    figures.extend(end_to_end::run(&selection.end_to_end, device, precision, plan, load_clip, progress)?);
     Ok(figures)
 }
 
@@ -90,11 +79,7 @@ fn upload(case: &Case, device: &Device) -> Result<Vec<Storage>> {
 fn results(case: &Case, device: &Device) -> Result<Vec<Vec<f32>>> {
     let mut inputs = upload(case, device)?;
     let outputs = (case.run)(&mut inputs)?;
-    outputs
-        .iter()
-        .chain(&inputs)
-        .map(Storage::to_host_f32)
-        .collect()
+    outputs.iter().chain(&inputs).map(Storage::to_host_f32).collect()
 }
 
 /// Relative error of `device` against the CPU backend on the case's inputs.
@@ -102,9 +87,7 @@ fn results(case: &Case, device: &Device) -> Result<Vec<Vec<f32>>> {
 /// fails.
 pub fn check_case(case: &Case, device: &Device) -> Result<f64> {
     let got = match device {
-        Device::Cpu => {
-            bail!("the CPU backend is the reference; there is nothing to check it against")
-        }
+        Device::Cpu => bail!("the CPU backend is the reference; there is nothing to check it against"),
         Device::Cuda(gpu) => {
             gpu.set_poison_new_buffers(true);
             let got = results(case, device);
@@ -113,12 +96,7 @@ pub fn check_case(case: &Case, device: &Device) -> Result<f64> {
         }
     };
     let want = results(case, &Device::Cpu)?;
-    compare(
-        &format!("{} ({})", case.id(), case.shape()),
-        &got,
-        &want,
-        tolerance_for(case.compute_dtype()),
-    )
+    compare(&format!("{} ({})", case.id(), case.shape()), &got, &want, tolerance_for(case.compute_dtype()))
 }
 
 /// Storage dtype of the case, `in->out` when the first output's differs
@@ -134,25 +112,12 @@ fn dtype_label(case: &Case, device: &Device) -> Result<String> {
 }
 
 fn run_case(case: &Case, device: &Device, plan: &Plan) -> Result<Figure> {
-    let check_error = if device.is_cuda() {
-        Some(check_case(case, device)?)
-    } else {
-        None
-    };
+    let check_error = if device.is_cuda() { Some(check_case(case, device)?) } else { None };
     let dtype = dtype_label(case, device)?;
     let mut inputs = upload(case, device)?;
     let timing = measure(device, plan, &mut || {
         std::hint::black_box((case.run)(&mut inputs)?);
         Ok(())
     })?;
-    Ok(Figure::new(
-        case.op,
-        case.setup,
-        "kernel",
-        &case.params,
-        dtype,
-        case.work,
-        &timing,
-        check_error,
-    ))
+    Ok(Figure::new(case.op, case.setup, "kernel", &case.params, dtype, case.work, &timing, check_error))
 }

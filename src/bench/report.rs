@@ -58,11 +58,7 @@ impl Figure {
             op: op.to_string(),
             setup: setup.to_string(),
             kind,
-            shape: params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            shape: params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
             params: params.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             dtype,
             ms: timing.median_ms,
@@ -71,18 +67,9 @@ impl Figure {
             inner: timing.inner,
             throughput,
             unit,
-            bytes: match work {
-                Work::Bytes(b) => Some(b),
-                _ => None,
-            },
-            flops: match work {
-                Work::Flops(f) => Some(f),
-                _ => None,
-            },
-            images: match work {
-                Work::Images(n) => Some(n),
-                _ => None,
-            },
+            bytes: match work { Work::Bytes(b) => Some(b), _ => None },
+            flops: match work { Work::Flops(f) => Some(f), _ => None },
+            images: match work { Work::Images(n) => Some(n), _ => None },
             check_error,
         }
     }
@@ -115,21 +102,11 @@ pub struct BenchReport {
 }
 
 fn format_ms(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.1}")
-    } else if ms >= 1.0 {
-        format!("{ms:.3}")
-    } else {
-        format!("{ms:.4}")
-    }
+    if ms >= 100.0 { format!("{ms:.1}") } else if ms >= 1.0 { format!("{ms:.3}") } else { format!("{ms:.4}") }
 }
 
 fn format_throughput(value: f64) -> String {
-    if value >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
-    }
+    if value >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") }
 }
 
 impl BenchReport {
@@ -155,9 +132,7 @@ impl BenchReport {
             i.reference
         );
         for f in &self.figures {
-            let check = f
-                .check_error
-                .map_or_else(|| "reference".to_string(), |e| format!("{e:.1e}"));
+            let check = f.check_error.map_or_else(|| "reference".to_string(), |e| format!("{e:.1e}"));
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {} {} | {} |\n",
                 f.id,
@@ -175,9 +150,7 @@ impl BenchReport {
 
 /// Now, in UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     utc_timestamp(secs)
 }
 
@@ -189,23 +162,13 @@ fn utc_timestamp(secs: u64) -> String {
     let shifted = days as i64 + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -221,22 +184,8 @@ mod tests {
 
     #[test]
     fn a_figure_carries_its_throughput_and_the_table_its_row() {
-        let timing = Timing {
-            median_ms: 2.0,
-            min_ms: 1.5,
-            runs: 5,
-            inner: 3,
-        };
-        let f = Figure::new(
-            "gemm_linear",
-            "mini-clip",
-            "kernel",
-            &[("m", 2), ("n", 3)],
-            "f32".into(),
-            Work::Flops(4e6),
-            &timing,
-            Some(1e-7),
-        );
+        let timing = Timing { median_ms: 2.0, min_ms: 1.5, runs: 5, inner: 3 };
+        let f = Figure::new("gemm_linear", "mini-clip", "kernel", &[("m", 2), ("n", 3)], "f32".into(), Work::Flops(4e6), &timing, Some(1e-7));
         assert_eq!(f.id, "gemm_linear/mini-clip");
         assert_eq!(f.shape, "m=2 n=3");
         assert!((f.throughput - 2.0).abs() < 1e-12 && f.unit == "GFLOP/s");
@@ -252,17 +201,7 @@ mod tests {
             runs: 5,
             min_sample_ms: 1.0,
         };
-        let md = BenchReport {
-            format_version: FORMAT_VERSION,
-            info,
-            figures: vec![f],
-        }
-        .markdown();
-        assert!(
-            md.contains(
-                "| gemm_linear/mini-clip | m=2 n=3 | f32 | 2.000 | 2.00 GFLOP/s | 1.0e-7 |"
-            ),
-            "{md}"
-        );
+        let md = BenchReport { format_version: FORMAT_VERSION, info, figures: vec![f] }.markdown();
+        assert!(md.contains("| gemm_linear/mini-clip | m=2 n=3 | f32 | 2.000 | 2.00 GFLOP/s | 1.0e-7 |"), "{md}");
     }
 }

@@ -63,22 +63,11 @@ pub fn measure(device: &Device, plan: &Plan, op: &mut dyn FnMut() -> Result<()>)
         op()?;
     }
     let first = sample(device, 1, op)?;
-    let inner = if first > 0.0 {
-        ((plan.min_sample_ms / first).ceil() as usize).clamp(1, MAX_INNER)
-    } else {
-        MAX_INNER
-    };
+    let inner = if first > 0.0 { ((plan.min_sample_ms / first).ceil() as usize).clamp(1, MAX_INNER) } else { MAX_INNER };
     let runs = plan.runs.max(1);
-    let per_call = (0..runs)
-        .map(|_| Ok(sample(device, inner, op)? / inner as f64))
-        .collect::<Result<Vec<f64>>>()?;
+    let per_call = (0..runs).map(|_| Ok(sample(device, inner, op)? / inner as f64)).collect::<Result<Vec<f64>>>()?;
     let min_ms = per_call.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok(Timing {
-        median_ms: median(&per_call),
-        min_ms,
-        runs,
-        inner,
-    })
+    Ok(Timing { median_ms: median(&per_call), min_ms, runs, inner })
 }
 
 #[cfg(test)]
@@ -95,11 +84,7 @@ mod tests {
     #[test]
     fn cpu_timing_calls_the_op_warmup_plus_runs_times_inner() {
         let mut calls = 0usize;
-        let plan = Plan {
-            warmup: 2,
-            runs: 3,
-            min_sample_ms: 0.0,
-        };
+        let plan = Plan { warmup: 2, runs: 3, min_sample_ms: 0.0 };
         let t = measure(&Device::Cpu, &plan, &mut || {
             calls += 1;
             std::thread::sleep(std::time::Duration::from_micros(200));

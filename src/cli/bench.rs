@@ -5,9 +5,9 @@
 use super::data::load_clip;
 use anyhow::{Context, Result};
 use clap::Args;
-use mlrpl_engine::bench;
 use mlrpl_engine::bench::report::{utc_now, BenchReport, RunInfo, FORMAT_VERSION};
 use mlrpl_engine::bench::timing::Plan;
+use mlrpl_engine::bench;
 use mlrpl_engine::clip::Clip;
 use mlrpl_engine::{Device, Precision};
 use std::path::PathBuf;
@@ -33,16 +33,8 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn plan(&self) -> Plan {
-        let (warmup, runs, min_sample_ms) = if self.quick {
-            (1, 5, 0.2)
-        } else {
-            (3, 20, 2.0)
-        };
-        Plan {
-            warmup,
-            runs: self.runs.unwrap_or(runs).max(1),
-            min_sample_ms,
-        }
+        let (warmup, runs, min_sample_ms) = if self.quick { (1, 5, 0.2) } else { (3, 20, 2.0) };
+        Plan { warmup, runs: self.runs.unwrap_or(runs).max(1), min_sample_ms }
     }
 }
 
@@ -72,28 +64,16 @@ pub fn run(args: BenchArgs, device: &Device, precision: Precision) -> Result<()>
     eprintln!("bench on {}; check: {}", info.device, info.reference);
     let clip = |d: &Device| -> Result<Clip> { Ok(load_clip(None, d, precision)?.0) };
     let figures = bench::run(&selection, &plan, device, precision, &clip, |f| {
-        let check = f
-            .check_error
-            .map_or_else(String::new, |e| format!(", check error {e:.1e}"));
-        eprintln!(
-            "  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}",
-            f.id, f.shape, f.ms, f.throughput, f.unit
-        );
+        let check = f.check_error.map_or_else(String::new, |e| format!(", check error {e:.1e}"));
+        eprintln!("  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}", f.id, f.shape, f.ms, f.throughput, f.unit);
     })?;
-    let report = BenchReport {
-        format_version: FORMAT_VERSION,
-        info,
-        figures,
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let report = BenchReport { format_version: FORMAT_VERSION, info, figures };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let json_path = args.out.join("bench.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json_path.display()))?;
     let markdown = report.markdown();
     let md_path = args.out.join("bench.md");
-    std::fs::write(&md_path, &markdown)
-        .with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&md_path, &markdown).with_context(|| format!("writing {}", md_path.display()))?;
     println!("{markdown}");
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
     Ok(())

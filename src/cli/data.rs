@@ -3,12 +3,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::Clip;
+use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::data::coco::{CocoDataset, CocoSplit};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::list::{ListDataset, OpenOptions, SkippedImages};
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::data::voc::VocDataset;
-use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,77 +67,43 @@ fn report_skipped(skipped: &SkippedImages, what: &str) {
 
 /// The embedded set's training or test split.
 pub fn embedded_set(part: Part) -> Result<Arc<dyn MultiLabelDataset>> {
-    let split = if part == Part::Train {
-        Split::Train
-    } else {
-        Split::Test
-    };
+    let split = if part == Part::Train { Split::Train } else { Split::Test };
     Ok(Arc::new(SyntheticSet::new(split, 0, EMBEDDED_IMAGE_SIZE)?))
 }
 
 impl DataArgs {
     /// The training or the test split of the chosen dataset.
     pub fn open(&self, part: Part) -> Result<Arc<dyn MultiLabelDataset>> {
-        let options = OpenOptions {
-            skip_missing_images: self.skip_bad_images,
-        };
-        let root = || {
-            self.data_root
-                .clone()
-                .with_context(|| format!("--dataset {:?} needs --data-root", self.dataset))
-        };
+        let options = OpenOptions { skip_missing_images: self.skip_bad_images };
+        let root = || self.data_root.clone().with_context(|| format!("--dataset {:?} needs --data-root", self.dataset));
         let classes = || -> Result<Option<Vec<String>>> {
             match &self.classes {
                 None => Ok(None),
                 Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read class list {}", path.display()))?;
-                    Ok(Some(
-                        text.lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(String::from)
-                            .collect(),
-                    ))
+                    let text =
+                        std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
+                    Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
                 }
             }
         };
         Ok(match (self.dataset, part) {
             (DatasetKind::Embedded, part) => embedded_set(part)?,
             (DatasetKind::Coco, part) => {
-                let split = if part == Part::Train {
-                    CocoSplit::Train2014
-                } else {
-                    CocoSplit::Val2014
-                };
+                let split = if part == Part::Train { CocoSplit::Train2014 } else { CocoSplit::Val2014 };
                 let set = CocoDataset::open(&root()?, split, &options)?;
                 report_skipped(set.skipped_missing_images(), &set.describe());
                 Arc::new(set)
             }
             (DatasetKind::Voc, part) => {
-                let split = if part == Part::Train {
-                    "trainval"
-                } else {
-                    "test"
-                };
+                let split = if part == Part::Train { "trainval" } else { "test" };
                 let set = VocDataset::open(&root()?, split, self.voc_difficult, &options)?;
                 report_skipped(set.skipped_missing_images(), &set.describe());
                 Arc::new(set)
             }
             (DatasetKind::List, part) => {
-                let list = if part == Part::Train {
-                    &self.train_list
-                } else {
-                    &self.test_list
-                };
-                let flag = if part == Part::Train {
-                    "--train-list"
-                } else {
-                    "--test-list"
-                };
-                let path = list
-                    .clone()
-                    .with_context(|| format!("--dataset list needs {flag}"))?;
+                let list = if part == Part::Train { &self.train_list } else { &self.test_list };
+                let flag = if part == Part::Train { "--train-list" } else { "--test-list" };
+                let path = list.clone().with_context(|| format!("--dataset list needs {flag}"))?;
                 let set = ListDataset::open(&path, classes()?, &options)?;
                 report_skipped(set.skipped_missing_images(), &set.describe());
                 Arc::new(set)
@@ -158,17 +124,10 @@ pub const BUNDLED_CLIP_NAME: &str = "bundled:mini-clip";
 
 /// The CLIP a run uses, its towers stored as `precision` asks, and the name
 /// its checkpoints record: the given weights, or the bundled one.
-pub fn load_clip(
-    path: Option<&PathBuf>,
-    device: &Device,
-    precision: Precision,
-) -> Result<(Clip, String)> {
+pub fn load_clip(path: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(Clip, String)> {
     let dtype = precision.frozen_dtype();
     match path {
-        Some(path) => Ok((
-            Clip::load_as(path, device, dtype)?,
-            path.display().to_string(),
-        )),
+        Some(path) => Ok((Clip::load_as(path, device, dtype)?, path.display().to_string())),
         None => {
             let bytes = BUNDLED_CLIP.context(
                 "this build has no bundled CLIP (assets/clip/mini-clip.safetensors was missing when it was built); give --clip",

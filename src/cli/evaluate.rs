@@ -6,10 +6,10 @@ use super::train::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::zero_shot::PROMPT;
+use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
 use mlrpl_engine::data::image::load_rgb;
 use mlrpl_engine::mlrpl::MlrplModel;
-use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions};
 use mlrpl_engine::{Device, Precision, Tensor};
@@ -17,39 +17,18 @@ use std::path::{Path, PathBuf};
 
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
-fn load_model(
-    path: &Path,
-    clip: Option<&PathBuf>,
-    device: &Device,
-    precision: Precision,
-) -> Result<(MlrplModel, usize)> {
+fn load_model(path: &Path, clip: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(MlrplModel, usize)> {
     let loaded = checkpoint::load(path, device)?;
     let state = &loaded.state;
     let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
-        .with_context(|| {
-            format!(
-                "{}: no model configuration in the checkpoint state",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("{}: no model configuration in the checkpoint state", path.display()))?;
     let clip = match clip {
         Some(p) => load_clip(Some(p), device, precision)?.0,
         None => clip_of_checkpoint(&state.clip, device, precision)?,
     };
-    let image_size = model_args
-        .image_size
-        .unwrap_or(clip.config.vision.resolution());
-    let model = MlrplModel::new(
-        clip,
-        state.class_names.clone(),
-        &model_args.config(),
-        &mut Rng::new(0),
-    )?;
-    checkpoint::restore_params(
-        &model.named_parameters(),
-        &loaded.params,
-        &path.display().to_string(),
-    )?;
+    let image_size = model_args.image_size.unwrap_or(clip.config.vision.resolution());
+    let model = MlrplModel::new(clip, state.class_names.clone(), &model_args.config(), &mut Rng::new(0))?;
+    checkpoint::restore_params(&model.named_parameters(), &loaded.params, &path.display().to_string())?;
     Ok((model, image_size))
 }
 
@@ -103,44 +82,28 @@ pub struct EvalArgs {
     per_class_ap: bool,
 }
 
+
 pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result<()> {
-    let part = if args.split == EvalSplit::Train {
-        Part::Train
-    } else {
-        Part::Test
-    };
+    let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
     let dataset = args.data.open(part)?;
     let Some(checkpoint_path) = &args.checkpoint else {
         let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
         let indices: Vec<usize> = (0..dataset.len()).collect();
         let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0)?;
-        println!(
-            "{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:",
-            dataset.describe(),
-            indices.len()
-        );
-        println!(
-            "{}",
-            metrics.summary_table(args.per_class_ap.then_some(dataset.class_names()))
-        );
+        println!("{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:", dataset.describe(), indices.len());
+        println!("{}", metrics.summary_table(args.per_class_ap.then_some(dataset.class_names())));
         println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
         return Ok(());
     };
     let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), device, precision)?;
     if dataset.class_names() != model.class_names.as_slice() {
-        bail!(
-            "the checkpoint's classes differ from {}'s",
-            dataset.describe()
-        );
+        bail!("the checkpoint's classes differ from {}'s", dataset.describe());
     }
     let indices: Vec<usize> = (0..dataset.len()).collect();
     let options = inference_options(image_size, args.batch_size, args.data.skip_bad_images);
     let metrics = evaluate_split(&model, &dataset, &indices, None, &options)?;
     println!("{} ({} images):", dataset.describe(), indices.len());
-    println!(
-        "{}",
-        metrics.summary_table(args.per_class_ap.then_some(&model.class_names[..]))
-    );
+    println!("{}", metrics.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
     Ok(())
 }
 
@@ -170,16 +133,9 @@ pub struct PredictArgs {
 
 fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(folder)
-        .with_context(|| format!("cannot read folder {}", folder.display()))?
-    {
-        let path = entry
-            .with_context(|| format!("cannot read folder {}", folder.display()))?
-            .path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+    for entry in std::fs::read_dir(folder).with_context(|| format!("cannot read folder {}", folder.display()))? {
+        let path = entry.with_context(|| format!("cannot read folder {}", folder.display()))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
             found.push(path);
         }
@@ -204,12 +160,7 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
     for chunk in paths.chunks(32) {
         let mut values = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
         for path in chunk {
-            values.extend(augmented_chw(
-                &load_rgb(path)?,
-                image_size,
-                Augment::Eval,
-                &mut Rng::new(0),
-            ));
+            values.extend(augmented_chw(&load_rgb(path)?, image_size, Augment::Eval, &mut Rng::new(0)));
         }
         let images = Tensor::from_vec(values, [chunk.len(), 3, image_size, image_size], device)?;
         let probs = model.logits(&images)?.sigmoid()?.to_vec()?;
@@ -217,12 +168,7 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
             let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
             let mut ranked: Vec<usize> = (0..row.len()).collect();
             ranked.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let present: Vec<_> = ranked
-                .iter()
-                .copied()
-                .filter(|&c| row[c] >= args.threshold)
-                .map(entry)
-                .collect();
+            let present: Vec<_> = ranked.iter().copied().filter(|&c| row[c] >= args.threshold).map(entry).collect();
             let top: Vec<_> = ranked.iter().copied().take(args.top_k).map(entry).collect();
             results.push(serde_json::json!({ "image": path.display().to_string(), "present": present, "top": top }));
         }

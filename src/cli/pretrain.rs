@@ -2,8 +2,8 @@
 //! contrastive loss on the embedded set's image-caption pairs, exported in
 //! OpenAI's naming with a JSON card (the bundled CLIP is one such run).
 
-use super::data::{embedded_set, Part};
 use super::run_folder::RunFolderArgs;
+use super::data::{embedded_set, Part};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::init::init_weights;
@@ -12,9 +12,7 @@ use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::nn::WeightMap;
-use mlrpl_engine::pretrain::{
-    self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip,
-};
+use mlrpl_engine::pretrain::{self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip};
 use mlrpl_engine::train::{checkpoint, Run};
 use mlrpl_engine::{DType, Device};
 use serde::Serialize;
@@ -110,22 +108,12 @@ pub struct PretrainArgs {
 impl PretrainArgs {
     fn config(&self) -> Result<ClipConfig> {
         if self.patch == 0 || !self.image_size.is_multiple_of(self.patch) {
-            bail!(
-                "--image-size {} must be a multiple of --patch {}",
-                self.image_size,
-                self.patch
-            );
+            bail!("--image-size {} must be a multiple of --patch {}", self.image_size, self.patch);
         }
         if !(self.patch_loss_weight.is_finite() && self.patch_loss_weight >= 0.0) {
-            bail!(
-                "--patch-loss-weight must be a finite number >= 0, got {}",
-                self.patch_loss_weight
-            );
+            bail!("--patch-loss-weight must be a finite number >= 0, got {}", self.patch_loss_weight);
         }
-        for (flag, width) in [
-            ("--vision-width", self.vision_width),
-            ("--text-width", self.text_width),
-        ] {
+        for (flag, width) in [("--vision-width", self.vision_width), ("--text-width", self.text_width)] {
             if width == 0 || width % 64 != 0 {
                 bail!("{flag} {width} must be a positive multiple of 64 (CLIP's head width)");
             }
@@ -176,21 +164,12 @@ fn card_path(out: &Path) -> PathBuf {
 pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let config = args.config()?;
     let run_dir = args.run_folder.resolve("pretrain")?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| run_dir.join("clip.safetensors"));
-    let resume = if args.run_folder.resume {
-        Some(checkpoint::load(&run_dir, device)?)
-    } else {
-        None
-    };
+    let out = args.out.clone().unwrap_or_else(|| run_dir.join("clip.safetensors"));
+    let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let model = TrainableClip::new(init_weights(&config, args.seed, device)?)?;
-    let scenes =
-        Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
+    let scenes = Arc::new(SyntheticSet::new(Split::Pretrain, 0, args.image_size)?.with_len(args.pairs)?);
     let pairs = Arc::new(ShapeSiblings::new(scenes, args.shape_siblings)?);
-    let validation: Arc<dyn MultiLabelDataset> =
-        Arc::new(SyntheticSet::new(Split::Val, 0, args.image_size)?);
+    let validation: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, args.image_size)?);
     let options = PretrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -224,18 +203,8 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     );
     let commit = super::engine_commit();
     let started = Instant::now();
-    let run = Run {
-        dir: run_dir.clone(),
-        clip: "none (pre-training from scratch)".to_string(),
-        config: serde_json::to_value(&args)?,
-    };
-    let outcome = pretrain::pretrain(
-        &model,
-        &PretrainData { pairs, validation },
-        &options,
-        &run,
-        resume,
-    )?;
+    let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
+    let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
     let training_seconds = started.elapsed().as_secs_f64();
     super::report_gpu_memory(device)?;
 
@@ -248,15 +217,9 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let mut tensors: Vec<(String, mlrpl_engine::Tensor)> = best.params.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    WeightMap::save_as(
-        &out,
-        &tensors,
-        HashMap::from([("format".to_string(), "pt".to_string())]),
-        dtype,
-    )?;
+    WeightMap::save_as(&out, &tensors, HashMap::from([("format".to_string(), "pt".to_string())]), dtype)?;
 
     // The card's figure is measured on the file as written (rounded weights),
     // as `eval --zero-shot` measures it.

@@ -26,9 +26,8 @@ impl RunFolderArgs {
         let dir = match (&self.run_dir, self.resume) {
             (Some(dir), _) => dir.clone(),
             (None, false) => {
-                let secs = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let secs =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 PathBuf::from(format!("runs/{command}-{secs}"))
             }
             (None, true) => bail!("--resume needs the --run-dir of the run to continue"),

@@ -1,7 +1,7 @@
 //! `mlrpl-engine train`: the MLR-PL model on a dataset with partial labels.
 
-use super::data::{load_clip, DataArgs, Part};
 use super::run_folder::RunFolderArgs;
+use super::data::{load_clip, DataArgs, Part};
 use anyhow::{bail, Result};
 use clap::Args;
 use mlrpl_engine::data::loader::split_validation;
@@ -41,11 +41,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn config(&self) -> MlrplConfig {
         MlrplConfig {
-            prompt: PromptConfig {
-                n_ctx: self.n_ctx,
-                shared_ctx: self.shared_ctx,
-                ctx_init: self.ctx_init.clone(),
-            },
+            prompt: PromptConfig { n_ctx: self.n_ctx, shared_ctx: self.shared_ctx, ctx_init: self.ctx_init.clone() },
             decoupling_width: self.decoupling_width,
             use_sdm: !self.no_sdm,
         }
@@ -115,27 +111,18 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
+
+
 pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result<()> {
     mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
     mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
     let run_dir = args.run_folder.resolve("train")?;
-    let resume = if args.run_folder.resume {
-        Some(checkpoint::load(&run_dir, device)?)
-    } else {
-        None
-    };
+    let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
-    if let Some(previous) = resume
-        .as_ref()
-        .map(|r| &r.state.clip)
-        .filter(|&c| *c != clip_name)
-    {
+    if let Some(previous) = resume.as_ref().map(|r| &r.state.clip).filter(|&c| *c != clip_name) {
         bail!("--resume: the run in {} was trained on the CLIP {previous:?}, not {clip_name:?}; give the same --clip", run_dir.display());
     }
-    let image_size = args
-        .model
-        .image_size
-        .unwrap_or(clip.config.vision.resolution());
+    let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;
     let test_set = args.data.open(Part::Test)?;
     if train_set.class_names() != test_set.class_names() {
@@ -146,23 +133,12 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let mask = match (&args.label_mask, &resume) {
         (Some(path), _) => LabelMask::load(path, train_set.len(), classes.len())?,
         (None, Some(_)) => LabelMask::load(&mask_path, train_set.len(), classes.len())?,
-        (None, None) => LabelMask::sample(
-            train_set.len(),
-            classes.len(),
-            args.known_ratio,
-            args.mask_seed,
-        )?,
+        (None, None) => LabelMask::sample(train_set.len(), classes.len(), args.known_ratio, args.mask_seed)?,
     };
     std::fs::create_dir_all(&run_dir)?;
     mask.save(&mask_path)?;
-    let (train_indices, val_indices) =
-        split_validation(train_set.len(), args.val_fraction, args.seed);
-    let model = MlrplModel::new(
-        clip,
-        classes,
-        &args.model.config(),
-        &mut Rng::new(args.seed),
-    )?;
+    let (train_indices, val_indices) = split_validation(train_set.len(), args.val_fraction, args.seed);
+    let model = MlrplModel::new(clip, classes, &args.model.config(), &mut Rng::new(args.seed))?;
     let options = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -193,17 +169,8 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let untrained = evaluate_split(&model, &test_set, &all_test, None, &options)?;
     let mut config = serde_json::to_value(&args)?;
     config["precision"] = serde_json::json!(precision.frozen_dtype().to_string());
-    let data = TrainData {
-        dataset: train_set,
-        train_indices,
-        val_indices,
-        mask: Arc::new(mask),
-    };
-    let run = Run {
-        dir: run_dir.clone(),
-        clip: clip_name,
-        config,
-    };
+    let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
+    let run = Run { dir: run_dir.clone(), clip: clip_name, config };
     let outcome = train::train(&model, &data, &options, &run, resume)?;
     super::report_gpu_memory(device)?;
     let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
@@ -217,17 +184,8 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     );
     let summary = serde_json::json!({ "untrained": untrained, "trained": tested, "class_names": model.class_names });
     let summary_path = run_dir.join("test-metrics.json");
-    checkpoint::write_atomically(
-        &summary_path,
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    println!(
-        "test split, untrained model: mAP {:.2}",
-        100.0 * untrained.map
-    );
-    println!(
-        "test split, trained model:\n{}",
-        tested.summary_table(args.per_class_ap.then_some(&model.class_names[..]))
-    );
+    checkpoint::write_atomically(&summary_path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
+    println!("test split, trained model:\n{}", tested.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
     Ok(())
 }

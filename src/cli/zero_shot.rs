@@ -31,21 +31,10 @@ pub struct ZeroShotArgs {
 }
 
 fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
-    let mut names: Vec<String> = args
-        .classes
-        .iter()
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect();
+    let mut names: Vec<String> = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
     if let Some(path) = &args.classes_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read class list {}", path.display()))?;
-        names.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from),
-        );
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
+        names.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
     }
     if names.is_empty() {
         bail!("zero-shot: give class names with --classes or --classes-file");
@@ -60,12 +49,8 @@ pub fn run(args: ZeroShotArgs, device: &Device, precision: Precision) -> Result<
     let _no_grad = no_grad();
     let (clip, _) = load_clip(args.clip.as_ref(), device, precision)?;
     let text = class_features(&clip, &classes)?;
-    let mode = Preprocess::ClipCenterCrop {
-        size: clip.config.vision.resolution(),
-    };
-    let probs = over_image_batches(&args.images, mode, device, |x| logits(&clip, x, &text))?
-        .softmax()?
-        .to_vec()?;
+    let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
+    let probs = over_image_batches(&args.images, mode, device, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;
     for (path, row) in args.images.iter().zip(probs.chunks(classes.len())) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -74,10 +59,7 @@ pub fn run(args: ZeroShotArgs, device: &Device, precision: Precision) -> Result<
             .take(args.top_k)
             .map(|&(c, p)| serde_json::json!({ "class": classes[c], "probability": p }))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "image": path.display().to_string(), "top": top })
-        );
+        println!("{}", serde_json::json!({ "image": path.display().to_string(), "top": top }));
     }
     Ok(())
 }

@@ -42,24 +42,14 @@ pub struct ClipConfig {
 
 /// Number of consecutive `{prefix}{i}.` blocks present, i = 0, 1, ...
 fn count_blocks(w: &WeightMap, prefix: &str) -> usize {
-    (0..)
-        .take_while(|i| w.contains(&format!("{prefix}{i}.attn.in_proj_weight")))
-        .count()
+    (0..).take_while(|i| w.contains(&format!("{prefix}{i}.attn.in_proj_weight"))).count()
 }
 
 fn heads(w: &WeightMap, key: &str, width: usize) -> Result<usize> {
     match w.metadata().get(key) {
-        Some(v) => v.parse().with_context(|| {
-            format!(
-                "{}: metadata `{key}` = {v:?} is not a count",
-                w.source().display()
-            )
-        }),
+        Some(v) => v.parse().with_context(|| format!("{}: metadata `{key}` = {v:?} is not a count", w.source().display())),
         None if width.is_multiple_of(HEAD_WIDTH) => Ok(width / HEAD_WIDTH),
-        None => bail!(
-            "{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata",
-            w.source().display()
-        ),
+        None => bail!("{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata", w.source().display()),
     }
 }
 
@@ -99,18 +89,10 @@ impl ClipConfig {
             embed_dim: w.dims_of("text_projection")?[1],
         };
         if vision.layers == 0 || text.layers == 0 {
-            bail!(
-                "{src}: no transformer blocks found (vision {}, text {})",
-                vision.layers,
-                text.layers
-            );
+            bail!("{src}: no transformer blocks found (vision {}, text {})", vision.layers, text.layers);
         }
         if vision.embed_dim != text.embed_dim {
-            bail!(
-                "{src}: image embedding width {} differs from text embedding width {}",
-                vision.embed_dim,
-                text.embed_dim
-            );
+            bail!("{src}: image embedding width {} differs from text embedding width {}", vision.embed_dim, text.embed_dim);
         }
         Ok(ClipConfig { vision, text })
     }

@@ -8,9 +8,7 @@ use super::config::{ClipConfig, TextConfig, VisionConfig};
 use super::weights::{canonicalize, Naming};
 use crate::autograd;
 use crate::device::Device;
-use crate::nn::{
-    LayerNorm, Linear, Mlp, MultiHeadAttention, ResidualBlock, Transformer, WeightMap,
-};
+use crate::nn::{LayerNorm, Linear, Mlp, MultiHeadAttention, ResidualBlock, Transformer, WeightMap};
 use crate::tensor::{DType, Tensor};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -29,13 +27,7 @@ fn linear(w: &WeightMap, prefix: &str, out: usize, inp: usize) -> Result<Linear>
     })
 }
 
-fn transformer(
-    w: &WeightMap,
-    prefix: &str,
-    width: usize,
-    layers: usize,
-    heads: usize,
-) -> Result<Transformer> {
+fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: usize) -> Result<Transformer> {
     let blocks = (0..layers)
         .map(|i| {
             let p = format!("{prefix}.resblocks.{i}");
@@ -43,8 +35,7 @@ fn transformer(
                 ln_1: layer_norm(w, &format!("{p}.ln_1"), width)?,
                 attn: MultiHeadAttention {
                     in_proj: Linear {
-                        weight: w
-                            .get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
+                        weight: w.get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
                         bias: Some(w.get_shaped(&format!("{p}.attn.in_proj_bias"), &[3 * width])?),
                     },
                     out_proj: linear(w, &format!("{p}.attn.out_proj"), width, width)?,
@@ -80,10 +71,7 @@ impl VisionTower {
         Ok(VisionTower {
             conv1: w.get_shaped("visual.conv1.weight", &[c.width, 3, c.patch, c.patch])?,
             class_embedding: w.get_shaped("visual.class_embedding", &[c.width])?,
-            positional_embedding: w.get_shaped(
-                "visual.positional_embedding",
-                &[c.grid * c.grid + 1, c.width],
-            )?,
+            positional_embedding: w.get_shaped("visual.positional_embedding", &[c.grid * c.grid + 1, c.width])?,
             ln_pre: layer_norm(w, "visual.ln_pre", c.width)?,
             transformer: transformer(w, "visual.transformer", c.width, c.layers, c.heads)?,
             ln_post: layer_norm(w, "visual.ln_post", c.width)?,
@@ -103,34 +91,21 @@ impl VisionTower {
         }
         let _no_grad = autograd::no_grad();
         let class_pos = self.positional_embedding.narrow(0, 0, 1)?;
-        let patch_grid = self
-            .positional_embedding
-            .narrow(0, 1, native * native)?
-            .reshape([native, native, width])?;
-        let resized = patch_grid
-            .permute(&[2, 0, 1])?
-            .bicubic_resize(grid, grid)?
-            .permute(&[1, 2, 0])?;
+        let patch_grid = self.positional_embedding.narrow(0, 1, native * native)?.reshape([native, native, width])?;
+        let resized = patch_grid.permute(&[2, 0, 1])?.bicubic_resize(grid, grid)?.permute(&[1, 2, 0])?;
         Tensor::concat(&[&class_pos, &resized.reshape([grid * grid, width])?], 0)
     }
 
     /// Images [B, 3, R, R] (normalised) -> transformer output [B, 1 + N, width]
     /// before `ln_post`, in the weights' dtype (the images are converted to
     /// it first); `on_block` sees each block's output.
-    pub fn forward_tokens(
-        &self,
-        images: &Tensor,
-        on_block: impl FnMut(usize, &Tensor),
-    ) -> Result<Tensor> {
+    pub fn forward_tokens(&self, images: &Tensor, on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
         let c = &self.config;
         let &[b, 3, h, w] = images.dims() else {
             bail!("images must be [B, 3, R, R], got shape {}", images.shape());
         };
         if h != w || h % c.patch != 0 {
-            bail!(
-                "image size {h} x {w} must be square and a multiple of the patch size {}",
-                c.patch
-            );
+            bail!("image size {h} x {w} must be square and a multiple of the patch size {}", c.patch);
         }
         let (grid, p) = (h / c.patch, c.patch);
         let n = grid * grid;
@@ -142,12 +117,8 @@ impl VisionTower {
             .reshape([b * n, 3 * p * p])?
             .linear(&self.conv1.reshape([c.width, 3 * p * p])?, None)?
             .reshape([b, n, c.width])?;
-        let class = self
-            .class_embedding
-            .reshape([1, 1, c.width])?
-            .broadcast_to(&[b, 1, c.width].into())?;
-        let x =
-            Tensor::concat(&[&class, &patches], 1)?.add(&self.positional_embedding_for(grid)?)?;
+        let class = self.class_embedding.reshape([1, 1, c.width])?.broadcast_to(&[b, 1, c.width].into())?;
+        let x = Tensor::concat(&[&class, &patches], 1)?.add(&self.positional_embedding_for(grid)?)?;
         let x = self.ln_pre.forward(&x)?;
         self.transformer.forward_with(&x, false, on_block)
     }
@@ -157,10 +128,7 @@ impl VisionTower {
     /// MLR-PL model.
     pub fn encode_dense(&self, images: &Tensor) -> Result<Tensor> {
         let x = self.forward_tokens(images, |_, _| {})?;
-        self.ln_post
-            .forward(&x)?
-            .matmul(&self.proj)?
-            .to_dtype(DType::F32)
+        self.ln_post.forward(&x)?.matmul(&self.proj)?.to_dtype(DType::F32)
     }
 
     /// CLIP's `encode_image`: the projected class token, [B, embed_dim], f32.
@@ -168,10 +136,7 @@ impl VisionTower {
         let x = self.forward_tokens(images, |_, _| {})?;
         let b = x.dims()[0];
         let class = x.narrow(1, 0, 1)?.reshape([b, self.config.width])?;
-        self.ln_post
-            .forward(&class)?
-            .matmul(&self.proj)?
-            .to_dtype(DType::F32)
+        self.ln_post.forward(&class)?.matmul(&self.proj)?.to_dtype(DType::F32)
     }
 }
 
@@ -190,8 +155,7 @@ impl TextTower {
     fn from_weights(w: &WeightMap, c: &TextConfig) -> Result<Self> {
         Ok(TextTower {
             token_embedding: w.get_shaped("token_embedding.weight", &[c.vocab_size, c.width])?,
-            positional_embedding: w
-                .get_shaped("positional_embedding", &[c.context_length, c.width])?,
+            positional_embedding: w.get_shaped("positional_embedding", &[c.context_length, c.width])?,
             transformer: transformer(w, "transformer", c.width, c.layers, c.heads)?,
             ln_final: layer_norm(w, "ln_final", c.width)?,
             text_projection: w.get_shaped("text_projection", &[c.width, c.embed_dim])?,
@@ -210,12 +174,7 @@ impl TextTower {
     pub fn eot_positions(tokens: &[Vec<u32>]) -> Vec<usize> {
         tokens
             .iter()
-            .map(|t| {
-                t.iter()
-                    .enumerate()
-                    .max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i)))
-                    .map_or(0, |(i, _)| i)
-            })
+            .map(|t| t.iter().enumerate().max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i))).map_or(0, |(i, _)| i))
             .collect()
     }
 
@@ -224,19 +183,10 @@ impl TextTower {
         let mut ids = Vec::with_capacity(tokens.len() * len);
         for (i, t) in tokens.iter().enumerate() {
             if t.len() < len {
-                bail!(
-                    "token sequence {i} has {} ids, fewer than the {len} needed",
-                    t.len()
-                );
+                bail!("token sequence {i} has {} ids, fewer than the {len} needed", t.len());
             }
-            if let Some(&bad) = t[..len]
-                .iter()
-                .find(|&&id| id as usize >= self.config.vocab_size)
-            {
-                bail!(
-                    "token id {bad} in sequence {i} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                );
+            if let Some(&bad) = t[..len].iter().find(|&&id| id as usize >= self.config.vocab_size) {
+                bail!("token id {bad} in sequence {i} is outside the vocabulary of {}", self.config.vocab_size);
             }
             ids.extend_from_slice(&t[..len]);
         }
@@ -257,15 +207,8 @@ impl TextTower {
     /// learning feeds learned context vectors here), pooled at `eot`: [T,
     /// embed_dim], f32. It runs in the weights' dtype (x is converted to it;
     /// the gradient comes back in x's own dtype).
-    pub fn encode_embeddings(
-        &self,
-        x: &Tensor,
-        eot: &[usize],
-        on_block: impl FnMut(usize, &Tensor),
-    ) -> Result<Tensor> {
-        let &[t, len, width] = x.dims() else {
-            bail!("text embeddings must be [T, L, W], got shape {}", x.shape())
-        };
+    pub fn encode_embeddings(&self, x: &Tensor, eot: &[usize], on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
+        let &[t, len, width] = x.dims() else { bail!("text embeddings must be [T, L, W], got shape {}", x.shape()) };
         if width != self.config.width || len > self.config.context_length || eot.len() != t {
             bail!(
                 "text embeddings of shape {} with {} EOT positions do not fit a text tower of width {} and context {}",
@@ -278,21 +221,12 @@ impl TextTower {
         if let Some(&bad) = eot.iter().find(|&&e| e >= len) {
             bail!("EOT position {bad} is outside the {len} positions given");
         }
-        let x = x
-            .to_dtype(self.token_embedding.dtype())?
-            .add(&self.positional_embedding.narrow(0, 0, len)?)?;
+        let x = x.to_dtype(self.token_embedding.dtype())?.add(&self.positional_embedding.narrow(0, 0, len)?)?;
         let x = self.transformer.forward_with(&x, true, on_block)?;
-        let rows: Vec<u32> = eot
-            .iter()
-            .enumerate()
-            .map(|(i, &e)| (i * len + e) as u32)
-            .collect();
+        let rows: Vec<u32> = eot.iter().enumerate().map(|(i, &e)| (i * len + e) as u32).collect();
         let rows = Tensor::from_ids(rows, [t], x.device())?;
         let pooled = x.reshape([t * len, width])?.index_select(&rows)?;
-        self.ln_final
-            .forward(&pooled)?
-            .matmul(&self.text_projection)?
-            .to_dtype(DType::F32)
+        self.ln_final.forward(&pooled)?.matmul(&self.text_projection)?.to_dtype(DType::F32)
     }
 }
 
@@ -316,8 +250,7 @@ impl Clip {
     /// of `--precision bf16`).
     pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<Clip> {
         let weights = WeightMap::load_as(path, device, dtype)?;
-        Clip::from_weights(weights)
-            .with_context(|| format!("cannot build CLIP from {}", path.display()))
+        Clip::from_weights(weights).with_context(|| format!("cannot build CLIP from {}", path.display()))
     }
 
     pub fn from_weights(weights: WeightMap) -> Result<Clip> {

@@ -44,55 +44,25 @@ fn from_hugging_face(hf: &WeightMap) -> Result<WeightMap> {
         out.insert(to, hf.get(from)?);
         Ok(())
     };
-    copy(
-        "vision_model.embeddings.class_embedding",
-        "visual.class_embedding",
-    )?;
-    copy(
-        "vision_model.embeddings.patch_embedding.weight",
-        "visual.conv1.weight",
-    )?;
-    copy(
-        "vision_model.embeddings.position_embedding.weight",
-        "visual.positional_embedding",
-    )?;
+    copy("vision_model.embeddings.class_embedding", "visual.class_embedding")?;
+    copy("vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight")?;
+    copy("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding")?;
     for (hf_name, name) in [("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")] {
         for p in ["weight", "bias"] {
-            copy(
-                &format!("vision_model.{hf_name}.{p}"),
-                &format!("visual.{name}.{p}"),
-            )?;
+            copy(&format!("vision_model.{hf_name}.{p}"), &format!("visual.{name}.{p}"))?;
         }
     }
-    copy(
-        "text_model.embeddings.token_embedding.weight",
-        "token_embedding.weight",
-    )?;
-    copy(
-        "text_model.embeddings.position_embedding.weight",
-        "positional_embedding",
-    )?;
+    copy("text_model.embeddings.token_embedding.weight", "token_embedding.weight")?;
+    copy("text_model.embeddings.position_embedding.weight", "positional_embedding")?;
     for p in ["weight", "bias"] {
-        copy(
-            &format!("text_model.final_layer_norm.{p}"),
-            &format!("ln_final.{p}"),
-        )?;
+        copy(&format!("text_model.final_layer_norm.{p}"), &format!("ln_final.{p}"))?;
     }
     if hf.contains("logit_scale") {
         copy("logit_scale", "logit_scale")?;
     }
-    out.insert(
-        "visual.proj",
-        transpose(&hf.get("visual_projection.weight")?)?,
-    );
-    out.insert(
-        "text_projection",
-        transpose(&hf.get("text_projection.weight")?)?,
-    );
-    for (hf_tower, tower) in [
-        ("vision_model", "visual.transformer"),
-        ("text_model", "transformer"),
-    ] {
+    out.insert("visual.proj", transpose(&hf.get("visual_projection.weight")?)?);
+    out.insert("text_projection", transpose(&hf.get("text_projection.weight")?)?);
+    for (hf_tower, tower) in [("vision_model", "visual.transformer"), ("text_model", "transformer")] {
         for i in 0.. {
             let hf_block = format!("{hf_tower}.encoder.layers.{i}");
             if !hf.contains(&format!("{hf_block}.self_attn.q_proj.weight")) {
@@ -104,10 +74,7 @@ fn from_hugging_face(hf: &WeightMap) -> Result<WeightMap> {
                     .iter()
                     .map(|x| hf.get(&format!("{hf_block}.self_attn.{x}_proj.{p}")))
                     .collect::<Result<Vec<_>>>()?;
-                out.insert(
-                    format!("{block}.attn.in_proj_{p}"),
-                    Tensor::concat(&[&qkv[0], &qkv[1], &qkv[2]], 0)?,
-                );
+                out.insert(format!("{block}.attn.in_proj_{p}"), Tensor::concat(&[&qkv[0], &qkv[1], &qkv[2]], 0)?);
                 for (hf_name, name) in [
                     ("self_attn.out_proj", "attn.out_proj"),
                     ("layer_norm1", "ln_1"),
@@ -115,10 +82,7 @@ fn from_hugging_face(hf: &WeightMap) -> Result<WeightMap> {
                     ("mlp.fc1", "mlp.c_fc"),
                     ("mlp.fc2", "mlp.c_proj"),
                 ] {
-                    out.insert(
-                        format!("{block}.{name}.{p}"),
-                        hf.get(&format!("{hf_block}.{hf_name}.{p}"))?,
-                    );
+                    out.insert(format!("{block}.{name}.{p}"), hf.get(&format!("{hf_block}.{hf_name}.{p}"))?);
                 }
             }
         }

@@ -17,19 +17,9 @@ const DEFAULT_LOGIT_SCALE: f32 = 100.0;
 pub fn encode_texts(clip: &Clip, texts: &[String]) -> Result<Tensor> {
     let tokenizer = Tokenizer::shared()?;
     let context = clip.config.text.context_length;
-    let tokens = texts
-        .iter()
-        .map(|t| tokenizer.tokenize(t, context))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(bad) = tokens
-        .iter()
-        .flatten()
-        .find(|&&id| id as usize >= clip.config.text.vocab_size)
-    {
-        bail!(
-            "token id {bad} is outside this checkpoint's vocabulary of {}",
-            clip.config.text.vocab_size
-        );
+    let tokens = texts.iter().map(|t| tokenizer.tokenize(t, context)).collect::<Result<Vec<_>>>()?;
+    if let Some(bad) = tokens.iter().flatten().find(|&&id| id as usize >= clip.config.text.vocab_size) {
+        bail!("token id {bad} is outside this checkpoint's vocabulary of {}", clip.config.text.vocab_size);
     }
     clip.text.encode(&tokens)
 }
@@ -53,7 +43,5 @@ pub fn logit_scale(clip: &Clip) -> Result<f32> {
 /// `logit_scale * cos(image, class)`.
 pub fn logits(clip: &Clip, images: &Tensor, class_features: &Tensor) -> Result<Tensor> {
     let image = clip.vision.encode(images)?.l2_normalize()?;
-    image
-        .matmul(&class_features.transpose(0, 1)?)?
-        .scale(logit_scale(clip)?)
+    image.matmul(&class_features.transpose(0, 1)?)?.scale(logit_scale(clip)?)
 }

@@ -69,10 +69,7 @@ pub const FLIP_PROBABILITY: f64 = 0.5;
 pub enum Augment {
     /// Resize, random horizontal flip, Cutout when `cutout` is true, then
     /// RandAugment when given.
-    Train {
-        cutout: bool,
-        rand_augment: Option<RandAugment>,
-    },
+    Train { cutout: bool, rand_augment: Option<RandAugment> },
     /// Resize only.
     Eval,
 }
@@ -122,12 +119,7 @@ pub fn flip_horizontal(img: &mut RgbImage) {
 /// The rectangle DualCoOp's `CutoutPIL(factor)` fills: `(left, top, right,
 /// bottom)`, both ends inclusive, and its colour. Draws `yc`, `xc`, then
 /// R, G, B from `rng`.
-pub fn cutout_rect(
-    width: usize,
-    height: usize,
-    factor: f64,
-    rng: &mut Rng,
-) -> ((usize, usize, usize, usize), [u8; 3]) {
+pub fn cutout_rect(width: usize, height: usize, factor: f64, rng: &mut Rng) -> ((usize, usize, usize, usize), [u8; 3]) {
     assert!(width > 0 && height > 0, "cutout on an empty image");
     // Python's int(factor * size + 0.5): truncation of a non-negative value.
     let cut_w = (factor * width as f64 + 0.5) as usize;
@@ -138,11 +130,7 @@ pub fn cutout_rect(
     let bottom = (yc + cut_h / 2).min(height - 1);
     let left = xc.saturating_sub(cut_w / 2);
     let right = (xc + cut_w / 2).min(width - 1);
-    let colour = [
-        rng.below(256) as u8,
-        rng.below(256) as u8,
-        rng.below(256) as u8,
-    ];
+    let colour = [rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8];
     ((left, top, right, bottom), colour)
 }
 
@@ -161,11 +149,7 @@ pub fn cutout(img: &mut RgbImage, factor: f64, rng: &mut Rng) {
 /// The transformed `size x size` 8-bit image, before normalisation.
 pub fn augmented_rgb(img: &RgbImage, size: usize, aug: Augment, rng: &mut Rng) -> RgbImage {
     let mut out = preprocess_rgb(img, Preprocess::Resize { size });
-    if let Augment::Train {
-        cutout: with_cutout,
-        rand_augment,
-    } = aug
-    {
+    if let Augment::Train { cutout: with_cutout, rand_augment } = aug {
         if rng.uniform() < FLIP_PROBABILITY {
             flip_horizontal(&mut out);
         }

@@ -126,9 +126,7 @@ impl CocoDataset {
     /// Reads `<root>/annotations/instances_<split>.json` and checks that each
     /// listed image exists under `<root>/<split>/`.
     pub fn open(root: &Path, split: CocoSplit, options: &OpenOptions) -> Result<CocoDataset> {
-        let ann_path = root
-            .join("annotations")
-            .join(format!("instances_{}.json", split.name()));
+        let ann_path = root.join("annotations").join(format!("instances_{}.json", split.name()));
         let image_dir = root.join(split.name());
         let bytes = read_file(&ann_path, "COCO annotation file").map_err(|e| {
             if ann_path.exists() {
@@ -141,12 +139,8 @@ impl CocoDataset {
                 )
             }
         })?;
-        let file: CocoFile = serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow!(
-                "cannot parse COCO annotation file {}: {e}",
-                ann_path.display()
-            )
-        })?;
+        let file: CocoFile = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow!("cannot parse COCO annotation file {}: {e}", ann_path.display()))?;
         drop(bytes);
         let fail = |msg: String| anyhow!("COCO annotation file {}: {msg}", ann_path.display());
 
@@ -173,8 +167,7 @@ impl CocoDataset {
                 )));
             }
         }
-        let class_of: HashMap<u64, usize> =
-            cats.iter().enumerate().map(|(k, c)| (c.id, k)).collect();
+        let class_of: HashMap<u64, usize> = cats.iter().enumerate().map(|(k, c)| (c.id, k)).collect();
 
         // Images, in file order.
         let mut row_of: HashMap<u64, usize> = HashMap::with_capacity(file.images.len());
@@ -200,17 +193,11 @@ impl CocoDataset {
                 None => format!("annotation number {a}"),
             };
             let &k = class_of.get(&ann.category_id).ok_or_else(|| {
-                fail(format!(
-                    "{which} has category id {}, which is not in the file's categories",
-                    ann.category_id
-                ))
+                fail(format!("{which} has category id {}, which is not in the file's categories", ann.category_id))
             })?;
-            let &row = row_of.get(&ann.image_id).ok_or_else(|| {
-                fail(format!(
-                    "{which} refers to image id {}, which is not in images",
-                    ann.image_id
-                ))
-            })?;
+            let &row = row_of
+                .get(&ann.image_id)
+                .ok_or_else(|| fail(format!("{which} refers to image id {}, which is not in images", ann.image_id)))?;
             labels[row * c + k] = POSITIVE;
             annotated[row] = true;
         }
@@ -223,11 +210,7 @@ impl CocoDataset {
                 split.name()
             );
         }
-        let paths: Vec<PathBuf> = file
-            .images
-            .iter()
-            .map(|im| image_dir.join(&im.file_name))
-            .collect();
+        let paths: Vec<PathBuf> = file.images.iter().map(|im| image_dir.join(&im.file_name)).collect();
         let (keep, skipped) = check_images(&paths, &ann_path, options)?;
 
         let mut ds = CocoDataset {
@@ -265,12 +248,7 @@ impl CocoDataset {
     /// COCO loader, which iterates `coco.imgToAnns`).
     pub fn without_unannotated(mut self) -> CocoDataset {
         let annotated = std::mem::take(&mut self.annotated);
-        let ImageFiles {
-            class_names,
-            names,
-            paths,
-            labels,
-        } = std::mem::take(&mut self.files);
+        let ImageFiles { class_names, names, paths, labels } = std::mem::take(&mut self.files);
         self.files = ImageFiles::new(class_names);
         let rows = labels.chunks_exact(self.files.class_names.len());
         for (((name, path), row), keep) in names.into_iter().zip(paths).zip(rows).zip(annotated) {

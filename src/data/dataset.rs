@@ -43,10 +43,7 @@ pub struct ImageFiles {
 
 impl ImageFiles {
     pub fn new(class_names: Vec<String>) -> Self {
-        ImageFiles {
-            class_names,
-            ..Default::default()
-        }
+        ImageFiles { class_names, ..Default::default() }
     }
 
     pub fn push(&mut self, name: String, path: PathBuf, labels: &[f32]) {

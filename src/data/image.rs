@@ -47,21 +47,14 @@ pub struct RgbImage {
 
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<RgbImage> {
-        ensure!(
-            width > 0 && height > 0,
-            "image size {width}x{height} has a zero side"
-        );
+        ensure!(width > 0 && height > 0, "image size {width}x{height} has a zero side");
         ensure!(
             data.len() == width * height * 3,
             "RGB image {width}x{height} needs {} bytes, got {}",
             width * height * 3,
             data.len()
         );
-        Ok(RgbImage {
-            width,
-            height,
-            data,
-        })
+        Ok(RgbImage { width, height, data })
     }
 
     /// `[r, g, b]` at column `x`, row `y`.
@@ -72,20 +65,13 @@ impl RgbImage {
 
     /// The `w x h` region whose top-left corner is `(left, top)`.
     pub fn crop(&self, left: usize, top: usize, w: usize, h: usize) -> RgbImage {
-        assert!(
-            left + w <= self.width && top + h <= self.height,
-            "crop outside the image"
-        );
+        assert!(left + w <= self.width && top + h <= self.height, "crop outside the image");
         let mut data = Vec::with_capacity(w * h * 3);
         for y in top..top + h {
             let row = (y * self.width + left) * 3;
             data.extend_from_slice(&self.data[row..row + w * 3]);
         }
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-        }
+        RgbImage { width: w, height: h, data }
     }
 }
 
@@ -122,8 +108,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("file is empty (0 bytes)");
     }
-    let format = ::image::guess_format(bytes)
-        .map_err(|_| anyhow!("not a JPEG or PNG image (unrecognised content)"))?;
+    let format = ::image::guess_format(bytes).map_err(|_| anyhow!("not a JPEG or PNG image (unrecognised content)"))?;
     let name = match format {
         ImageFormat::Jpeg => "JPEG",
         ImageFormat::Png => "PNG",
@@ -135,10 +120,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     let decoded = ::image::load_from_memory_with_format(bytes, format)
         .map_err(|e| anyhow!("corrupt or truncated {name} data ({e})"))?;
     let (width, height) = (decoded.width() as usize, decoded.height() as usize);
-    ensure!(
-        width > 0 && height > 0,
-        "{name} image has size {width}x{height}"
-    );
+    ensure!(width > 0 && height > 0, "{name} image has size {width}x{height}");
 
     let n = width * height;
     let mut data = Vec::with_capacity(n * 3);
@@ -216,10 +198,7 @@ fn check_jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
         }
         let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
         if len < 2 {
-            return Err(format!(
-                "segment 0xFF{marker:02X} at byte {} has length {len}",
-                i - 2
-            ));
+            return Err(format!("segment 0xFF{marker:02X} at byte {} has length {len}", i - 2));
         }
         if i + len > b.len() {
             return truncated(&format!("inside segment 0xFF{marker:02X}"));
@@ -304,19 +283,11 @@ fn taps(in_size: usize, out_size: usize, first: usize, count: usize) -> Taps {
         for (q, &wi) in dst.iter_mut().zip(&w[..n]) {
             let wi = if sum != 0.0 { wi / sum } else { wi };
             // Round half away from zero, then truncate, as Pillow does.
-            *q = if wi < 0.0 {
-                (-0.5 + wi * one) as i32
-            } else {
-                (0.5 + wi * one) as i32
-            };
+            *q = if wi < 0.0 { (-0.5 + wi * one) as i32 } else { (0.5 + wi * one) as i32 };
         }
         spans.push((lo, n));
     }
-    Taps {
-        spans,
-        weights,
-        stride,
-    }
+    Taps { spans, weights, stride }
 }
 
 #[inline]
@@ -357,30 +328,24 @@ fn horizontal_pass(src: &RgbImage, t: &Taps, col0: usize) -> RgbImage {
     let w = t.spans.len();
     let mut data = vec![0u8; src.height * w * 3];
     let half = 1i32 << (PRECISION_BITS - 1);
-    data.par_chunks_mut(w * 3)
-        .enumerate()
-        .for_each(|(y, out_row)| {
-            let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
-            for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
-                let (lo, n) = t.spans[x];
-                let k = &t.weights[x * t.stride..x * t.stride + n];
-                let px = &row[(lo - col0) * 3..(lo - col0 + n) * 3];
-                let (mut r, mut g, mut b) = (half, half, half);
-                for (&kw, p) in k.iter().zip(px.chunks_exact(3)) {
-                    r += p[0] as i32 * kw;
-                    g += p[1] as i32 * kw;
-                    b += p[2] as i32 * kw;
-                }
-                out_px[0] = clip8(r);
-                out_px[1] = clip8(g);
-                out_px[2] = clip8(b);
+    data.par_chunks_mut(w * 3).enumerate().for_each(|(y, out_row)| {
+        let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
+        for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
+            let (lo, n) = t.spans[x];
+            let k = &t.weights[x * t.stride..x * t.stride + n];
+            let px = &row[(lo - col0) * 3..(lo - col0 + n) * 3];
+            let (mut r, mut g, mut b) = (half, half, half);
+            for (&kw, p) in k.iter().zip(px.chunks_exact(3)) {
+                r += p[0] as i32 * kw;
+                g += p[1] as i32 * kw;
+                b += p[2] as i32 * kw;
             }
-        });
-    RgbImage {
-        width: w,
-        height: src.height,
-        data,
-    }
+            out_px[0] = clip8(r);
+            out_px[1] = clip8(g);
+            out_px[2] = clip8(b);
+        }
+    });
+    RgbImage { width: w, height: src.height, data }
 }
 
 /// Vertical pass: output row `y` reads source rows `spans[y].0 - row0 ..`.
@@ -388,27 +353,21 @@ fn vertical_pass(src: &RgbImage, t: &Taps, row0: usize) -> RgbImage {
     let h = t.spans.len();
     let stride = src.width * 3;
     let mut data = vec![0u8; h * stride];
-    data.par_chunks_mut(stride)
-        .enumerate()
-        .for_each(|(y, out_row)| {
-            let (lo, n) = t.spans[y];
-            let k = &t.weights[y * t.stride..y * t.stride + n];
-            let mut acc = vec![1i32 << (PRECISION_BITS - 1); stride];
-            for (i, &kw) in k.iter().enumerate() {
-                let r = lo - row0 + i;
-                for (a, &p) in acc.iter_mut().zip(&src.data[r * stride..(r + 1) * stride]) {
-                    *a += p as i32 * kw;
-                }
+    data.par_chunks_mut(stride).enumerate().for_each(|(y, out_row)| {
+        let (lo, n) = t.spans[y];
+        let k = &t.weights[y * t.stride..y * t.stride + n];
+        let mut acc = vec![1i32 << (PRECISION_BITS - 1); stride];
+        for (i, &kw) in k.iter().enumerate() {
+            let r = lo - row0 + i;
+            for (a, &p) in acc.iter_mut().zip(&src.data[r * stride..(r + 1) * stride]) {
+                *a += p as i32 * kw;
             }
-            for (o, &a) in out_row.iter_mut().zip(&acc) {
-                *o = clip8(a);
-            }
-        });
-    RgbImage {
-        width: src.width,
-        height: h,
-        data,
-    }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    });
+    RgbImage { width: src.width, height: h, data }
 }
 
 /// The part `(left, top, w, h)` of `img` resized to `out_w x out_h` with PIL's
@@ -424,20 +383,16 @@ pub fn resize_bicubic_window(
     order: PassOrder,
 ) -> RgbImage {
     assert!(out_w > 0 && out_h > 0, "resize to an empty image");
-    assert!(
-        left + w <= out_w && top + h <= out_h,
-        "window outside the resized image"
-    );
+    assert!(left + w <= out_w && top + h <= out_h, "window outside the resized image");
     let need_h = out_w != img.width;
     let need_v = out_h != img.height;
     let ht = need_h.then(|| taps(img.width, out_w, left, w));
     let vt = need_v.then(|| taps(img.height, out_h, top, h));
     // The source region the kept outputs read.
     let range = |t: &Option<Taps>, start: usize, len: usize| match t {
-        Some(t) => (
-            t.spans.iter().map(|s| s.0).min().unwrap_or(0),
-            t.spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0),
-        ),
+        Some(t) => {
+            (t.spans.iter().map(|s| s.0).min().unwrap_or(0), t.spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0))
+        }
         None => (start, start + len),
     };
     let (col0, col1) = range(&ht, left, w);
@@ -472,13 +427,7 @@ pub fn resize_bicubic_window(
 /// `PIL.Image.resize((out_w, out_h), Image.BICUBIC)` on an RGB image
 /// (Pillow >= 13 pass order).
 pub fn resize_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
-    resize_bicubic_window(
-        img,
-        out_w,
-        out_h,
-        (0, 0, out_w, out_h),
-        PassOrder::default(),
-    )
+    resize_bicubic_window(img, out_w, out_h, (0, 0, out_w, out_h), PassOrder::default())
 }
 
 // ---------------------------------------------------------------------------
@@ -507,11 +456,7 @@ impl Preprocess {
 /// torchvision's `Resize(size)` output `(width, height)` for an int size:
 /// the short side becomes `size`, the long one `int(size * long / short)`.
 pub fn shortest_side_size(width: usize, height: usize, size: usize) -> (usize, usize) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
     // Python: int(size * long / short), true division in double, truncated.
     let new_long = ((size * long) as f64 / short as f64) as usize;
     if width <= height {
@@ -570,10 +515,7 @@ pub fn normalize_chw_into(img: &RgbImage, out: &mut [f32]) {
     for c in 0..3 {
         let (mean, std) = (CLIP_MEAN[c], CLIP_STD[c]);
         let lut: Vec<f32> = (0..256).map(|v| (v as f32 / 255.0 - mean) / std).collect();
-        for (o, px) in out[c * plane..(c + 1) * plane]
-            .iter_mut()
-            .zip(img.data.chunks_exact(3))
-        {
+        for (o, px) in out[c * plane..(c + 1) * plane].iter_mut().zip(img.data.chunks_exact(3)) {
             *o = lut[px[c] as usize];
         }
     }

@@ -66,17 +66,9 @@ impl SkippedImages {
         if self.count == 0 {
             return None;
         }
-        let examples: Vec<String> = self
-            .examples
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+        let examples: Vec<String> = self.examples.iter().map(|p| p.display().to_string()).collect();
         let plural = if self.count == 1 { "" } else { "s" };
-        Some(format!(
-            "skipped {} missing image{plural} (e.g. {})",
-            self.count,
-            examples.join(", ")
-        ))
+        Some(format!("skipped {} missing image{plural} (e.g. {})", self.count, examples.join(", ")))
     }
 }
 
@@ -99,21 +91,11 @@ pub(crate) fn check_images(
             )),
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(anyhow!(
-                "cannot access image {} listed in {}: {}",
-                p.display(),
-                listed_in.display(),
-                e
-            )),
+            Err(e) => Err(anyhow!("cannot access image {} listed in {}: {}", p.display(), listed_in.display(), e)),
         })
         .collect();
     let keep = status.into_iter().collect::<Result<Vec<bool>>>()?;
-    let missing: Vec<&PathBuf> = paths
-        .iter()
-        .zip(&keep)
-        .filter(|(_, &k)| !k)
-        .map(|(p, _)| p)
-        .collect();
+    let missing: Vec<&PathBuf> = paths.iter().zip(&keep).filter(|(_, &k)| !k).map(|(p, _)| p).collect();
     if !missing.is_empty() && !options.skip_missing_images {
         bail!(
             "image {} listed in {} not found ({} of {} listed images are missing; \
@@ -134,11 +116,7 @@ pub(crate) fn check_images(
     }
     let skipped = SkippedImages {
         count: missing.len(),
-        examples: missing
-            .iter()
-            .take(SkippedImages::MAX_EXAMPLES)
-            .map(|p| (*p).clone())
-            .collect(),
+        examples: missing.iter().take(SkippedImages::MAX_EXAMPLES).map(|p| (*p).clone()).collect(),
     };
     Ok((keep, skipped))
 }
@@ -208,14 +186,10 @@ fn check_class_name(name: &str) -> std::result::Result<(), String> {
         return Err("empty class name".into());
     }
     if name.trim() != name {
-        return Err(format!(
-            "class name '{name}' has leading or trailing spaces"
-        ));
+        return Err(format!("class name '{name}' has leading or trailing spaces"));
     }
     if name.starts_with('?') {
-        return Err(format!(
-            "class name '{name}' starts with '?' (the unknown-label marker)"
-        ));
+        return Err(format!("class name '{name}' starts with '?' (the unknown-label marker)"));
     }
     if name.contains(';') || name.contains('\n') || name.contains('\r') {
         return Err(format!("class name '{name}' contains ';' or a line break"));
@@ -278,12 +252,7 @@ fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
             field.clear();
             loop {
                 match chars.next() {
-                    None => {
-                        return Err(
-                            "unterminated quoted field (a quoted field must end on its line)"
-                                .into(),
-                        )
-                    }
+                    None => return Err("unterminated quoted field (a quoted field must end on its line)".into()),
                     Some('"') if chars.peek() == Some(&'"') => {
                         chars.next();
                         field.push('"');
@@ -366,9 +335,7 @@ fn parse_csv(text: &str, file: &Path) -> Result<Vec<RawItem>> {
                     Some(rest) => {
                         let rest = rest.trim();
                         if rest.is_empty() {
-                            return Err(err(
-                                "a lone '?' (write '?name' to mark class name unknown)".into(),
-                            ));
+                            return Err(err("a lone '?' (write '?name' to mark class name unknown)".into()));
                         }
                         unknown.push(rest.to_string());
                     }
@@ -376,12 +343,7 @@ fn parse_csv(text: &str, file: &Path) -> Result<Vec<RawItem>> {
                 }
             }
         }
-        items.push(RawItem {
-            written: path.to_string(),
-            positive,
-            unknown,
-            origin: format!("line {lineno}"),
-        });
+        items.push(RawItem { written: path.to_string(), positive, unknown, origin: format!("line {lineno}") });
     }
     Ok(items)
 }
@@ -426,20 +388,10 @@ impl ListDataset {
     /// Reads the list at `path` (JSON if the name ends in `.json`, CSV
     /// otherwise). `classes`: the class list, in label order; `None` takes
     /// the sorted union of the labels seen.
-    pub fn open(
-        path: &Path,
-        classes: Option<Vec<String>>,
-        options: &OpenOptions,
-    ) -> Result<ListDataset> {
+    pub fn open(path: &Path, classes: Option<Vec<String>>, options: &OpenOptions) -> Result<ListDataset> {
         let text = read_text(path, "list file")?;
-        let is_json = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let raw = if is_json {
-            parse_json(&text, path)?
-        } else {
-            parse_csv(&text, path)?
-        };
+        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let raw = if is_json { parse_json(&text, path)? } else { parse_csv(&text, path)? };
         if raw.is_empty() {
             bail!("list file {} lists no image", path.display());
         }
@@ -451,11 +403,8 @@ impl ListDataset {
                 c
             }
             None => {
-                let mut all: Vec<String> = raw
-                    .iter()
-                    .flat_map(|r| r.positive.iter().chain(&r.unknown))
-                    .cloned()
-                    .collect();
+                let mut all: Vec<String> =
+                    raw.iter().flat_map(|r| r.positive.iter().chain(&r.unknown)).cloned().collect();
                 all.sort();
                 all.dedup();
                 if all.is_empty() {
@@ -465,17 +414,13 @@ impl ListDataset {
                     );
                 }
                 for name in &all {
-                    check_class_name(name)
-                        .map_err(|m| anyhow!("list file {}: {m}", path.display()))?;
+                    check_class_name(name).map_err(|m| anyhow!("list file {}: {m}", path.display()))?;
                 }
                 all
             }
         };
-        let index: std::collections::HashMap<&str, usize> = classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i))
-            .collect();
+        let index: std::collections::HashMap<&str, usize> =
+            classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
 
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let c = classes.len();
@@ -483,16 +428,8 @@ impl ListDataset {
         for (row, item) in labels.chunks_exact_mut(c).zip(&raw) {
             let lookup = |name: &str| {
                 index.get(name).copied().ok_or_else(|| {
-                    let hint = if explicit {
-                        " (not in the class list)"
-                    } else {
-                        ""
-                    };
-                    anyhow!(
-                        "list file {} {}: unknown class '{name}'{hint}",
-                        path.display(),
-                        item.origin
-                    )
+                    let hint = if explicit { " (not in the class list)" } else { "" };
+                    anyhow!("list file {} {}: unknown class '{name}'{hint}", path.display(), item.origin)
                 })
             };
             for name in &item.positive {
@@ -518,12 +455,7 @@ impl ListDataset {
             files: ImageFiles::new(classes),
             skipped,
         };
-        for (((item, p), row), k) in raw
-            .into_iter()
-            .zip(paths)
-            .zip(labels.chunks_exact(c))
-            .zip(keep)
-        {
+        for (((item, p), row), k) in raw.into_iter().zip(paths).zip(labels.chunks_exact(c)).zip(keep) {
             if k {
                 ds.files.push(item.written, p, row);
             }
@@ -564,20 +496,11 @@ mod tests {
 
     #[test]
     fn csv_fields() {
-        assert_eq!(
-            split_csv_line("a.jpg,cat;dog").unwrap(),
-            vec!["a.jpg", "cat;dog"]
-        );
+        assert_eq!(split_csv_line("a.jpg,cat;dog").unwrap(), vec!["a.jpg", "cat;dog"]);
         assert_eq!(split_csv_line("a.jpg").unwrap(), vec!["a.jpg"]);
         assert_eq!(split_csv_line("a.jpg,").unwrap(), vec!["a.jpg", ""]);
-        assert_eq!(
-            split_csv_line("\"a,b \"\"c\"\".jpg\",cat").unwrap(),
-            vec!["a,b \"c\".jpg", "cat"]
-        );
-        assert_eq!(
-            split_csv_line("x.jpg, \"cat\" ").unwrap(),
-            vec!["x.jpg", "cat"]
-        );
+        assert_eq!(split_csv_line("\"a,b \"\"c\"\".jpg\",cat").unwrap(), vec!["a,b \"c\".jpg", "cat"]);
+        assert_eq!(split_csv_line("x.jpg, \"cat\" ").unwrap(), vec!["x.jpg", "cat"]);
         assert!(split_csv_line("\"a.jpg,cat").is_err());
         assert!(split_csv_line("a\"b.jpg,cat").is_err());
         assert!(split_csv_line("\"a\"x,cat").is_err());

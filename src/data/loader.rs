@@ -169,10 +169,7 @@ pub fn split_validation(num_items: usize, fraction: f64, seed: u64) -> (Vec<usiz
 /// Prints the skip warning for `name` once per process.
 fn warn_once(name: &str, error: &anyhow::Error) {
     static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let mut set = WARNED
-        .get_or_init(|| Mutex::new(HashSet::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut set = WARNED.get_or_init(|| Mutex::new(HashSet::new())).lock().unwrap_or_else(|e| e.into_inner());
     if set.insert(name.to_string()) {
         let message = format!("{error:#}");
         if message.contains(name) {
@@ -200,11 +197,7 @@ impl Loader {
     /// Starts the threads of one epoch over the dataset items `indices`.
     /// Errors: a zero batch or image size, an index outside the dataset, a
     /// label mask of another shape.
-    pub fn new(
-        dataset: Arc<dyn MultiLabelDataset>,
-        indices: Vec<usize>,
-        options: LoaderOptions,
-    ) -> Result<Loader> {
+    pub fn new(dataset: Arc<dyn MultiLabelDataset>, indices: Vec<usize>, options: LoaderOptions) -> Result<Loader> {
         let LoaderOptions {
             batch_size,
             shuffle,
@@ -227,28 +220,16 @@ impl Loader {
         let len = dataset.len();
         let num_classes = dataset.class_names().len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= len) {
-            bail!(
-                "item index {bad} is outside {} ({len} items)",
-                dataset.describe()
-            );
+            bail!("item index {bad} is outside {} ({len} items)", dataset.describe());
         }
         if let Some(mask) = &label_mask {
             mask.check_shape(len, num_classes)?;
         }
-        let workers = if workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            workers
-        };
+        let workers =
+            if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
         let order = Arc::new(epoch_order(&indices, shuffle, seed, epoch));
         let n = order.len();
-        let num_batches = if drop_last {
-            n / batch_size
-        } else {
-            n.div_ceil(batch_size)
-        };
+        let num_batches = if drop_last { n / batch_size } else { n.div_ceil(batch_size) };
         let workers = workers.min(n.max(1));
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -262,11 +243,7 @@ impl Loader {
             let (dataset, order, stop) = (dataset.clone(), order.clone(), stop.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("loader-worker-{w}"))
-                .spawn(move || {
-                    worker(
-                        dataset, order, w, workers, image_size, augment, seed, epoch, stop, tx,
-                    )
-                })
+                .spawn(move || worker(dataset, order, w, workers, image_size, augment, seed, epoch, stop, tx))
                 .map_err(|e| anyhow!("cannot start a loader thread: {e}"))?;
             threads.push(handle);
         }
@@ -284,9 +261,7 @@ impl Loader {
             stop: stop.clone(),
             skipped: skipped.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("loader-assembler".into())
-            .spawn(move || assembler.run());
+        let handle = std::thread::Builder::new().name("loader-assembler".into()).spawn(move || assembler.run());
         let mut loader = Loader {
             rx: Some(batch_rx),
             threads,
@@ -347,16 +322,10 @@ impl Iterator for Loader {
             Ok(Ok(raw)) => {
                 let b = raw.indices.len();
                 let (r, c) = (self.image_size, self.num_classes);
-                let batch = Tensor::from_vec(raw.images, vec![b, 3, r, r], &Device::Cpu).and_then(
-                    |images| {
-                        let labels = Tensor::from_vec(raw.labels, vec![b, c], &Device::Cpu)?;
-                        Ok(Batch {
-                            images,
-                            labels,
-                            indices: raw.indices,
-                        })
-                    },
-                );
+                let batch = Tensor::from_vec(raw.images, vec![b, 3, r, r], &Device::Cpu).and_then(|images| {
+                    let labels = Tensor::from_vec(raw.labels, vec![b, c], &Device::Cpu)?;
+                    Ok(Batch { images, labels, indices: raw.indices })
+                });
                 if batch.is_err() {
                     self.done = true;
                     self.shutdown();

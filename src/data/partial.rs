@@ -95,12 +95,7 @@ pub struct LabelMask {
 impl LabelMask {
     /// Draws the mask of the protocol: each label kept with probability
     /// `known_ratio`, from `Rng::new(seed)`, in item-major order.
-    pub fn sample(
-        num_items: usize,
-        num_classes: usize,
-        known_ratio: f64,
-        seed: u64,
-    ) -> Result<LabelMask> {
+    pub fn sample(num_items: usize, num_classes: usize, known_ratio: f64, seed: u64) -> Result<LabelMask> {
         check_known_ratio(known_ratio)?;
         let total = num_items
             .checked_mul(num_classes)
@@ -114,15 +109,7 @@ impl LabelMask {
                 num_kept += 1;
             }
         }
-        Ok(LabelMask {
-            num_items,
-            num_classes,
-            known_ratio,
-            seed,
-            bits,
-            num_kept,
-            source: None,
-        })
+        Ok(LabelMask { num_items, num_classes, known_ratio, seed, bits, num_kept, source: None })
     }
 
     pub fn num_items(&self) -> usize {
@@ -228,38 +215,25 @@ impl LabelMask {
             bits: BITS_DOC.to_string(),
             mask_base64: base64_encode(&self.bits),
         };
-        let text =
-            serde_json::to_string_pretty(&file).context("cannot serialise the label mask")?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "mask".into());
+        let text = serde_json::to_string_pretty(&file).context("cannot serialise the label mask")?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "mask".into());
         let tmp = path.with_file_name(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text + "\n")
-            .with_context(|| format!("cannot write label mask {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+        std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write label mask {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     }
 
     /// Reads a mask written by [`save`](Self::save) and checks that it is
     /// for `expected_items x expected_classes` labels. Every error names the
     /// file.
     pub fn load(path: &Path, expected_items: usize, expected_classes: usize) -> Result<LabelMask> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("cannot read label mask {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read label mask {}: {e}", path.display()))?;
         let file: MaskFile = serde_json::from_str(&text).map_err(|e| {
-            anyhow!(
-                "label mask {} is not a valid mask file (JSON written by this engine): {e}",
-                path.display()
-            )
+            anyhow!("label mask {} is not a valid mask file (JSON written by this engine): {e}", path.display())
         })?;
         let bad = |what: String| anyhow!("label mask {} is damaged: {what}", path.display());
         if file.format != MASK_FORMAT {
-            bail!(
-                "{} is not a label mask (format {:?}, expected {MASK_FORMAT:?})",
-                path.display(),
-                file.format
-            );
+            bail!("{} is not a label mask (format {:?}, expected {MASK_FORMAT:?})", path.display(), file.format);
         }
         if file.version != MASK_VERSION {
             bail!(
@@ -279,32 +253,17 @@ impl LabelMask {
             source: Some(path.to_path_buf()),
         };
         mask.check_shape(expected_items, expected_classes)?;
-        let total = file
-            .num_items
-            .checked_mul(file.num_classes)
-            .ok_or_else(|| bad("its shape overflows".into()))?;
-        let bits =
-            base64_decode(&file.mask_base64).map_err(|e| bad(format!("mask_base64: {e}")))?;
+        let total = file.num_items.checked_mul(file.num_classes).ok_or_else(|| bad("its shape overflows".into()))?;
+        let bits = base64_decode(&file.mask_base64).map_err(|e| bad(format!("mask_base64: {e}")))?;
         ensure!(
             bits.len() == total.div_ceil(8),
-            bad(format!(
-                "{} mask bytes for {} labels (expected {})",
-                bits.len(),
-                total,
-                total.div_ceil(8)
-            ))
+            bad(format!("{} mask bytes for {} labels (expected {})", bits.len(), total, total.div_ceil(8)))
         );
         if total % 8 != 0 && bits[bits.len() - 1] >> (total % 8) != 0 {
             return Err(bad("bits set past the last label".into()));
         }
         let num_kept: usize = bits.iter().map(|b| b.count_ones() as usize).sum();
-        ensure!(
-            num_kept == file.num_kept,
-            bad(format!(
-                "{num_kept} labels kept, the header says {}",
-                file.num_kept
-            ))
-        );
+        ensure!(num_kept == file.num_kept, bad(format!("{num_kept} labels kept, the header says {}", file.num_kept)));
         mask.bits = bits;
         mask.num_kept = num_kept;
         Ok(mask)
@@ -336,11 +295,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

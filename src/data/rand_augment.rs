@@ -72,14 +72,8 @@ impl RandAugment {
     /// Errors: no op (leave RandAugment out instead), a magnitude above
     /// [`MAX_MAGNITUDE`].
     pub fn new(ops: usize, magnitude: usize) -> Result<RandAugment> {
-        ensure!(
-            ops >= 1,
-            "N (ops per image) must be at least 1; leave RandAugment out for none"
-        );
-        ensure!(
-            magnitude <= MAX_MAGNITUDE,
-            "M (magnitude) must be in 0..={MAX_MAGNITUDE}, got {magnitude}"
-        );
+        ensure!(ops >= 1, "N (ops per image) must be at least 1; leave RandAugment out for none");
+        ensure!(magnitude <= MAX_MAGNITUDE, "M (magnitude) must be in 0..={MAX_MAGNITUDE}, got {magnitude}");
         Ok(RandAugment { ops, magnitude })
     }
 
@@ -103,13 +97,10 @@ impl std::str::FromStr for RandAugment {
 
     /// `N,M`, e.g. `2,9`.
     fn from_str(text: &str) -> Result<RandAugment> {
-        let (ops, magnitude) = text
-            .split_once(',')
-            .ok_or_else(|| anyhow!("expected N,M (ops per image, magnitude), e.g. 2,9"))?;
+        let (ops, magnitude) =
+            text.split_once(',').ok_or_else(|| anyhow!("expected N,M (ops per image, magnitude), e.g. 2,9"))?;
         let number = |part: &str, what: &str| {
-            part.trim()
-                .parse::<usize>()
-                .with_context(|| format!("{what} is not a whole number: '{}'", part.trim()))
+            part.trim().parse::<usize>().with_context(|| format!("{what} is not a whole number: '{}'", part.trim()))
         };
         RandAugment::new(number(ops, "N")?, number(magnitude, "M")?)
     }
@@ -192,10 +183,7 @@ impl Op {
     /// The (unsigned) magnitude at `bin` on a `width x height` image, as
     /// torchvision's table holds it; 0 for the ops without one.
     pub fn magnitude(self, bin: usize, width: usize, height: usize) -> f32 {
-        assert!(
-            bin <= MAX_MAGNITUDE,
-            "magnitude bin {bin} > {MAX_MAGNITUDE}"
-        );
+        assert!(bin <= MAX_MAGNITUDE, "magnitude bin {bin} > {MAX_MAGNITUDE}");
         // torchvision: 150 / 331 of the side, computed in double.
         let translate_end = |side: usize| (150.0 / 331.0 * side as f64) as f32;
         match self {
@@ -204,9 +192,7 @@ impl Op {
             Op::TranslateX => linspace_bin(0.0, translate_end(width), bin),
             Op::TranslateY => linspace_bin(0.0, translate_end(height), bin),
             Op::Rotate => linspace_bin(0.0, 30.0, bin),
-            Op::Brightness | Op::Color | Op::Contrast | Op::Sharpness => {
-                linspace_bin(0.0, 0.9, bin)
-            }
+            Op::Brightness | Op::Color | Op::Contrast | Op::Sharpness => linspace_bin(0.0, 0.9, bin),
             // 8 - round(b / ((bins - 1) / 4)) in float32, half to even.
             Op::Posterize => 8.0 - (bin as f32 / (MAX_MAGNITUDE as f32 / 4.0)).round_ties_even(),
             Op::Solarize => linspace_bin(255.0, 0.0, bin),
@@ -221,14 +207,8 @@ impl Op {
         let factor = (1.0 + m) as f32;
         match self {
             Op::Identity => img.clone(),
-            Op::ShearX => affine_nearest(
-                img,
-                &inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (degrees(m.atan()), 0.0)),
-            ),
-            Op::ShearY => affine_nearest(
-                img,
-                &inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (0.0, degrees(m.atan()))),
-            ),
+            Op::ShearX => affine_nearest(img, &inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (degrees(m.atan()), 0.0))),
+            Op::ShearY => affine_nearest(img, &inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (0.0, degrees(m.atan())))),
             Op::TranslateX => affine_nearest(img, &translation(img, (m.trunc(), 0.0))),
             Op::TranslateY => affine_nearest(img, &translation(img, (0.0, m.trunc()))),
             Op::Rotate => affine_nearest(img, &rotation(img, m)),
@@ -269,12 +249,7 @@ fn radians(degrees: f64) -> f64 {
 /// row order `[a, b, c, d, e, f]`: `x_in = a x + b y + c`, `y_in = d x + e
 /// y + f`) of a rotation by `angle` degrees about `center`, shears
 /// `(sx, sy)` in degrees and a translation, scale 1.
-fn inverse_affine(
-    center: (f64, f64),
-    angle: f64,
-    translate: (f64, f64),
-    shear: (f64, f64),
-) -> [f64; 6] {
+fn inverse_affine(center: (f64, f64), angle: f64, translate: (f64, f64), shear: (f64, f64)) -> [f64; 6] {
     let (rot, sx, sy) = (radians(angle), radians(shear.0), radians(shear.1));
     let (cx, cy) = center;
     let (tx, ty) = translate;
@@ -295,12 +270,7 @@ fn inverse_affine(
 /// torchvision's `F.affine` translation (about the image centre, which
 /// cancels out).
 fn translation(img: &RgbImage, shift: (f64, f64)) -> [f64; 6] {
-    inverse_affine(
-        (img.width as f64 * 0.5, img.height as f64 * 0.5),
-        0.0,
-        shift,
-        (0.0, 0.0),
-    )
+    inverse_affine((img.width as f64 * 0.5, img.height as f64 * 0.5), 0.0, shift, (0.0, 0.0))
 }
 
 /// Pillow's `Image.rotate(angle)` matrix (no expand, centre `(W/2, H/2)`):
@@ -309,11 +279,7 @@ fn translation(img: &RgbImage, shift: (f64, f64)) -> [f64; 6] {
 fn rotation(img: &RgbImage, angle: f64) -> [f64; 6] {
     let angle = -radians(angle.rem_euclid(360.0));
     // Python's round(x, 15): the correctly rounded decimal, read back.
-    let round15 = |x: f64| {
-        format!("{x:.15}")
-            .parse::<f64>()
-            .expect("a formatted float parses")
-    };
+    let round15 = |x: f64| format!("{x:.15}").parse::<f64>().expect("a formatted float parses");
     let (cos, sin) = (round15(angle.cos()), round15(angle.sin()));
     let mut m = [cos, sin, 0.0, round15(-angle.sin()), cos, 0.0];
     let (cx, cy) = (img.width as f64 / 2.0, img.height as f64 / 2.0);
@@ -328,10 +294,7 @@ fn rotation(img: &RgbImage, angle: f64) -> [f64; 6] {
 fn affine_nearest(img: &RgbImage, m: &[f64; 6]) -> RgbImage {
     let fixed = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
     let (step_x, step_y) = ((fixed(m[0]), fixed(m[3])), (fixed(m[1]), fixed(m[4])));
-    let mut row_start = (
-        fixed(m[2] + m[0] * 0.5 + m[1] * 0.5),
-        fixed(m[5] + m[3] * 0.5 + m[4] * 0.5),
-    );
+    let mut row_start = (fixed(m[2] + m[0] * 0.5 + m[1] * 0.5), fixed(m[5] + m[3] * 0.5 + m[4] * 0.5));
     let (w, h) = (img.width as i64, img.height as i64);
     let mut out = vec![0u8; img.data.len()];
     for out_row in out.chunks_exact_mut(img.width * 3) {
@@ -354,11 +317,7 @@ fn affine_nearest(img: &RgbImage, m: &[f64; 6]) -> RgbImage {
 
 /// An image of `img`'s size holding `data`.
 fn with_data(img: &RgbImage, data: Vec<u8>) -> RgbImage {
-    RgbImage {
-        width: img.width,
-        height: img.height,
-        data,
-    }
+    RgbImage { width: img.width, height: img.height, data }
 }
 
 /// Pillow's `Image.blend(degenerate, img, factor)`: interpolation for a
@@ -383,13 +342,7 @@ fn luma(px: &[u8]) -> u8 {
 
 /// `convert("L").convert("RGB")`.
 fn grey(img: &RgbImage) -> RgbImage {
-    with_data(
-        img,
-        img.data
-            .chunks_exact(3)
-            .flat_map(|px| [luma(px); 3])
-            .collect(),
-    )
+    with_data(img, img.data.chunks_exact(3).flat_map(|px| [luma(px); 3]).collect())
 }
 
 /// Contrast's degenerate image: every pixel the mean luma, rounded half up.
@@ -436,13 +389,7 @@ fn posterize(img: &RgbImage, bits: u32) -> RgbImage {
 
 /// Inverts every level at or above `threshold`.
 fn solarize(img: &RgbImage, threshold: f64) -> RgbImage {
-    with_data(
-        img,
-        img.data
-            .iter()
-            .map(|&v| if (v as f64) < threshold { v } else { 255 - v })
-            .collect(),
-    )
+    with_data(img, img.data.iter().map(|&v| if (v as f64) < threshold { v } else { 255 - v }).collect())
 }
 
 /// Maps each channel through the table `lut_of(its histogram)`.
@@ -454,14 +401,7 @@ fn per_channel_lut(img: &RgbImage, lut_of: fn(&[u64; 256]) -> [u8; 256]) -> RgbI
         }
     }
     let luts = histograms.map(|h| lut_of(&h));
-    with_data(
-        img,
-        img.data
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| luts[i % 3][v as usize])
-            .collect(),
-    )
+    with_data(img, img.data.iter().enumerate().map(|(i, &v)| luts[i % 3][v as usize]).collect())
 }
 
 /// Pillow's `ImageOps.autocontrast` table (no cutoff): the lowest and the
@@ -510,20 +450,8 @@ mod tests {
 
     #[test]
     fn parses_n_comma_m_and_rejects_the_rest() {
-        assert_eq!(
-            "2,9".parse::<RandAugment>().unwrap(),
-            RandAugment {
-                ops: 2,
-                magnitude: 9
-            }
-        );
-        assert_eq!(
-            " 1 , 30 ".parse::<RandAugment>().unwrap(),
-            RandAugment {
-                ops: 1,
-                magnitude: 30
-            }
-        );
+        assert_eq!("2,9".parse::<RandAugment>().unwrap(), RandAugment { ops: 2, magnitude: 9 });
+        assert_eq!(" 1 , 30 ".parse::<RandAugment>().unwrap(), RandAugment { ops: 1, magnitude: 30 });
         for (text, needle) in [
             ("2", "expected N,M"),
             ("", "expected N,M"),
@@ -541,9 +469,7 @@ mod tests {
 
     #[test]
     fn posterize_bits_follow_torchvision_rounding() {
-        let bits: Vec<f32> = (0..NUM_MAGNITUDE_BINS)
-            .map(|b| Op::Posterize.magnitude(b, 1, 1))
-            .collect();
+        let bits: Vec<f32> = (0..NUM_MAGNITUDE_BINS).map(|b| Op::Posterize.magnitude(b, 1, 1)).collect();
         assert_eq!(&bits[..5], &[8.0, 8.0, 8.0, 8.0, 7.0]);
         assert_eq!(bits[9], 7.0);
         assert_eq!(bits[30], 4.0);

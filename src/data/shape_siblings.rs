@@ -36,11 +36,7 @@ impl ShapeSiblings {
             "--shape-siblings must be between 1 and {} (the number of shape categories), got {siblings}",
             CATEGORIES.len()
         );
-        Ok(ShapeSiblings {
-            scenes,
-            siblings,
-            label_cache: OnceLock::new(),
-        })
+        Ok(ShapeSiblings { scenes, siblings, label_cache: OnceLock::new() })
     }
 
     /// Items per group.
@@ -55,9 +51,7 @@ impl ShapeSiblings {
 
     /// The scene of item `index`.
     pub fn scene(&self, index: usize) -> Scene {
-        self.scenes
-            .scene(index / self.siblings)
-            .shape_sibling(index % self.siblings, self.siblings)
+        self.scenes.scene(index / self.siblings).shape_sibling(index % self.siblings, self.siblings)
     }
 
     /// Caption number `variant` of item `index`; the siblings of a group
@@ -69,20 +63,13 @@ impl ShapeSiblings {
     /// Item indices in the order of `group_order`, each group's siblings
     /// consecutive (so batches of a multiple of K hold whole groups).
     pub fn expand(&self, group_order: &[usize]) -> Vec<usize> {
-        group_order
-            .iter()
-            .flat_map(|&g| g * self.siblings..(g + 1) * self.siblings)
-            .collect()
+        group_order.iter().flat_map(|&g| g * self.siblings..(g + 1) * self.siblings).collect()
     }
 }
 
 impl MultiLabelDataset for ShapeSiblings {
     fn describe(&self) -> String {
-        format!(
-            "{}, {} shape siblings per scene",
-            self.scenes.describe(),
-            self.siblings
-        )
+        format!("{}, {} shape siblings per scene", self.scenes.describe(), self.siblings)
     }
     fn class_names(&self) -> &[String] {
         self.scenes.class_names()
@@ -94,30 +81,17 @@ impl MultiLabelDataset for ShapeSiblings {
         let c = CATEGORIES.len();
         let all = self.label_cache.get_or_init(|| {
             (0..self.len())
-                .flat_map(|i| {
-                    self.scene(i)
-                        .labels()
-                        .into_iter()
-                        .map(|l| if l { POSITIVE } else { NEGATIVE })
-                })
+                .flat_map(|i| self.scene(i).labels().into_iter().map(|l| if l { POSITIVE } else { NEGATIVE }))
                 .collect()
         });
         &all[index * c..(index + 1) * c]
     }
     fn image(&self, index: usize) -> Result<RgbImage> {
-        ensure!(
-            index < self.len(),
-            "shape sibling index {index} out of range (len {})",
-            self.len()
-        );
+        ensure!(index < self.len(), "shape sibling index {index} out of range (len {})", self.len());
         Ok(self.scene(index).render(self.scenes.image_size()))
     }
     /// `<scene's name>/sibling<s>`.
     fn item_name(&self, index: usize) -> String {
-        format!(
-            "{}/sibling{}",
-            self.scenes.item_name(index / self.siblings),
-            index % self.siblings
-        )
+        format!("{}/sibling{}", self.scenes.item_name(index / self.siblings), index % self.siblings)
     }
 }

@@ -46,28 +46,15 @@ use crate::{Device, Tensor};
 // ---------------------------------------------------------------------------
 
 /// The object categories, in label order.
-pub const CATEGORIES: &[&str] = &[
-    "circle", "square", "triangle", "star", "cross", "ring", "heart", "diamond", "moon", "arrow",
-];
+pub const CATEGORIES: &[&str] =
+    &["circle", "square", "triangle", "star", "cross", "ring", "heart", "diamond", "moon", "arrow"];
 
 /// Plural of each category name, in [`CATEGORIES`] order.
-pub const CATEGORY_PLURALS: &[&str] = &[
-    "circles",
-    "squares",
-    "triangles",
-    "stars",
-    "crosses",
-    "rings",
-    "hearts",
-    "diamonds",
-    "moons",
-    "arrows",
-];
+pub const CATEGORY_PLURALS: &[&str] =
+    &["circles", "squares", "triangles", "stars", "crosses", "rings", "hearts", "diamonds", "moons", "arrows"];
 
 /// Named object colours.
-pub const COLOURS: &[&str] = &[
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black",
-];
+pub const COLOURS: &[&str] = &["red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black"];
 
 /// sRGB value of each of [`COLOURS`].
 pub const COLOUR_RGB: [[u8; 3]; 9] = [
@@ -97,14 +84,8 @@ const EXCLUDED_COLOURS: [&[usize]; 6] = [
 ];
 
 /// Rough mean colour of each background (for the visibility check in tests).
-pub const BACKGROUND_MEAN_RGB: [[u8; 3]; 6] = [
-    [70, 140, 55],
-    [215, 192, 140],
-    [110, 165, 230],
-    [232, 236, 244],
-    [165, 78, 58],
-    [30, 30, 40],
-];
+pub const BACKGROUND_MEAN_RGB: [[u8; 3]; 6] =
+    [[70, 140, 55], [215, 192, 140], [110, 165, 230], [232, 236, 244], [165, 78, 58], [30, 30, 40]];
 
 /// The two size words.
 pub const SIZE_WORDS: [&str; 2] = ["small", "large"];
@@ -231,11 +212,8 @@ impl ObjectInfo {
     /// Cell of a 3 x 3 grid: "top left", "top", ..., "center", ...,
     /// "bottom right".
     pub fn position_word(&self) -> &'static str {
-        const WORDS: [[&str; 3]; 3] = [
-            ["top left", "top", "top right"],
-            ["left", "center", "right"],
-            ["bottom left", "bottom", "bottom right"],
-        ];
+        const WORDS: [[&str; 3]; 3] =
+            [["top left", "top", "top right"], ["left", "center", "right"], ["bottom left", "bottom", "bottom right"]];
         WORDS[third(self.y)][third(self.x)]
     }
     /// The position as a phrase: "at the top left", "on the left", "in the
@@ -299,10 +277,7 @@ impl Scene {
     /// itself; rotations are drawn again for the new categories.
     pub fn shape_sibling(&self, sibling: usize, siblings: usize) -> Scene {
         let c = CATEGORIES.len();
-        assert!(
-            sibling < siblings && siblings <= c,
-            "shape sibling {sibling} of {siblings} (at most {c})"
-        );
+        assert!(sibling < siblings && siblings <= c, "shape sibling {sibling} of {siblings} (at most {c})");
         let mut scene = self.clone();
         if sibling == 0 {
             return scene;
@@ -330,21 +305,11 @@ impl Scene {
     /// Draws the scene at `size x size` pixels.
     pub fn render(&self, size: usize) -> RgbImage {
         let mut data = vec![0u8; size * size * 3];
-        draw_background(
-            &mut data,
-            size,
-            self.background,
-            self.bg_shift,
-            self.noise_key,
-        );
+        draw_background(&mut data, size, self.background, self.bg_shift, self.noise_key);
         for o in &self.objects {
             draw_object(&mut data, size, o);
         }
-        RgbImage {
-            width: size,
-            height: size,
-            data,
-        }
+        RgbImage { width: size, height: size, data }
     }
 }
 
@@ -378,10 +343,7 @@ impl SyntheticSet {
     /// The split at its default length ([`Split::default_len`]), drawn at
     /// `image_size x image_size` pixels (16 ..= 4096).
     pub fn new(split: Split, seed: u64, image_size: usize) -> Result<SyntheticSet> {
-        ensure!(
-            (16..=4096).contains(&image_size),
-            "synthetic image size {image_size} is outside 16..=4096"
-        );
+        ensure!((16..=4096).contains(&image_size), "synthetic image size {image_size} is outside 16..=4096");
         Ok(SyntheticSet {
             split,
             seed,
@@ -395,11 +357,7 @@ impl SyntheticSet {
     /// The same split with `len` images (the first `len` of its stream; a
     /// longer set extends a shorter one).
     pub fn with_len(mut self, len: usize) -> Result<SyntheticSet> {
-        ensure!(
-            len <= Split::MAX_LEN,
-            "synthetic split length {len} exceeds {}",
-            Split::MAX_LEN
-        );
+        ensure!(len <= Split::MAX_LEN, "synthetic split length {len} exceeds {}", Split::MAX_LEN);
         self.len = len;
         self.label_cache = OnceLock::new();
         Ok(self)
@@ -426,12 +384,7 @@ impl SyntheticSet {
 
     /// The generator key of scene `index`.
     fn key(&self, index: usize) -> u64 {
-        assert!(
-            index < self.len,
-            "synthetic {} index {index} out of range (len {})",
-            self.split,
-            self.len
-        );
+        assert!(index < self.len, "synthetic {} index {index} out of range (len {})", self.split, self.len);
         mix64(mix64(self.seed ^ 0x5EED_C11B_0000_0001) ^ (self.split.stream_base() + index as u64))
     }
 
@@ -485,26 +438,18 @@ impl SyntheticSet {
         let r = mode.size();
         ensure!(r > 0, "preprocess size 0");
         for &i in indices {
-            ensure!(
-                i < self.len,
-                "synthetic {} index {i} out of range (len {})",
-                self.split,
-                self.len
-            );
+            ensure!(i < self.len, "synthetic {} index {i} out of range (len {})", self.split, self.len);
         }
         let per = 3 * r * r;
         let mut values = vec![0f32; indices.len() * per];
-        values
-            .par_chunks_mut(per)
-            .zip(indices.par_iter())
-            .for_each(|(dst, &i)| {
-                let img = self.render(i);
-                if r == self.image_size {
-                    normalize_chw_into(&img, dst);
-                } else {
-                    normalize_chw_into(&preprocess_rgb(&img, mode), dst);
-                }
-            });
+        values.par_chunks_mut(per).zip(indices.par_iter()).for_each(|(dst, &i)| {
+            let img = self.render(i);
+            if r == self.image_size {
+                normalize_chw_into(&img, dst);
+            } else {
+                normalize_chw_into(&preprocess_rgb(&img, mode), dst);
+            }
+        });
         Tensor::from_vec(values, vec![indices.len(), 3, r, r], &Device::Cpu)
     }
 
@@ -514,17 +459,8 @@ impl SyntheticSet {
         let c = CATEGORIES.len();
         let mut values = Vec::with_capacity(indices.len() * c);
         for &i in indices {
-            ensure!(
-                i < self.len,
-                "synthetic {} index {i} out of range (len {})",
-                self.split,
-                self.len
-            );
-            values.extend(
-                self.label_flags(i)
-                    .into_iter()
-                    .map(|b| if b { POSITIVE } else { NEGATIVE }),
-            );
+            ensure!(i < self.len, "synthetic {} index {i} out of range (len {})", self.split, self.len);
+            values.extend(self.label_flags(i).into_iter().map(|b| if b { POSITIVE } else { NEGATIVE }));
         }
         Tensor::from_vec(values, vec![indices.len(), c], &Device::Cpu)
     }
@@ -570,12 +506,7 @@ impl MultiLabelDataset for SyntheticSet {
         &all[index * c..(index + 1) * c]
     }
     fn image(&self, index: usize) -> Result<RgbImage> {
-        ensure!(
-            index < self.len,
-            "synthetic {} index {index} out of range (len {})",
-            self.split,
-            self.len
-        );
+        ensure!(index < self.len, "synthetic {} index {index} out of range (len {})", self.split, self.len);
         Ok(self.render(index))
     }
     /// `synthetic/<split>/seed<seed>/<index>`.
@@ -614,9 +545,7 @@ fn draw_scene(key: u64) -> Scene {
         12..=16 => 3,
         _ => 4,
     };
-    let allowed: Vec<usize> = (0..COLOURS.len())
-        .filter(|c| !EXCLUDED_COLOURS[background].contains(c))
-        .collect();
+    let allowed: Vec<usize> = (0..COLOURS.len()).filter(|c| !EXCLUDED_COLOURS[background].contains(c)).collect();
     let mut objects: Vec<ObjectInfo> = Vec::with_capacity(count);
     for _ in 0..count {
         let category = rng.below(CATEGORIES.len());
@@ -625,11 +554,7 @@ fn draw_scene(key: u64) -> Scene {
         let rotation_deg = draw_rotation(category, &mut rng);
         // A large object that finds no room is tried again as a small one;
         // one that still finds none is dropped.
-        let sizes: &[bool] = if drawn_large {
-            &[true, false]
-        } else {
-            &[false]
-        };
+        let sizes: &[bool] = if drawn_large { &[true, false] } else { &[false] };
         'sizes: for &large in sizes {
             let (lo, hi) = if large { LARGE_RADIUS } else { SMALL_RADIUS };
             let radius_milli = lo + rng.below(hi - lo + 1);
@@ -645,27 +570,13 @@ fn draw_scene(key: u64) -> Scene {
                     dx * dx + dy * dy >= min * min
                 });
                 if free {
-                    objects.push(ObjectInfo {
-                        category,
-                        colour,
-                        large,
-                        x,
-                        y,
-                        radius,
-                        rotation_deg,
-                    });
+                    objects.push(ObjectInfo { category, colour, large, x, y, radius, rotation_deg });
                     break 'sizes;
                 }
             }
         }
     }
-    Scene {
-        objects,
-        background,
-        bg_shift,
-        noise_key,
-        key,
-    }
+    Scene { objects, background, bg_shift, noise_key, key }
 }
 
 /// A slight rotation in degrees, in the range that suits `category`'s
@@ -843,14 +754,8 @@ struct ValueNoise {
 impl ValueNoise {
     fn new(cells: u64, size: usize, key: u32) -> ValueNoise {
         let n = cells as u32 + 1;
-        let lattice = (0..n * n)
-            .map(|k| (hash2(k % n, k / n, key) & 255) as i64)
-            .collect();
-        ValueNoise {
-            cells,
-            size: size as u64,
-            lattice,
-        }
+        let lattice = (0..n * n).map(|k| (hash2(k % n, k / n, key) & 255) as i64).collect();
+        ValueNoise { cells, size: size as u64, lattice }
     }
 
     fn at(&self, x: usize, y: usize) -> i32 {
@@ -887,8 +792,7 @@ fn draw_background(data: &mut [u8], size: usize, bg: usize, shift: i32, key: u32
                 for x in 0..size {
                     let n = coarse.at(x, y) - 128;
                     // Short vertical blades: the fine noise shared by pairs of rows.
-                    let blade =
-                        (hash2(x as u32, (y / 2) as u32 ^ 0x8000_0000, key) & 255) as i32 - 128;
+                    let blade = (hash2(x as u32, (y / 2) as u32 ^ 0x8000_0000, key) & 255) as i32 - 128;
                     let g = 140 + shift + n * 30 / 128 + blade * 28 / 128;
                     let r = 70 + shift + n * 20 / 128 + blade * 12 / 128;
                     let b = 50 + shift / 2 + n * 10 / 128;
@@ -903,11 +807,7 @@ fn draw_background(data: &mut [u8], size: usize, bg: usize, shift: i32, key: u32
                     let m = medium.at(x, y) - 128;
                     let f = fine(x, y);
                     let v = shift + n * 14 / 128 + m * 8 / 128 + f * 10 / 128;
-                    put(
-                        data,
-                        (y * size + x) * 3,
-                        [215 + v, 192 + v, 140 + v * 3 / 4],
-                    );
+                    put(data, (y * size + x) * 3, [215 + v, 192 + v, 140 + v * 3 / 4]);
                 }
             }
         }
@@ -915,11 +815,7 @@ fn draw_background(data: &mut [u8], size: usize, bg: usize, shift: i32, key: u32
             let den = (size - 1).max(1) as i32;
             for y in 0..size {
                 let t = y as i32 * 256 / den; // 0 top .. 256 bottom
-                let base = [
-                    55 + 110 * t / 256 + shift,
-                    115 + 95 * t / 256 + shift,
-                    215 + 32 * t / 256,
-                ];
+                let base = [55 + 110 * t / 256 + shift, 115 + 95 * t / 256 + shift, 215 + 32 * t / 256];
                 for x in 0..size {
                     // Soft clouds where two noise octaves add up high.
                     let n = (coarse.at(x, y) * 2 + medium.at(x, y)) / 3; // 0..255
@@ -955,11 +851,7 @@ fn draw_background(data: &mut [u8], size: usize, bg: usize, shift: i32, key: u32
                     let f = fine(x, y);
                     let px = if y % bh < mortar || xs % bw < mortar {
                         let v = f * 6 / 128;
-                        [
-                            190 + v + shift / 2,
-                            184 + v + shift / 2,
-                            172 + v + shift / 2,
-                        ]
+                        [190 + v + shift / 2, 184 + v + shift / 2, 172 + v + shift / 2]
                     } else {
                         let b = (hash2(col as u32, row as u32, key ^ 0xB71C) & 63) as i32 - 32;
                         let v = shift + b * 22 / 32 + f * 10 / 128;
@@ -1024,11 +916,7 @@ fn background_phrase(bg: usize, rng: &mut Rng) -> &'static str {
 
 /// The phrase of one object: "a red circle", "a small blue star".
 fn object_phrase(o: &ObjectInfo, rng: &mut Rng) -> String {
-    let size = if rng.below(2) == 0 {
-        format!("{} ", o.size_word())
-    } else {
-        String::new()
-    };
+    let size = if rng.below(2) == 0 { format!("{} ", o.size_word()) } else { String::new() };
     with_article(format!("{size}{} {}", o.colour_name(), o.category_name()))
 }
 
@@ -1051,11 +939,8 @@ fn group_phrases(objects: &[ObjectInfo], rng: &mut Rng) -> Vec<(String, bool)> {
                 }
             }
             let same_size = members.iter().all(|m| m.large == members[0].large);
-            let size = if same_size && rng.below(2) == 0 {
-                format!("{} ", members[0].size_word())
-            } else {
-                String::new()
-            };
+            let size =
+                if same_size && rng.below(2) == 0 { format!("{} ", members[0].size_word()) } else { String::new() };
             let plural = members[0].plural_name();
             if colours.len() == 1 {
                 (format!("{n} {size}{} {plural}", colours[0]), true)
@@ -1090,10 +975,7 @@ fn grouped<'a>(objects: &'a [ObjectInfo], rng: &mut Rng) -> Vec<Vec<&'a ObjectIn
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i + 1));
     }
-    order
-        .into_iter()
-        .map(|cat| objects.iter().filter(|o| o.category == cat).collect())
-        .collect()
+    order.into_iter().map(|cat| objects.iter().filter(|o| o.category == cat).collect()).collect()
 }
 
 /// A caption of `objects` on background `bg`, with template `template`
@@ -1113,11 +995,7 @@ fn caption_of(objects: &[ObjectInfo], bg: usize, template: Option<usize>, rng: &
             return "an empty picture.".to_string();
         }
         let list = join_list(&shape_phrases(objects, rng));
-        return if t == FIRST_SHAPES_ONLY_TEMPLATE {
-            format!("a photo of {list}.")
-        } else {
-            format!("{list}.")
-        };
+        return if t == FIRST_SHAPES_ONLY_TEMPLATE { format!("a photo of {list}.") } else { format!("{list}.") };
     }
     let on = background_phrase(bg, rng);
     if objects.is_empty() {
@@ -1131,26 +1009,14 @@ fn caption_of(objects: &[ObjectInfo], bg: usize, template: Option<usize>, rng: &
     match t {
         0 => format!("a photo of {list} {on}."),
         1 => format!("{list} {on}."),
-        2 => format!(
-            "there {} {list} {on}.",
-            if groups[0].1 { "are" } else { "is" }
-        ),
-        3 => format!(
-            "{} {} {on}: {list}.",
-            COUNT_WORDS[n.min(4)],
-            if n == 1 { "shape" } else { "shapes" }
-        ),
+        2 => format!("there {} {list} {on}.", if groups[0].1 { "are" } else { "is" }),
+        3 => format!("{} {} {on}: {list}.", COUNT_WORDS[n.min(4)], if n == 1 { "shape" } else { "shapes" }),
         4 => format!("an image with {list} {on}."),
-        5 => format!(
-            "a picture of {list} with {} {bg_word} background.",
-            article(bg_word)
-        ),
+        5 => format!("a picture of {list} with {} {bg_word} background.", article(bg_word)),
         6 => {
             // Every object on its own, with where it is.
-            let items: Vec<String> = objects
-                .iter()
-                .map(|o| format!("{} {}", object_phrase(o, rng), o.position_phrase()))
-                .collect();
+            let items: Vec<String> =
+                objects.iter().map(|o| format!("{} {}", object_phrase(o, rng), o.position_phrase())).collect();
             format!("{}, {on}.", join_list(&items))
         }
         7 => {
@@ -1160,10 +1026,7 @@ fn caption_of(objects: &[ObjectInfo], bg: usize, template: Option<usize>, rng: &
                 format!("{} next to {}, {on}.", phrases[0], join_list(&phrases[1..]))
             }
         }
-        8 => format!(
-            "{} {bg_word} background with {list} on it.",
-            article(bg_word)
-        ),
+        8 => format!("{} {bg_word} background with {list} on it.", article(bg_word)),
         9 => format!("a drawing of {list} {on}."),
         10 => format!("a close-up photo of {list} {on}."),
         _ => format!("a simple illustration of {list} {on}."),
@@ -1190,10 +1053,7 @@ impl Sample {
 /// Tiles `images` (all the same size) into a grid of `cols` columns, each
 /// scaled up `scale` times (nearest neighbour), with 2-pixel grey gutters.
 pub fn contact_sheet(images: &[RgbImage], cols: usize, scale: usize) -> Result<RgbImage> {
-    ensure!(
-        !images.is_empty() && cols > 0 && scale > 0,
-        "contact sheet needs images, columns and a scale"
-    );
+    ensure!(!images.is_empty() && cols > 0 && scale > 0, "contact sheet needs images, columns and a scale");
     let (w, h) = (images[0].width, images[0].height);
     if images.iter().any(|im| im.width != w || im.height != h) {
         bail!("contact sheet images differ in size");
@@ -1238,10 +1098,7 @@ mod tests {
         for d in -400..400 {
             let (s, c) = sin_cos_deg(d);
             let x = (d as f64).to_radians();
-            assert!(
-                (s as f64 - x.sin()).abs() < 1e-6 && (c as f64 - x.cos()).abs() < 1e-6,
-                "{d}"
-            );
+            assert!((s as f64 - x.sin()).abs() < 1e-6 && (c as f64 - x.cos()).abs() < 1e-6, "{d}");
         }
     }
 

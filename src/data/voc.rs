@@ -79,11 +79,7 @@ pub struct VocDataset {
 
 /// The `VOC2007` folder under `root` (see the module docs).
 fn find_voc2007(root: &Path) -> Result<PathBuf> {
-    let candidates = [
-        root.to_path_buf(),
-        root.join("VOC2007"),
-        root.join("VOCdevkit").join("VOC2007"),
-    ];
+    let candidates = [root.to_path_buf(), root.join("VOC2007"), root.join("VOCdevkit").join("VOC2007")];
     for c in &candidates {
         if c.join("Annotations").is_dir() && c.join("ImageSets").is_dir() {
             return Ok(c.clone());
@@ -106,39 +102,19 @@ fn read_annotation(path: &Path) -> Result<Vec<(bool, bool)>> {
     let fail = |msg: String| anyhow!("VOC annotation file {}: {msg}", path.display());
     let root = doc.root_element();
     if !root.has_tag_name("annotation") {
-        return Err(fail(format!(
-            "root element is <{}>, expected <annotation>",
-            root.tag_name().name()
-        )));
+        return Err(fail(format!("root element is <{}>, expected <annotation>", root.tag_name().name())));
     }
     let mut found = vec![(false, false); VOC_CLASSES.len()];
-    for (k, obj) in root
-        .children()
-        .filter(|n| n.has_tag_name("object"))
-        .enumerate()
-    {
-        let child_text = |tag: &str| {
-            obj.children()
-                .find(|n| n.has_tag_name(tag))
-                .map(|n| n.text().unwrap_or("").trim().to_string())
-        };
-        let name = child_text("name")
-            .ok_or_else(|| fail(format!("<object> number {} has no <name>", k + 1)))?;
+    for (k, obj) in root.children().filter(|n| n.has_tag_name("object")).enumerate() {
+        let child_text =
+            |tag: &str| obj.children().find(|n| n.has_tag_name(tag)).map(|n| n.text().unwrap_or("").trim().to_string());
+        let name = child_text("name").ok_or_else(|| fail(format!("<object> number {} has no <name>", k + 1)))?;
         if name.is_empty() {
-            return Err(fail(format!(
-                "<object> number {} has an empty <name>",
-                k + 1
-            )));
+            return Err(fail(format!("<object> number {} has an empty <name>", k + 1)));
         }
-        let class = VOC_CLASSES
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(&name))
-            .ok_or_else(|| {
-                fail(format!(
-                    "<object> number {} has unknown class '{name}' (not one of VOC's 20)",
-                    k + 1
-                ))
-            })?;
+        let class = VOC_CLASSES.iter().position(|c| c.eq_ignore_ascii_case(&name)).ok_or_else(|| {
+            fail(format!("<object> number {} has unknown class '{name}' (not one of VOC's 20)", k + 1))
+        })?;
         let difficult = match child_text("difficult").as_deref() {
             None | Some("0") => false,
             Some("1") => true,
@@ -162,17 +138,8 @@ impl VocDataset {
     /// Opens image set `split` (train, val, trainval or test; any other name
     /// with an `ImageSets/Main/<name>.txt` file works too). Difficult-only
     /// classes are unknown, or positive with `include_difficult`.
-    pub fn open(
-        root: &Path,
-        split: &str,
-        include_difficult: bool,
-        options: &OpenOptions,
-    ) -> Result<VocDataset> {
-        let policy = if include_difficult {
-            DifficultPolicy::Positive
-        } else {
-            DifficultPolicy::Unknown
-        };
+    pub fn open(root: &Path, split: &str, include_difficult: bool, options: &OpenOptions) -> Result<VocDataset> {
+        let policy = if include_difficult { DifficultPolicy::Positive } else { DifficultPolicy::Unknown };
         VocDataset::open_with_policy(root, split, policy, options)
     }
 
@@ -183,29 +150,16 @@ impl VocDataset {
         difficult: DifficultPolicy,
         options: &OpenOptions,
     ) -> Result<VocDataset> {
-        if split.is_empty()
-            || !split
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!(
-                "invalid VOC split name '{split}' (expected one of {})",
-                VOC_SPLITS.join(", ")
-            );
+        if split.is_empty() || !split.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("invalid VOC split name '{split}' (expected one of {})", VOC_SPLITS.join(", "));
         }
         let dir = find_voc2007(root)?;
-        let list_path = dir
-            .join("ImageSets")
-            .join("Main")
-            .join(format!("{split}.txt"));
+        let list_path = dir.join("ImageSets").join("Main").join(format!("{split}.txt"));
         let text = read_text(&list_path, "VOC image set file").map_err(|e| {
             if list_path.exists() {
                 e
             } else {
-                anyhow!(
-                    "{e} (the VOC 2007 image sets are {})",
-                    VOC_SPLITS.join(", ")
-                )
+                anyhow!("{e} (the VOC 2007 image sets are {})", VOC_SPLITS.join(", "))
             }
         })?;
         let mut ids = Vec::new();
@@ -230,10 +184,7 @@ impl VocDataset {
         if !image_dir.is_dir() {
             bail!("VOC image folder {} does not exist", image_dir.display());
         }
-        let paths: Vec<PathBuf> = ids
-            .iter()
-            .map(|id| image_dir.join(format!("{id}.jpg")))
-            .collect();
+        let paths: Vec<PathBuf> = ids.iter().map(|id| image_dir.join(format!("{id}.jpg"))).collect();
         let (keep, skipped) = check_images(&paths, &list_path, options)?;
 
         // Annotations of the kept images, in parallel (the first failure in
@@ -242,10 +193,7 @@ impl VocDataset {
         let found: Vec<Option<Vec<(bool, bool)>>> = ids
             .par_iter()
             .zip(&keep)
-            .map(|(id, &k)| {
-                k.then(|| read_annotation(&ann_dir.join(format!("{id}.xml"))))
-                    .transpose()
-            })
+            .map(|(id, &k)| k.then(|| read_annotation(&ann_dir.join(format!("{id}.xml")))).transpose())
             .collect::<Result<_>>()?;
 
         let c = VOC_CLASSES.len();

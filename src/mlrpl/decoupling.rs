@@ -52,10 +52,7 @@ impl SemanticDecoupling {
     }
 
     pub fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect()
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
     /// Patch features X [B, N, D] and text features T [C, D] -> one visual
@@ -69,11 +66,7 @@ impl SemanticDecoupling {
         let x = patches.linear(&self.w1, None)?;
         let t = text.linear(&self.w2, None)?;
         let u = self.w4.matmul(&self.w3)?.reshape([width])?;
-        let shift = self
-            .w4
-            .matmul(&self.b3.reshape([width, 1])?)?
-            .reshape([1])?
-            .add(&self.b4)?;
+        let shift = self.w4.matmul(&self.b3.reshape([width, 1])?)?.reshape([1])?.add(&self.b4)?;
         let attention = x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()?;
         attention.matmul(patches)
     }

@@ -17,12 +17,7 @@ use anyhow::Result;
 
 /// A trainable tensor drawn from U(-bound, bound), `nn.Linear`'s default
 /// initialisation with bound = 1 / sqrt(fan_in).
-fn uniform_parameter(
-    dims: &[usize],
-    fan_in: usize,
-    rng: &mut Rng,
-    device: &Device,
-) -> Result<Tensor> {
+fn uniform_parameter(dims: &[usize], fan_in: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
     let bound = 1.0 / (fan_in as f32).sqrt();
     Tensor::rand_uniform(dims.to_vec(), -bound, bound, rng, device)?.into_parameter()
 }

@@ -27,11 +27,7 @@ pub struct MlrplConfig {
 
 impl Default for MlrplConfig {
     fn default() -> Self {
-        MlrplConfig {
-            prompt: PromptConfig::default(),
-            decoupling_width: None,
-            use_sdm: true,
-        }
+        MlrplConfig { prompt: PromptConfig::default(), decoupling_width: None, use_sdm: true }
     }
 }
 
@@ -48,37 +44,18 @@ pub struct MlrplModel {
 }
 
 impl MlrplModel {
-    pub fn new(
-        clip: Clip,
-        class_names: Vec<String>,
-        config: &MlrplConfig,
-        rng: &mut Rng,
-    ) -> Result<Self> {
+    pub fn new(clip: Clip, class_names: Vec<String>, config: &MlrplConfig, rng: &mut Rng) -> Result<Self> {
         let tokenizer = Tokenizer::shared()?;
         let prompts = PromptLearner::new(&clip.text, tokenizer, &class_names, &config.prompt, rng)?;
         let device = clip.text.token_embedding().device().clone();
         let embed = clip.config.vision.embed_dim;
         let sdm = match config.use_sdm {
-            true => Some(SemanticDecoupling::new(
-                embed,
-                config.decoupling_width.unwrap_or(embed),
-                rng,
-                &device,
-            )?),
+            true => Some(SemanticDecoupling::new(embed, config.decoupling_width.unwrap_or(embed), rng, &device)?),
             false => None,
         };
-        let log_kappa =
-            Tensor::full(INITIAL_KAPPA.ln(), [1], DType::F32, &device)?.into_parameter()?;
-        let beta = Tensor::full(INITIAL_BETA, [class_names.len()], DType::F32, &device)?
-            .into_parameter()?;
-        Ok(MlrplModel {
-            clip,
-            class_names,
-            prompts,
-            sdm,
-            log_kappa,
-            beta,
-        })
+        let log_kappa = Tensor::full(INITIAL_KAPPA.ln(), [1], DType::F32, &device)?.into_parameter()?;
+        let beta = Tensor::full(INITIAL_BETA, [class_names.len()], DType::F32, &device)?.into_parameter()?;
+        Ok(MlrplModel { clip, class_names, prompts, sdm, log_kappa, beta })
     }
 
     pub fn num_classes(&self) -> usize {
@@ -90,11 +67,7 @@ impl MlrplModel {
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut named = vec![("prompt.ctx".to_string(), self.prompts.ctx.clone())];
         if let Some(sdm) = &self.sdm {
-            named.extend(
-                sdm.named_parameters()
-                    .into_iter()
-                    .map(|(n, t)| (format!("sdm.{n}"), t)),
-            );
+            named.extend(sdm.named_parameters().into_iter().map(|(n, t)| (format!("sdm.{n}"), t)));
         }
         named.push(("classifier.log_kappa".to_string(), self.log_kappa.clone()));
         named.push(("classifier.beta".to_string(), self.beta.clone()));
@@ -104,15 +77,10 @@ impl MlrplModel {
     /// Optimizer groups: weight decay on the prompts and the decoupling
     /// module, none on log_kappa and beta (DESIGN.md §2.5).
     pub fn parameter_groups(&self) -> Vec<ParamGroup> {
-        let (no_decay, decayed): (Vec<_>, Vec<_>) = self
-            .named_parameters()
-            .into_iter()
-            .partition(|(name, _)| name.starts_with("classifier."));
+        let (no_decay, decayed): (Vec<_>, Vec<_>) =
+            self.named_parameters().into_iter().partition(|(name, _)| name.starts_with("classifier."));
         let tensors = |v: Vec<(String, Tensor)>| v.into_iter().map(|(_, t)| t).collect();
-        vec![
-            ParamGroup::new(tensors(decayed)),
-            ParamGroup::no_decay(tensors(no_decay)),
-        ]
+        vec![ParamGroup::new(tensors(decayed)), ParamGroup::no_decay(tensors(no_decay))]
     }
 
     /// The frozen image encoder's outputs, recorded on no tape: the dense
@@ -124,19 +92,12 @@ impl MlrplModel {
 
     /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
     pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
-        let &[b, l, d] = tokens.dims() else {
-            bail!(
-                "image tokens must be [B, 1 + N, D], got shape {}",
-                tokens.shape()
-            )
-        };
+        let &[b, l, d] = tokens.dims() else { bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape()) };
         let text = self.prompts.text_features(&self.clip.text)?;
         let classes = self.num_classes();
         let visual = match &self.sdm {
             Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?,
-            None => tokens
-                .narrow(1, 0, 1)?
-                .broadcast_to(&[b, classes, d].into())?,
+            None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?,
         };
         let cosine = visual.cosine_similarity(&text)?;
         cosine.mul(&self.log_kappa.exp()?)?.add(&self.beta)

@@ -24,11 +24,7 @@ pub struct PromptConfig {
 
 impl Default for PromptConfig {
     fn default() -> Self {
-        PromptConfig {
-            n_ctx: 16,
-            shared_ctx: false,
-            ctx_init: None,
-        }
+        PromptConfig { n_ctx: 16, shared_ctx: false, ctx_init: None }
     }
 }
 
@@ -47,13 +43,7 @@ pub struct PromptLearner {
 impl PromptLearner {
     /// Tokenizes "X X ... X {name}." per category (M placeholders, as CoOp
     /// does) and keeps the frozen embeddings around the placeholders.
-    pub fn new(
-        text: &TextTower,
-        tokenizer: &Tokenizer,
-        class_names: &[String],
-        config: &PromptConfig,
-        rng: &mut Rng,
-    ) -> Result<Self> {
+    pub fn new(text: &TextTower, tokenizer: &Tokenizer, class_names: &[String], config: &PromptConfig, rng: &mut Rng) -> Result<Self> {
         if class_names.is_empty() {
             bail!("prompt learner: no class names");
         }
@@ -94,25 +84,14 @@ impl PromptLearner {
         let ctx = match init_ids {
             Some(ids) => {
                 let ids = Tensor::from_ids(ids, [n_ctx], &device)?;
-                let phrase = text
-                    .token_embedding()
-                    .index_select(&ids)
-                    .context("embedding --ctx-init")?;
-                phrase
-                    .reshape([1, n_ctx, width])?
-                    .broadcast_to(&[ctx_sets, n_ctx, width].into())?
+                let phrase = text.token_embedding().index_select(&ids).context("embedding --ctx-init")?;
+                phrase.reshape([1, n_ctx, width])?.broadcast_to(&[ctx_sets, n_ctx, width].into())?
             }
             None => Tensor::randn([ctx_sets, n_ctx, width], CTX_INIT_STD, rng, &device)?,
         };
         // A private copy: the broadcast phrase may share storage with the frozen table.
-        let ctx =
-            Tensor::from_vec(ctx.to_vec()?, ctx.shape().clone(), &device)?.into_parameter()?;
-        Ok(PromptLearner {
-            ctx,
-            prefix,
-            suffix,
-            eot,
-        })
+        let ctx = Tensor::from_vec(ctx.to_vec()?, ctx.shape().clone(), &device)?.into_parameter()?;
+        Ok(PromptLearner { ctx, prefix, suffix, eot })
     }
 
     pub fn n_ctx(&self) -> usize {

@@ -34,11 +34,7 @@ impl LayerNorm {
     pub const DEFAULT_EPS: f32 = 1e-5;
 
     pub fn new(gamma: Tensor, beta: Tensor) -> Self {
-        LayerNorm {
-            gamma,
-            beta,
-            eps: Self::DEFAULT_EPS,
-        }
+        LayerNorm { gamma, beta, eps: Self::DEFAULT_EPS }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -59,22 +55,13 @@ pub struct MultiHeadAttention {
 impl MultiHeadAttention {
     /// x [B, L, W] -> [B, L, W].
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let &[b, l, w] = x.dims() else {
-            bail!("attention input must be [B, L, W], got shape {}", x.shape())
-        };
+        let &[b, l, w] = x.dims() else { bail!("attention input must be [B, L, W], got shape {}", x.shape()) };
         if w % self.heads != 0 {
-            bail!(
-                "attention width {w} is not divisible by {} heads",
-                self.heads
-            );
+            bail!("attention width {w} is not divisible by {} heads", self.heads);
         }
         let head_dim = w / self.heads;
         // [B, L, 3, H, Dh] -> [3, B, H, L, Dh]
-        let qkv = self
-            .in_proj
-            .forward(x)?
-            .reshape([b, l, 3, self.heads, head_dim])?
-            .permute(&[2, 0, 3, 1, 4])?;
+        let qkv = self.in_proj.forward(x)?.reshape([b, l, 3, self.heads, head_dim])?.permute(&[2, 0, 3, 1, 4])?;
         let part = |i| qkv.narrow(0, i, 1)?.reshape([b, self.heads, l, head_dim]);
         let attended = part(0)?.scaled_dot_product_attention(&part(1)?, &part(2)?, causal)?;
         let merged = attended.permute(&[0, 2, 1, 3])?.reshape([b, l, w])?;
@@ -119,12 +106,7 @@ pub struct Transformer {
 impl Transformer {
     /// Runs every block; `on_block(i, &x)` sees each block's output (for
     /// parity checks against per-block activations).
-    pub fn forward_with(
-        &self,
-        x: &Tensor,
-        causal: bool,
-        mut on_block: impl FnMut(usize, &Tensor),
-    ) -> Result<Tensor> {
+    pub fn forward_with(&self, x: &Tensor, causal: bool, mut on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
         let mut x = x.clone();
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, causal)?;

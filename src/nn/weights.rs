@@ -22,18 +22,10 @@ pub struct WeightMap {
 fn to_f32(name: &str, dtype: StDtype, bytes: &[u8]) -> Result<Vec<f32>> {
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
-        StDtype::F32 => chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        StDtype::F16 => chunks(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        StDtype::BF16 => chunks(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        StDtype::F64 => chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
+        StDtype::F32 => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        StDtype::F16 => chunks(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        StDtype::BF16 => chunks(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        StDtype::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32).collect(),
         other => bail!("tensor `{name}` has dtype {other:?}; expected f32, f16 or bf16"),
     })
 }
@@ -47,60 +39,35 @@ impl WeightMap {
     /// Loads every tensor of a safetensors file on `device`, stored as
     /// `dtype` (converted on the host, so only `dtype` crosses to a GPU).
     pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read weight file {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read weight file {}", path.display()))?;
         Self::from_bytes(&bytes, path, device, dtype)
     }
 
     /// Parses safetensors `bytes` (errors call them `source`), every tensor
     /// stored as `dtype` on `device`.
-    pub fn from_bytes(
-        bytes: &[u8],
-        source: &Path,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<WeightMap> {
+    pub fn from_bytes(bytes: &[u8], source: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
         let parsed = SafeTensors::deserialize(bytes).map_err(|e| {
-            anyhow!(
-                "{} is not a valid safetensors file (truncated, or another format?): {e}",
-                source.display()
-            )
+            anyhow!("{} is not a valid safetensors file (truncated, or another format?): {e}", source.display())
         })?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow!("{}: unreadable safetensors header: {e}", source.display()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in parsed.tensors() {
-            let values = to_f32(&name, view.dtype(), view.data())
-                .with_context(|| source.display().to_string())?;
+            let values = to_f32(&name, view.dtype(), view.data()).with_context(|| source.display().to_string())?;
             let tensor = Tensor::from_vec_dtype(values, view.shape().to_vec(), dtype, device)?;
             tensors.insert(name, tensor);
         }
-        Ok(WeightMap {
-            source: source.to_path_buf(),
-            tensors,
-            metadata: header.metadata().clone().unwrap_or_default(),
-        })
+        Ok(WeightMap { source: source.to_path_buf(), tensors, metadata: header.metadata().clone().unwrap_or_default() })
     }
 
     /// A map built in memory; `source` is what errors will call it.
-    pub fn from_tensors(
-        source: impl Into<PathBuf>,
-        tensors: impl IntoIterator<Item = (String, Tensor)>,
-    ) -> WeightMap {
-        WeightMap {
-            source: source.into(),
-            tensors: tensors.into_iter().collect(),
-            metadata: HashMap::new(),
-        }
+    pub fn from_tensors(source: impl Into<PathBuf>, tensors: impl IntoIterator<Item = (String, Tensor)>) -> WeightMap {
+        WeightMap { source: source.into(), tensors: tensors.into_iter().collect(), metadata: HashMap::new() }
     }
 
     /// An empty map with this one's source and metadata, for renamings.
     pub fn empty_like(&self) -> WeightMap {
-        WeightMap {
-            source: self.source.clone(),
-            tensors: BTreeMap::new(),
-            metadata: self.metadata.clone(),
-        }
+        WeightMap { source: self.source.clone(), tensors: BTreeMap::new(), metadata: self.metadata.clone() }
     }
 
     pub fn source(&self) -> &Path {
@@ -128,21 +95,14 @@ impl WeightMap {
     }
 
     pub fn get(&self, name: &str) -> Result<Tensor> {
-        self.tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.source.display()))
+        self.tensors.get(name).cloned().ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.source.display()))
     }
 
     /// The tensor `name`, which must have exactly `dims`.
     pub fn get_shaped(&self, name: &str, dims: &[usize]) -> Result<Tensor> {
         let t = self.get(name)?;
         if t.dims() != dims {
-            bail!(
-                "{}: tensor `{name}` has shape {} but {dims:?} was expected",
-                self.source.display(),
-                t.shape()
-            );
+            bail!("{}: tensor `{name}` has shape {} but {dims:?} was expected", self.source.display(), t.shape());
         }
         Ok(t)
     }
@@ -156,17 +116,8 @@ impl WeightMap {
             .iter()
             .map(|(name, t)| Ok((name.clone(), t.to_dtype(dtype)?)))
             .collect::<Result<BTreeMap<_, _>>>()
-            .with_context(|| {
-                format!(
-                    "{}: converting the weights to {dtype}",
-                    self.source.display()
-                )
-            })?;
-        Ok(WeightMap {
-            source: self.source.clone(),
-            tensors,
-            metadata: self.metadata.clone(),
-        })
+            .with_context(|| format!("{}: converting the weights to {dtype}", self.source.display()))?;
+        Ok(WeightMap { source: self.source.clone(), tensors, metadata: self.metadata.clone() })
     }
 
     /// The shape of `name`, or an error naming the file and tensor.
@@ -177,22 +128,13 @@ impl WeightMap {
     /// Writes `tensors` as f32 safetensors, atomically: a temporary file in
     /// the same folder, then a rename, so an interrupted write never leaves a
     /// half-written file under `path`.
-    pub fn save(
-        path: &Path,
-        tensors: &[(String, Tensor)],
-        metadata: HashMap<String, String>,
-    ) -> Result<()> {
+    pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
         Self::save_as(path, tensors, metadata, DType::F32)
     }
 
     /// [`WeightMap::save`] with the values stored as `dtype` (f32, f16 or
     /// bf16, rounded to nearest).
-    pub fn save_as(
-        path: &Path,
-        tensors: &[(String, Tensor)],
-        metadata: HashMap<String, String>,
-        dtype: DType,
-    ) -> Result<()> {
+    pub fn save_as(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>, dtype: DType) -> Result<()> {
         let stored = match dtype {
             DType::F32 => StDtype::F32,
             DType::F16 => StDtype::F16,
@@ -206,32 +148,20 @@ impl WeightMap {
             }
             let values = t.to_vec()?;
             let bytes: Vec<u8> = match dtype {
-                DType::F16 => values
-                    .iter()
-                    .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                    .collect(),
-                DType::BF16 => values
-                    .iter()
-                    .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-                    .collect(),
+                DType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+                DType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
                 _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };
             buffers.push((name.clone(), t.dims().to_vec(), bytes));
         }
         let views = buffers
             .iter()
-            .map(|(name, dims, bytes)| {
-                Ok((
-                    name.clone(),
-                    safetensors::tensor::TensorView::new(stored, dims.clone(), bytes)?,
-                ))
-            })
+            .map(|(name, dims, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(stored, dims.clone(), bytes)?)))
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .map_err(|e| anyhow!("cannot serialise tensors for {}: {e}", path.display()))?;
         let tmp = path.with_extension("safetensors.tmp");
         safetensors::serialize_to_file(views, Some(metadata), &tmp)
             .map_err(|e| anyhow!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     }
 }

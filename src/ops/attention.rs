@@ -10,20 +10,11 @@ use anyhow::{bail, Result};
 impl Tensor {
     /// `self` is q [B, H, Lq, D]; k and v are [B, H, Lk, D]. With `causal`,
     /// query i sees keys 0..=i only (needs Lq == Lk).
-    pub fn scaled_dot_product_attention(
-        &self,
-        k: &Tensor,
-        v: &Tensor,
-        causal: bool,
-    ) -> Result<Tensor> {
+    pub fn scaled_dot_product_attention(&self, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
         let q = self;
         check_float_operands("attention", &[q, k, v])?;
         let (&[b, h, lq, d], &[kb, kh, lk, kd]) = (q.dims(), k.dims()) else {
-            bail!(
-                "attention: q and k must be [B, H, L, D], got shapes {} and {}",
-                q.shape(),
-                k.shape()
-            );
+            bail!("attention: q and k must be [B, H, L, D], got shapes {} and {}", q.shape(), k.shape());
         };
         if (b, h, d) != (kb, kh, kd) || k.shape() != v.shape() || (causal && lq != lk) {
             bail!(
@@ -31,11 +22,7 @@ impl Tensor {
                 q.shape(),
                 k.shape(),
                 v.shape(),
-                if causal {
-                    " (causal needs Lq == Lk)"
-                } else {
-                    ""
-                }
+                if causal { " (causal needs Lq == Lk)" } else { "" }
             );
         }
         let spec = AttentionSpec {
@@ -46,8 +33,7 @@ impl Tensor {
             causal,
             scale: 1.0 / (d as f32).sqrt(),
         };
-        let (out_storage, lse) =
-            Storage::attention(&q.storage(), &k.storage(), &v.storage(), &spec)?;
+        let (out_storage, lse) = Storage::attention(&q.storage(), &k.storage(), &v.storage(), &spec)?;
         let out = Tensor::op_output(out_storage, q.shape().clone(), &[q, k, v]);
         let (qs, ks, vs, os) = (q.clone(), k.clone(), v.clone(), out.detach());
         autograd::record(&out, &[q, k, v], move |g, _| {
@@ -62,16 +48,8 @@ impl Tensor {
             )?;
             let device = qs.device().clone();
             Ok(vec![
-                Some(Tensor::from_storage(
-                    dq,
-                    qs.shape().clone(),
-                    device.clone(),
-                )?),
-                Some(Tensor::from_storage(
-                    dk,
-                    ks.shape().clone(),
-                    device.clone(),
-                )?),
+                Some(Tensor::from_storage(dq, qs.shape().clone(), device.clone())?),
+                Some(Tensor::from_storage(dk, ks.shape().clone(), device.clone())?),
                 Some(Tensor::from_storage(dv, vs.shape().clone(), device)?),
             ])
         });

@@ -27,13 +27,8 @@ impl Tensor {
 fn binary(lhs: &Tensor, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let name = format!("{op:?}").to_lowercase();
     check_float_operands(&name, &[lhs, rhs])?;
-    let out_shape = lhs
-        .shape()
-        .broadcast(rhs.shape())
-        .with_context(|| name.clone())?;
-    let storage = lhs
-        .storage()
-        .binary(&rhs.storage(), op, lhs.shape(), rhs.shape(), &out_shape)?;
+    let out_shape = lhs.shape().broadcast(rhs.shape()).with_context(|| name.clone())?;
+    let storage = lhs.storage().binary(&rhs.storage(), op, lhs.shape(), rhs.shape(), &out_shape)?;
     let out = Tensor::op_output(storage, out_shape, &[lhs, rhs]);
     let (a, b) = (lhs.clone(), rhs.clone());
     autograd::record(&out, &[lhs, rhs], move |g, needs| {

@@ -10,10 +10,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         if !dtype.is_float() && self.requires_grad() {
-            bail!(
-                "to_dtype: cannot cast a tensor that requires grad (shape {}) to {dtype}",
-                self.shape()
-            );
+            bail!("to_dtype: cannot cast a tensor that requires grad (shape {}) to {dtype}", self.shape());
         }
         let storage = self.storage().to_dtype(dtype)?;
         let out = Tensor::op_output(storage, self.shape().clone(), &[self]);

@@ -14,9 +14,7 @@ impl Tensor {
     pub fn decoupling_scores(&self, t: &Tensor, u: &Tensor) -> Result<Tensor> {
         let x = self;
         check_float_operands("decoupling_scores", &[x, t, u])?;
-        let (&[batch, positions, width], &[classes, t_width], &[u_width]) =
-            (x.dims(), t.dims(), u.dims())
-        else {
+        let (&[batch, positions, width], &[classes, t_width], &[u_width]) = (x.dims(), t.dims(), u.dims()) else {
             bail!(
                 "decoupling_scores: expected x [B, N, d], t [C, d], u [d]; got {}, {}, {}",
                 x.shape(),
@@ -25,46 +23,19 @@ impl Tensor {
             );
         };
         if t_width != width || u_width != width {
-            bail!(
-                "decoupling_scores: widths of x {}, t {} and u {} differ",
-                x.shape(),
-                t.shape(),
-                u.shape()
-            );
+            bail!("decoupling_scores: widths of x {}, t {} and u {} differ", x.shape(), t.shape(), u.shape());
         }
-        let dims = DecouplingDims {
-            batch,
-            classes,
-            positions,
-            width,
-        };
+        let dims = DecouplingDims { batch, classes, positions, width };
         let scores = Storage::decoupling_scores(&x.storage(), &t.storage(), &u.storage(), &dims)?;
-        let out = Tensor::op_output(
-            scores,
-            Shape::new(vec![batch, classes, positions]),
-            &[x, t, u],
-        );
+        let out = Tensor::op_output(scores, Shape::new(vec![batch, classes, positions]), &[x, t, u]);
         let (xs, ts, us) = (x.clone(), t.clone(), u.clone());
         autograd::record(&out, &[x, t, u], move |g, _| {
-            let (dx, dt, du) = Storage::decoupling_scores_backward(
-                &xs.storage(),
-                &ts.storage(),
-                &us.storage(),
-                &g.storage(),
-                &dims,
-            )?;
+            let (dx, dt, du) =
+                Storage::decoupling_scores_backward(&xs.storage(), &ts.storage(), &us.storage(), &g.storage(), &dims)?;
             let device = xs.device().clone();
             Ok(vec![
-                Some(Tensor::from_storage(
-                    dx,
-                    xs.shape().clone(),
-                    device.clone(),
-                )?),
-                Some(Tensor::from_storage(
-                    dt,
-                    ts.shape().clone(),
-                    device.clone(),
-                )?),
+                Some(Tensor::from_storage(dx, xs.shape().clone(), device.clone())?),
+                Some(Tensor::from_storage(dt, ts.shape().clone(), device.clone())?),
                 Some(Tensor::from_storage(du, us.shape().clone(), device)?),
             ])
         });

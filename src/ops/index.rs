@@ -13,10 +13,7 @@ impl Tensor {
         check_float_operands("index_select", &[self])?;
         check_ids("index_select", ids)?;
         let &[rows, cols] = self.dims() else {
-            bail!(
-                "index_select: the table must be 2-D [rows, cols], got shape {}",
-                self.shape()
-            );
+            bail!("index_select: the table must be 2-D [rows, cols], got shape {}", self.shape());
         };
         let storage = self.storage().index_select(&ids.storage(), rows, cols)?;
         let mut dims = ids.dims().to_vec();
@@ -25,11 +22,7 @@ impl Tensor {
         let (ids, table_shape) = (ids.clone(), self.shape().clone());
         autograd::record(&out, &[self], move |g, _| {
             let dtable = g.storage().index_add(&ids.storage(), rows, cols)?;
-            Ok(vec![Some(Tensor::from_storage(
-                dtable,
-                table_shape,
-                g.device().clone(),
-            )?)])
+            Ok(vec![Some(Tensor::from_storage(dtable, table_shape, g.device().clone())?)])
         });
         Ok(out)
     }

@@ -11,11 +11,7 @@ impl Tensor {
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         if shape.elem_count() != self.elem_count() {
-            bail!(
-                "reshape: cannot view shape {} ({} elements) as {shape}",
-                self.shape(),
-                self.elem_count()
-            );
+            bail!("reshape: cannot view shape {} ({} elements) as {shape}", self.shape(), self.elem_count());
         }
         let requires_grad = autograd::is_grad_enabled() && self.requires_grad();
         let out = self.with_shape(shape, requires_grad);
@@ -29,10 +25,7 @@ impl Tensor {
         let mut sorted = perm.to_vec();
         sorted.sort_unstable();
         if sorted != (0..self.rank()).collect::<Vec<_>>() {
-            bail!(
-                "permute: {perm:?} is not a permutation of the dims of shape {}",
-                self.shape()
-            );
+            bail!("permute: {perm:?} is not a permutation of the dims of shape {}", self.shape());
         }
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(self.clone());
@@ -44,9 +37,7 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        autograd::record(&out, &[self], move |g, _| {
-            Ok(vec![Some(g.permute(&inverse)?)])
-        });
+        autograd::record(&out, &[self], move |g, _| Ok(vec![Some(g.permute(&inverse)?)]));
         Ok(out)
     }
 
@@ -63,11 +54,7 @@ impl Tensor {
         let dim = self.shape().axis(dim)?;
         let size = self.dims()[dim];
         if start + len > size {
-            bail!(
-                "narrow: range {start}..{} is out of bounds for dim {dim} of shape {}",
-                start + len,
-                self.shape()
-            );
+            bail!("narrow: range {start}..{} is out of bounds for dim {dim} of shape {}", start + len, self.shape());
         }
         if start == 0 && len == size {
             return Ok(self.clone());
@@ -100,17 +87,11 @@ impl Tensor {
 
     /// Joins tensors along `dim`; all other dims must agree.
     pub fn concat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let Some(first) = tensors.first() else {
-            bail!("concat needs at least one tensor")
-        };
+        let Some(first) = tensors.first() else { bail!("concat needs at least one tensor") };
         let dim = first.shape().axis(dim)?;
         for t in tensors {
             let compatible = t.rank() == first.rank()
-                && t.dims()
-                    .iter()
-                    .zip(first.dims())
-                    .enumerate()
-                    .all(|(i, (a, b))| i == dim || a == b);
+                && t.dims().iter().zip(first.dims()).enumerate().all(|(i, (a, b))| i == dim || a == b);
             if !compatible || t.dtype() != first.dtype() {
                 bail!(
                     "concat along dim {dim}: shape {} ({}) does not fit shape {} ({})",

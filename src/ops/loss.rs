@@ -13,11 +13,7 @@ impl Tensor {
     pub fn masked_bce_with_logits(&self, labels: &Tensor) -> Result<Tensor> {
         check_float_operands("masked_bce_with_logits", &[self])?;
         if labels.shape() != self.shape() {
-            bail!(
-                "masked_bce_with_logits: logits shape {} and labels shape {} differ",
-                self.shape(),
-                labels.shape()
-            );
+            bail!("masked_bce_with_logits: logits shape {} and labels shape {} differ", self.shape(), labels.shape());
         }
         if labels.requires_grad() {
             bail!("masked_bce_with_logits: labels must not require grad");
@@ -27,14 +23,8 @@ impl Tensor {
         let out = Tensor::op_output(loss, Shape::scalar(), &[self]);
         let logits = self.clone();
         autograd::record(&out, &[self], move |g, _| {
-            let d = logits
-                .storage()
-                .masked_bce_backward(&labels.storage(), &g.storage())?;
-            Ok(vec![Some(Tensor::from_storage(
-                d,
-                logits.shape().clone(),
-                logits.device().clone(),
-            )?)])
+            let d = logits.storage().masked_bce_backward(&labels.storage(), &g.storage())?;
+            Ok(vec![Some(Tensor::from_storage(d, logits.shape().clone(), logits.device().clone())?)])
         });
         Ok(out)
     }
@@ -47,30 +37,16 @@ impl Tensor {
     /// cross-entropies. Returns a scalar.
     pub fn contrastive_loss(&self) -> Result<Tensor> {
         check_float_operands("contrastive_loss", &[self])?;
-        let &[n, m] = self.dims() else {
-            bail!(
-                "contrastive_loss: logits must be [n, n], got shape {}",
-                self.shape()
-            )
-        };
+        let &[n, m] = self.dims() else { bail!("contrastive_loss: logits must be [n, n], got shape {}", self.shape()) };
         if n != m || n == 0 {
-            bail!(
-                "contrastive_loss: logits must be a non-empty square matrix, got shape {}",
-                self.shape()
-            );
+            bail!("contrastive_loss: logits must be a non-empty square matrix, got shape {}", self.shape());
         }
         let loss = self.storage().contrastive_loss(n)?;
         let out = Tensor::op_output(loss, Shape::scalar(), &[self]);
         let logits = self.clone();
         autograd::record(&out, &[self], move |g, _| {
-            let d = logits
-                .storage()
-                .contrastive_loss_backward(&g.storage(), n)?;
-            Ok(vec![Some(Tensor::from_storage(
-                d,
-                logits.shape().clone(),
-                logits.device().clone(),
-            )?)])
+            let d = logits.storage().contrastive_loss_backward(&g.storage(), n)?;
+            Ok(vec![Some(Tensor::from_storage(d, logits.shape().clone(), logits.device().clone())?)])
         });
         Ok(out)
     }

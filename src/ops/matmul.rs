@@ -18,17 +18,10 @@ impl Tensor {
     /// `self` [..., in] @ `weight`^T + `bias`, with weight [out, in] and bias [out].
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         if weight.rank() != 2 {
-            bail!(
-                "linear: weight must be 2-D [out, in], got shape {}",
-                weight.shape()
-            );
+            bail!("linear: weight must be 2-D [out, in], got shape {}", weight.shape());
         }
         if let Some(b) = bias.filter(|b| b.dims() != [weight.dims()[0]]) {
-            bail!(
-                "linear: bias shape {} does not match weight shape {}",
-                b.shape(),
-                weight.shape()
-            );
+            bail!("linear: bias shape {} does not match weight shape {}", b.shape(), weight.shape());
         }
         gemm(self, weight, bias, false, true)
     }
@@ -36,39 +29,23 @@ impl Tensor {
 
 /// `op(a) @ op(b) (+ bias)` where `op` transposes the last two dims when
 /// asked; `bias` has one element per output column.
-fn gemm(
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    trans_a: bool,
-    trans_b: bool,
-) -> Result<Tensor> {
+fn gemm(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     let mut operands = vec![a, b];
     operands.extend(bias);
     check_float_operands("matmul", &operands)?;
-    let shape_error = || {
-        anyhow::anyhow!(
-            "matmul: shapes {} and {} do not multiply{}",
-            a.shape(),
-            b.shape(),
-            if trans_b {
-                " (second operand transposed)"
-            } else {
-                ""
-            }
-        )
-    };
+    let shape_error = || anyhow::anyhow!(
+        "matmul: shapes {} and {} do not multiply{}",
+        a.shape(),
+        b.shape(),
+        if trans_b { " (second operand transposed)" } else { "" }
+    );
     if a.rank() < 2 || b.rank() < 2 {
         return Err(shape_error());
     }
     let last_two = |t: &Tensor, trans: bool| {
         let d = t.dims();
         let (r, c) = (d[d.len() - 2], d[d.len() - 1]);
-        if trans {
-            (c, r)
-        } else {
-            (r, c)
-        }
+        if trans { (c, r) } else { (r, c) }
     };
     let ((m, k), (k2, n)) = (last_two(a, trans_a), last_two(b, trans_b));
     if k != k2 {
@@ -102,9 +79,7 @@ fn gemm(
         b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
     };
     let bias_storage = bias.map(|t| t.storage());
-    let storage = a
-        .storage()
-        .gemm(&b.storage(), bias_storage.as_deref(), &spec)?;
+    let storage = a.storage().gemm(&b.storage(), bias_storage.as_deref(), &spec)?;
     drop(bias_storage);
     let mut dims = batch_dims.to_vec();
     dims.extend([m, n]);
@@ -116,20 +91,10 @@ fn gemm(
         // operand, summed over the batch where that operand was shared; the
         // bias gets g summed over every row.
         let da = grad_if(needs[0], || {
-            if trans_a {
-                gemm(b, g, None, trans_b, true)
-            } else {
-                gemm(g, b, None, false, !trans_b)
-            }?
-            .sum_to(a.shape())
+            if trans_a { gemm(b, g, None, trans_b, true) } else { gemm(g, b, None, false, !trans_b) }?.sum_to(a.shape())
         })?;
         let db = grad_if(needs[1], || {
-            if trans_b {
-                gemm(g, a, None, true, trans_a)
-            } else {
-                gemm(a, g, None, !trans_a, false)
-            }?
-            .sum_to(b.shape())
+            if trans_b { gemm(g, a, None, true, trans_a) } else { gemm(a, g, None, !trans_a, false) }?.sum_to(b.shape())
         })?;
         let mut grads = vec![da, db];
         if let Some(shape) = &bias_shape {

@@ -27,27 +27,13 @@ fn check_float_operands(op: &str, tensors: &[&Tensor]) -> Result<()> {
     let first = tensors[0];
     for t in tensors {
         if !t.dtype().is_float() {
-            bail!(
-                "{op}: expected float tensors, got {} of shape {}",
-                t.dtype(),
-                t.shape()
-            );
+            bail!("{op}: expected float tensors, got {} of shape {}", t.dtype(), t.shape());
         }
         if t.dtype() != first.dtype() {
-            bail!(
-                "{op}: dtypes differ ({} of shape {} and {} of shape {})",
-                first.dtype(),
-                first.shape(),
-                t.dtype(),
-                t.shape()
-            );
+            bail!("{op}: dtypes differ ({} of shape {} and {} of shape {})", first.dtype(), first.shape(), t.dtype(), t.shape());
         }
         if t.device() != first.device() {
-            bail!(
-                "{op}: tensors live on different devices ({} and {})",
-                first.device(),
-                t.device()
-            );
+            bail!("{op}: tensors live on different devices ({} and {})", first.device(), t.device());
         }
     }
     Ok(())
@@ -55,11 +41,7 @@ fn check_float_operands(op: &str, tensors: &[&Tensor]) -> Result<()> {
 
 fn check_ids(op: &str, ids: &Tensor) -> Result<()> {
     if ids.dtype() != DType::U32 {
-        bail!(
-            "{op}: indices must be u32, got {} of shape {}",
-            ids.dtype(),
-            ids.shape()
-        );
+        bail!("{op}: indices must be u32, got {} of shape {}", ids.dtype(), ids.shape());
     }
     Ok(())
 }

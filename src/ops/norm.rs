@@ -23,19 +23,12 @@ impl Tensor {
                 self.shape()
             );
         }
-        let (y, mean, rstd) =
-            self.storage()
-                .layernorm(&gamma.storage(), &beta.storage(), cols, eps)?;
+        let (y, mean, rstd) = self.storage().layernorm(&gamma.storage(), &beta.storage(), cols, eps)?;
         let out = Tensor::op_output(y, self.shape().clone(), &[self, gamma, beta]);
         let (x, gamma_saved) = (self.clone(), gamma.clone());
         autograd::record(&out, &[self, gamma, beta], move |g, _| {
-            let (dx, dgamma, dbeta) = x.storage().layernorm_backward(
-                &gamma_saved.storage(),
-                &mean,
-                &rstd,
-                &g.storage(),
-                cols,
-            )?;
+            let (dx, dgamma, dbeta) =
+                x.storage().layernorm_backward(&gamma_saved.storage(), &mean, &rstd, &g.storage(), cols)?;
             let device = x.device().clone();
             Ok(vec![
                 Some(Tensor::from_storage(dx, x.shape().clone(), device.clone())?),
@@ -54,14 +47,8 @@ impl Tensor {
         let out = Tensor::op_output(y, self.shape().clone(), &[self]);
         let (y, shape) = (out.detach(), self.shape().clone());
         autograd::record(&out, &[self], move |g, _| {
-            let dx = y
-                .storage()
-                .l2_normalize_backward(&norm, &g.storage(), cols)?;
-            Ok(vec![Some(Tensor::from_storage(
-                dx,
-                shape,
-                g.device().clone(),
-            )?)])
+            let dx = y.storage().l2_normalize_backward(&norm, &g.storage(), cols)?;
+            Ok(vec![Some(Tensor::from_storage(dx, shape, g.device().clone())?)])
         });
         Ok(out)
     }
@@ -70,14 +57,8 @@ impl Tensor {
     /// [..., d] x [..., d] -> [...].
     pub fn cosine_similarity(&self, other: &Tensor) -> Result<Tensor> {
         if self.dims().last() != other.dims().last() {
-            bail!(
-                "cosine_similarity: last dims of shapes {} and {} differ",
-                self.shape(),
-                other.shape()
-            );
+            bail!("cosine_similarity: last dims of shapes {} and {} differ", self.shape(), other.shape());
         }
-        self.l2_normalize()?
-            .mul(&other.l2_normalize()?)?
-            .sum(&[-1], false)
+        self.l2_normalize()?.mul(&other.l2_normalize()?)?.sum(&[-1], false)
     }
 }

@@ -14,20 +14,13 @@ impl Tensor {
             return Ok(self.clone());
         }
         check_float_operands("sum_to", &[self])?;
-        if shape.rank() > self.rank()
-            || shape.broadcast(self.shape()).ok().as_ref() != Some(self.shape())
-        {
-            bail!(
-                "sum_to: shape {} cannot be summed down to {shape}",
-                self.shape()
-            );
+        if shape.rank() > self.rank() || shape.broadcast(self.shape()).ok().as_ref() != Some(self.shape()) {
+            bail!("sum_to: shape {} cannot be summed down to {shape}", self.shape());
         }
         let storage = self.storage().sum_to(self.shape(), shape)?;
         let out = Tensor::op_output(storage, shape.clone(), &[self]);
         let from = self.shape().clone();
-        autograd::record(&out, &[self], move |g, _| {
-            Ok(vec![Some(g.broadcast_to(&from)?)])
-        });
+        autograd::record(&out, &[self], move |g, _| Ok(vec![Some(g.broadcast_to(&from)?)]));
         Ok(out)
     }
 
@@ -38,10 +31,7 @@ impl Tensor {
         }
         check_float_operands("broadcast_to", &[self])?;
         if self.shape().broadcast(shape).ok().as_ref() != Some(shape) {
-            bail!(
-                "broadcast_to: shape {} cannot be broadcast to {shape}",
-                self.shape()
-            );
+            bail!("broadcast_to: shape {} cannot be broadcast to {shape}", self.shape());
         }
         let storage = self.storage().broadcast_to(self.shape(), shape)?;
         let out = Tensor::op_output(storage, shape.clone(), &[self]);
@@ -54,39 +44,25 @@ impl Tensor {
     /// `keepdim`.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let reduced = self.reduced_axes(axes)?;
-        let kept: Vec<usize> = self
-            .dims()
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| if reduced.contains(&i) { 1 } else { d })
-            .collect();
+        let kept: Vec<usize> =
+            self.dims().iter().enumerate().map(|(i, &d)| if reduced.contains(&i) { 1 } else { d }).collect();
         let summed = self.sum_to(&Shape::new(kept))?;
         if keepdim {
             return Ok(summed);
         }
-        let dropped: Vec<usize> = self
-            .dims()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !reduced.contains(i))
-            .map(|(_, &d)| d)
-            .collect();
+        let dropped: Vec<usize> =
+            self.dims().iter().enumerate().filter(|(i, _)| !reduced.contains(i)).map(|(_, &d)| d).collect();
         summed.reshape(dropped)
     }
 
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
-        let count: usize = self
-            .reduced_axes(axes)?
-            .iter()
-            .map(|&a| self.dims()[a])
-            .product();
+        let count: usize = self.reduced_axes(axes)?.iter().map(|&a| self.dims()[a]).product();
         self.sum(axes, keepdim)?.scale(1.0 / count as f32)
     }
 
     /// Sum of every element, as a scalar (shape []).
     pub fn sum_all(&self) -> Result<Tensor> {
-        self.sum_to(&Shape::new(vec![1; self.rank()]))?
-            .reshape(Shape::scalar())
+        self.sum_to(&Shape::new(vec![1; self.rank()]))?.reshape(Shape::scalar())
     }
 
     pub fn mean_all(&self) -> Result<Tensor> {
@@ -94,16 +70,10 @@ impl Tensor {
     }
 
     fn reduced_axes(&self, axes: &[isize]) -> Result<Vec<usize>> {
-        let mut resolved = axes
-            .iter()
-            .map(|&a| self.shape().axis(a))
-            .collect::<Result<Vec<_>>>()?;
+        let mut resolved = axes.iter().map(|&a| self.shape().axis(a)).collect::<Result<Vec<_>>>()?;
         resolved.sort_unstable();
         if resolved.windows(2).any(|w| w[0] == w[1]) {
-            bail!(
-                "reduction axes {axes:?} repeat an axis of shape {}",
-                self.shape()
-            );
+            bail!("reduction axes {axes:?} repeat an axis of shape {}", self.shape());
         }
         Ok(resolved)
     }

@@ -13,11 +13,7 @@ impl Tensor {
         let y = out.detach();
         autograd::record(&out, &[self], move |g, _| {
             let dx = y.storage().softmax_backward(&g.storage(), cols)?;
-            Ok(vec![Some(Tensor::from_storage(
-                dx,
-                y.shape().clone(),
-                y.device().clone(),
-            )?)])
+            Ok(vec![Some(Tensor::from_storage(dx, y.shape().clone(), y.device().clone())?)])
         });
         Ok(out)
     }

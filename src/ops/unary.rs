@@ -62,14 +62,8 @@ fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = Tensor::op_output(storage, x.shape().clone(), &[x]);
     let (input, output) = (x.clone(), out.detach());
     autograd::record(&out, &[x], move |g, _| {
-        let dx = input
-            .storage()
-            .unary_backward(&output.storage(), &g.storage(), op)?;
-        Ok(vec![Some(Tensor::from_storage(
-            dx,
-            input.shape().clone(),
-            input.device().clone(),
-        )?)])
+        let dx = input.storage().unary_backward(&output.storage(), &g.storage(), op)?;
+        Ok(vec![Some(Tensor::from_storage(dx, input.shape().clone(), input.device().clone())?)])
     });
     Ok(out)
 }

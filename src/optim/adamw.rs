@@ -19,13 +19,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(
-        groups: Vec<ParamGroup>,
-        lr: f32,
-        betas: (f32, f32),
-        eps: f32,
-        weight_decay: f32,
-    ) -> Result<Self> {
+    pub fn new(groups: Vec<ParamGroup>, lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Result<Self> {
         check_groups(&groups)?;
         Ok(AdamW {
             groups,
@@ -43,17 +37,9 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         self.step_count += 1;
-        let step = AdamWStep {
-            lr: self.lr,
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            eps: self.eps,
-            step: self.step_count,
-        };
+        let step = AdamWStep { lr: self.lr, beta1: self.betas.0, beta2: self.betas.1, eps: self.eps, step: self.step_count };
         let state = &mut [&mut self.first_moments, &mut self.second_moments];
-        update_all(&self.groups, self.weight_decay, state, |updates| {
-            Storage::adamw_step(updates, &step)
-        })
+        update_all(&self.groups, self.weight_decay, state, |updates| Storage::adamw_step(updates, &step))
     }
 
     fn lr(&self) -> f32 {
@@ -71,18 +57,10 @@ impl Optimizer for AdamW {
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut state = self.first_moments.export(&self.groups, "m");
         state.extend(self.second_moments.export(&self.groups, "v"));
-        let device = self
-            .groups
-            .iter()
-            .flat_map(|g| &g.params)
-            .next()
-            .map(|p| p.device().clone());
+        let device = self.groups.iter().flat_map(|g| &g.params).next().map(|p| p.device().clone());
         if let Some(device) = device {
             // f32 holds step counts exactly up to 2^24.
-            state.push((
-                "step".to_string(),
-                Tensor::full(self.step_count as f32, [1], DType::F32, &device)?,
-            ));
+            state.push(("step".to_string(), Tensor::full(self.step_count as f32, [1], DType::F32, &device)?));
         }
         Ok(state)
     }

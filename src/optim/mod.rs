@@ -26,17 +26,11 @@ pub struct ParamGroup {
 
 impl ParamGroup {
     pub fn new(params: Vec<Tensor>) -> Self {
-        ParamGroup {
-            params,
-            weight_decay: None,
-        }
+        ParamGroup { params, weight_decay: None }
     }
 
     pub fn no_decay(params: Vec<Tensor>) -> Self {
-        ParamGroup {
-            params,
-            weight_decay: Some(0.0),
-        }
+        ParamGroup { params, weight_decay: Some(0.0) }
     }
 }
 
@@ -55,10 +49,7 @@ pub trait Optimizer {
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 
     fn zero_grad(&self) {
-        self.groups()
-            .iter()
-            .flat_map(|g| &g.params)
-            .for_each(Tensor::zero_grad);
+        self.groups().iter().flat_map(|g| &g.params).for_each(Tensor::zero_grad);
     }
 }
 
@@ -96,25 +87,14 @@ fn update_all(
         let weight_decay = group.weight_decay.unwrap_or(default_weight_decay);
         for param in &group.params {
             let Some(grad) = param.grad() else { continue };
-            let state = state
-                .iter_mut()
-                .map(|buffers| buffers.get(param))
-                .collect::<Result<Vec<_>>>()?;
-            entries.push(Entry {
-                param: param.clone(),
-                grad,
-                state,
-                weight_decay,
-            });
+            let state = state.iter_mut().map(|buffers| buffers.get(param)).collect::<Result<Vec<_>>>()?;
+            entries.push(Entry { param: param.clone(), grad, state, weight_decay });
         }
     }
     // Distinct tensors (check_groups), so no lock is taken twice.
     let mut params: Vec<_> = entries.iter().map(|e| e.param.storage_mut()).collect();
     let grads: Vec<_> = entries.iter().map(|e| e.grad.storage()).collect();
-    let mut states: Vec<Vec<_>> = entries
-        .iter()
-        .map(|e| e.state.iter().map(Tensor::storage_mut).collect())
-        .collect();
+    let mut states: Vec<Vec<_>> = entries.iter().map(|e| e.state.iter().map(Tensor::storage_mut).collect()).collect();
     let mut updates: Vec<ParamUpdate<'_, Storage>> = params
         .iter_mut()
         .zip(&grads)
@@ -140,35 +120,23 @@ impl StateBuffers {
         let params = groups.iter().flat_map(|g| &g.params);
         params
             .enumerate()
-            .filter_map(|(i, p)| {
-                self.0
-                    .get(&p.id())
-                    .map(|t| (format!("p{i}.{kind}"), t.clone()))
-            })
+            .filter_map(|(i, p)| self.0.get(&p.id()).map(|t| (format!("p{i}.{kind}"), t.clone())))
             .collect()
     }
 
     /// Replaces the buffers with `p{i}.{kind}` entries of `state`; parameters
     /// without an entry start from zero again.
-    fn import(
-        &mut self,
-        groups: &[ParamGroup],
-        kind: &str,
-        state: &HashMap<String, Tensor>,
-    ) -> Result<()> {
+    fn import(&mut self, groups: &[ParamGroup], kind: &str, state: &HashMap<String, Tensor>) -> Result<()> {
         self.0.clear();
         for (i, p) in groups.iter().flat_map(|g| &g.params).enumerate() {
             let name = format!("p{i}.{kind}");
-            let Some(saved) = state.get(&name) else {
-                continue;
-            };
+            let Some(saved) = state.get(&name) else { continue };
             let buffer = self.get(p)?;
-            buffer
-                .copy_from(saved)
-                .with_context(|| format!("optimizer state `{name}`"))?;
+            buffer.copy_from(saved).with_context(|| format!("optimizer state `{name}`"))?;
         }
         Ok(())
     }
+
 
     fn get(&mut self, param: &Tensor) -> Result<Tensor> {
         if let Some(t) = self.0.get(&param.id()) {

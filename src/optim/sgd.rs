@@ -19,28 +19,14 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(groups: Vec<ParamGroup>, lr: f32, momentum: f32, weight_decay: f32) -> Result<Self> {
         check_groups(&groups)?;
-        Ok(Sgd {
-            groups,
-            lr,
-            momentum,
-            weight_decay,
-            momentum_buffers: StateBuffers::default(),
-        })
+        Ok(Sgd { groups, lr, momentum, weight_decay, momentum_buffers: StateBuffers::default() })
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
-        let step = SgdStep {
-            lr: self.lr,
-            momentum: self.momentum,
-        };
-        update_all(
-            &self.groups,
-            self.weight_decay,
-            &mut [&mut self.momentum_buffers],
-            |updates| Storage::sgd_step(updates, &step),
-        )
+        let step = SgdStep { lr: self.lr, momentum: self.momentum };
+        update_all(&self.groups, self.weight_decay, &mut [&mut self.momentum_buffers], |updates| Storage::sgd_step(updates, &step))
     }
 
     fn lr(&self) -> f32 {
@@ -60,7 +46,6 @@ impl Optimizer for Sgd {
     }
 
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.momentum_buffers
-            .import(&self.groups, "momentum", state)
+        self.momentum_buffers.import(&self.groups, "momentum", state)
     }
 }

@@ -45,13 +45,7 @@ struct Inner {
 }
 
 impl Tensor {
-    fn build(
-        storage: Arc<RwLock<Storage>>,
-        shape: Shape,
-        device: Device,
-        requires_grad: bool,
-        parameter: bool,
-    ) -> Tensor {
+    fn build(storage: Arc<RwLock<Storage>>, shape: Shape, device: Device, requires_grad: bool, parameter: bool) -> Tensor {
         let dtype = storage.read().expect("storage lock poisoned").dtype();
         Tensor(Arc::new(Inner {
             id: TensorId::next(),
@@ -65,58 +59,26 @@ impl Tensor {
     }
 
     /// A tensor that records nothing, over an existing buffer.
-    pub fn from_storage(
-        storage: Storage,
-        shape: impl Into<Shape>,
-        device: Device,
-    ) -> Result<Tensor> {
+    pub fn from_storage(storage: Storage, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         if storage.len() != shape.elem_count() {
-            bail!(
-                "a buffer of {} elements cannot have shape {shape}",
-                storage.len()
-            );
+            bail!("a buffer of {} elements cannot have shape {shape}", storage.len());
         }
-        Ok(Tensor::build(
-            Arc::new(RwLock::new(storage)),
-            shape,
-            device,
-            false,
-            false,
-        ))
+        Ok(Tensor::build(Arc::new(RwLock::new(storage)), shape, device, false, false))
     }
 
     /// An op's output: it requires grad when grad mode is on and any input
     /// does. Record its backward with [`autograd::record`].
     pub(crate) fn op_output(storage: Storage, shape: Shape, inputs: &[&Tensor]) -> Tensor {
-        debug_assert_eq!(
-            storage.len(),
-            shape.elem_count(),
-            "op produced a buffer that does not fit {shape}"
-        );
+        debug_assert_eq!(storage.len(), shape.elem_count(), "op produced a buffer that does not fit {shape}");
         let requires_grad = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-        let device = inputs
-            .first()
-            .map(|t| t.device().clone())
-            .unwrap_or(Device::Cpu);
-        Tensor::build(
-            Arc::new(RwLock::new(storage)),
-            shape,
-            device,
-            requires_grad,
-            false,
-        )
+        let device = inputs.first().map(|t| t.device().clone()).unwrap_or(Device::Cpu);
+        Tensor::build(Arc::new(RwLock::new(storage)), shape, device, requires_grad, false)
     }
 
     /// Same data, another shape (shares the buffer).
     pub(crate) fn with_shape(&self, shape: Shape, requires_grad: bool) -> Tensor {
-        Tensor::build(
-            self.0.storage.clone(),
-            shape,
-            self.device().clone(),
-            requires_grad,
-            false,
-        )
+        Tensor::build(self.0.storage.clone(), shape, self.device().clone(), requires_grad, false)
     }
 
     pub fn from_vec(values: Vec<f32>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
@@ -124,12 +86,7 @@ impl Tensor {
     }
 
     /// f32 host values stored as `dtype`.
-    pub fn from_vec_dtype(
-        values: Vec<f32>,
-        shape: impl Into<Shape>,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn from_vec_dtype(values: Vec<f32>, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let storage = match device {
             Device::Cpu => Storage::Cpu(CpuStorage::from_f32(values, dtype)),
             Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_f32(gpu, &values, dtype)?),
@@ -146,12 +103,7 @@ impl Tensor {
         Tensor::from_storage(storage, shape, device.clone())
     }
 
-    pub fn full(
-        value: f32,
-        shape: impl Into<Shape>,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn full(value: f32, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         Tensor::from_vec_dtype(vec![value; shape.elem_count()], shape, dtype, device)
     }
@@ -173,30 +125,15 @@ impl Tensor {
     }
 
     /// Values drawn from N(0, std^2).
-    pub fn randn(
-        shape: impl Into<Shape>,
-        std: f32,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn randn(shape: impl Into<Shape>, std: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         Tensor::from_vec(rng.normal_vec(shape.elem_count(), std), shape, device)
     }
 
     /// Values drawn uniformly from [low, high).
-    pub fn rand_uniform(
-        shape: impl Into<Shape>,
-        low: f32,
-        high: f32,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn rand_uniform(shape: impl Into<Shape>, low: f32, high: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_vec(
-            rng.uniform_vec(shape.elem_count(), low, high),
-            shape,
-            device,
-        )
+        Tensor::from_vec(rng.uniform_vec(shape.elem_count(), low, high), shape, device)
     }
 
     /// A trainable leaf over the same data: it requires grad and keeps the
@@ -205,13 +142,7 @@ impl Tensor {
         if !self.dtype().is_float() {
             bail!("a parameter must be a float tensor, got {}", self.dtype());
         }
-        Ok(Tensor::build(
-            self.0.storage.clone(),
-            self.shape().clone(),
-            self.device().clone(),
-            true,
-            true,
-        ))
+        Ok(Tensor::build(self.0.storage.clone(), self.shape().clone(), self.device().clone(), true, true))
     }
 
     /// Overwrites this tensor's values in place with `src`'s (same shape;
@@ -220,17 +151,9 @@ impl Tensor {
     /// records nothing on the tape.
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
-            bail!(
-                "copy_from: source shape {} differs from destination shape {}",
-                src.shape(),
-                self.shape()
-            );
+            bail!("copy_from: source shape {} differs from destination shape {}", src.shape(), self.shape());
         }
-        let src = if src.device() == self.device() {
-            src.clone()
-        } else {
-            src.to_device(self.device())?
-        };
+        let src = if src.device() == self.device() { src.clone() } else { src.to_device(self.device())? };
         let values = src.storage().to_dtype(self.dtype())?;
         *self.storage_mut() = values;
         Ok(())
@@ -309,20 +232,14 @@ impl Tensor {
     /// The value of a one-element tensor.
     pub fn scalar(&self) -> Result<f32> {
         if self.elem_count() != 1 {
-            bail!(
-                "scalar() needs a one-element tensor, got shape {}",
-                self.shape()
-            );
+            bail!("scalar() needs a one-element tensor, got shape {}", self.shape());
         }
         Ok(self.to_vec()?[0])
     }
 
     /// The gradient accumulated so far (parameters only).
     pub fn grad(&self) -> Option<Tensor> {
-        self.0
-            .grad
-            .as_ref()
-            .and_then(|g| g.lock().expect("grad lock poisoned").clone())
+        self.0.grad.as_ref().and_then(|g| g.lock().expect("grad lock poisoned").clone())
     }
 
     pub fn zero_grad(&self) {
@@ -334,22 +251,14 @@ impl Tensor {
     /// Parameter gradients accumulate (`+=`) across backward passes until
     /// [`Tensor::zero_grad`].
     pub(crate) fn accumulate_grad(&self, grad: &Tensor) -> Result<()> {
-        let slot = self
-            .0
-            .grad
-            .as_ref()
-            .context("only parameters keep gradients")?;
+        let slot = self.0.grad.as_ref().context("only parameters keep gradients")?;
         let mut slot = slot.lock().expect("grad lock poisoned");
         match slot.as_mut() {
             Some(existing) => existing.storage_mut().add_assign(&grad.storage())?,
             None => {
                 // A private copy: the incoming gradient may share its buffer.
                 let owned = grad.storage().clone();
-                *slot = Some(Tensor::from_storage(
-                    owned,
-                    self.shape().clone(),
-                    self.device().clone(),
-                )?);
+                *slot = Some(Tensor::from_storage(owned, self.shape().clone(), self.device().clone())?);
             }
         }
         Ok(())
@@ -364,13 +273,7 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tensor({}, {}, {}",
-            self.shape(),
-            self.dtype(),
-            self.device()
-        )?;
+        write!(f, "Tensor({}, {}, {}", self.shape(), self.dtype(), self.device())?;
         if self.requires_grad() {
             f.write_str(", requires_grad")?;
         }

@@ -144,9 +144,7 @@ mod tests {
         let b = Shape::from([5, 1]);
         assert_eq!(a.broadcast(&b).unwrap(), Shape::from([4, 5, 3]));
         assert_eq!(b.broadcast_strides(&Shape::from([4, 5, 3])), vec![0, 1, 0]);
-        let err = Shape::from([2, 3])
-            .broadcast(&Shape::from([4]))
-            .unwrap_err();
+        let err = Shape::from([2, 3]).broadcast(&Shape::from([4])).unwrap_err();
         assert!(err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"));
     }
 

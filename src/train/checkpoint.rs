@@ -44,12 +44,7 @@ pub struct TrainState {
 
 impl TrainState {
     /// The state of a run that has not taken a step yet.
-    pub fn new(
-        seed: u64,
-        clip: String,
-        class_names: Vec<String>,
-        config: serde_json::Value,
-    ) -> TrainState {
+    pub fn new(seed: u64, clip: String, class_names: Vec<String>, config: serde_json::Value) -> TrainState {
         TrainState {
             format_version: FORMAT_VERSION,
             epoch: 0,
@@ -102,8 +97,7 @@ pub fn state_path(dir: &Path, tag: &str) -> PathBuf {
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }
 
 /// Saves `params` and `optimizer_state` under `tag` ("last", "best").
@@ -114,27 +108,17 @@ pub fn save(
     optimizer_state: &[(String, Tensor)],
     state: &TrainState,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
     let json_path = state_path(dir, tag);
     let previous = read_state(&json_path).ok().map(|s| dir.join(s.tensors));
     let tensors_name = format!("checkpoint-{tag}-step{}.safetensors", state.step);
     let mut tensors: Vec<(String, Tensor)> = params.to_vec();
-    tensors.extend(
-        optimizer_state
-            .iter()
-            .map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t.clone())),
-    );
+    tensors.extend(optimizer_state.iter().map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t.clone())));
     let metadata = HashMap::from([("format_version".to_string(), FORMAT_VERSION.to_string())]);
     WeightMap::save(&dir.join(&tensors_name), &tensors, metadata)?;
-    let state = TrainState {
-        tensors: tensors_name.clone(),
-        ..state.clone()
-    };
+    let state = TrainState { tensors: tensors_name.clone(), ..state.clone() };
     write_atomically(&json_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
-    if let Some(old) =
-        previous.filter(|p| p.file_name().is_some_and(|n| n != tensors_name.as_str()))
-    {
+    if let Some(old) = previous.filter(|p| p.file_name().is_some_and(|n| n != tensors_name.as_str())) {
         // The JSON no longer names it; a failure here only leaves a stale file.
         let _ = std::fs::remove_file(old);
     }
@@ -142,16 +126,11 @@ pub fn save(
 }
 
 fn read_state(json_path: &Path) -> Result<TrainState> {
-    let text = std::fs::read_to_string(json_path)
-        .with_context(|| format!("cannot read checkpoint {}", json_path.display()))?;
-    let state: TrainState = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a checkpoint state file", json_path.display()))?;
+    let text = std::fs::read_to_string(json_path).with_context(|| format!("cannot read checkpoint {}", json_path.display()))?;
+    let state: TrainState =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a checkpoint state file", json_path.display()))?;
     if state.format_version != FORMAT_VERSION {
-        bail!(
-            "{}: checkpoint format {} is not supported (expected {FORMAT_VERSION})",
-            json_path.display(),
-            state.format_version
-        );
+        bail!("{}: checkpoint format {} is not supported (expected {FORMAT_VERSION})", json_path.display(), state.format_version);
     }
     Ok(state)
 }
@@ -166,11 +145,7 @@ pub struct Loaded {
 /// Loads a checkpoint from its JSON state file (or a run folder, meaning its
 /// `checkpoint-last.json`).
 pub fn load(path: &Path, device: &crate::device::Device) -> Result<Loaded> {
-    let json_path = if path.is_dir() {
-        state_path(path, "last")
-    } else {
-        path.to_path_buf()
-    };
+    let json_path = if path.is_dir() { state_path(path, "last") } else { path.to_path_buf() };
     let state = read_state(&json_path)?;
     let dir = json_path.parent().unwrap_or(Path::new("."));
     let weights = WeightMap::load(&dir.join(&state.tensors), device)?;
@@ -183,27 +158,15 @@ pub fn load(path: &Path, device: &crate::device::Device) -> Result<Loaded> {
             None => params.insert(name.to_string(), tensor),
         };
     }
-    Ok(Loaded {
-        state,
-        params,
-        optimizer_state,
-    })
+    Ok(Loaded { state, params, optimizer_state })
 }
 
 /// Copies checkpoint tensors into the model's parameters; every parameter
 /// must be present with its shape.
-pub fn restore_params(
-    named: &[(String, Tensor)],
-    saved: &HashMap<String, Tensor>,
-    source: &str,
-) -> Result<()> {
+pub fn restore_params(named: &[(String, Tensor)], saved: &HashMap<String, Tensor>, source: &str) -> Result<()> {
     for (name, param) in named {
-        let value = saved
-            .get(name)
-            .with_context(|| format!("{source}: missing tensor `{name}`"))?;
-        param
-            .copy_from(value)
-            .with_context(|| format!("{source}: tensor `{name}`"))?;
+        let value = saved.get(name).with_context(|| format!("{source}: missing tensor `{name}`"))?;
+        param.copy_from(value).with_context(|| format!("{source}: tensor `{name}`"))?;
     }
     Ok(())
 }

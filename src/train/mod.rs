@@ -10,8 +10,8 @@ use crate::data::dataset::MultiLabelDataset;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::partial::LabelMask;
 use crate::data::rand_augment::RandAugment;
-use crate::device::Device;
 use crate::metrics::{evaluate, MultiLabelMetrics};
+use crate::device::Device;
 use crate::mlrpl::MlrplModel;
 use crate::optim::{CosineSchedule, Optimizer, Sgd, Warmup};
 use crate::tensor::Tensor;
@@ -82,22 +82,11 @@ pub fn sigmoid_scores(
     logits: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let _no_grad = crate::autograd::no_grad();
-    let loader = Loader::new(
-        dataset.clone(),
-        indices.to_vec(),
-        LoaderOptions {
-            augment: Augment::Eval,
-            ..options
-        },
-    )?;
+    let loader = Loader::new(dataset.clone(), indices.to_vec(), LoaderOptions { augment: Augment::Eval, ..options })?;
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     for batch in loader {
         let batch = batch?;
-        scores.extend(
-            logits(&batch.images.to_device(device)?)?
-                .sigmoid()?
-                .to_vec()?,
-        );
+        scores.extend(logits(&batch.images.to_device(device)?)?.sigmoid()?.to_vec()?);
         labels.extend(batch.labels.to_vec()?);
     }
     Ok((scores, labels))
@@ -120,9 +109,7 @@ pub fn predict(
         skip_bad_images: options.skip_bad_images,
         ..LoaderOptions::default()
     };
-    sigmoid_scores(dataset, indices, loader, model.beta.device(), |images| {
-        model.logits(images)
-    })
+    sigmoid_scores(dataset, indices, loader, model.beta.device(), |images| model.logits(images))
 }
 
 /// Evaluates `indices` of `dataset` (mAP and the threshold metrics).
@@ -153,10 +140,7 @@ impl Progress {
     /// `\repoch 2/5 [#########...............]  23/56 loss 0.4512 lr 2.0e-3 180.2 img/s`,
     /// to be printed without a newline over the previous one.
     pub fn line(&self, loss: f64, lr: f32, rate: f64, unit: &str) -> String {
-        let filled = (Self::BAR_WIDTH * self.done)
-            .checked_div(self.total)
-            .unwrap_or(0)
-            .min(Self::BAR_WIDTH);
+        let filled = (Self::BAR_WIDTH * self.done).checked_div(self.total).unwrap_or(0).min(Self::BAR_WIDTH);
         format!(
             "\repoch {}/{} [{}{}] {:>4}/{} loss {loss:.4} lr {lr:.2e} {rate:.1} {unit} ",
             self.epoch + 1,
@@ -196,9 +180,7 @@ impl LossMeter {
     /// are none); an error when it is not finite. `step` is the last step
     /// added, for the message.
     pub fn read(&mut self, epoch: usize, step: usize) -> Result<Option<f64>> {
-        let Some(sum) = self.unread.take() else {
-            return Ok(None);
-        };
+        let Some(sum) = self.unread.take() else { return Ok(None) };
         let steps = std::mem::take(&mut self.unread_steps);
         let value = sum.scalar()? as f64;
         if !value.is_finite() {
@@ -226,8 +208,7 @@ pub fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open metrics file {}", path.display()))?;
-    writeln!(file, "{value}")
-        .with_context(|| format!("cannot write metrics file {}", path.display()))
+    writeln!(file, "{value}").with_context(|| format!("cannot write metrics file {}", path.display()))
 }
 
 /// Trains `model` for `options.epochs` epochs, from `resume` when given.
@@ -244,8 +225,7 @@ pub fn train(
     if data.train_indices.is_empty() {
         bail!("no training images");
     }
-    std::fs::create_dir_all(&run.dir)
-        .with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
     let steps_per_epoch = if data.train_indices.len() >= options.batch_size {
         data.train_indices.len() / options.batch_size
     } else {
@@ -259,18 +239,8 @@ pub fn train(
         total_steps: options.epochs * steps_per_epoch,
     };
     let named = model.named_parameters();
-    let mut optimizer = Sgd::new(
-        model.parameter_groups(),
-        schedule.lr(0),
-        options.momentum,
-        options.weight_decay,
-    )?;
-    let mut state = TrainState::new(
-        options.seed,
-        run.clip.clone(),
-        model.class_names.clone(),
-        run.config.clone(),
-    );
+    let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
+    let mut state = TrainState::new(options.seed, run.clip.clone(), model.class_names.clone(), run.config.clone());
     if let Some(loaded) = resume {
         if loaded.state.class_names != model.class_names {
             bail!("--resume: the checkpoint's classes differ from this dataset's");
@@ -287,10 +257,7 @@ pub fn train(
         seed: options.seed,
         workers: options.workers,
         image_size: options.image_size,
-        augment: Augment::Train {
-            cutout: options.cutout,
-            rand_augment: options.rand_augment,
-        },
+        augment: Augment::Train { cutout: options.cutout, rand_augment: options.rand_augment },
         drop_last: data.train_indices.len() >= options.batch_size,
         label_mask: Some(data.mask.clone()),
         skip_bad_images: options.skip_bad_images,
@@ -301,10 +268,7 @@ pub fn train(
         let loader = Loader::new(
             data.dataset.clone(),
             data.train_indices.clone(),
-            LoaderOptions {
-                epoch: epoch as u64,
-                ..train_options.clone()
-            },
+            LoaderOptions { epoch: epoch as u64, ..train_options.clone() },
         )?;
         let batches = loader.num_batches();
         let started = Instant::now();
@@ -316,10 +280,7 @@ pub fn train(
             optimizer.zero_grad();
             // The loader assembles batches on the host; the model may live on a GPU.
             let device = model.beta.device();
-            let (images, labels) = (
-                batch.images.to_device(device)?,
-                batch.labels.to_device(device)?,
-            );
+            let (images, labels) = (batch.images.to_device(device)?, batch.labels.to_device(device)?);
             let loss = model.logits(&images)?.masked_bce_with_logits(&labels)?;
             loss.backward()?;
             optimizer.step()?;
@@ -330,17 +291,10 @@ pub fn train(
             if !logged && i + 1 < batches {
                 continue;
             }
-            let Some(loss) = losses.read(epoch, state.step)? else {
-                continue;
-            };
+            let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if options.progress {
-                let progress = Progress {
-                    epoch,
-                    epochs: options.epochs,
-                    done: i + 1,
-                    total: batches,
-                };
+                let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: batches };
                 eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "img/s"));
             }
             if logged {
@@ -356,14 +310,8 @@ pub fn train(
         if options.progress {
             eprintln!();
         }
-        let val = evaluate_split(
-            model,
-            &data.dataset,
-            &data.val_indices,
-            Some(data.mask.clone()),
-            options,
-        )
-        .context("validation")?;
+        let val = evaluate_split(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options)
+            .context("validation")?;
         let improved = state.finish_epoch(epoch, val.map);
         append_line(
             &metrics_path,
@@ -380,17 +328,7 @@ pub fn train(
             100.0 * val.map,
             if improved { " (best so far)" } else { "" }
         );
-        checkpoint::save_epoch(
-            &run.dir,
-            &named,
-            &optimizer.state_tensors()?,
-            &state,
-            improved,
-        )?;
+        checkpoint::save_epoch(&run.dir, &named, &optimizer.state_tensors()?, &state, improved)?;
     }
-    Ok(Outcome {
-        best_val_map: state.best_val_map,
-        best_epoch: state.best_epoch,
-        epochs_run: options.epochs - start_epoch,
-    })
+    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
 }

@@ -83,22 +83,11 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 /// Any non-finite value gives NaN, so `err <= tol` is false and NaN never
 /// passes.
 pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "rel_err: lengths differ ({} vs {})",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "rel_err: lengths differ ({} vs {})", got.len(), want.len());
     if got.iter().chain(want).any(|v| !v.is_finite()) {
         return f64::NAN;
     }
-    let num = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w) * (g - w))
-        .sum::<f64>()
-        .sqrt();
+    let num = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum::<f64>().sqrt();
     let den = want.iter().map(|w| w * w).sum::<f64>().sqrt();
     if den == 0.0 {
         num
@@ -109,21 +98,9 @@ pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
 
 /// Fails unless `rel_err(got, want) <= tol`; NaN or inf in `got` fails.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: {} values, expected {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
     let err = rel_err(&to_f64(got), want);
-    let head = |v: &[f64]| {
-        v.iter()
-            .take(6)
-            .map(|x| format!("{x:.6}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let head = |v: &[f64]| v.iter().take(6).map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(", ");
     assert!(
         err <= tol,
         "{what}: relative error {err:e} > {tol:e}\n  got  [{}, ...]\n  want [{}, ...]",
@@ -147,16 +124,8 @@ pub struct Input {
 
 impl Input {
     pub fn new(values: Vec<f32>, shape: &[usize]) -> Input {
-        assert_eq!(
-            values.len(),
-            numel(shape),
-            "Input: {} values for shape {shape:?}",
-            values.len()
-        );
-        Input {
-            values,
-            shape: shape.to_vec(),
-        }
+        assert_eq!(values.len(), numel(shape), "Input: {} values for shape {shape:?}", values.len());
+        Input { values, shape: shape.to_vec() }
     }
 
     pub fn randn(rng: &mut Rng, shape: &[usize], std: f32) -> Input {
@@ -183,13 +152,7 @@ pub struct Tol {
     pub allow_zero: bool,
 }
 
-pub const GRAD_TOL: Tol = Tol {
-    eps: 1e-2,
-    atol: 1e-3,
-    rtol: 1e-2,
-    max_samples: 64,
-    allow_zero: false,
-};
+pub const GRAD_TOL: Tol = Tol { eps: 1e-2, atol: 1e-3, rtol: 1e-2, max_samples: 64, allow_zero: false };
 
 /// What a gradient check computed, for extra assertions by the caller.
 #[derive(Debug)]
@@ -259,15 +222,9 @@ where
     }
     let host_loss = dot_f64(&out_values, &r);
     let engine_loss = loss.scalar()? as f64;
-    let scale: f64 = out_values
-        .iter()
-        .zip(&r)
-        .map(|(&o, &r)| (o as f64 * r as f64).abs())
-        .sum();
+    let scale: f64 = out_values.iter().zip(&r).map(|(&o, &r)| (o as f64 * r as f64).abs()).sum();
     if !within((engine_loss - host_loss).abs(), 1e-5 * (1.0 + scale)) {
-        problems.push(format!(
-            "engine loss {engine_loss} differs from the host dot product {host_loss}"
-        ));
+        problems.push(format!("engine loss {engine_loss} differs from the host dot product {host_loss}"));
     }
     loss.backward()?;
     let mut analytic = Vec::with_capacity(params.len());
@@ -275,17 +232,11 @@ where
         match p.grad() {
             Some(g) => {
                 if g.dims() != inputs[i].shape.as_slice() {
-                    problems.push(format!(
-                        "input {i}: gradient shape {} for input shape {:?}",
-                        g.shape(),
-                        inputs[i].shape
-                    ));
+                    problems.push(format!("input {i}: gradient shape {} for input shape {:?}", g.shape(), inputs[i].shape));
                 }
                 let values = g.to_vec()?;
                 if values.iter().any(|v| !v.is_finite()) {
-                    problems.push(format!(
-                        "input {i}: the analytic gradient holds non-finite values"
-                    ));
+                    problems.push(format!("input {i}: the analytic gradient holds non-finite values"));
                 }
                 analytic.push(values);
             }
@@ -303,10 +254,7 @@ where
             .collect::<Result<Vec<_>>>()?;
         let out = f(&tensors)?;
         if out.shape() != &out_shape {
-            bail!(
-                "the output shape changed from {out_shape} to {} under no_grad",
-                out.shape()
-            );
+            bail!("the output shape changed from {out_shape} to {} under no_grad", out.shape());
         }
         Ok(dot_f64(&out.to_vec()?, &r))
     };
@@ -343,10 +291,7 @@ where
             fd_here.push((e, fd));
         }
         if mismatches > 4 {
-            problems.push(format!(
-                "input {i}: {} more mismatching elements",
-                mismatches - 4
-            ));
+            problems.push(format!("input {i}: {} more mismatching elements", mismatches - 4));
         }
         let fd_max = fd_here.iter().map(|(_, v)| v.abs()).fold(0.0, f64::max);
         let analytic_max = analytic[i].iter().map(|v| v.abs()).fold(0.0f32, f32::max);
@@ -359,11 +304,7 @@ where
         // Norm-wise over the checked elements: catches a gradient that is
         // wrong everywhere by a little (a wrong scale on small gradients
         // that atol alone would let through).
-        let diff_norm = fd_here
-            .iter()
-            .map(|&(e, fd)| (analytic[i][e] as f64 - fd).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let diff_norm = fd_here.iter().map(|&(e, fd)| (analytic[i][e] as f64 - fd).powi(2)).sum::<f64>().sqrt();
         let fd_norm = fd_here.iter().map(|(_, fd)| fd * fd).sum::<f64>().sqrt();
         let norm_bound = tol.rtol * fd_norm + 0.1 * tol.atol * (fd_here.len() as f64).sqrt();
         if !within(diff_norm, norm_bound) {
@@ -383,13 +324,7 @@ where
         fd_all.push(fd_here);
     }
     if problems.is_empty() {
-        Ok(GradReport {
-            loss: engine_loss,
-            analytic,
-            fd: fd_all,
-            checked,
-            max_abs_err,
-        })
+        Ok(GradReport { loss: engine_loss, analytic, fd: fd_all, checked, max_abs_err })
     } else {
         bail!("{}", problems.join("\n  "))
     }
@@ -412,12 +347,7 @@ where
         Ok(report) => {
             // `MLRPL_GRADCHECK_VERBOSE=1 cargo test -- --nocapture` shows the margins.
             if std::env::var_os("MLRPL_GRADCHECK_VERBOSE").is_some_and(|v| v != "0") {
-                let fd_max = report
-                    .fd
-                    .iter()
-                    .flatten()
-                    .map(|(_, v)| v.abs())
-                    .fold(0.0, f64::max);
+                let fd_max = report.fd.iter().flatten().map(|(_, v)| v.abs()).fold(0.0, f64::max);
                 eprintln!(
                     "gradcheck {name}: {} elements, max |analytic - fd| {:.2e}, max |fd| {fd_max:.2e}",
                     report.checked, report.max_abs_err
@@ -444,12 +374,8 @@ pub fn cuda_or_skip(test: &str) -> Option<Device> {
             Some(device)
         }
         Err(e) => {
-            let required =
-                std::env::var_os("MLRPL_REQUIRE_GPU").is_some_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "{test}: MLRPL_REQUIRE_GPU is set but no CUDA GPU is usable: {e:#}"
-            );
+            let required = std::env::var_os("MLRPL_REQUIRE_GPU").is_some_and(|v| !v.is_empty() && v != "0");
+            assert!(!required, "{test}: MLRPL_REQUIRE_GPU is set but no CUDA GPU is usable: {e:#}");
             // Straight to stderr, past the test harness's capture, so the skip
             // shows in every `cargo test` run.
             let line = format!("{test}: SKIPPED (no CUDA GPU): {e:#}\n");
@@ -466,9 +392,7 @@ pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
 
 /// The fixture folder `tests/fixtures/<name>` (written by a `tools/` script).
 pub fn fixture_folder(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// The `manifest.json` of fixture folder `name`.
@@ -486,10 +410,7 @@ pub fn fixture_bytes(name: &str, file: &str) -> Vec<u8> {
 
 /// Runs the `mlrpl-engine` binary of this build with `args`.
 pub fn engine(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mlrpl-engine"))
-        .args(args)
-        .output()
-        .expect("run mlrpl-engine")
+    std::process::Command::new(env!("CARGO_BIN_EXE_mlrpl-engine")).args(args).output().expect("run mlrpl-engine")
 }
 
 pub fn stderr(o: &std::process::Output) -> String {

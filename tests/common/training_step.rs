@@ -15,40 +15,13 @@ pub const IMAGE_SIZE: usize = 32;
 /// (stored as `precision` says), prompts and decoupling module from seed 3.
 pub fn tiny_model(device: &Device, precision: Precision) -> MlrplModel {
     let config = ClipConfig {
-        vision: VisionConfig {
-            width: 64,
-            layers: 2,
-            heads: 2,
-            patch: 8,
-            grid: 4,
-            embed_dim: 32,
-        },
-        text: TextConfig {
-            width: 64,
-            layers: 2,
-            heads: 2,
-            context_length: 77,
-            vocab_size: 49408,
-            embed_dim: 32,
-        },
+        vision: VisionConfig { width: 64, layers: 2, heads: 2, patch: 8, grid: 4, embed_dim: 32 },
+        text: TextConfig { width: 64, layers: 2, heads: 2, context_length: 77, vocab_size: 49408, embed_dim: 32 },
     };
-    let weights = init_weights(&config, 7, device)
-        .unwrap()
-        .to_dtype(precision.frozen_dtype())
-        .unwrap();
+    let weights = init_weights(&config, 7, device).unwrap().to_dtype(precision.frozen_dtype()).unwrap();
     let clip = Clip::from_weights(weights).unwrap();
-    let classes = mlrpl_engine::data::synthetic::CATEGORIES
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
-    let config = MlrplConfig {
-        prompt: PromptConfig {
-            n_ctx: 4,
-            ..Default::default()
-        },
-        decoupling_width: Some(16),
-        use_sdm: true,
-    };
+    let classes = mlrpl_engine::data::synthetic::CATEGORIES.iter().map(|c| c.to_string()).collect();
+    let config = MlrplConfig { prompt: PromptConfig { n_ctx: 4, ..Default::default() }, decoupling_width: Some(16), use_sdm: true };
     MlrplModel::new(clip, classes, &config, &mut Rng::new(3)).unwrap()
 }
 
@@ -68,15 +41,8 @@ pub fn training_steps(device: &Device, precision: Precision) -> StepRecord {
     let classes = model.num_classes();
     let mut rng = Rng::new(11);
     let batch = 4;
-    let images = Tensor::from_vec(
-        rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0),
-        [batch, 3, IMAGE_SIZE, IMAGE_SIZE],
-        device,
-    )
-    .unwrap();
-    let labels: Vec<f32> = (0..batch * classes)
-        .map(|_| rng.below(3) as f32 - 1.0)
-        .collect();
+    let images = Tensor::from_vec(rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [batch, 3, IMAGE_SIZE, IMAGE_SIZE], device).unwrap();
+    let labels: Vec<f32> = (0..batch * classes).map(|_| rng.below(3) as f32 - 1.0).collect();
     let labels = Tensor::from_vec(labels, [batch, classes], device).unwrap();
     let mut opt = Sgd::new(model.parameter_groups(), 0.05, 0.9, 5e-4).unwrap();
 
@@ -87,9 +53,7 @@ pub fn training_steps(device: &Device, precision: Precision) -> StepRecord {
         .named_parameters()
         .into_iter()
         .map(|(name, p)| {
-            let g = p
-                .grad()
-                .unwrap_or_else(|| panic!("{name} got no gradient on {device}"));
+            let g = p.grad().unwrap_or_else(|| panic!("{name} got no gradient on {device}"));
             (name, g.to_vec().unwrap())
         })
         .collect();
@@ -97,26 +61,11 @@ pub fn training_steps(device: &Device, precision: Precision) -> StepRecord {
     opt.step().unwrap();
     for _ in 0..2 {
         opt.zero_grad();
-        model
-            .logits(&images)
-            .unwrap()
-            .masked_bce_with_logits(&labels)
-            .unwrap()
-            .backward()
-            .unwrap();
+        model.logits(&images).unwrap().masked_bce_with_logits(&labels).unwrap().backward().unwrap();
         opt.step().unwrap();
     }
-    let params = model
-        .named_parameters()
-        .into_iter()
-        .map(|(name, p)| (name, p.to_vec().unwrap()))
-        .collect();
-    StepRecord {
-        logits,
-        loss,
-        grads,
-        params,
-    }
+    let params = model.named_parameters().into_iter().map(|(name, p)| (name, p.to_vec().unwrap())).collect();
+    StepRecord { logits, loss, grads, params }
 }
 
 /// The decoupling biases (fc3's b3 and fc4's b4) only shift every score of
@@ -133,10 +82,7 @@ pub fn assert_records_match(got: &StepRecord, want: &StepRecord, tol: f64, zero_
     for ((name, g), (want_name, w)) in got.grads.iter().zip(&want.grads) {
         assert_eq!(name, want_name);
         if SOFTMAX_SHIFT_PARAMS.contains(&name.as_str()) {
-            assert!(
-                g.iter().all(|v| v.abs() <= zero_tol),
-                "gradient of {name} should be 0 up to rounding: {g:?}"
-            );
+            assert!(g.iter().all(|v| v.abs() <= zero_tol), "gradient of {name} should be 0 up to rounding: {g:?}");
             continue;
         }
         super::assert_rel(&format!("gradient of {name}"), g, w, tol);

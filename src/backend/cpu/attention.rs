@@ -7,25 +7,8 @@ use super::gemm::gemm_f32;
 use crate::backend::{AttentionSpec, GemmSpec};
 use rayon::prelude::*;
 
-fn matmul(
-    a: &[f32],
-    b: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool,
-    trans_b: bool,
-) -> Vec<f32> {
-    let spec = GemmSpec {
-        batch: 1,
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        a_batch_stride: 0,
-        b_batch_stride: 0,
-    };
+fn matmul(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Vec<f32> {
+    let spec = GemmSpec { batch: 1, m, n, k, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: 0 };
     gemm_f32(a, b, None, &spec)
 }
 
@@ -36,11 +19,7 @@ fn scores(q: &[f32], k: &[f32], spec: &AttentionSpec) -> Vec<f32> {
     for i in 0..lq {
         for j in 0..lk {
             let v = &mut s[i * lk + j];
-            *v = if spec.causal && j > i {
-                f32::NEG_INFINITY
-            } else {
-                *v * spec.scale
-            };
+            *v = if spec.causal && j > i { f32::NEG_INFINITY } else { *v * spec.scale };
         }
     }
     s
@@ -53,21 +32,11 @@ fn head_slices(x: &[f32], h: usize, len: usize, d: usize) -> &[f32] {
 
 /// Returns (out [bh, q_len, head_dim], lse [bh, q_len]).
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], spec: &AttentionSpec) -> (Vec<f32>, Vec<f32>) {
-    let AttentionSpec {
-        batch_heads,
-        q_len,
-        kv_len,
-        head_dim,
-        ..
-    } = *spec;
+    let AttentionSpec { batch_heads, q_len, kv_len, head_dim, .. } = *spec;
     let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..batch_heads)
         .into_par_iter()
         .map(|h| {
-            let mut s = scores(
-                head_slices(q, h, q_len, head_dim),
-                head_slices(k, h, kv_len, head_dim),
-                spec,
-            );
+            let mut s = scores(head_slices(q, h, q_len, head_dim), head_slices(k, h, kv_len, head_dim), spec);
             let mut lse = vec![0.0; q_len];
             for (row, lse) in s.chunks_mut(kv_len).zip(lse.iter_mut()) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -75,18 +44,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], spec: &AttentionSpec) -> (Vec<f3
                 *lse = max + sum.ln();
                 row.iter_mut().for_each(|x| *x = (*x - *lse).exp());
             }
-            (
-                matmul(
-                    &s,
-                    head_slices(v, h, kv_len, head_dim),
-                    q_len,
-                    head_dim,
-                    kv_len,
-                    false,
-                    false,
-                ),
-                lse,
-            )
+            (matmul(&s, head_slices(v, h, kv_len, head_dim), q_len, head_dim, kv_len, false, false), lse)
         })
         .collect();
     let mut out = Vec::with_capacity(q.len());
@@ -108,14 +66,7 @@ pub fn backward(
     grad: &[f32],
     spec: &AttentionSpec,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let AttentionSpec {
-        batch_heads,
-        q_len,
-        kv_len,
-        head_dim,
-        scale,
-        ..
-    } = *spec;
+    let AttentionSpec { batch_heads, q_len, kv_len, head_dim, scale, .. } = *spec;
     let per_head: Vec<_> = (0..batch_heads)
         .into_par_iter()
         .map(|h| {
@@ -131,9 +82,7 @@ pub fn backward(
             let dv = matmul(&p, gh, kv_len, head_dim, q_len, true, false);
             let mut ds = matmul(gh, vh, q_len, kv_len, head_dim, false, true);
             for i in 0..q_len {
-                let row_dot: f32 = (0..head_dim)
-                    .map(|d| gh[i * head_dim + d] * oh[i * head_dim + d])
-                    .sum();
+                let row_dot: f32 = (0..head_dim).map(|d| gh[i * head_dim + d] * oh[i * head_dim + d]).sum();
                 for j in 0..kv_len {
                     let idx = i * kv_len + j;
                     ds[idx] = p[idx] * (ds[idx] - row_dot) * scale;

@@ -7,42 +7,24 @@ use rayon::prelude::*;
 
 /// Returns s [B, C, N].
 pub fn scores(x: &[f32], t: &[f32], u: &[f32], dims: &DecouplingDims) -> Vec<f32> {
-    let DecouplingDims {
-        batch: _,
-        classes,
-        positions,
-        width,
-    } = *dims;
+    let DecouplingDims { batch: _, classes, positions, width } = *dims;
     let mut s = vec![0.0; dims.batch * classes * positions];
-    s.par_chunks_mut(positions)
-        .enumerate()
-        .for_each(|(bc, row)| {
-            let (b, c) = (bc / classes, bc % classes);
-            let tc = &t[c * width..(c + 1) * width];
-            for (n, out) in row.iter_mut().enumerate() {
-                let xn = &x[(b * positions + n) * width..][..width];
-                *out = (0..width).map(|k| u[k] * (xn[k] * tc[k]).tanh()).sum();
-            }
-        });
+    s.par_chunks_mut(positions).enumerate().for_each(|(bc, row)| {
+        let (b, c) = (bc / classes, bc % classes);
+        let tc = &t[c * width..(c + 1) * width];
+        for (n, out) in row.iter_mut().enumerate() {
+            let xn = &x[(b * positions + n) * width..][..width];
+            *out = (0..width).map(|k| u[k] * (xn[k] * tc[k]).tanh()).sum();
+        }
+    });
     s
 }
 
 /// Returns (dx [B, N, d], dt [C, d], du [d]). Each batch entry accumulates its
 /// own partial dt and du; the partials are summed in batch order, so the
 /// result does not depend on the thread count.
-pub fn scores_backward(
-    x: &[f32],
-    t: &[f32],
-    u: &[f32],
-    grad: &[f32],
-    dims: &DecouplingDims,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let DecouplingDims {
-        batch,
-        classes,
-        positions,
-        width,
-    } = *dims;
+pub fn scores_backward(x: &[f32], t: &[f32], u: &[f32], grad: &[f32], dims: &DecouplingDims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let DecouplingDims { batch, classes, positions, width } = *dims;
     let mut dx = vec![0.0; batch * positions * width];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(positions * width)

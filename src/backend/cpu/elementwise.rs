@@ -49,15 +49,13 @@ pub fn unary_backward(x: &[f32], y: &[f32], grad: &[f32], op: UnaryOp) -> Vec<f3
         UnaryOp::Clamp { min, max } => f32::from((min..=max).contains(&x)),
     };
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(PAR_CHUNK)
-        .enumerate()
-        .for_each(|(c, o)| {
-            let base = c * PAR_CHUNK;
-            for (i, o) in o.iter_mut().enumerate() {
-                let j = base + i;
-                *o = grad[j] * d(x[j], y[j]);
-            }
-        });
+    out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {
+        let base = c * PAR_CHUNK;
+        for (i, o) in o.iter_mut().enumerate() {
+            let j = base + i;
+            *o = grad[j] * d(x[j], y[j]);
+        }
+    });
     out
 }
 
@@ -86,35 +84,17 @@ fn for_each_broadcast_row(
     let cols = dims.last().copied().unwrap_or(1).max(1);
     let ls = lhs_shape.broadcast_strides(out_shape);
     let rs = rhs_shape.broadcast_strides(out_shape);
-    let (l_last, r_last) = (
-        ls.last().copied().unwrap_or(0),
-        rs.last().copied().unwrap_or(0),
-    );
+    let (l_last, r_last) = (ls.last().copied().unwrap_or(0), rs.last().copied().unwrap_or(0));
     let rows_per_task = (PAR_CHUNK / cols).max(1);
-    out.par_chunks_mut(rows_per_task * cols)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, row) in chunk.chunks_mut(cols).enumerate() {
-                let r = task * rows_per_task + i;
-                f(
-                    row,
-                    row_offset(r, dims, &ls),
-                    row_offset(r, dims, &rs),
-                    l_last,
-                    r_last,
-                );
-            }
-        });
+    out.par_chunks_mut(rows_per_task * cols).enumerate().for_each(|(task, chunk)| {
+        for (i, row) in chunk.chunks_mut(cols).enumerate() {
+            let r = task * rows_per_task + i;
+            f(row, row_offset(r, dims, &ls), row_offset(r, dims, &rs), l_last, r_last);
+        }
+    });
 }
 
-pub fn binary(
-    lhs: &[f32],
-    rhs: &[f32],
-    op: BinaryOp,
-    lhs_shape: &Shape,
-    rhs_shape: &Shape,
-    out_shape: &Shape,
-) -> Vec<f32> {
+pub fn binary(lhs: &[f32], rhs: &[f32], op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Vec<f32> {
     let f = move |a: f32, b: f32| match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,
@@ -122,33 +102,21 @@ pub fn binary(
         BinaryOp::Div => a / b,
     };
     let mut out = vec![0.0; out_shape.elem_count()];
-    for_each_broadcast_row(
-        &mut out,
-        lhs_shape,
-        rhs_shape,
-        out_shape,
-        |row, lo, ro, ls, rs| {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = f(lhs[lo + j * ls], rhs[ro + j * rs]);
-            }
-        },
-    );
+    for_each_broadcast_row(&mut out, lhs_shape, rhs_shape, out_shape, |row, lo, ro, ls, rs| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = f(lhs[lo + j * ls], rhs[ro + j * rs]);
+        }
+    });
     out
 }
 
 pub fn broadcast_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
     let mut out = vec![0.0; out_shape.elem_count()];
-    for_each_broadcast_row(
-        &mut out,
-        shape,
-        out_shape,
-        out_shape,
-        |row, xo, _, xs, _| {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = x[xo + j * xs];
-            }
-        },
-    );
+    for_each_broadcast_row(&mut out, shape, out_shape, out_shape, |row, xo, _, xs, _| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = x[xo + j * xs];
+        }
+    });
     out
 }
 
@@ -158,10 +126,7 @@ pub fn broadcast_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
 pub fn sum_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
     let out_len = out_shape.elem_count();
     if out_len == 1 {
-        let partial: Vec<f64> = x
-            .par_chunks(PAR_CHUNK)
-            .map(|c| c.iter().map(|&v| v as f64).sum())
-            .collect();
+        let partial: Vec<f64> = x.par_chunks(PAR_CHUNK).map(|c| c.iter().map(|&v| v as f64).sum()).collect();
         return vec![partial.iter().sum::<f64>() as f32];
     }
     let dims = shape.dims();
@@ -172,10 +137,7 @@ pub fn sum_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
     let mut reduced_offsets = vec![0usize];
     for d in (0..dims.len()).filter(|&d| !kept(d)) {
         let (size, stride) = (dims[d], in_strides[d]);
-        reduced_offsets = reduced_offsets
-            .iter()
-            .flat_map(|&base| (0..size).map(move |i| base + i * stride))
-            .collect();
+        reduced_offsets = reduced_offsets.iter().flat_map(|&base| (0..size).map(move |i| base + i * stride)).collect();
     }
     let kept_dims: Vec<usize> = (0..dims.len()).filter(|&d| kept(d)).collect();
     let mut out = vec![0.0; out_len];
@@ -186,10 +148,7 @@ pub fn sum_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
             base += (rem % dims[d]) * in_strides[d];
             rem /= dims[d];
         }
-        *value = reduced_offsets
-            .iter()
-            .map(|&r| x[base + r] as f64)
-            .sum::<f64>() as f32;
+        *value = reduced_offsets.iter().map(|&r| x[base + r] as f64).sum::<f64>() as f32;
     });
     out
 }

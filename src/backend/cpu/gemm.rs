@@ -44,36 +44,13 @@ pub fn gemm_f32(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &GemmSpec) -> 
 
 /// One matrix of the batch: `dst = op(A_i) @ op(B_i)` with `dst` dense [m, n],
 /// or `dst += ...` when `accumulate`.
-fn matmul_into(
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    b: &[f32],
-    spec: &GemmSpec,
-    i: usize,
-    parallelism: Parallelism,
-) {
-    let GemmSpec {
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        ..
-    } = *spec;
+fn matmul_into(dst: &mut [f32], accumulate: bool, a: &[f32], b: &[f32], spec: &GemmSpec, i: usize, parallelism: Parallelism) {
+    let GemmSpec { m, n, k, trans_a, trans_b, .. } = *spec;
     let a = &a[i * spec.a_batch_stride..][..m * k];
     let b = &b[i * spec.b_batch_stride..][..k * n];
     // (column stride, row stride) of op(A) [m, k] and op(B) [k, n].
-    let (a_cs, a_rs) = if trans_a {
-        (m as isize, 1)
-    } else {
-        (1, k as isize)
-    };
-    let (b_cs, b_rs) = if trans_b {
-        (k as isize, 1)
-    } else {
-        (1, n as isize)
-    };
+    let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
     // SAFETY: `dst` holds m*n elements written with row stride n; `a` and `b`
     // were sliced to exactly m*k and k*n elements above and every index the
     // strides reach lies inside them. `dst` is read (alpha = 1) only when
@@ -108,15 +85,7 @@ mod tests {
     use super::*;
 
     fn naive(a: &[f32], b: &[f32], bias: &[f32], spec: &GemmSpec) -> Vec<f32> {
-        let GemmSpec {
-            batch,
-            m,
-            n,
-            k,
-            trans_a,
-            trans_b,
-            ..
-        } = *spec;
+        let GemmSpec { batch, m, n, k, trans_a, trans_b, .. } = *spec;
         let mut out = vec![0.0; batch * m * n];
         for bi in 0..batch {
             let a = &a[bi * spec.a_batch_stride..];
@@ -156,17 +125,10 @@ mod tests {
                         let a = rng.normal_vec(batch * m * k, 1.0);
                         let b = rng.normal_vec(batch * k * n, 1.0);
                         let bias = rng.normal_vec(n, 1.0);
-                        for (bias, want) in [
-                            (None, naive(&a, &b, &vec![0.0; n], &spec)),
-                            (Some(&bias[..]), naive(&a, &b, &bias, &spec)),
-                        ] {
+                        for (bias, want) in [(None, naive(&a, &b, &vec![0.0; n], &spec)), (Some(&bias[..]), naive(&a, &b, &bias, &spec))] {
                             let got = gemm_f32(&a, &b, bias, &spec);
                             for (g, w) in got.iter().zip(&want) {
-                                assert!(
-                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                                    "{spec:?} bias {}: {g} vs {w}",
-                                    bias.is_some()
-                                );
+                                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{spec:?} bias {}: {g} vs {w}", bias.is_some());
                             }
                         }
                     }

@@ -24,9 +24,7 @@ pub fn permute<T: Copy + Send + Sync + Default>(x: &[T], shape: &Shape, perm: &[
         if last_stride == 1 {
             dst.copy_from_slice(&x[base..base + cols]);
         } else {
-            dst.iter_mut()
-                .enumerate()
-                .for_each(|(j, d)| *d = x[base + j * last_stride]);
+            dst.iter_mut().enumerate().for_each(|(j, d)| *d = x[base + j * last_stride]);
         }
     });
     out
@@ -35,11 +33,7 @@ pub fn permute<T: Copy + Send + Sync + Default>(x: &[T], shape: &Shape, perm: &[
 /// (outer, dim, inner) sizes around axis `dim`.
 fn split_at_dim(shape: &Shape, dim: usize) -> (usize, usize, usize) {
     let dims = shape.dims();
-    (
-        dims[..dim].iter().product(),
-        dims[dim],
-        dims[dim + 1..].iter().product(),
-    )
+    (dims[..dim].iter().product(), dims[dim], dims[dim + 1..].iter().product())
 }
 
 pub fn narrow<T: Copy>(x: &[T], shape: &Shape, dim: usize, start: usize, len: usize) -> Vec<T> {
@@ -75,11 +69,9 @@ fn check_ids(ids: &[u32], rows: usize) -> Result<()> {
 pub fn index_select(table: &[f32], ids: &[u32], rows: usize, cols: usize) -> Result<Vec<f32>> {
     check_ids(ids, rows)?;
     let mut out = vec![0.0; ids.len() * cols];
-    out.par_chunks_mut(cols.max(1))
-        .zip(ids.par_iter())
-        .for_each(|(dst, &id)| {
-            dst.copy_from_slice(&table[id as usize * cols..(id as usize + 1) * cols]);
-        });
+    out.par_chunks_mut(cols.max(1)).zip(ids.par_iter()).for_each(|(dst, &id)| {
+        dst.copy_from_slice(&table[id as usize * cols..(id as usize + 1) * cols]);
+    });
     Ok(out)
 }
 
@@ -90,9 +82,7 @@ pub fn index_add(grad: &[f32], ids: &[u32], rows: usize, cols: usize) -> Result<
     let mut out = vec![0.0; rows * cols];
     for (i, &id) in ids.iter().enumerate() {
         let dst = &mut out[id as usize * cols..(id as usize + 1) * cols];
-        dst.iter_mut()
-            .zip(&grad[i * cols..(i + 1) * cols])
-            .for_each(|(d, g)| *d += g);
+        dst.iter_mut().zip(&grad[i * cols..(i + 1) * cols]).for_each(|(d, g)| *d += g);
     }
     Ok(out)
 }

@@ -14,11 +14,7 @@ fn known_count(labels: &[f32]) -> usize {
 }
 
 fn target(label: f32) -> f32 {
-    if label > 0.0 {
-        1.0
-    } else {
-        0.0
-    }
+    if label > 0.0 { 1.0 } else { 0.0 }
 }
 
 pub fn masked_bce(logits: &[f32], labels: &[f32]) -> f32 {
@@ -45,13 +41,7 @@ pub fn masked_bce_backward(logits: &[f32], labels: &[f32], scale: f32) -> Vec<f3
     logits
         .iter()
         .zip(labels)
-        .map(|(&x, &y)| {
-            if y == 0.0 {
-                0.0
-            } else {
-                (1.0 / (1.0 + (-x).exp()) - target(y)) * factor
-            }
-        })
+        .map(|(&x, &y)| if y == 0.0 { 0.0 } else { (1.0 / (1.0 + (-x).exp()) - target(y)) * factor })
         .collect()
 }
 
@@ -61,9 +51,7 @@ fn log_sum_exps(logits: &[f32], n: usize, by_rows: bool) -> Vec<f64> {
     let at = |line: usize, k: usize| if by_rows { logits[line * n + k] } else { logits[k * n + line] } as f64;
     (0..n)
         .map(|line| {
-            let max = (0..n)
-                .map(|k| at(line, k))
-                .fold(f64::NEG_INFINITY, f64::max);
+            let max = (0..n).map(|k| at(line, k)).fold(f64::NEG_INFINITY, f64::max);
             max + (0..n).map(|k| (at(line, k) - max).exp()).sum::<f64>().ln()
         })
         .collect()
@@ -75,9 +63,7 @@ fn log_sum_exps(logits: &[f32], n: usize, by_rows: bool) -> Vec<f64> {
 pub fn contrastive(logits: &[f32], n: usize) -> f32 {
     let rows = log_sum_exps(logits, n, true);
     let cols = log_sum_exps(logits, n, false);
-    let total: f64 = (0..n)
-        .map(|i| rows[i] + cols[i] - 2.0 * logits[i * n + i] as f64)
-        .sum();
+    let total: f64 = (0..n).map(|i| rows[i] + cols[i] - 2.0 * logits[i * n + i] as f64).sum();
     (total / (2 * n) as f64) as f32
 }
 

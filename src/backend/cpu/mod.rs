@@ -6,18 +6,15 @@
 mod attention;
 mod decoupling;
 mod elementwise;
-pub mod gemm;
 pub mod heap;
+pub mod gemm;
 mod layout;
 mod loss;
 mod norm;
 mod optim;
 mod resize;
 
-use super::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate,
-    SgdStep, UnaryOp,
-};
+use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 use half::{bf16, f16};
@@ -66,14 +63,9 @@ impl CpuStorage {
 
     /// Runs `update` on f32 views of `self` and the extra state buffers and
     /// writes the results back in each buffer's own dtype.
-    fn update_in_place(
-        &mut self,
-        states: &mut [&mut CpuStorage],
-        update: impl FnOnce(&mut [f32], &mut [Vec<f32>]),
-    ) {
+    fn update_in_place(&mut self, states: &mut [&mut CpuStorage], update: impl FnOnce(&mut [f32], &mut [Vec<f32>])) {
         let mut values = self.f32s().into_owned();
-        let mut state_values: Vec<Vec<f32>> =
-            states.iter().map(|s| s.f32s().into_owned()).collect();
+        let mut state_values: Vec<Vec<f32>> = states.iter().map(|s| s.f32s().into_owned()).collect();
         update(&mut values, &mut state_values);
         *self = self.like(values);
         for (state, v) in states.iter_mut().zip(state_values) {
@@ -118,12 +110,7 @@ impl BackendStorage for CpuStorage {
 
     fn gemm(&self, rhs: &Self, bias: Option<&Self>, spec: &GemmSpec) -> Result<Self> {
         let bias = bias.map(|b| b.f32s());
-        Ok(self.like(gemm::gemm_f32(
-            &self.f32s(),
-            &rhs.f32s(),
-            bias.as_deref(),
-            spec,
-        )))
+        Ok(self.like(gemm::gemm_f32(&self.f32s(), &rhs.f32s(), bias.as_deref(), spec)))
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {
@@ -131,30 +118,11 @@ impl BackendStorage for CpuStorage {
     }
 
     fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self> {
-        Ok(self.like(elementwise::unary_backward(
-            &self.f32s(),
-            &out.f32s(),
-            &grad.f32s(),
-            op,
-        )))
+        Ok(self.like(elementwise::unary_backward(&self.f32s(), &out.f32s(), &grad.f32s(), op)))
     }
 
-    fn binary(
-        &self,
-        rhs: &Self,
-        op: BinaryOp,
-        lhs_shape: &Shape,
-        rhs_shape: &Shape,
-        out_shape: &Shape,
-    ) -> Result<Self> {
-        Ok(self.like(elementwise::binary(
-            &self.f32s(),
-            &rhs.f32s(),
-            op,
-            lhs_shape,
-            rhs_shape,
-            out_shape,
-        )))
+    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
+        Ok(self.like(elementwise::binary(&self.f32s(), &rhs.f32s(), op, lhs_shape, rhs_shape, out_shape)))
     }
 
     fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self> {
@@ -180,9 +148,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn concat(parts: &[&Self], shapes: &[&Shape], dim: usize) -> Result<Self> {
-        let first = parts
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("concat needs at least one tensor"))?;
+        let first = parts.first().ok_or_else(|| anyhow::anyhow!("concat needs at least one tensor"))?;
         if let CpuStorage::U32(_) = first {
             let ids = parts.iter().map(|p| p.ids()).collect::<Result<Vec<_>>>()?;
             return Ok(CpuStorage::U32(layout::concat(&ids, shapes, dim)));
@@ -200,33 +166,14 @@ impl BackendStorage for CpuStorage {
         Ok(self.like(layout::index_add(&self.f32s(), ids.ids()?, rows, cols)?))
     }
 
-    fn layernorm(
-        &self,
-        gamma: &Self,
-        beta: &Self,
-        cols: usize,
-        eps: f32,
-    ) -> Result<(Self, Self, Self)> {
+    fn layernorm(&self, gamma: &Self, beta: &Self, cols: usize, eps: f32) -> Result<(Self, Self, Self)> {
         let (y, mean, rstd) = norm::layernorm(&self.f32s(), &gamma.f32s(), &beta.f32s(), cols, eps);
         Ok((self.like(y), CpuStorage::F32(mean), CpuStorage::F32(rstd)))
     }
 
-    fn layernorm_backward(
-        &self,
-        gamma: &Self,
-        mean: &Self,
-        rstd: &Self,
-        grad: &Self,
-        cols: usize,
-    ) -> Result<(Self, Self, Self)> {
-        let (dx, dgamma, dbeta) = norm::layernorm_backward(
-            &self.f32s(),
-            &gamma.f32s(),
-            &mean.f32s(),
-            &rstd.f32s(),
-            &grad.f32s(),
-            cols,
-        );
+    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)> {
+        let (dx, dgamma, dbeta) =
+            norm::layernorm_backward(&self.f32s(), &gamma.f32s(), &mean.f32s(), &rstd.f32s(), &grad.f32s(), cols);
         Ok((self.like(dx), gamma.like(dgamma), gamma.like(dbeta)))
     }
 
@@ -244,12 +191,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn l2_normalize_backward(&self, norm: &Self, grad: &Self, cols: usize) -> Result<Self> {
-        Ok(self.like(norm::l2_normalize_backward(
-            &self.f32s(),
-            &norm.f32s(),
-            &grad.f32s(),
-            cols,
-        )))
+        Ok(self.like(norm::l2_normalize_backward(&self.f32s(), &norm.f32s(), &grad.f32s(), cols)))
     }
 
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
@@ -257,24 +199,9 @@ impl BackendStorage for CpuStorage {
         Ok((q.like(out), CpuStorage::F32(lse)))
     }
 
-    fn attention_backward(
-        q: &Self,
-        k: &Self,
-        v: &Self,
-        out: &Self,
-        lse: &Self,
-        grad: &Self,
-        spec: &AttentionSpec,
-    ) -> Result<(Self, Self, Self)> {
-        let (dq, dk, dv) = attention::backward(
-            &q.f32s(),
-            &k.f32s(),
-            &v.f32s(),
-            &out.f32s(),
-            &lse.f32s(),
-            &grad.f32s(),
-            spec,
-        );
+    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)> {
+        let (dq, dk, dv) =
+            attention::backward(&q.f32s(), &k.f32s(), &v.f32s(), &out.f32s(), &lse.f32s(), &grad.f32s(), spec);
         Ok((q.like(dq), k.like(dk), v.like(dv)))
     }
 
@@ -282,15 +209,8 @@ impl BackendStorage for CpuStorage {
         Ok(x.like(decoupling::scores(&x.f32s(), &t.f32s(), &u.f32s(), dims)))
     }
 
-    fn decoupling_scores_backward(
-        x: &Self,
-        t: &Self,
-        u: &Self,
-        grad: &Self,
-        dims: &DecouplingDims,
-    ) -> Result<(Self, Self, Self)> {
-        let (dx, dt, du) =
-            decoupling::scores_backward(&x.f32s(), &t.f32s(), &u.f32s(), &grad.f32s(), dims);
+    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)> {
+        let (dx, dt, du) = decoupling::scores_backward(&x.f32s(), &t.f32s(), &u.f32s(), &grad.f32s(), dims);
         Ok((x.like(dx), t.like(dt), u.like(du)))
     }
 
@@ -300,11 +220,7 @@ impl BackendStorage for CpuStorage {
 
     fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self> {
         let scale = grad.f32s()[0];
-        Ok(self.like(loss::masked_bce_backward(
-            &self.f32s(),
-            &labels.f32s(),
-            scale,
-        )))
+        Ok(self.like(loss::masked_bce_backward(&self.f32s(), &labels.f32s(), scale)))
     }
 
     fn contrastive_loss(&self, n: usize) -> Result<Self> {
@@ -316,14 +232,7 @@ impl BackendStorage for CpuStorage {
         Ok(self.like(loss::contrastive_backward(&self.f32s(), n, scale)))
     }
 
-    fn bicubic_resize(
-        &self,
-        channels: usize,
-        h: usize,
-        w: usize,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<Self> {
+    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
         Ok(self.like(resize::bicubic(&self.f32s(), channels, h, w, out_h, out_w)))
     }
 
@@ -333,9 +242,7 @@ impl BackendStorage for CpuStorage {
             return Ok(());
         }
         let other = other.f32s();
-        self.update_in_place(&mut [], |a, _| {
-            a.iter_mut().zip(other.iter()).for_each(|(a, b)| *a += b)
-        });
+        self.update_in_place(&mut [], |a, _| a.iter_mut().zip(other.iter()).for_each(|(a, b)| *a += b));
         Ok(())
     }
 
@@ -343,9 +250,7 @@ impl BackendStorage for CpuStorage {
         for update in updates {
             let (param, grad, [momentum], weight_decay) = update.parts("SGD")?;
             let grad = grad.f32s();
-            param.update_in_place(&mut [momentum], |p, state| {
-                optim::sgd(p, &grad, &mut state[0], step, weight_decay)
-            });
+            param.update_in_place(&mut [momentum], |p, state| optim::sgd(p, &grad, &mut state[0], step, weight_decay));
         }
         Ok(())
     }

@@ -6,13 +6,7 @@
 use rayon::prelude::*;
 
 /// Returns (y, mean, rstd); mean and rstd hold one value per row.
-pub fn layernorm(
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    cols: usize,
-    eps: f32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], cols: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = x.len() / cols;
     let mut y = vec![0.0; x.len()];
     let mut mean = vec![0.0; rows];
@@ -77,9 +71,7 @@ pub fn layernorm_backward(
 
 pub fn softmax(x: &[f32], cols: usize) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(cols)
-        .zip(x.par_chunks(cols))
-        .for_each(|(y, x)| softmax_row(x, y));
+    y.par_chunks_mut(cols).zip(x.par_chunks(cols)).for_each(|(y, x)| softmax_row(x, y));
     y
 }
 
@@ -116,13 +108,10 @@ pub fn softmax_backward(y: &[f32], grad: &[f32], cols: usize) -> Vec<f32> {
 pub fn l2_normalize(x: &[f32], cols: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
     let mut y = vec![0.0; x.len()];
     let mut norms = vec![0.0; x.len() / cols];
-    y.par_chunks_mut(cols)
-        .zip(x.par_chunks(cols))
-        .zip(norms.par_iter_mut())
-        .for_each(|((y, x), n)| {
-            *n = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(eps);
-            y.iter_mut().zip(x).for_each(|(y, x)| *y = x / *n);
-        });
+    y.par_chunks_mut(cols).zip(x.par_chunks(cols)).zip(norms.par_iter_mut()).for_each(|((y, x), n)| {
+        *n = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(eps);
+        y.iter_mut().zip(x).for_each(|(y, x)| *y = x / *n);
+    });
     (y, norms)
 }
 
@@ -135,11 +124,7 @@ pub fn l2_normalize_backward(y: &[f32], norms: &[f32], grad: &[f32], cols: usize
         let g = &grad[r * cols..(r + 1) * cols];
         let n = norms[r];
         let unit = y.iter().map(|v| v * v).sum::<f32>() > 0.5;
-        let dot: f32 = if unit {
-            y.iter().zip(g).map(|(y, g)| y * g).sum()
-        } else {
-            0.0
-        };
+        let dot: f32 = if unit { y.iter().zip(g).map(|(y, g)| y * g).sum() } else { 0.0 };
         for j in 0..cols {
             dx[j] = (g[j] - y[j] * dot) / n;
         }

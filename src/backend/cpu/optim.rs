@@ -14,14 +14,7 @@ pub fn sgd(p: &mut [f32], grad: &[f32], m: &mut [f32], s: &SgdStep, weight_decay
 
 /// PyTorch's AdamW: decoupled decay p *= 1 - lr wd, then the Adam step with
 /// bias-corrected moments.
-pub fn adamw(
-    p: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    s: &AdamWStep,
-    weight_decay: f32,
-) {
+pub fn adamw(p: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep, weight_decay: f32) {
     let bc1 = 1.0 - s.beta1.powi(s.step as i32);
     let bc2 = 1.0 - s.beta2.powi(s.step as i32);
     for i in 0..p.len() {

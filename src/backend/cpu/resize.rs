@@ -28,32 +28,23 @@ fn taps(in_len: usize, out_len: usize) -> Vec<([usize; 4], [f32; 4])> {
 }
 
 /// `x` holds `channels` grids of h x w; returns `channels` grids of out_h x out_w.
-pub fn bicubic(
-    x: &[f32],
-    channels: usize,
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
+pub fn bicubic(x: &[f32], channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     let rows = taps(h, out_h);
     let cols = taps(w, out_w);
     let mut out = vec![0.0; channels * out_h * out_w];
-    out.par_chunks_mut(out_h * out_w)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            let grid = &x[c * h * w..(c + 1) * h * w];
-            for (oy, (ry, wy)) in rows.iter().enumerate() {
-                for (ox, (rx, wx)) in cols.iter().enumerate() {
-                    let mut acc = 0.0;
-                    for i in 0..4 {
-                        let row = &grid[ry[i] * w..];
-                        let horizontal: f32 = (0..4).map(|j| wx[j] * row[rx[j]]).sum();
-                        acc += wy[i] * horizontal;
-                    }
-                    dst[oy * out_w + ox] = acc;
+    out.par_chunks_mut(out_h * out_w).enumerate().for_each(|(c, dst)| {
+        let grid = &x[c * h * w..(c + 1) * h * w];
+        for (oy, (ry, wy)) in rows.iter().enumerate() {
+            for (ox, (rx, wx)) in cols.iter().enumerate() {
+                let mut acc = 0.0;
+                for i in 0..4 {
+                    let row = &grid[ry[i] * w..];
+                    let horizontal: f32 = (0..4).map(|j| wx[j] * row[rx[j]]).sum();
+                    acc += wy[i] * horizontal;
                 }
+                dst[oy * out_w + ox] = acc;
             }
-        });
+        }
+    });
     out
 }

@@ -34,13 +34,7 @@ fn sizes(spec: &AttentionSpec) -> Result<[i32; 5]> {
 
 /// Returns (out [bh, q_len, head_dim] in the storage type of q, k and v
 /// (f32 or bf16), lse [bh, q_len] f32).
-pub fn forward<T: KernelElem>(
-    dev: &CudaDevice,
-    q: &CudaSlice<T>,
-    k: &CudaSlice<T>,
-    v: &CudaSlice<T>,
-    spec: &AttentionSpec,
-) -> Result<(CudaSlice<T>, CudaSlice<f32>)> {
+pub fn forward<T: KernelElem>(dev: &CudaDevice, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, spec: &AttentionSpec) -> Result<(CudaSlice<T>, CudaSlice<f32>)> {
     let rows = spec.batch_heads * spec.q_len;
     let mut out = dev.alloc::<T>(rows * spec.head_dim)?;
     let mut lse = dev.alloc::<f32>(rows)?;
@@ -49,10 +43,7 @@ pub fn forward<T: KernelElem>(
     }
     let shared = dev.check_shared("attention forward", spec.head_dim + spec.kv_len)?;
     let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
-    let kernel = dev.kernel(
-        "attention",
-        T::pick("attention_forward", "attention_forward_bf16"),
-    )?;
+    let kernel = dev.kernel("attention", T::pick("attention_forward", "attention_forward_bf16"))?;
     // SAFETY: q and out hold bh * q_len * hd elements, k and v bh * kv_len *
     // hd (all of the kernel instance's type), lse bh * q_len f32 (shapes
     // checked by ops::attention); the dynamic shared memory holds the hd +
@@ -80,16 +71,10 @@ pub fn backward<T: KernelElem>(
     }
     let mut delta = dev.alloc::<f32>(q_rows)?;
     let dq_shared = dev.check_shared("attention backward (dq)", 2 * spec.head_dim + spec.kv_len)?;
-    let dkdv_shared = dev.check_shared(
-        "attention backward (dk, dv)",
-        2 * spec.head_dim + 2 * spec.q_len,
-    )?;
+    let dkdv_shared = dev.check_shared("attention backward (dk, dv)", 2 * spec.head_dim + 2 * spec.q_len)?;
     let [bh, q_len, kv_len, hd, causal] = sizes(spec)?;
     let Saved { q, k, v, out, lse } = *saved;
-    let dq_kernel = dev.kernel(
-        "attention",
-        T::pick("attention_backward_dq", "attention_backward_dq_bf16"),
-    )?;
+    let dq_kernel = dev.kernel("attention", T::pick("attention_backward_dq", "attention_backward_dq_bf16"))?;
     // SAFETY: buffer sizes as in `forward`, grad and dq like q (all of the
     // kernel instance's type), delta q_rows f32; the dynamic shared memory
     // holds 2 hd + kv_len floats.
@@ -97,10 +82,7 @@ pub fn backward<T: KernelElem>(
         launch!(dq_kernel, rows_config(q_rows, ATTENTION_BLOCK, dq_shared);
             q, k, v, out, lse, grad, &mut dq, &mut delta, &bh, &q_len, &kv_len, &hd, &causal, &spec.scale)
     }?;
-    let dkdv_kernel = dev.kernel(
-        "attention",
-        T::pick("attention_backward_dkdv", "attention_backward_dkdv_bf16"),
-    )?;
+    let dkdv_kernel = dev.kernel("attention", T::pick("attention_backward_dkdv", "attention_backward_dkdv_bf16"))?;
     // SAFETY: dk and dv hold kv_rows * hd elements of the kernel instance's
     // type; delta was written by the launch above on the same stream;
     // shared memory holds 2 hd + 2 q_len floats.

@@ -32,9 +32,7 @@ pub fn to_f32(dev: &CudaDevice, src: Source<'_>) -> Result<CudaSlice<f32>> {
     // SAFETY: `src` and `out` both hold `n` elements of the kernel's element
     // types (u16 / u32 in, f32 out); the kernel touches indices < n only.
     match src {
-        Source::Bf16(b) | Source::F16(b) => {
-            unsafe { launch!(kernel, grid_for(len, BLOCK); b, &mut out, &n) }?
-        }
+        Source::Bf16(b) | Source::F16(b) => unsafe { launch!(kernel, grid_for(len, BLOCK); b, &mut out, &n) }?,
         Source::U32(b) => unsafe { launch!(kernel, grid_for(len, BLOCK); b, &mut out, &n) }?,
     }
     Ok(out)

@@ -1,23 +1,25 @@
 //! The CUDA device handle: one context, one explicit compute stream (and a
-//! copy stream that only the staging ring of large uploads uses), cuBLAS
-//! and cuBLASLt handles bound to the compute stream, and the kernel modules
+//! copy stream that only the staging ring of large uploads uses), a cuBLAS
+//! handle bound to the compute stream and a cuBLASLt one (made on first
+//! use; its calls name the compute stream), and the kernel modules
 //! of `kernels/*.cu`, loaded on first use. Cheap to clone (an `Arc`); two
 //! handles are the same device only when they are clones of one another, so
 //! buffers of different devices are never mixed.
 
+use super::blas_lt::BlasLt;
 use crate::kernels::{self, KernelImage};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::cublas::CudaBlas;
-use cudarc::cublaslt::CudaBlasLT;
+use cudarc::cublaslt::sys::cudaDataType;
 use cudarc::driver::{
-    sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
-    DriverError, LaunchConfig, PinnedHostSlice, ValidAsZeroBits,
+    sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
+    LaunchConfig, PinnedHostSlice, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Threads per block of the elementwise and row kernels.
 pub const BLOCK: u32 = 256;
@@ -38,7 +40,8 @@ struct Inner {
     blas: CudaBlas,
     /// cuBLASLt handle and workspace (32 MiB on Hopper, 4 MiB before), for
     /// the bf16 GEMMs.
-    blas_lt: CudaBlasLT,
+    /// Made on the first cuBLASLt product (it allocates a workspace).
+    blas_lt: OnceLock<BlasLt>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Fill every new output buffer with NaN bits (0xFF bytes) so an element
@@ -142,15 +145,10 @@ pub struct Kernel {
 impl Kernel {
     /// Maps a launch result to an error naming the kernel; with
     /// `MLRPL_CUDA_SYNC=1` also waits for the kernel and reports its faults.
-    pub fn check(
-        &self,
-        launched: Result<Option<(CudaEvent, CudaEvent)>, DriverError>,
-    ) -> Result<()> {
+    pub fn check(&self, launched: Result<Option<(CudaEvent, CudaEvent)>, DriverError>) -> Result<()> {
         launched.map_err(|e| anyhow!("CUDA kernel `{}` failed to launch: {e}", self.name))?;
         if self.sync_after_launch {
-            self.stream
-                .synchronize()
-                .map_err(|e| anyhow!("CUDA kernel `{}` failed: {e}", self.name))?;
+            self.stream.synchronize().map_err(|e| anyhow!("CUDA kernel `{}` failed: {e}", self.name))?;
         }
         Ok(())
     }
@@ -159,20 +157,12 @@ impl Kernel {
 /// A grid-stride launch over `n` items with `block` threads per block.
 pub fn grid_for(n: usize, block: u32) -> LaunchConfig {
     let blocks = n.div_ceil(block as usize).clamp(1, MAX_GRID) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (block, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// One block per row (grid-stride over rows), with `shared` dynamic bytes.
 pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1),
-        block_dim: (block, 1, 1),
-        shared_mem_bytes: shared,
-    }
+    LaunchConfig { grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: shared }
 }
 
 /// A storage type of the templated kernels (`kernels/common.cuh`): f32, or
@@ -180,12 +170,15 @@ pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
 pub trait KernelElem: DeviceRepr {
     /// Elements per 16-byte load.
     const LANES: usize;
+    /// The type as cuBLASLt names it.
+    const BLAS_TYPE: cudaDataType;
     /// The kernel instance for this type: the f32 one or the `_bf16` one.
     fn pick(f32_kernel: &'static str, bf16_kernel: &'static str) -> &'static str;
 }
 
 impl KernelElem for f32 {
     const LANES: usize = 4;
+    const BLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_32F;
     fn pick(f32_kernel: &'static str, _: &'static str) -> &'static str {
         f32_kernel
     }
@@ -193,6 +186,7 @@ impl KernelElem for f32 {
 
 impl KernelElem for u16 {
     const LANES: usize = 8;
+    const BLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_16BF;
     fn pick(_: &'static str, bf16_kernel: &'static str) -> &'static str {
         bf16_kernel
     }
@@ -200,8 +194,7 @@ impl KernelElem for u16 {
 
 /// A size as the `int` kernels take, or an error naming what is too large.
 pub fn int(n: usize, what: &str) -> Result<i32> {
-    i32::try_from(n)
-        .map_err(|_| anyhow!("{what} = {n} is too large for the CUDA kernels (limit 2^31 - 1)"))
+    i32::try_from(n).map_err(|_| anyhow!("{what} = {n} is too large for the CUDA kernels (limit 2^31 - 1)"))
 }
 
 /// Pastes `kernels/*.cuh` headers in place of their `#include "name.cuh"`
@@ -209,15 +202,13 @@ pub fn int(n: usize, what: &str) -> Result<i32> {
 pub fn inline_headers(source: &str, headers: &[(&str, &str)]) -> Result<String> {
     let mut out = String::with_capacity(source.len());
     for line in source.lines() {
-        let included = line
-            .trim()
-            .strip_prefix("#include")
-            .map(|rest| rest.trim().trim_matches('"'));
+        let included = line.trim().strip_prefix("#include").map(|rest| rest.trim().trim_matches('"'));
         match included {
             Some(name) => {
-                let (_, text) = headers.iter().find(|(h, _)| *h == name).ok_or_else(|| {
-                    anyhow!("kernel source includes `{name}`, which is not a kernels/*.cuh header")
-                })?;
+                let (_, text) = headers
+                    .iter()
+                    .find(|(h, _)| *h == name)
+                    .ok_or_else(|| anyhow!("kernel source includes `{name}`, which is not a kernels/*.cuh header"))?;
                 for header_line in text.lines().filter(|l| l.trim() != "#pragma once") {
                     out.push_str(header_line);
                     out.push('\n');
@@ -246,8 +237,7 @@ impl CudaDevice {
     }
 
     fn create(ordinal: usize) -> Result<CudaDevice> {
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
         // SAFETY: every buffer of this device is allocated, used and freed on
         // the compute stream created below (kernels, copies and cuBLAS
         // alike), so stream order alone keeps uses apart, except the staging
@@ -261,36 +251,18 @@ impl CudaDevice {
             // memory, and the next step maps it again. Keeping it makes the
             // pool a caching allocator: a steady-state step gets every
             // buffer from memory the pool already holds.
-            set_pool_attribute(
-                &ctx,
-                sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                u64::MAX,
-            )
-            .with_context(|| format!("could not configure the memory pool of GPU {ordinal}"))?;
+            set_pool_attribute(&ctx, sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX)
+                .with_context(|| format!("could not configure the memory pool of GPU {ordinal}"))?;
         }
-        let stream = ctx
-            .new_stream()
-            .map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
-        let copy_stream = ctx
-            .new_stream()
-            .map_err(|e| anyhow!("could not create a CUDA copy stream on GPU {ordinal}: {e}"))?;
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
-        let blas_lt = CudaBlasLT::new(stream.clone())
-            .map_err(|e| anyhow!("could not create a cuBLASLt handle on GPU {ordinal}: {e}"))?;
+        let stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
+        let copy_stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA copy stream on GPU {ordinal}: {e}"))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let compute_capability = ctx
-            .compute_capability()
-            .map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
-        let sync_after_launch =
-            std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
-        let index_fault = stream
-            .alloc_zeros::<u32>(1)
-            .map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
-        let staging = StagingRing {
-            slots: Vec::new(),
-            next: 0,
-        };
+        let compute_capability =
+            ctx.compute_capability().map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
+        let sync_after_launch = std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
+        let index_fault = stream.alloc_zeros::<u32>(1).map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
+        let staging = StagingRing { slots: Vec::new(), next: 0 };
         Ok(CudaDevice(Arc::new(Inner {
             ordinal,
             name,
@@ -299,7 +271,7 @@ impl CudaDevice {
             stream,
             copy_stream,
             blas,
-            blas_lt,
+            blas_lt: OnceLock::new(),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             poison_new_buffers: AtomicBool::new(false),
@@ -335,34 +307,31 @@ impl CudaDevice {
         if !self.0.ctx.has_async_alloc() {
             return Ok(None);
         }
-        use sys::CUmemPool_attribute_enum::{
-            CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-        };
+        use sys::CUmemPool_attribute_enum::{CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_HIGH};
         Ok(Some(PoolMemory {
             reserved: pool_attribute(&self.0.ctx, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
             peak_used: pool_attribute(&self.0.ctx, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
         }))
     }
 
+    /// cuBLASLt plans made so far, one per distinct product shape: a
+    /// steady-state training step adds none.
+    pub fn gemm_plans(&self) -> usize {
+        self.0.blas_lt.get().map_or(0, BlasLt::plan_count)
+    }
+
     /// Starts a new peak for [`PoolMemory::peak_used`].
     pub fn reset_peak_memory(&self) -> Result<()> {
         if self.0.ctx.has_async_alloc() {
             // The driver accepts only 0 for this attribute.
-            set_pool_attribute(
-                &self.0.ctx,
-                sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                0,
-            )?;
+            set_pool_attribute(&self.0.ctx, sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)?;
         }
         Ok(())
     }
 
     /// Waits for all work queued on the device's stream.
     pub fn synchronize(&self) -> Result<()> {
-        self.0
-            .stream
-            .synchronize()
-            .map_err(|e| anyhow!("CUDA stream synchronisation failed: {e}"))
+        self.0.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronisation failed: {e}"))
     }
 
     /// Milliseconds of GPU time between the start and the end of the work
@@ -373,16 +342,10 @@ impl CudaDevice {
         use sys::CUevent_flags_enum::CU_EVENT_DEFAULT;
         let stream = &self.0.stream;
         self.synchronize()?;
-        let start = stream
-            .record_event(Some(CU_EVENT_DEFAULT))
-            .map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let start = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
         queue()?;
-        let end = stream
-            .record_event(Some(CU_EVENT_DEFAULT))
-            .map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| anyhow!("could not time the queued CUDA work: {e}"))?;
+        let end = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| anyhow!("could not time the queued CUDA work: {e}"))?;
         Ok(f64::from(ms))
     }
 
@@ -390,18 +353,25 @@ impl CudaDevice {
         &self.0.blas
     }
 
-    pub(crate) fn blas_lt(&self) -> &CudaBlasLT {
-        &self.0.blas_lt
+    /// The compute stream, which every kernel, copy and library call uses.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.0.stream
+    }
+
+    /// The cuBLASLt handle, its workspace and plan cache, made on first use.
+    pub(crate) fn blas_lt(&self) -> Result<&BlasLt> {
+        if let Some(lt) = self.0.blas_lt.get() {
+            return Ok(lt);
+        }
+        let lt = BlasLt::new(self, BlasLt::workspace_bytes(self.0.compute_capability.0))?;
+        // Another thread may have won the race; its handle is kept, ours dropped.
+        Ok(self.0.blas_lt.get_or_init(|| lt))
     }
 
     /// Kernel `name` of module `kernels/<module>.cu`.
     pub(crate) fn kernel(&self, module: &'static str, name: &'static str) -> Result<Kernel> {
         let func = {
-            let mut functions = self
-                .0
-                .functions
-                .lock()
-                .expect("CUDA function cache lock poisoned");
+            let mut functions = self.0.functions.lock().expect("CUDA function cache lock poisoned");
             match functions.get(&(module, name)) {
                 Some(f) => f.clone(),
                 None => {
@@ -414,53 +384,31 @@ impl CudaDevice {
                 }
             }
         };
-        Ok(Kernel {
-            name,
-            func,
-            stream: self.0.stream.clone(),
-            sync_after_launch: self.0.sync_after_launch,
-        })
+        Ok(Kernel { name, func, stream: self.0.stream.clone(), sync_after_launch: self.0.sync_after_launch })
     }
 
     fn module(&self, name: &'static str) -> Result<Arc<CudaModule>> {
-        let mut modules = self
-            .0
-            .modules
-            .lock()
-            .expect("CUDA module cache lock poisoned");
+        let mut modules = self.0.modules.lock().expect("CUDA module cache lock poisoned");
         if let Some(m) = modules.get(name) {
             return Ok(m.clone());
         }
-        let embedded =
-            kernels::module(name).with_context(|| format!("no kernels/{name}.cu in this build"))?;
+        let embedded = kernels::module(name).with_context(|| format!("no kernels/{name}.cu in this build"))?;
         let ptx = match embedded.image {
             KernelImage::Fatbin(bytes) => Ptx::from_binary(bytes.to_vec()),
             KernelImage::Source(source) => {
                 let (major, minor) = self.0.compute_capability;
-                let mut options: Vec<String> = kernels::NVRTC_OPTIONS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let mut options: Vec<String> = kernels::NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
                 options.push(format!("--gpu-architecture=sm_{major}{minor}"));
                 let source = inline_headers(source, kernels::HEADERS)?;
-                cudarc::nvrtc::compile_ptx_with_opts(
-                    source,
-                    CompileOptions {
-                        options,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| {
-                    anyhow!("NVRTC could not compile kernels/{name}.cu for sm_{major}{minor}: {e}")
-                })?
+                cudarc::nvrtc::compile_ptx_with_opts(source, CompileOptions { options, ..Default::default() })
+                    .map_err(|e| anyhow!("NVRTC could not compile kernels/{name}.cu for sm_{major}{minor}: {e}"))?
             }
         };
-        let loaded = self.0.ctx.load_module(ptx).map_err(|e| {
-            anyhow!(
-                "could not load kernels/{name}.cu on GPU {}: {e}",
-                self.0.ordinal
-            )
-        })?;
+        let loaded = self
+            .0
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| anyhow!("could not load kernels/{name}.cu on GPU {}: {e}", self.0.ordinal))?;
         modules.insert(name, loaded.clone());
         Ok(loaded)
     }
@@ -471,22 +419,15 @@ impl CudaDevice {
         // SAFETY: the memory is uninitialised; callers hand it to a kernel or
         // copy that writes every element before anything reads it (each
         // kernel header says which elements it writes), or poison it below.
-        let mut buf = unsafe { self.0.stream.alloc::<T>(len) }
-            .map_err(|e| self.alloc_error(e, len * size_of::<T>()))?;
+        let mut buf = unsafe { self.0.stream.alloc::<T>(len) }.map_err(|e| self.alloc_error(e, len * size_of::<T>()))?;
         if self.0.poison_new_buffers.load(Ordering::Relaxed) && len > 0 {
             self.poison(&mut buf)?;
         }
         Ok(buf)
     }
 
-    pub(crate) fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
-        &self,
-        len: usize,
-    ) -> Result<CudaSlice<T>> {
-        self.0
-            .stream
-            .alloc_zeros::<T>(len)
-            .map_err(|e| self.alloc_error(e, len * size_of::<T>()))
+    pub(crate) fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.0.stream.alloc_zeros::<T>(len).map_err(|e| self.alloc_error(e, len * size_of::<T>()))
     }
 
     fn poison<T: DeviceRepr>(&self, buf: &mut CudaSlice<T>) -> Result<()> {
@@ -495,10 +436,8 @@ impl CudaDevice {
         let (ptr, _record) = buf.device_ptr_mut(&self.0.stream);
         // SAFETY: `ptr` is the start of `buf`, `bytes` its exact size, and the
         // memset is queued on the stream that owns the buffer.
-        unsafe {
-            cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.0.stream.cu_stream())
-        }
-        .map_err(|e| anyhow!("could not poison a CUDA buffer of {bytes} bytes: {e}"))
+        unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.0.stream.cu_stream()) }
+            .map_err(|e| anyhow!("could not poison a CUDA buffer of {bytes} bytes: {e}"))
     }
 
     /// One line for a failed allocation; out of memory names the bytes asked
@@ -513,10 +452,7 @@ impl CudaDevice {
                 self.0.name
             )
         } else {
-            anyhow!(
-                "CUDA allocation of {bytes} bytes on GPU {} failed: {e}",
-                self.0.ordinal
-            )
+            anyhow!("CUDA allocation of {bytes} bytes on GPU {} failed: {e}", self.0.ordinal)
         }
     }
 
@@ -526,21 +462,13 @@ impl CudaDevice {
     /// for the GPU and the transfer overlaps the compute stream's kernels.
     pub(crate) fn upload<T: DeviceRepr>(&self, values: &[T]) -> Result<CudaSlice<T>> {
         let bytes = std::mem::size_of_val(values);
-        let copy_error = |e: DriverError| {
-            anyhow!(
-                "copying {bytes} bytes to GPU {} failed: {e}",
-                self.0.ordinal
-            )
-        };
+        let copy_error = |e: DriverError| anyhow!("copying {bytes} bytes to GPU {} failed: {e}", self.0.ordinal);
         let mut buf = self.alloc::<T>(values.len())?;
         if bytes == 0 {
             return Ok(buf);
         }
         if bytes < STAGED_UPLOAD_MIN_BYTES {
-            self.0
-                .stream
-                .memcpy_htod(values, &mut buf)
-                .map_err(copy_error)?;
+            self.0.stream.memcpy_htod(values, &mut buf).map_err(copy_error)?;
             return Ok(buf);
         }
         let mut ring = self.0.staging.lock().unwrap_or_else(|e| e.into_inner());
@@ -562,9 +490,7 @@ impl CudaDevice {
         let staged = &mut slot.pinned.as_mut_slice().map_err(copy_error)?[..bytes];
         // SAFETY: `values` is `bytes` bytes of plain device-representable
         // data (f32, u32, f16, bf16), viewed as bytes for the copy.
-        staged.copy_from_slice(unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes)
-        });
+        staged.copy_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) });
         let (copy_stream, stream) = (&self.0.copy_stream, &self.0.stream);
         // The landing buffer is rewritten only after the compute stream's
         // last read of it.
@@ -575,10 +501,7 @@ impl CudaDevice {
             // SAFETY: `landing` holds at least `bytes` bytes (checked above);
             // `staged` is page-locked memory that stays untouched until
             // `copied`, recorded right after on the copy stream, completes.
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(landing, staged, copy_stream.cu_stream())
-            }
-            .map_err(copy_error)?;
+            unsafe { cudarc::driver::result::memcpy_htod_async(landing, staged, copy_stream.cu_stream()) }.map_err(copy_error)?;
         }
         slot.copied.record(copy_stream).map_err(copy_error)?;
         stream.wait(&slot.copied).map_err(copy_error)?;
@@ -590,10 +513,7 @@ impl CudaDevice {
             // `copied` above, so the landing bytes are there, and `consumed`,
             // recorded right after, keeps the copy stream from rewriting them
             // before this copy has read them.
-            unsafe {
-                cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream())
-            }
-            .map_err(copy_error)?;
+            unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) }.map_err(copy_error)?;
         }
         slot.consumed.record(stream).map_err(copy_error)?;
         Ok(buf)
@@ -603,39 +523,26 @@ impl CudaDevice {
     /// buffer on the copy stream, and its two events (not yet recorded, so
     /// waiting on them returns at once).
     fn staging_slot(&self, bytes: usize) -> Result<StagingSlot> {
-        let error = |e: DriverError| {
-            anyhow!(
-                "could not set up a {bytes}-byte upload buffer on GPU {}: {e}",
-                self.0.ordinal
-            )
-        };
+        let error = |e: DriverError| anyhow!("could not set up a {bytes}-byte upload buffer on GPU {}: {e}", self.0.ordinal);
         // SAFETY: the page-locked buffer is written before any copy reads it.
         let pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(error)?;
         // SAFETY: the landing buffer is written by a host-to-device copy
         // before the device-to-device copy reads it.
-        let landing = unsafe { self.0.copy_stream.alloc::<u8>(bytes) }
-            .map_err(|e| self.alloc_error(e, bytes))?;
+        let landing = unsafe { self.0.copy_stream.alloc::<u8>(bytes) }.map_err(|e| self.alloc_error(e, bytes))?;
         let copied = self.0.ctx.new_event(None).map_err(error)?;
         let consumed = self.0.ctx.new_event(None).map_err(error)?;
-        Ok(StagingSlot {
-            pinned,
-            landing,
-            copied,
-            consumed,
-        })
+        Ok(StagingSlot { pinned, landing, copied, consumed })
     }
 
     pub(crate) fn download<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.0.stream.clone_dtoh(buf).map_err(|e| {
-            anyhow!(
-                "copying {} bytes from GPU {} failed: {e}",
-                buf.num_bytes(),
-                self.0.ordinal
-            )
-        })?;
+        let values = self
+            .0
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| anyhow!("copying {} bytes from GPU {} failed: {e}", buf.num_bytes(), self.0.ordinal))?;
         self.check_index_fault()?;
         Ok(values)
     }
@@ -643,10 +550,7 @@ impl CudaDevice {
     /// Runs `launch` with the device's index-fault flag, for a kernel that
     /// raises it to `id + 1` on an out-of-range id instead of reading or
     /// writing out of bounds; the next download reports it.
-    pub(crate) fn with_index_fault<R>(
-        &self,
-        launch: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>,
-    ) -> Result<R> {
+    pub(crate) fn with_index_fault<R>(&self, launch: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>) -> Result<R> {
         let mut flag = self.0.index_fault.lock().unwrap_or_else(|e| e.into_inner());
         self.0.index_fault_pending.store(true, Ordering::Relaxed);
         launch(&mut flag)
@@ -660,12 +564,7 @@ impl CudaDevice {
             return Ok(());
         }
         let mut flag = self.0.index_fault.lock().unwrap_or_else(|e| e.into_inner());
-        let read_error = |e| {
-            anyhow!(
-                "reading the index-fault flag of GPU {} failed: {e}",
-                self.0.ordinal
-            )
-        };
+        let read_error = |e| anyhow!("reading the index-fault flag of GPU {} failed: {e}", self.0.ordinal);
         let value = self.0.stream.clone_dtoh(&*flag).map_err(read_error)?[0];
         if value > 0 {
             self.0.stream.memset_zeros(&mut *flag).map_err(read_error)?;
@@ -683,12 +582,10 @@ impl CudaDevice {
     pub(crate) fn copy<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<CudaSlice<T>> {
         let mut out = self.alloc::<T>(buf.len())?;
         if !buf.is_empty() {
-            self.0.stream.memcpy_dtod(buf, &mut out).map_err(|e| {
-                anyhow!(
-                    "device-to-device copy of {} bytes failed: {e}",
-                    buf.num_bytes()
-                )
-            })?;
+            self.0
+                .stream
+                .memcpy_dtod(buf, &mut out)
+                .map_err(|e| anyhow!("device-to-device copy of {} bytes failed: {e}", buf.num_bytes()))?;
         }
         Ok(out)
     }
@@ -733,23 +630,13 @@ fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
 }
 
 /// Sets a 64-bit attribute of the default memory pool.
-fn set_pool_attribute(
-    ctx: &CudaContext,
-    attribute: sys::CUmemPool_attribute,
-    value: u64,
-) -> Result<()> {
+fn set_pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute, value: u64) -> Result<()> {
     let mut value = value;
     // SAFETY: the attributes passed here (release threshold, used-memory
     // high) are 64-bit, and `value` lives across the call.
-    unsafe {
-        sys::cuMemPoolSetAttribute(
-            default_pool(ctx)?,
-            attribute,
-            (&mut value as *mut u64).cast(),
-        )
-    }
-    .result()
-    .map_err(|e| anyhow!("could not set memory pool attribute {attribute:?}: {e}"))
+    unsafe { sys::cuMemPoolSetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not set memory pool attribute {attribute:?}: {e}"))
 }
 
 /// Reads a 64-bit attribute of the default memory pool.
@@ -757,15 +644,9 @@ fn pool_attribute(ctx: &CudaContext, attribute: sys::CUmemPool_attribute) -> Res
     let mut value = 0u64;
     // SAFETY: the attributes read here (reserved, used-memory high) are
     // 64-bit, and `value` is a valid out-pointer.
-    unsafe {
-        sys::cuMemPoolGetAttribute(
-            default_pool(ctx)?,
-            attribute,
-            (&mut value as *mut u64).cast(),
-        )
-    }
-    .result()
-    .map_err(|e| anyhow!("could not read memory pool attribute {attribute:?}: {e}"))?;
+    unsafe { sys::cuMemPoolGetAttribute(default_pool(ctx)?, attribute, (&mut value as *mut u64).cast()) }
+        .result()
+        .map_err(|e| anyhow!("could not read memory pool attribute {attribute:?}: {e}"))?;
     Ok(value)
 }
 
@@ -775,16 +656,10 @@ mod tests {
 
     #[test]
     fn headers_are_pasted_for_nvrtc() {
-        let headers = [(
-            "common.cuh",
-            "#pragma once\n__device__ int one() { return 1; }\n",
-        )];
+        let headers = [("common.cuh", "#pragma once\n__device__ int one() { return 1; }\n")];
         let source = "// k\n#include \"common.cuh\"\nextern \"C\" __global__ void k() {}\n";
         let out = inline_headers(source, &headers).unwrap();
-        assert_eq!(
-            out,
-            "// k\n__device__ int one() { return 1; }\nextern \"C\" __global__ void k() {}\n"
-        );
+        assert_eq!(out, "// k\n__device__ int one() { return 1; }\nextern \"C\" __global__ void k() {}\n");
         let err = inline_headers("#include \"missing.cuh\"\n", &headers).unwrap_err();
         assert!(err.to_string().contains("missing.cuh"), "{err}");
     }
@@ -795,13 +670,8 @@ mod tests {
             let path = format!("{}/kernels/{}.cu", env!("CARGO_MANIFEST_DIR"), module.name);
             let source = std::fs::read_to_string(&path).unwrap();
             let pasted = inline_headers(&source, kernels::HEADERS).unwrap();
-            let left = pasted
-                .lines()
-                .any(|l| l.trim_start().starts_with("#include"));
-            assert!(
-                !left,
-                "{path}: an #include line is left after pasting the headers"
-            );
+            let left = pasted.lines().any(|l| l.trim_start().starts_with("#include"));
+            assert!(!left, "{path}: an #include line is left after pasting the headers");
         }
     }
 
@@ -810,9 +680,6 @@ mod tests {
         assert_eq!(grid_for(0, 256).grid_dim.0, 1);
         assert_eq!(grid_for(257, 256).grid_dim.0, 2);
         assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
-        assert!(int(1 << 31, "n")
-            .unwrap_err()
-            .to_string()
-            .contains("n = 2147483648"));
+        assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
     }
 }

@@ -28,15 +28,9 @@ impl IndexMap {
     /// `dims` with strides `a` and `b` (missing strides are 0).
     pub fn new(dims: &[usize], a: &[usize], b: &[usize]) -> Result<IndexMap> {
         if dims.len() > MAX_RANK {
-            bail!(
-                "the CUDA kernels handle tensors of rank <= {MAX_RANK}, got rank {}",
-                dims.len()
-            );
+            bail!("the CUDA kernels handle tensors of rank <= {MAX_RANK}, got rank {}", dims.len());
         }
-        let mut map = IndexMap {
-            rank: dims.len() as i32,
-            ..Default::default()
-        };
+        let mut map = IndexMap { rank: dims.len() as i32, ..Default::default() };
         for (d, &size) in dims.iter().enumerate() {
             map.dims[d] = int(size, "dimension")?;
             map.a[d] = int(a.get(d).copied().unwrap_or(0), "stride")?;
@@ -71,53 +65,33 @@ fn binary_code(op: BinaryOp) -> i32 {
 }
 
 /// `y = op(x)` on f32 or bf16 storage (computed in f32).
-pub fn unary<T: KernelElem>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    op: UnaryOp,
-) -> Result<CudaSlice<T>> {
+pub fn unary<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, op: UnaryOp) -> Result<CudaSlice<T>> {
     let mut y = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(y);
     }
     let (code, scale, shift) = unary_code(op);
     let n = int(x.len(), "elements")?;
-    let kernel = dev.kernel(
-        "elementwise",
-        T::pick("unary_forward", "unary_forward_bf16"),
-    )?;
+    let kernel = dev.kernel("elementwise", T::pick("unary_forward", "unary_forward_bf16"))?;
     // SAFETY: x and y hold n elements of the kernel instance's type each;
     // the kernel reads x[i] and writes y[i] for i < n only.
-    unsafe {
-        launch!(kernel, grid_for(x.len().div_ceil(T::LANES), BLOCK); x, &mut y, &n, &code, &scale, &shift)
-    }?;
+    unsafe { launch!(kernel, grid_for(x.len().div_ceil(T::LANES), BLOCK); x, &mut y, &n, &code, &scale, &shift) }?;
     Ok(y)
 }
 
 /// `dx = grad * op'(x)` (from the forward output y where cheaper), on f32 or
 /// bf16 storage (computed in f32).
-pub fn unary_backward<T: KernelElem>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    y: &CudaSlice<T>,
-    grad: &CudaSlice<T>,
-    op: UnaryOp,
-) -> Result<CudaSlice<T>> {
+pub fn unary_backward<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, y: &CudaSlice<T>, grad: &CudaSlice<T>, op: UnaryOp) -> Result<CudaSlice<T>> {
     let mut dx = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(dx);
     }
     let (code, scale, shift) = unary_code(op);
     let n = int(x.len(), "elements")?;
-    let kernel = dev.kernel(
-        "elementwise",
-        T::pick("unary_backward", "unary_backward_bf16"),
-    )?;
+    let kernel = dev.kernel("elementwise", T::pick("unary_backward", "unary_backward_bf16"))?;
     // SAFETY: x, y, grad and dx hold n elements of the kernel instance's type
     // each (same shape, checked by the op); indices < n only.
-    unsafe {
-        launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale, &shift)
-    }?;
+    unsafe { launch!(kernel, grid_for(x.len(), BLOCK); x, y, grad, &mut dx, &n, &code, &scale, &shift) }?;
     Ok(dx)
 }
 
@@ -137,16 +111,9 @@ pub fn binary<T: KernelElem>(
     if len == 0 {
         return Ok(out);
     }
-    let map = IndexMap::new(
-        out_shape.dims(),
-        &lhs_shape.broadcast_strides(out_shape),
-        &rhs_shape.broadcast_strides(out_shape),
-    )?;
+    let map = IndexMap::new(out_shape.dims(), &lhs_shape.broadcast_strides(out_shape), &rhs_shape.broadcast_strides(out_shape))?;
     let (n, code) = (int(len, "elements")?, binary_code(op));
-    let kernel = dev.kernel(
-        "elementwise",
-        T::pick("binary_broadcast", "binary_broadcast_bf16"),
-    )?;
+    let kernel = dev.kernel("elementwise", T::pick("binary_broadcast", "binary_broadcast_bf16"))?;
     // SAFETY: the broadcast strides map every output index to an element of
     // lhs (of lhs_shape) and rhs (of rhs_shape), which broadcast to
     // out_shape (checked by the op); out holds n elements; all three have
@@ -155,12 +122,7 @@ pub fn binary<T: KernelElem>(
     Ok(out)
 }
 
-pub fn broadcast_to(
-    dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    shape: &Shape,
-    out_shape: &Shape,
-) -> Result<CudaSlice<f32>> {
+pub fn broadcast_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &Shape) -> Result<CudaSlice<f32>> {
     let len = out_shape.elem_count();
     let mut out = dev.alloc::<f32>(len)?;
     if len == 0 {
@@ -177,12 +139,7 @@ pub fn broadcast_to(
 
 /// Sums `x` (of `shape`) over the dims where `out_shape` (right-aligned) is 1
 /// or absent, as `cpu::elementwise::sum_to` does.
-pub fn sum_to(
-    dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    shape: &Shape,
-    out_shape: &Shape,
-) -> Result<CudaSlice<f32>> {
+pub fn sum_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &Shape) -> Result<CudaSlice<f32>> {
     let out_len = out_shape.elem_count();
     let mut out = dev.alloc::<f32>(out_len)?;
     if out_len == 0 {
@@ -192,28 +149,18 @@ pub fn sum_to(
     let strides = shape.strides();
     let offset = shape.rank() - out_shape.rank();
     let kept = |d: usize| d >= offset && out_shape.dims()[d - offset] != 1;
-    let (kept_dims, kept_strides): (Vec<usize>, Vec<usize>) = (0..dims.len())
-        .filter(|&d| kept(d))
-        .map(|d| (dims[d], strides[d]))
-        .unzip();
-    let (reduced_dims, reduced_strides): (Vec<usize>, Vec<usize>) = (0..dims.len())
-        .filter(|&d| !kept(d))
-        .map(|d| (dims[d], strides[d]))
-        .unzip();
+    let (kept_dims, kept_strides): (Vec<usize>, Vec<usize>) = (0..dims.len()).filter(|&d| kept(d)).map(|d| (dims[d], strides[d])).unzip();
+    let (reduced_dims, reduced_strides): (Vec<usize>, Vec<usize>) =
+        (0..dims.len()).filter(|&d| !kept(d)).map(|d| (dims[d], strides[d])).unzip();
     let reduced_len: usize = reduced_dims.iter().product();
     let kept_map = IndexMap::new(&kept_dims, &kept_strides, &[])?;
     let reduced_map = IndexMap::new(&reduced_dims, &reduced_strides, &[])?;
-    let (outputs, reduced) = (
-        int(out_len, "outputs")?,
-        int(reduced_len, "summed elements")?,
-    );
+    let (outputs, reduced) = (int(out_len, "outputs")?, int(reduced_len, "summed elements")?);
     let kernel = dev.kernel("reduce", "sum_to")?;
     // SAFETY: kept and reduced dims partition the dims of `shape`, so base +
     // reduced offset stays inside x for every output o < out_len and every
     // r < reduced_len; out holds out_len f32, each written by one block.
-    unsafe {
-        launch!(kernel, rows_config(out_len, BLOCK, 0); x, &mut out, &outputs, &reduced, &kept_map, &reduced_map)
-    }?;
+    unsafe { launch!(kernel, rows_config(out_len, BLOCK, 0); x, &mut out, &outputs, &reduced, &kept_map, &reduced_map) }?;
     Ok(out)
 }
 

@@ -59,30 +59,19 @@ impl WordPermute {
     fn new(dims: &[usize], perm: &[usize], elem_bytes: usize) -> WordPermute {
         let strides = Shape::new(dims.to_vec()).strides();
         // perm[d] == d for d >= kept: those dims are copied as one run.
-        let kept = perm
-            .iter()
-            .enumerate()
-            .rev()
-            .take_while(|&(d, &p)| d == p)
-            .last()
-            .map_or(perm.len(), |(d, _)| d);
+        let kept = perm.iter().enumerate().rev().take_while(|&(d, &p)| d == p).last().map_or(perm.len(), |(d, _)| d);
         let run_bytes = dims[kept..].iter().product::<usize>() * elem_bytes;
         let word = Word::for_run(run_bytes);
         let in_words = |elements: usize| elements * elem_bytes / word.bytes();
         let mut out_dims: Vec<usize> = perm[..kept].iter().map(|&p| dims[p]).collect();
         // Each source stride of an outer dim spans whole runs, so it is a
         // whole number of words.
-        let mut in_strides: Vec<usize> =
-            perm[..kept].iter().map(|&p| in_words(strides[p])).collect();
+        let mut in_strides: Vec<usize> = perm[..kept].iter().map(|&p| in_words(strides[p])).collect();
         if kept < perm.len() {
             out_dims.push(run_bytes / word.bytes());
             in_strides.push(1);
         }
-        WordPermute {
-            dims: out_dims,
-            strides: in_strides,
-            word,
-        }
+        WordPermute { dims: out_dims, strides: in_strides, word }
     }
 }
 
@@ -90,24 +79,17 @@ impl WordPermute {
 pub fn bytes_of<T>(buf: &CudaSlice<T>) -> Result<CudaView<'_, u8>> {
     // SAFETY: every byte pattern is a valid u8, and the view covers exactly
     // the buffer's bytes.
-    unsafe { buf.transmute::<u8>(buf.num_bytes()) }
-        .ok_or_else(|| anyhow!("cannot view a CUDA buffer as bytes"))
+    unsafe { buf.transmute::<u8>(buf.num_bytes()) }.ok_or_else(|| anyhow!("cannot view a CUDA buffer as bytes"))
 }
 
 fn bytes_of_mut<T>(buf: &mut CudaSlice<T>) -> Result<CudaViewMut<'_, u8>> {
     let bytes = buf.num_bytes();
     // SAFETY: as in bytes_of; the kernels write whole elements' bytes.
-    unsafe { buf.transmute_mut::<u8>(bytes) }
-        .ok_or_else(|| anyhow!("cannot view a CUDA buffer as bytes"))
+    unsafe { buf.transmute_mut::<u8>(bytes) }.ok_or_else(|| anyhow!("cannot view a CUDA buffer as bytes"))
 }
 
 /// `x` of `shape` with its dims reordered by `perm` (a permutation of them).
-pub fn permute<T: DeviceRepr>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    shape: &Shape,
-    perm: &[usize],
-) -> Result<CudaSlice<T>> {
+pub fn permute<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape, perm: &[usize]) -> Result<CudaSlice<T>> {
     let mut out = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(out);
@@ -116,12 +98,7 @@ pub fn permute<T: DeviceRepr>(
     let map = IndexMap::new(&words.dims, &words.strides, &[])?;
     let count = words.dims.iter().product::<usize>();
     let n = int(count, "words")?;
-    let kernel = dev.kernel(
-        "layout",
-        words
-            .word
-            .pick(["permute_b16", "permute_b32", "permute_b64", "permute_b128"]),
-    )?;
+    let kernel = dev.kernel("layout", words.word.pick(["permute_b16", "permute_b32", "permute_b64", "permute_b128"]))?;
     {
         let (src, mut dst) = (bytes_of(x)?, bytes_of_mut(&mut out)?);
         // SAFETY: perm is a permutation of the dims of `shape` (checked by
@@ -136,11 +113,7 @@ pub fn permute<T: DeviceRepr>(
 /// (outer, dim, inner) sizes around axis `dim`.
 fn split_at_dim(shape: &Shape, dim: usize) -> (usize, usize, usize) {
     let dims = shape.dims();
-    (
-        dims[..dim].iter().product(),
-        dims[dim],
-        dims[dim + 1..].iter().product(),
-    )
+    (dims[..dim].iter().product(), dims[dim], dims[dim + 1..].iter().product())
 }
 
 /// Geometry of one block copy, in elements:
@@ -156,52 +129,24 @@ struct BlockCopy {
 }
 
 /// Copies `c` from `src` (bytes of elements of type `T`) into `dst`.
-fn block_copy<T: DeviceRepr>(
-    dev: &CudaDevice,
-    src: &CudaView<'_, u8>,
-    dst: &mut CudaSlice<T>,
-    c: &BlockCopy,
-) -> Result<()> {
+fn block_copy<T: DeviceRepr>(dev: &CudaDevice, src: &CudaView<'_, u8>, dst: &mut CudaSlice<T>, c: &BlockCopy) -> Result<()> {
     let total = c.outer * c.rows * c.inner;
     if total == 0 {
         return Ok(());
     }
     let elem_bytes = size_of::<T>();
-    if c.outer * c.src_rows * c.inner * elem_bytes > src.len()
-        || c.outer * c.dst_rows * c.inner > dst.len()
-    {
-        bail!(
-            "block copy out of bounds ({} bytes and {} elements for {} rows)",
-            src.len(),
-            dst.len(),
-            c.rows
-        );
+    if c.outer * c.src_rows * c.inner * elem_bytes > src.len() || c.outer * c.dst_rows * c.inner > dst.len() {
+        bail!("block copy out of bounds ({} bytes and {} elements for {} rows)", src.len(), dst.len(), c.rows);
     }
     // A row of `inner` elements is the contiguous run.
     let row_bytes = c.inner * elem_bytes;
     let word = Word::for_run(row_bytes);
     let inner_words = row_bytes / word.bytes();
-    let args = [
-        c.outer,
-        c.rows,
-        inner_words,
-        c.src_rows,
-        c.src_start,
-        c.dst_rows,
-        c.dst_start,
-    ]
-    .iter()
-    .map(|&v| int(v, "layout size"))
-    .collect::<Result<Vec<i32>>>()?;
-    let kernel = dev.kernel(
-        "layout",
-        word.pick([
-            "block_copy_b16",
-            "block_copy_b32",
-            "block_copy_b64",
-            "block_copy_b128",
-        ]),
-    )?;
+    let args = [c.outer, c.rows, inner_words, c.src_rows, c.src_start, c.dst_rows, c.dst_start]
+        .iter()
+        .map(|&v| int(v, "layout size"))
+        .collect::<Result<Vec<i32>>>()?;
+    let kernel = dev.kernel("layout", word.pick(["block_copy_b16", "block_copy_b32", "block_copy_b64", "block_copy_b128"]))?;
     let mut dst_bytes = bytes_of_mut(dst)?;
     // SAFETY: checked just above: src holds outer * src_rows rows of
     // `inner_words` words and dst outer * dst_rows of them, and
@@ -214,58 +159,28 @@ fn block_copy<T: DeviceRepr>(
 }
 
 /// Rows `start..start + len` of axis `dim` of `x`.
-pub fn narrow<T: DeviceRepr>(
-    dev: &CudaDevice,
-    x: &CudaSlice<T>,
-    shape: &Shape,
-    dim: usize,
-    start: usize,
-    len: usize,
-) -> Result<CudaSlice<T>> {
+pub fn narrow<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<CudaSlice<T>> {
     let (outer, size, inner) = split_at_dim(shape, dim);
     if start + len > size {
         bail!("narrow: rows {start}..{} of a dim of {size}", start + len);
     }
     let mut out = dev.alloc::<T>(outer * len * inner)?;
-    let geometry = BlockCopy {
-        outer,
-        rows: len,
-        inner,
-        src_rows: size,
-        src_start: start,
-        dst_rows: len,
-        dst_start: 0,
-    };
+    let geometry = BlockCopy { outer, rows: len, inner, src_rows: size, src_start: start, dst_rows: len, dst_start: 0 };
     block_copy(dev, &bytes_of(x)?, &mut out, &geometry)?;
     Ok(out)
 }
 
 /// `parts` (the bytes of buffers of `T`) joined along axis `dim`, one
 /// launch per part.
-pub fn concat<T: DeviceRepr>(
-    dev: &CudaDevice,
-    parts: &[CudaView<'_, u8>],
-    shapes: &[&Shape],
-    dim: usize,
-) -> Result<CudaSlice<T>> {
-    let Some(first) = shapes.first() else {
-        bail!("concat needs at least one tensor")
-    };
+pub fn concat<T: DeviceRepr>(dev: &CudaDevice, parts: &[CudaView<'_, u8>], shapes: &[&Shape], dim: usize) -> Result<CudaSlice<T>> {
+    let Some(first) = shapes.first() else { bail!("concat needs at least one tensor") };
     let total_rows: usize = shapes.iter().map(|s| s.dims()[dim]).sum();
     let (outer, _, inner) = split_at_dim(first, dim);
     let mut out = dev.alloc::<T>(outer * total_rows * inner)?;
     let mut dst_start = 0;
     for (part, shape) in parts.iter().zip(shapes) {
         let rows = shape.dims()[dim];
-        let geometry = BlockCopy {
-            outer,
-            rows,
-            inner,
-            src_rows: rows,
-            src_start: 0,
-            dst_rows: total_rows,
-            dst_start,
-        };
+        let geometry = BlockCopy { outer, rows, inner, src_rows: rows, src_start: 0, dst_rows: total_rows, dst_start };
         block_copy(dev, part, &mut out, &geometry)?;
         dst_start += rows;
     }
@@ -274,23 +189,13 @@ pub fn concat<T: DeviceRepr>(
 
 /// `out[i] = table[ids[i]]`; an out-of-range id is reported by the next
 /// download ([`CudaDevice::with_index_fault`]), so this never waits.
-pub fn index_select<T: KernelElem>(
-    dev: &CudaDevice,
-    table: &CudaSlice<T>,
-    ids: &CudaSlice<u32>,
-    rows: usize,
-    cols: usize,
-) -> Result<CudaSlice<T>> {
+pub fn index_select<T: KernelElem>(dev: &CudaDevice, table: &CudaSlice<T>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<T>> {
     let len = ids.len() * cols;
     let mut out = dev.alloc::<T>(len)?;
     if len == 0 {
         return Ok(out);
     }
-    let (n_ids, rows_i, cols_i) = (
-        int(ids.len(), "ids")?,
-        int(rows, "rows")?,
-        int(cols, "cols")?,
-    );
+    let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("index", T::pick("index_select", "index_select_bf16"))?;
     dev.with_index_fault(|bad| {
         // SAFETY: table holds rows * cols elements (the op checked its shape)
@@ -304,22 +209,12 @@ pub fn index_select<T: KernelElem>(
 
 /// Sums rows of `grad` into a zeroed [rows, cols] table at `ids`, in the
 /// order of `ids`; out-of-range ids are reported as in [`index_select`].
-pub fn index_add(
-    dev: &CudaDevice,
-    grad: &CudaSlice<f32>,
-    ids: &CudaSlice<u32>,
-    rows: usize,
-    cols: usize,
-) -> Result<CudaSlice<f32>> {
+pub fn index_add(dev: &CudaDevice, grad: &CudaSlice<f32>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<f32>> {
     let mut out = dev.alloc_zeros::<f32>(rows * cols)?;
     if ids.is_empty() || cols == 0 {
         return Ok(out);
     }
-    let (n_ids, rows_i, cols_i) = (
-        int(ids.len(), "ids")?,
-        int(rows, "rows")?,
-        int(cols, "cols")?,
-    );
+    let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("index", "index_add")?;
     dev.with_index_fault(|bad| {
         // SAFETY: grad holds n_ids * cols f32, ids n_ids u32, out rows * cols
@@ -336,27 +231,19 @@ mod tests {
     /// Row-major coordinates of `i` over `dims`, dotted with `strides`.
     fn offset(i: usize, dims: &[usize], strides: &[usize]) -> usize {
         let row_major = Shape::new(dims.to_vec()).strides();
-        dims.iter()
-            .zip(&row_major)
-            .zip(strides)
-            .map(|((&d, &r), &s)| (i / r % d) * s)
-            .sum()
+        dims.iter().zip(&row_major).zip(strides).map(|((&d, &r), &s)| (i / r % d) * s).sum()
     }
 
     /// Elements of `elem_bytes` holding their own index, as bytes.
     fn numbered(count: usize, elem_bytes: usize) -> Vec<u8> {
-        (0..count)
-            .flat_map(|i| (i as u32).to_le_bytes()[..elem_bytes].to_vec())
-            .collect()
+        (0..count).flat_map(|i| (i as u32).to_le_bytes()[..elem_bytes].to_vec()).collect()
     }
 
     /// What the permute kernel computes, on the host, word by word.
     fn gather_words(src: &[u8], plan: &WordPermute) -> Vec<u8> {
         let w = plan.word.bytes();
         let count: usize = plan.dims.iter().product();
-        (0..count)
-            .flat_map(|i| src[offset(i, &plan.dims, &plan.strides) * w..][..w].to_vec())
-            .collect()
+        (0..count).flat_map(|i| src[offset(i, &plan.dims, &plan.strides) * w..][..w].to_vec()).collect()
     }
 
     #[test]
@@ -381,21 +268,11 @@ mod tests {
             let strides = Shape::new(dims.to_vec()).strides();
             let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
             let in_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
-            let expected: Vec<u8> = (0..count)
-                .flat_map(|i| {
-                    src[offset(i, &out_dims, &in_strides) * elem_bytes..][..elem_bytes].to_vec()
-                })
-                .collect();
+            let expected: Vec<u8> =
+                (0..count).flat_map(|i| src[offset(i, &out_dims, &in_strides) * elem_bytes..][..elem_bytes].to_vec()).collect();
             let plan = WordPermute::new(dims, perm, elem_bytes);
-            assert_eq!(
-                plan.word, word,
-                "{dims:?} by {perm:?}, {elem_bytes}-byte elements"
-            );
-            assert_eq!(
-                gather_words(&src, &plan),
-                expected,
-                "{dims:?} by {perm:?}, {elem_bytes}-byte elements"
-            );
+            assert_eq!(plan.word, word, "{dims:?} by {perm:?}, {elem_bytes}-byte elements");
+            assert_eq!(gather_words(&src, &plan), expected, "{dims:?} by {perm:?}, {elem_bytes}-byte elements");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The CUDA backend: buffers on one GPU, every primitive a handwritten
 //! kernel of `kernels/*.cu` (one op family per file, mirrored here file for
-//! file) except the matrix products, which go through cuBLAS (f32) and
-//! cuBLASLt (bf16, bias epilogue).
+//! file) except the matrix products, which go through cuBLASLt (f32 and
+//! bf16, bias epilogue) and cuBLAS (stride-0 batches).
 //!
 //! Storage dtypes are f32, bf16, f16 and u32. What the bf16 towers of
 //! `--precision bf16` run reads and writes bf16 directly: GEMMs (cuBLASLt,
@@ -20,6 +20,7 @@
 //! first, never writing through another handle.
 
 mod attention;
+mod blas_lt;
 mod cast;
 mod decoupling;
 pub mod device;
@@ -33,10 +34,7 @@ mod resize;
 
 pub use device::{CudaDevice, PoolMemory};
 
-use super::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate,
-    SgdStep, UnaryOp,
-};
+use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
@@ -78,13 +76,7 @@ pub struct CudaStorage {
 
 impl fmt::Debug for CudaStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CudaStorage({}, {} elements, GPU {})",
-            self.dtype(),
-            self.len(),
-            self.device.ordinal()
-        )
+        write!(f, "CudaStorage({}, {} elements, GPU {})", self.dtype(), self.len(), self.device.ordinal())
     }
 }
 
@@ -95,10 +87,7 @@ impl CudaStorage {
         let buffer = match dtype {
             DType::F32 => CudaBuffer::F32(Arc::new(device.upload(values)?)),
             DType::BF16 => {
-                let bits: Vec<u16> = values
-                    .iter()
-                    .map(|&x| bf16::from_f32(x).to_bits())
-                    .collect();
+                let bits: Vec<u16> = values.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
                 CudaBuffer::BF16(Arc::new(device.upload(&bits)?))
             }
             DType::F16 => {
@@ -110,17 +99,11 @@ impl CudaStorage {
                 CudaBuffer::U32(Arc::new(device.upload(&ids)?))
             }
         };
-        Ok(CudaStorage {
-            device: device.clone(),
-            buffer,
-        })
+        Ok(CudaStorage { device: device.clone(), buffer })
     }
 
     pub fn from_u32(device: &CudaDevice, ids: &[u32]) -> Result<CudaStorage> {
-        Ok(CudaStorage {
-            device: device.clone(),
-            buffer: CudaBuffer::U32(Arc::new(device.upload(ids)?)),
-        })
+        Ok(CudaStorage { device: device.clone(), buffer: CudaBuffer::U32(Arc::new(device.upload(ids)?)) })
     }
 
     pub fn device(&self) -> &CudaDevice {
@@ -128,18 +111,12 @@ impl CudaStorage {
     }
 
     fn f32_buffer(device: &CudaDevice, values: CudaSlice<f32>) -> CudaStorage {
-        CudaStorage {
-            device: device.clone(),
-            buffer: CudaBuffer::F32(Arc::new(values)),
-        }
+        CudaStorage { device: device.clone(), buffer: CudaBuffer::F32(Arc::new(values)) }
     }
 
     /// A bf16 result (bit patterns) on this storage's device.
     fn bf16_buffer(&self, bits: CudaSlice<u16>) -> CudaStorage {
-        CudaStorage {
-            device: self.device.clone(),
-            buffer: CudaBuffer::BF16(Arc::new(bits)),
-        }
+        CudaStorage { device: self.device.clone(), buffer: CudaBuffer::BF16(Arc::new(bits)) }
     }
 
     /// The bf16 bit patterns when this storage is bf16: what the `_bf16`
@@ -171,29 +148,14 @@ impl CudaStorage {
     }
 
     /// f32 values stored in `dtype` (kept as they are for f32).
-    fn store(
-        device: &CudaDevice,
-        values: Arc<CudaSlice<f32>>,
-        dtype: DType,
-    ) -> Result<CudaStorage> {
+    fn store(device: &CudaDevice, values: Arc<CudaSlice<f32>>, dtype: DType) -> Result<CudaStorage> {
         let buffer = match dtype {
             DType::F32 => CudaBuffer::F32(values),
-            DType::BF16 => CudaBuffer::BF16(Arc::new(cast::from_f32(
-                device,
-                &values,
-                cast::Target::Bf16,
-            )?)),
-            DType::F16 => CudaBuffer::F16(Arc::new(cast::from_f32(
-                device,
-                &values,
-                cast::Target::F16,
-            )?)),
+            DType::BF16 => CudaBuffer::BF16(Arc::new(cast::from_f32(device, &values, cast::Target::Bf16)?)),
+            DType::F16 => CudaBuffer::F16(Arc::new(cast::from_f32(device, &values, cast::Target::F16)?)),
             DType::U32 => CudaBuffer::U32(Arc::new(cast::f32_to_u32(device, &values)?)),
         };
-        Ok(CudaStorage {
-            device: device.clone(),
-            buffer,
-        })
+        Ok(CudaStorage { device: device.clone(), buffer })
     }
 
     /// Wraps an f32 result in the dtype of `self`.
@@ -204,17 +166,13 @@ impl CudaStorage {
     /// Runs `update` on an f32 buffer of `self` that no other handle shares,
     /// then keeps the result in `self`'s dtype. An f32 buffer is updated in
     /// place (copied first only when shared); others go through f32 copies.
-    fn with_f32_mut<R>(
-        &mut self,
-        update: impl FnOnce(&mut CudaSlice<f32>) -> Result<R>,
-    ) -> Result<R> {
+    fn with_f32_mut<R>(&mut self, update: impl FnOnce(&mut CudaSlice<f32>) -> Result<R>) -> Result<R> {
         let dev = self.device.clone();
         if self.dtype() == DType::F32 {
             return update(self.f32_mut("an f32 buffer")?);
         }
         // Not f32, so f32s() made a fresh buffer that nothing else holds.
-        let mut values = Arc::try_unwrap(self.f32s()?)
-            .map_err(|_| anyhow::anyhow!("a widened CUDA buffer is shared"))?;
+        let mut values = Arc::try_unwrap(self.f32s()?).map_err(|_| anyhow::anyhow!("a widened CUDA buffer is shared"))?;
         let result = update(&mut values)?;
         *self = CudaStorage::store(&dev, Arc::new(values), self.dtype())?;
         Ok(result)
@@ -231,27 +189,16 @@ impl CudaStorage {
         if Arc::get_mut(shared).is_none() {
             *shared = Arc::new(self.device.copy(shared)?);
         }
-        Arc::get_mut(shared)
-            .ok_or_else(|| anyhow::anyhow!("a freshly copied CUDA buffer is still shared"))
+        Arc::get_mut(shared).ok_or_else(|| anyhow::anyhow!("a freshly copied CUDA buffer is still shared"))
     }
 
     /// The f32 gradients of an optimizer update (a widened copy for another
     /// dtype), after checking that every buffer is on `dev`.
-    fn update_grads(
-        dev: &CudaDevice,
-        updates: &[ParamUpdate<'_, CudaStorage>],
-    ) -> Result<Vec<Arc<CudaSlice<f32>>>> {
+    fn update_grads(dev: &CudaDevice, updates: &[ParamUpdate<'_, CudaStorage>]) -> Result<Vec<Arc<CudaSlice<f32>>>> {
         for u in updates {
-            for storage in [&*u.param, u.grad]
-                .into_iter()
-                .chain(u.state.iter().map(|s| &**s))
-            {
+            for storage in [&*u.param, u.grad].into_iter().chain(u.state.iter().map(|s| &**s)) {
                 if storage.device != *dev {
-                    bail!(
-                        "optimizer step: tensors live on different devices (GPU {} and GPU {})",
-                        dev.ordinal(),
-                        storage.device.ordinal()
-                    );
+                    bail!("optimizer step: tensors live on different devices (GPU {} and GPU {})", dev.ordinal(), storage.device.ordinal());
                 }
             }
         }
@@ -260,23 +207,11 @@ impl CudaStorage {
 
     /// The buffers one tensor's optimizer update writes in place, with its
     /// f32 gradient `grad`.
-    fn update_buffers<'a, const N: usize>(
-        update: &'a mut ParamUpdate<'_, CudaStorage>,
-        grad: &'a CudaSlice<f32>,
-        optimizer: &str,
-    ) -> Result<optim::UpdateBuffers<'a>> {
+    fn update_buffers<'a, const N: usize>(update: &'a mut ParamUpdate<'_, CudaStorage>, grad: &'a CudaSlice<f32>, optimizer: &str) -> Result<optim::UpdateBuffers<'a>> {
         let (param, _, state, weight_decay) = update.parts::<N>(optimizer)?;
         let param = param.f32_mut("a parameter")?;
-        let state = state
-            .into_iter()
-            .map(|s| s.f32_mut("optimizer state"))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(optim::UpdateBuffers {
-            param,
-            grad,
-            state,
-            weight_decay,
-        })
+        let state = state.into_iter().map(|s| s.f32_mut("optimizer state")).collect::<Result<Vec<_>>>()?;
+        Ok(optim::UpdateBuffers { param, grad, state, weight_decay })
     }
 
     /// The same layout op on whatever dtype the buffer holds (the layout
@@ -289,19 +224,12 @@ impl CudaStorage {
             CudaBuffer::F16(b) => CudaBuffer::F16(Arc::new(op.apply(dev, b)?)),
             CudaBuffer::U32(b) => CudaBuffer::U32(Arc::new(op.apply(dev, b)?)),
         };
-        Ok(CudaStorage {
-            device: dev.clone(),
-            buffer,
-        })
+        Ok(CudaStorage { device: dev.clone(), buffer })
     }
 
     fn same_device(&self, other: &CudaStorage) -> Result<()> {
         if self.device != other.device {
-            bail!(
-                "operands live on different devices (GPU {} and GPU {})",
-                self.device.ordinal(),
-                other.device.ordinal()
-            );
+            bail!("operands live on different devices (GPU {} and GPU {})", self.device.ordinal(), other.device.ordinal());
         }
         Ok(())
     }
@@ -336,16 +264,8 @@ impl BackendStorage for CudaStorage {
         let dev = &self.device;
         Ok(match &self.buffer {
             CudaBuffer::F32(b) => dev.download(b)?,
-            CudaBuffer::BF16(b) => dev
-                .download(b)?
-                .into_iter()
-                .map(|x| bf16::from_bits(x).to_f32())
-                .collect(),
-            CudaBuffer::F16(b) => dev
-                .download(b)?
-                .into_iter()
-                .map(|x| f16::from_bits(x).to_f32())
-                .collect(),
+            CudaBuffer::BF16(b) => dev.download(b)?.into_iter().map(|x| bf16::from_bits(x).to_f32()).collect(),
+            CudaBuffer::F16(b) => dev.download(b)?.into_iter().map(|x| f16::from_bits(x).to_f32()).collect(),
             CudaBuffer::U32(b) => dev.download(b)?.into_iter().map(|x| x as f32).collect(),
         })
     }
@@ -360,26 +280,20 @@ impl BackendStorage for CudaStorage {
             self.same_device(bias)?;
         }
         let dev = &self.device;
-        // No bias, or a bf16 one.
-        let bf16_bias = bias.map_or(Some(None), |b| b.bf16_bits().map(Some));
-        if let (Some(a), Some(b), Some(bias)) = (self.bf16_bits(), rhs.bf16_bits(), bf16_bias) {
-            if gemm::bf16_supports(spec) {
-                return Ok(self.bf16_buffer(gemm::gemm_bf16(dev, a, b, bias, spec)?));
+        if gemm::lt_supports(spec) {
+            // bf16 operands (and bias) stay bf16.
+            let bf16_bias = bias.map_or(Some(None), |b| b.bf16_bits().map(Some));
+            if let (Some(a), Some(b), Some(bias)) = (self.bf16_bits(), rhs.bf16_bits(), bf16_bias) {
+                return Ok(self.bf16_buffer(gemm::gemm_lt(dev, a, b, bias, spec)?));
             }
         }
-        let mut out = gemm::gemm(dev, &*self.f32s()?, &*rhs.f32s()?, spec)?;
-        if let Some(bias) = bias {
-            let rows = Shape::new(vec![spec.batch * spec.m, spec.n]);
-            out = elementwise::binary(
-                dev,
-                &out,
-                &*bias.f32s()?,
-                BinaryOp::Add,
-                &rows,
-                &Shape::new(vec![1, spec.n]),
-                &rows,
-            )?;
-        }
+        let (a, b) = (self.f32s()?, rhs.f32s()?);
+        let bias = bias.map(CudaStorage::f32s).transpose()?;
+        let out = if gemm::lt_supports(spec) {
+            gemm::gemm_lt(dev, &*a, &*b, bias.as_deref(), spec)?
+        } else {
+            gemm::gemm_sgemm(dev, &a, &b, bias.as_deref(), spec)?
+        };
         self.like(out)
     }
 
@@ -396,73 +310,30 @@ impl BackendStorage for CudaStorage {
         if let (Some(x), Some(y), Some(g)) = (self.bf16_bits(), out.bf16_bits(), grad.bf16_bits()) {
             return Ok(self.bf16_buffer(elementwise::unary_backward(&self.device, x, y, g, op)?));
         }
-        self.like(elementwise::unary_backward(
-            &self.device,
-            &*self.f32s()?,
-            &*out.f32s()?,
-            &*grad.f32s()?,
-            op,
-        )?)
+        self.like(elementwise::unary_backward(&self.device, &*self.f32s()?, &*out.f32s()?, &*grad.f32s()?, op)?)
     }
 
-    fn binary(
-        &self,
-        rhs: &Self,
-        op: BinaryOp,
-        lhs_shape: &Shape,
-        rhs_shape: &Shape,
-        out_shape: &Shape,
-    ) -> Result<Self> {
+    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
         self.same_device(rhs)?;
         if let (Some(a), Some(b)) = (self.bf16_bits(), rhs.bf16_bits()) {
-            return Ok(self.bf16_buffer(elementwise::binary(
-                &self.device,
-                a,
-                b,
-                op,
-                lhs_shape,
-                rhs_shape,
-                out_shape,
-            )?));
+            return Ok(self.bf16_buffer(elementwise::binary(&self.device, a, b, op, lhs_shape, rhs_shape, out_shape)?));
         }
-        let out = elementwise::binary(
-            &self.device,
-            &*self.f32s()?,
-            &*rhs.f32s()?,
-            op,
-            lhs_shape,
-            rhs_shape,
-            out_shape,
-        )?;
+        let out = elementwise::binary(&self.device, &*self.f32s()?, &*rhs.f32s()?, op, lhs_shape, rhs_shape, out_shape)?;
         self.like(out)
     }
 
     fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self> {
-        self.like(elementwise::broadcast_to(
-            &self.device,
-            &*self.f32s()?,
-            shape,
-            out_shape,
-        )?)
+        self.like(elementwise::broadcast_to(&self.device, &*self.f32s()?, shape, out_shape)?)
     }
 
     fn sum_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self> {
-        self.like(elementwise::sum_to(
-            &self.device,
-            &*self.f32s()?,
-            shape,
-            out_shape,
-        )?)
+        self.like(elementwise::sum_to(&self.device, &*self.f32s()?, shape, out_shape)?)
     }
 
     fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Self> {
         struct Permute<'a>(&'a Shape, &'a [usize]);
         impl LayoutOp for Permute<'_> {
-            fn apply<T: DeviceRepr>(
-                &self,
-                dev: &CudaDevice,
-                x: &CudaSlice<T>,
-            ) -> Result<CudaSlice<T>> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, x: &CudaSlice<T>) -> Result<CudaSlice<T>> {
                 layout::permute(dev, x, self.0, self.1)
             }
         }
@@ -472,11 +343,7 @@ impl BackendStorage for CudaStorage {
     fn narrow(&self, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<Self> {
         struct Narrow<'a>(&'a Shape, usize, usize, usize);
         impl LayoutOp for Narrow<'_> {
-            fn apply<T: DeviceRepr>(
-                &self,
-                dev: &CudaDevice,
-                x: &CudaSlice<T>,
-            ) -> Result<CudaSlice<T>> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, x: &CudaSlice<T>) -> Result<CudaSlice<T>> {
                 layout::narrow(dev, x, self.0, self.1, self.2, self.3)
             }
         }
@@ -484,135 +351,61 @@ impl BackendStorage for CudaStorage {
     }
 
     fn concat(parts: &[&Self], shapes: &[&Shape], dim: usize) -> Result<Self> {
-        let first = parts
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("concat needs at least one tensor"))?;
+        let first = parts.first().ok_or_else(|| anyhow::anyhow!("concat needs at least one tensor"))?;
         for part in parts {
             first.same_device(part)?;
             if part.dtype() != first.dtype() {
-                bail!(
-                    "concat: dtypes differ ({} and {})",
-                    first.dtype(),
-                    part.dtype()
-                );
+                bail!("concat: dtypes differ ({} and {})", first.dtype(), part.dtype());
             }
         }
         // The kernels copy bytes; the output takes the first part's dtype,
         // which all parts share.
         struct Concat<'a>(Vec<CudaView<'a, u8>>, &'a [&'a Shape], usize);
         impl LayoutOp for Concat<'_> {
-            fn apply<T: DeviceRepr>(
-                &self,
-                dev: &CudaDevice,
-                _first: &CudaSlice<T>,
-            ) -> Result<CudaSlice<T>> {
+            fn apply<T: DeviceRepr>(&self, dev: &CudaDevice, _first: &CudaSlice<T>) -> Result<CudaSlice<T>> {
                 layout::concat(dev, &self.0, self.1, self.2)
             }
         }
-        let bytes = parts
-            .iter()
-            .map(|p| p.buffer.bytes())
-            .collect::<Result<Vec<_>>>()?;
+        let bytes = parts.iter().map(|p| p.buffer.bytes()).collect::<Result<Vec<_>>>()?;
         first.map_layout(Concat(bytes, shapes, dim))
     }
 
     fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
         if let Some(table) = self.bf16_bits() {
-            return Ok(self.bf16_buffer(layout::index_select(
-                &self.device,
-                table,
-                ids.ids()?,
-                rows,
-                cols,
-            )?));
+            return Ok(self.bf16_buffer(layout::index_select(&self.device, table, ids.ids()?, rows, cols)?));
         }
-        self.like(layout::index_select(
-            &self.device,
-            &*self.f32s()?,
-            ids.ids()?,
-            rows,
-            cols,
-        )?)
+        self.like(layout::index_select(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
 
     fn index_add(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
-        self.like(layout::index_add(
-            &self.device,
-            &*self.f32s()?,
-            ids.ids()?,
-            rows,
-            cols,
-        )?)
+        self.like(layout::index_add(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
 
-    fn layernorm(
-        &self,
-        gamma: &Self,
-        beta: &Self,
-        cols: usize,
-        eps: f32,
-    ) -> Result<(Self, Self, Self)> {
+    fn layernorm(&self, gamma: &Self, beta: &Self, cols: usize, eps: f32) -> Result<(Self, Self, Self)> {
         self.same_device(gamma)?;
         self.same_device(beta)?;
         let dev = &self.device;
-        if let (Some(x), Some(g), Some(b)) = (self.bf16_bits(), gamma.bf16_bits(), beta.bf16_bits())
-        {
+        if let (Some(x), Some(g), Some(b)) = (self.bf16_bits(), gamma.bf16_bits(), beta.bf16_bits()) {
             let (y, mean, rstd) = norm::layernorm(dev, x, g, b, cols, eps)?;
-            return Ok((
-                self.bf16_buffer(y),
-                CudaStorage::f32_buffer(dev, mean),
-                CudaStorage::f32_buffer(dev, rstd),
-            ));
+            return Ok((self.bf16_buffer(y), CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)));
         }
-        let (y, mean, rstd) = norm::layernorm(
-            dev,
-            &*self.f32s()?,
-            &*gamma.f32s()?,
-            &*beta.f32s()?,
-            cols,
-            eps,
-        )?;
-        Ok((
-            self.like(y)?,
-            CudaStorage::f32_buffer(dev, mean),
-            CudaStorage::f32_buffer(dev, rstd),
-        ))
+        let (y, mean, rstd) = norm::layernorm(dev, &*self.f32s()?, &*gamma.f32s()?, &*beta.f32s()?, cols, eps)?;
+        Ok((self.like(y)?, CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)))
     }
 
-    fn layernorm_backward(
-        &self,
-        gamma: &Self,
-        mean: &Self,
-        rstd: &Self,
-        grad: &Self,
-        cols: usize,
-    ) -> Result<(Self, Self, Self)> {
+    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)> {
         for other in [gamma, mean, rstd, grad] {
             self.same_device(other)?;
         }
         let dev = &self.device;
         let (mean, rstd) = (mean.f32s()?, rstd.f32s()?);
-        if let (Some(x), Some(g), Some(dy)) =
-            (self.bf16_bits(), gamma.bf16_bits(), grad.bf16_bits())
-        {
+        if let (Some(x), Some(g), Some(dy)) = (self.bf16_bits(), gamma.bf16_bits(), grad.bf16_bits()) {
             let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, x, g, &mean, &rstd, dy, cols)?;
-            return Ok((
-                self.bf16_buffer(dx),
-                self.bf16_buffer(dgamma),
-                self.bf16_buffer(dbeta),
-            ));
+            return Ok((self.bf16_buffer(dx), self.bf16_buffer(dgamma), self.bf16_buffer(dbeta)));
         }
-        let (dx, dgamma, dbeta) = norm::layernorm_backward(
-            dev,
-            &*self.f32s()?,
-            &*gamma.f32s()?,
-            &mean,
-            &rstd,
-            &*grad.f32s()?,
-            cols,
-        )?;
+        let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
         Ok((self.like(dx)?, gamma.like(dgamma)?, gamma.like(dbeta)?))
     }
 
@@ -622,12 +415,7 @@ impl BackendStorage for CudaStorage {
 
     fn softmax_backward(&self, grad: &Self, cols: usize) -> Result<Self> {
         self.same_device(grad)?;
-        self.like(norm::softmax_backward(
-            &self.device,
-            &*self.f32s()?,
-            &*grad.f32s()?,
-            cols,
-        )?)
+        self.like(norm::softmax_backward(&self.device, &*self.f32s()?, &*grad.f32s()?, cols)?)
     }
 
     fn l2_normalize(&self, cols: usize, eps: f32) -> Result<(Self, Self)> {
@@ -638,13 +426,7 @@ impl BackendStorage for CudaStorage {
     fn l2_normalize_backward(&self, norm: &Self, grad: &Self, cols: usize) -> Result<Self> {
         self.same_device(norm)?;
         self.same_device(grad)?;
-        self.like(norm::l2_normalize_backward(
-            &self.device,
-            &*self.f32s()?,
-            &*norm.f32s()?,
-            &*grad.f32s()?,
-            cols,
-        )?)
+        self.like(norm::l2_normalize_backward(&self.device, &*self.f32s()?, &*norm.f32s()?, &*grad.f32s()?, cols)?)
     }
 
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
@@ -654,49 +436,24 @@ impl BackendStorage for CudaStorage {
             let (out, lse) = attention::forward(&q.device, qb, kb, vb, spec)?;
             return Ok((q.bf16_buffer(out), CudaStorage::f32_buffer(&q.device, lse)));
         }
-        let (out, lse) =
-            attention::forward(&q.device, &*q.f32s()?, &*k.f32s()?, &*v.f32s()?, spec)?;
+        let (out, lse) = attention::forward(&q.device, &*q.f32s()?, &*k.f32s()?, &*v.f32s()?, spec)?;
         Ok((q.like(out)?, CudaStorage::f32_buffer(&q.device, lse)))
     }
 
-    fn attention_backward(
-        q: &Self,
-        k: &Self,
-        v: &Self,
-        out: &Self,
-        lse: &Self,
-        grad: &Self,
-        spec: &AttentionSpec,
-    ) -> Result<(Self, Self, Self)> {
+    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)> {
         for other in [k, v, out, lse, grad] {
             q.same_device(other)?;
         }
         let dev = &q.device;
         let lse = lse.f32s()?;
-        if let (Some(qb), Some(kb), Some(vb), Some(ob), Some(gb)) = (
-            q.bf16_bits(),
-            k.bf16_bits(),
-            v.bf16_bits(),
-            out.bf16_bits(),
-            grad.bf16_bits(),
-        ) {
-            let saved = attention::Saved {
-                q: qb,
-                k: kb,
-                v: vb,
-                out: ob,
-                lse: &lse,
-            };
+        if let (Some(qb), Some(kb), Some(vb), Some(ob), Some(gb)) =
+            (q.bf16_bits(), k.bf16_bits(), v.bf16_bits(), out.bf16_bits(), grad.bf16_bits())
+        {
+            let saved = attention::Saved { q: qb, k: kb, v: vb, out: ob, lse: &lse };
             let (dq, dk, dv) = attention::backward(dev, &saved, gb, spec)?;
             return Ok((q.bf16_buffer(dq), q.bf16_buffer(dk), q.bf16_buffer(dv)));
         }
-        let saved = attention::Saved {
-            q: &*q.f32s()?,
-            k: &*k.f32s()?,
-            v: &*v.f32s()?,
-            out: &*out.f32s()?,
-            lse: &lse,
-        };
+        let saved = attention::Saved { q: &*q.f32s()?, k: &*k.f32s()?, v: &*v.f32s()?, out: &*out.f32s()?, lse: &lse };
         let (dq, dk, dv) = attention::backward(dev, &saved, &*grad.f32s()?, spec)?;
         Ok((q.like(dq)?, k.like(dk)?, v.like(dv)?))
     }
@@ -704,33 +461,14 @@ impl BackendStorage for CudaStorage {
     fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self> {
         x.same_device(t)?;
         x.same_device(u)?;
-        x.like(decoupling::scores(
-            &x.device,
-            &*x.f32s()?,
-            &*t.f32s()?,
-            &*u.f32s()?,
-            dims,
-        )?)
+        x.like(decoupling::scores(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, dims)?)
     }
 
-    fn decoupling_scores_backward(
-        x: &Self,
-        t: &Self,
-        u: &Self,
-        grad: &Self,
-        dims: &DecouplingDims,
-    ) -> Result<(Self, Self, Self)> {
+    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)> {
         for other in [t, u, grad] {
             x.same_device(other)?;
         }
-        let (dx, dt, du) = decoupling::scores_backward(
-            &x.device,
-            &*x.f32s()?,
-            &*t.f32s()?,
-            &*u.f32s()?,
-            &*grad.f32s()?,
-            dims,
-        )?;
+        let (dx, dt, du) = decoupling::scores_backward(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, &*grad.f32s()?, dims)?;
         Ok((x.like(dx)?, t.like(dt)?, u.like(du)?))
     }
 
@@ -742,12 +480,7 @@ impl BackendStorage for CudaStorage {
     fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self> {
         self.same_device(labels)?;
         self.same_device(grad)?;
-        self.like(loss::masked_bce_backward(
-            &self.device,
-            &*self.f32s()?,
-            &*labels.f32s()?,
-            &*grad.f32s()?,
-        )?)
+        self.like(loss::masked_bce_backward(&self.device, &*self.f32s()?, &*labels.f32s()?, &*grad.f32s()?)?)
     }
 
     fn contrastive_loss(&self, n: usize) -> Result<Self> {
@@ -756,31 +489,11 @@ impl BackendStorage for CudaStorage {
 
     fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self> {
         self.same_device(grad)?;
-        self.like(loss::contrastive_backward(
-            &self.device,
-            &*self.f32s()?,
-            &*grad.f32s()?,
-            n,
-        )?)
+        self.like(loss::contrastive_backward(&self.device, &*self.f32s()?, &*grad.f32s()?, n)?)
     }
 
-    fn bicubic_resize(
-        &self,
-        channels: usize,
-        h: usize,
-        w: usize,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<Self> {
-        self.like(resize::bicubic(
-            &self.device,
-            &*self.f32s()?,
-            channels,
-            h,
-            w,
-            out_h,
-            out_w,
-        )?)
+    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
+        self.like(resize::bicubic(&self.device, &*self.f32s()?, channels, h, w, out_h, out_w)?)
     }
 
     fn add_assign(&mut self, other: &Self) -> Result<()> {
@@ -790,28 +503,16 @@ impl BackendStorage for CudaStorage {
     }
 
     fn sgd_step(updates: &mut [ParamUpdate<'_, Self>], step: &SgdStep) -> Result<()> {
-        let Some(dev) = updates.first().map(|u| u.param.device.clone()) else {
-            return Ok(());
-        };
+        let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
         let grads = CudaStorage::update_grads(&dev, updates)?;
-        let mut buffers = updates
-            .iter_mut()
-            .zip(&grads)
-            .map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD"))
-            .collect::<Result<Vec<_>>>()?;
+        let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD")).collect::<Result<Vec<_>>>()?;
         optim::sgd(&dev, &mut buffers, step)
     }
 
     fn adamw_step(updates: &mut [ParamUpdate<'_, Self>], step: &AdamWStep) -> Result<()> {
-        let Some(dev) = updates.first().map(|u| u.param.device.clone()) else {
-            return Ok(());
-        };
+        let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
         let grads = CudaStorage::update_grads(&dev, updates)?;
-        let mut buffers = updates
-            .iter_mut()
-            .zip(&grads)
-            .map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW"))
-            .collect::<Result<Vec<_>>>()?;
+        let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW")).collect::<Result<Vec<_>>>()?;
         optim::adamw(&dev, &mut buffers, step)
     }
 }

@@ -30,16 +30,11 @@ pub fn layernorm<T: KernelElem>(
         return Ok((y, mean, rstd));
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
-    let kernel = dev.kernel(
-        "layernorm",
-        T::pick("layernorm_forward", "layernorm_forward_bf16"),
-    )?;
+    let kernel = dev.kernel("layernorm", T::pick("layernorm_forward", "layernorm_forward_bf16"))?;
     // SAFETY: x and y hold rows * cols elements, gamma and beta cols (all
     // of the kernel instance's type), mean and rstd rows f32; one block per
     // row reads and writes that row only.
-    unsafe {
-        launch!(kernel, rows_config(rows, BLOCK, 0); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps)
-    }?;
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
     Ok((y, mean, rstd))
 }
 
@@ -61,15 +56,10 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
         return Ok((dx, dev.alloc_zeros::<T>(cols)?, dev.alloc_zeros::<T>(cols)?));
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
-    let input = dev.kernel(
-        "layernorm",
-        T::pick("layernorm_backward_input", "layernorm_backward_input_bf16"),
-    )?;
+    let input = dev.kernel("layernorm", T::pick("layernorm_backward_input", "layernorm_backward_input_bf16"))?;
     // SAFETY: x, grad and dx hold rows * cols elements, gamma cols (all of
     // the kernel instance's type), mean and rstd rows f32; one block per row.
-    unsafe {
-        launch!(input, rows_config(rows, BLOCK, 0); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i)
-    }?;
+    unsafe { launch!(input, rows_config(rows, BLOCK, 0); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
 
     let rows_per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65535));
     let chunks = rows.div_ceil(rows_per_chunk);
@@ -77,18 +67,8 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
     let mut partial_beta = dev.alloc::<f32>(chunks * cols)?;
     let rpc = int(rows_per_chunk, "rows per chunk")?;
     let column_blocks = cols.div_ceil(BLOCK as usize) as u32;
-    let partials_cfg = LaunchConfig {
-        grid_dim: (column_blocks, chunks as u32, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let partials = dev.kernel(
-        "layernorm",
-        T::pick(
-            "layernorm_backward_param_partials",
-            "layernorm_backward_param_partials_bf16",
-        ),
-    )?;
+    let partials_cfg = LaunchConfig { grid_dim: (column_blocks, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let partials = dev.kernel("layernorm", T::pick("layernorm_backward_param_partials", "layernorm_backward_param_partials_bf16"))?;
     // SAFETY: grid (ceil(cols / 256), chunks) covers each (chunk, column)
     // once; the partial buffers hold chunks * cols f32; x and grad (of the
     // kernel instance's type) are read in rows [chunk * rpc, min(rows,
@@ -97,11 +77,7 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
         launch!(partials, partials_cfg; x, mean, rstd, grad, &mut partial_gamma, &mut partial_beta, &rows_i, &cols_i, &rpc)
     }?;
     let chunks_i = int(chunks, "chunks")?;
-    let sum_cfg = LaunchConfig {
-        grid_dim: (column_blocks, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let sum_cfg = LaunchConfig { grid_dim: (column_blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     let column_sum = dev.kernel("layernorm", T::pick("column_sum", "column_sum_bf16"))?;
     let mut dgamma = dev.alloc::<T>(cols)?;
     let mut dbeta = dev.alloc::<T>(cols)?;
@@ -126,12 +102,7 @@ pub fn softmax(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize) -> Result<Cuda
     Ok(y)
 }
 
-pub fn softmax_backward(
-    dev: &CudaDevice,
-    y: &CudaSlice<f32>,
-    grad: &CudaSlice<f32>,
-    cols: usize,
-) -> Result<CudaSlice<f32>> {
+pub fn softmax_backward(dev: &CudaDevice, y: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
     let rows = rows_of(y, cols);
     let mut dx = dev.alloc::<f32>(y.len())?;
     if rows == 0 {
@@ -145,12 +116,7 @@ pub fn softmax_backward(
 }
 
 /// Returns (y, norms).
-pub fn l2_normalize(
-    dev: &CudaDevice,
-    x: &CudaSlice<f32>,
-    cols: usize,
-    eps: f32,
-) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+pub fn l2_normalize(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize, eps: f32) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
     let rows = rows_of(x, cols);
     let mut y = dev.alloc::<f32>(x.len())?;
     let mut norms = dev.alloc::<f32>(rows)?;
@@ -160,19 +126,11 @@ pub fn l2_normalize(
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("l2_normalize", "l2_normalize_forward")?;
     // SAFETY: x and y hold rows * cols f32, norms rows; one block per row.
-    unsafe {
-        launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &mut norms, &rows_i, &cols_i, &eps)
-    }?;
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &mut norms, &rows_i, &cols_i, &eps) }?;
     Ok((y, norms))
 }
 
-pub fn l2_normalize_backward(
-    dev: &CudaDevice,
-    y: &CudaSlice<f32>,
-    norms: &CudaSlice<f32>,
-    grad: &CudaSlice<f32>,
-    cols: usize,
-) -> Result<CudaSlice<f32>> {
+pub fn l2_normalize_backward(dev: &CudaDevice, y: &CudaSlice<f32>, norms: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
     let rows = rows_of(y, cols);
     let mut dx = dev.alloc::<f32>(y.len())?;
     if rows == 0 {
@@ -181,8 +139,6 @@ pub fn l2_normalize_backward(
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("l2_normalize", "l2_normalize_backward")?;
     // SAFETY: y, grad and dx hold rows * cols f32, norms rows; one block per row.
-    unsafe {
-        launch!(kernel, rows_config(rows, BLOCK, 0); y, norms, grad, &mut dx, &rows_i, &cols_i)
-    }?;
+    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); y, norms, grad, &mut dx, &rows_i, &cols_i) }?;
     Ok(dx)
 }

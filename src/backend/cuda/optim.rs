@@ -63,9 +63,9 @@ fn pack(lens: &[usize]) -> (Vec<usize>, usize) {
     (offsets, end)
 }
 
-/// Launches `kernel` once per batch of [`MAX_UPDATE_TENSORS`] tensors; the
-/// table is the only per-launch argument besides `shared_args`, pushed
-/// after it by `launch_batch`.
+/// Calls `launch_batch` with the table, the packed size and the grid of
+/// each batch of up to [`MAX_UPDATE_TENSORS`] tensors, after checking that
+/// every tensor's gradient and state match its length.
 fn for_each_batch(
     kernel: &Kernel,
     tensors: &mut [UpdateBuffers<'_>],
@@ -84,10 +84,7 @@ fn for_each_batch(
         if total == 0 {
             continue;
         }
-        let mut table = UpdateTable {
-            t: [UpdateTensor::default(); MAX_UPDATE_TENSORS],
-            count: batch.len() as i32,
-        };
+        let mut table = UpdateTable { t: [UpdateTensor::default(); MAX_UPDATE_TENSORS], count: batch.len() as i32 };
         // The address guards record nothing (event tracking is off: one
         // stream); they are kept until the launch is queued all the same.
         let mut guards = Vec::new();
@@ -95,28 +92,24 @@ fn for_each_batch(
             entry.offset = offset as i64;
             entry.n = int(t.param.len(), "parameter elements")?;
             entry.weight_decay = t.weight_decay;
-            let (p, g) = t.param.device_ptr_mut(&kernel.stream);
+            let (p, guard) = t.param.device_ptr_mut(&kernel.stream);
             entry.p = p;
-            guards.push(g);
-            let (grad, g) = t.grad.device_ptr(&kernel.stream);
+            guards.push(guard);
+            let (grad, guard) = t.grad.device_ptr(&kernel.stream);
             entry.grad = grad;
-            guards.push(g);
+            guards.push(guard);
             let mut state = t.state.iter_mut().map(|s| s.device_ptr_mut(&kernel.stream));
-            if let Some((m, g)) = state.next() {
+            if let Some((m, guard)) = state.next() {
                 entry.m = m;
-                guards.push(g);
+                guards.push(guard);
             }
-            if let Some((v, g)) = state.next() {
+            if let Some((v, guard)) = state.next() {
                 entry.v = v;
-                guards.push(g);
+                guards.push(guard);
             }
         }
         let blocks = total.div_ceil(UPDATE_CHUNK).clamp(1, MAX_GRID) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         launch_batch(&table, total as i64, cfg)?;
     }
     Ok(())
@@ -130,11 +123,11 @@ pub fn sgd(dev: &CudaDevice, tensors: &mut [UpdateBuffers<'_>], step: &SgdStep) 
     let kernel = dev.kernel("optimizer", "sgd_step")?;
     for_each_batch(&kernel, tensors, "sgd_step", |table, total, cfg| {
         // SAFETY: every table entry holds the addresses of a parameter, its
-        // gradient and momentum of `n` f32 each (checked in
-        // for_each_batch), distinct uniquely owned buffers of this stream
-        // (the caller copied shared ones); the packed ranges [offset,
-        // offset + n) do not overlap and end before `total`, so each element
-        // is updated by one thread.
+        // gradient and momentum of `n` f32 each (checked in for_each_batch),
+        // distinct uniquely owned buffers of this stream (the caller copied
+        // shared ones); the packed ranges [offset, offset + n) do not
+        // overlap and end before `total`, so each element is updated by one
+        // thread.
         unsafe { launch!(kernel, cfg; table, &total, &step.lr, &step.momentum) }
     })
 }
@@ -151,9 +144,7 @@ pub fn adamw(dev: &CudaDevice, tensors: &mut [UpdateBuffers<'_>], step: &AdamWSt
     for_each_batch(&kernel, tensors, "adamw_step", |table, total, cfg| {
         // SAFETY: as for sgd_step, with both moment buffers of `n` f32 in
         // each entry.
-        unsafe {
-            launch!(kernel, cfg; table, &total, &step.lr, &step.beta1, &step.beta2, &step.eps, &bias_correction1, &bias_correction2)
-        }
+        unsafe { launch!(kernel, cfg; table, &total, &step.lr, &step.beta1, &step.beta2, &step.eps, &bias_correction1, &bias_correction2) }
     })
 }
 
@@ -167,16 +158,9 @@ mod tests {
         let (offsets, total) = pack(&lens);
         assert_eq!(offsets, [0, 8, 12, 16, 16, 4116]);
         assert_eq!(total, 4120);
-        for ((&start, &n), next) in offsets
-            .iter()
-            .zip(&lens)
-            .zip(offsets.iter().skip(1).chain([&total]))
-        {
+        for ((&start, &n), next) in offsets.iter().zip(&lens).zip(offsets.iter().skip(1).chain([&total])) {
             assert_eq!(start % 4, 0);
-            assert!(
-                start + n <= *next,
-                "tensor at {start} of {n} elements overlaps the next at {next}"
-            );
+            assert!(start + n <= *next, "tensor at {start} of {n} elements overlaps the next at {next}");
         }
     }
 
@@ -184,10 +168,6 @@ mod tests {
     fn the_table_fits_the_kernel_parameter_space() {
         // 4 KiB of kernel parameters, less the scalars after the table.
         assert_eq!(size_of::<UpdateTensor>(), 48);
-        assert!(
-            size_of::<UpdateTable>() + 8 + 6 * 4 <= 4096,
-            "{} bytes",
-            size_of::<UpdateTable>()
-        );
+        assert!(size_of::<UpdateTable>() + 8 + 6 * 4 <= 4096, "{} bytes", size_of::<UpdateTable>());
     }
 }
