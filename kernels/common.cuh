@@ -24,6 +24,8 @@ fallback pastes this file in place of the #include line).
   with both instances is a template `<name>_impl`, and a macro per kernel
   defines the extern "C" entry points `<name>` (float) and `<name>_bf16`
   (extern "C" functions cannot be templates; the host picks one by name).
+* Group<T, W> / for_lane_groups<W>: the warp-per-row kernels' row walk, in
+  groups of W elements (16-byte accesses when W is Pack16<T>::lanes).
 */
 #pragma once
 
@@ -154,6 +156,48 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 __device__ __forceinline__ float block_max(float v, float* scratch) {
     return block_reduce(v, scratch, MaxOp());
+}
+
+// W consecutive elements of a row, widened to f32: one 16-byte access when
+// W is Pack16<T>::lanes (the caller guarantees 16-byte alignment), else W
+// scalar accesses.
+template <typename T, int W>
+struct Group {
+    float v[W];
+
+    __device__ __forceinline__ void load(const T* __restrict__ p) {
+        if constexpr (W == Pack16<T>::lanes) {
+            Pack16<T> q;
+            q.raw = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+            for (int k = 0; k < W; ++k) v[k] = to_f32(q.v[k]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < W; ++k) v[k] = to_f32(p[k]);
+        }
+    }
+
+    __device__ __forceinline__ void store(T* __restrict__ p) const {
+        if constexpr (W == Pack16<T>::lanes) {
+            Pack16<T> q;
+#pragma unroll
+            for (int k = 0; k < W; ++k) q.v[k] = from_f32<T>(v[k]);
+            *reinterpret_cast<uint4*>(p) = q.raw;
+        } else {
+#pragma unroll
+            for (int k = 0; k < W; ++k) p[k] = from_f32<T>(v[k]);
+        }
+    }
+};
+
+// Calls f(j) for the groups [j, j + W) of a row of `cols` elements that
+// this warp lane owns: lane l takes groups l, l + 32, ..., so a warp reads
+// 32 consecutive groups at a time (coalesced). W divides cols.
+template <int W, typename F>
+__device__ __forceinline__ void for_lane_groups(int cols, F f) {
+    for (int j = (threadIdx.x & 31) * W; j < cols; j += 32 * W) {
+        f(j);
+    }
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) {

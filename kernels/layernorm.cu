@@ -5,11 +5,16 @@ src/backend/cpu/norm.rs: two-pass mean and variance, rstd = 1 / sqrt(var +
 eps), dx from the saved mean and rstd.
 
 1. layernorm_forward(x, gamma, beta, y, mean, rstd, rows, cols, eps)
-   One block (256 threads) per row, grid = min(rows, 65535), grid-stride
-   over rows. Row sums by block_sum (fixed order). WRITES y, mean[row],
-   rstd[row].
+   One warp per row, 8 rows per block (256 threads), grid =
+   min(ceil(rows / 8), 65535), grid-stride over rows. Lane l reads the
+   groups l, l + 32, ... of the row: 16-byte groups (4 f32, 8 bf16) when
+   cols is a multiple of that, else single elements; rows of a few hundred
+   elements keep every lane busy, which a block per row did not (a 128-wide
+   row left half of 256 threads idle). Row sums by warp_sum (fixed order),
+   three passes over the row (mean, variance, output; the re-reads hit
+   L1/L2). WRITES y, mean[row], rstd[row].
 2. layernorm_backward_input(x, gamma, mean, rstd, grad, dx, rows, cols)
-   One block per row as in 1: two block sums (mean of dxhat, mean of
+   One warp per row as in 1: two warp sums (mean of dxhat, mean of
    dxhat * xhat), then WRITES dx.
 3. layernorm_backward_param_partials(x, mean, rstd, grad, partial_gamma,
    partial_beta, rows, cols, rows_per_chunk)
@@ -26,31 +31,58 @@ mean, rstd and the partial sums f32.
 */
 #include "common.cuh"
 
+// One row of the forward in groups of W (see for_lane_groups); returns the
+// row's mean and rstd to every lane.
+template <typename T, int W>
+__device__ __forceinline__ void layernorm_forward_row(const T* __restrict__ xr, const T* __restrict__ gamma,
+                                                      const T* __restrict__ beta, T* __restrict__ yr, int cols,
+                                                      float eps, float& mean, float& rstd) {
+    float s = 0.0f;
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> x;
+        x.load(xr + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) s += x.v[k];
+    });
+    const float m = warp_sum(s) / (float)cols;
+    float v = 0.0f;
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> x;
+        x.load(xr + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) v += (x.v[k] - m) * (x.v[k] - m);
+    });
+    const float r = 1.0f / sqrtf(warp_sum(v) / (float)cols + eps);
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> x, g, b;
+        x.load(xr + j);
+        g.load(gamma + j);
+        b.load(beta + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) x.v[k] = (x.v[k] - m) * r * g.v[k] + b.v[k];
+        x.store(yr + j);
+    });
+    mean = m;
+    rstd = r;
+}
+
 template <typename T>
 __device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, const T* __restrict__ gamma,
                                                        const T* __restrict__ beta, T* __restrict__ y,
                                                        float* __restrict__ mean, float* __restrict__ rstd,
                                                        int rows, int cols, float eps) {
-    __shared__ float scratch[32];
-    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+    constexpr int lanes = Pack16<T>::lanes;
+    const int warps = blockDim.x >> 5;
+    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
         const T* xr = x + (long long)row * cols;
         T* yr = y + (long long)row * cols;
-        float s = 0.0f;
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            s += to_f32(xr[j]);
+        float m, r;
+        if (cols % lanes == 0) {
+            layernorm_forward_row<T, lanes>(xr, gamma, beta, yr, cols, eps, m, r);
+        } else {
+            layernorm_forward_row<T, 1>(xr, gamma, beta, yr, cols, eps, m, r);
         }
-        const float m = block_sum(s, scratch) / (float)cols;
-        float v = 0.0f;
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float d = to_f32(xr[j]) - m;
-            v += d * d;
-        }
-        const float var = block_sum(v, scratch) / (float)cols;
-        const float r = 1.0f / sqrtf(var + eps);
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            yr[j] = from_f32<T>((to_f32(xr[j]) - m) * r * to_f32(gamma[j]) + to_f32(beta[j]));
-        }
-        if (threadIdx.x == 0) {
+        if ((threadIdx.x & 31) == 0) {
             mean[row] = m;
             rstd[row] = r;
         }
@@ -69,32 +101,55 @@ __device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, 
 LAYERNORM_FORWARD(float, layernorm_forward)
 LAYERNORM_FORWARD(bf16_bits, layernorm_forward_bf16)
 
+// One row of dx in groups of W.
+template <typename T, int W>
+__device__ __forceinline__ void layernorm_backward_row(const T* __restrict__ xr, const T* __restrict__ gamma,
+                                                       float m, float rs, const T* __restrict__ gr,
+                                                       T* __restrict__ dr, int cols) {
+    float a = 0.0f;
+    float b = 0.0f;
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> x, g, dy;
+        x.load(xr + j);
+        g.load(gamma + j);
+        dy.load(gr + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const float dxhat = dy.v[k] * g.v[k];
+            a += dxhat;
+            b += dxhat * (x.v[k] - m) * rs;
+        }
+    });
+    const float mean_dxhat = warp_sum(a) / (float)cols;
+    const float mean_dxhat_xhat = warp_sum(b) / (float)cols;
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> x, g, dy;
+        x.load(xr + j);
+        g.load(gamma + j);
+        dy.load(gr + j);
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const float xhat = (x.v[k] - m) * rs;
+            x.v[k] = (dy.v[k] * g.v[k] - mean_dxhat - xhat * mean_dxhat_xhat) * rs;
+        }
+        x.store(dr + j);
+    });
+}
+
 template <typename T>
 __device__ __forceinline__ void layernorm_backward_input_impl(const T* __restrict__ x, const T* __restrict__ gamma,
                                                               const float* __restrict__ mean,
                                                               const float* __restrict__ rstd,
                                                               const T* __restrict__ grad, T* __restrict__ dx,
                                                               int rows, int cols) {
-    __shared__ float scratch[32];
-    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
-        const T* xr = x + (long long)row * cols;
-        const T* gr = grad + (long long)row * cols;
-        T* dr = dx + (long long)row * cols;
-        const float m = mean[row];
-        const float rs = rstd[row];
-        float a = 0.0f;
-        float b = 0.0f;
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float xhat = (to_f32(xr[j]) - m) * rs;
-            const float dxhat = to_f32(gr[j]) * to_f32(gamma[j]);
-            a += dxhat;
-            b += dxhat * xhat;
-        }
-        const float mean_dxhat = block_sum(a, scratch) / (float)cols;
-        const float mean_dxhat_xhat = block_sum(b, scratch) / (float)cols;
-        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-            const float xhat = (to_f32(xr[j]) - m) * rs;
-            dr[j] = from_f32<T>((to_f32(gr[j]) * to_f32(gamma[j]) - mean_dxhat - xhat * mean_dxhat_xhat) * rs);
+    constexpr int lanes = Pack16<T>::lanes;
+    const int warps = blockDim.x >> 5;
+    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+        const long long off = (long long)row * cols;
+        if (cols % lanes == 0) {
+            layernorm_backward_row<T, lanes>(x + off, gamma, mean[row], rstd[row], grad + off, dx + off, cols);
+        } else {
+            layernorm_backward_row<T, 1>(x + off, gamma, mean[row], rstd[row], grad + off, dx + off, cols);
         }
     }
 }

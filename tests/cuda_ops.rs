@@ -247,6 +247,12 @@ fn normalisations() {
     let gamma = Input::uniform(&mut rng, &[33], 0.5, 1.5);
     let beta = randn(&mut rng, &[33]);
     check(&gpu, "layer_norm", &[x.clone(), gamma, beta], |_, t| t[0].layer_norm(&t[1], &t[2], 1e-5));
+    // Widths that are multiples of 4 take the kernels' 16-byte groups (33
+    // above takes single elements): mini-clip's 128 and ViT-B's 768.
+    for cols in [128, 768] {
+        let inputs = [randn(&mut rng, &[150, cols]), Input::uniform(&mut rng, &[cols], 0.5, 1.5), randn(&mut rng, &[cols])];
+        check(&gpu, &format!("layer_norm over {cols}"), &inputs, |_, t| t[0].layer_norm(&t[1], &t[2], 1e-5));
+    }
     check(&gpu, "softmax", std::slice::from_ref(&x), |_, t| t[0].softmax());
     check(&gpu, "l2_normalize", std::slice::from_ref(&x), |_, t| t[0].l2_normalize());
     let wide = randn(&mut rng, &[3, 1000]);

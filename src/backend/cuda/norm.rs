@@ -1,12 +1,18 @@
 //! Row-wise normalisations (`kernels/layernorm.cu`, `kernels/softmax.cu`,
-//! `kernels/l2_normalize.cu`): one block per row, f32 sums in a fixed order.
+//! `kernels/l2_normalize.cu`): layernorm one warp per row, softmax and
+//! l2-normalise one block per row; f32 sums in a fixed order.
 
-use super::device::{int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
+use super::device::{grid_for, int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
 use anyhow::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig, ValidAsZeroBits};
 
 /// Rows of dgamma/dbeta partial sums each block column adds up serially.
 const ROWS_PER_CHUNK: usize = 64;
+
+/// One warp per row, `BLOCK / 32` rows per block (the layernorm kernels).
+fn warp_per_row(rows: usize) -> LaunchConfig {
+    grid_for(rows * 32, BLOCK)
+}
 
 fn rows_of<T>(x: &CudaSlice<T>, cols: usize) -> usize {
     x.len().checked_div(cols).unwrap_or(0)
@@ -32,9 +38,9 @@ pub fn layernorm<T: KernelElem>(
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("layernorm", T::pick("layernorm_forward", "layernorm_forward_bf16"))?;
     // SAFETY: x and y hold rows * cols elements, gamma and beta cols (all
-    // of the kernel instance's type), mean and rstd rows f32; one block per
+    // of the kernel instance's type), mean and rstd rows f32; one warp per
     // row reads and writes that row only.
-    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
+    unsafe { launch!(kernel, warp_per_row(rows); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
     Ok((y, mean, rstd))
 }
 
@@ -58,8 +64,8 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let input = dev.kernel("layernorm", T::pick("layernorm_backward_input", "layernorm_backward_input_bf16"))?;
     // SAFETY: x, grad and dx hold rows * cols elements, gamma cols (all of
-    // the kernel instance's type), mean and rstd rows f32; one block per row.
-    unsafe { launch!(input, rows_config(rows, BLOCK, 0); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
+    // the kernel instance's type), mean and rstd rows f32; one warp per row.
+    unsafe { launch!(input, warp_per_row(rows); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
 
     let rows_per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65535));
     let chunks = rows.div_ceil(rows_per_chunk);
