@@ -239,6 +239,30 @@ fn bf16_matrix_products_through_cublaslt() {
     });
 }
 
+/// cuBLASLt plans are cached per product shape: products of one shape
+/// with fresh operands and biases each use their own (the cached
+/// descriptor's bias pointer is set on every call), and repeating a shape
+/// makes no new plan.
+#[test]
+fn cached_gemm_plans_take_each_calls_operands() {
+    let Some(gpu) = cuda_or_skip("cached_gemm_plans_take_each_calls_operands") else { return };
+    let Device::Cuda(cuda) = &gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
+    let mut rng = Rng::new(21);
+    for (dtype, tol) in [(DType::F32, TOL), (DType::BF16, BF16_TOL)] {
+        let mut plans = None;
+        for round in 0..3 {
+            let inputs = [randn(&mut rng, &[37, 24]), randn(&mut rng, &[19, 24]), randn(&mut rng, &[19])];
+            check_at(&gpu, &format!("{dtype} linear, round {round}"), &inputs, tol, |_, t| {
+                let [x, w, b] = [&t[0], &t[1], &t[2]].map(|v| v.to_dtype(dtype));
+                x?.linear(&w?, Some(&b?))
+            });
+            let now = cuda.gemm_plans();
+            assert!(plans.is_none_or(|p| p == now), "round {round} of {dtype} made a new plan ({plans:?} -> {now})");
+            plans = Some(now);
+        }
+    }
+}
+
 #[test]
 fn normalisations() {
     let Some(gpu) = cuda_or_skip("normalisations") else { return };
