@@ -9,7 +9,9 @@ is. cvt.rn.bf16.f32 needs sm_80 or newer.
   bf16_to_f32 / f16_to_f32: exact,
   u32_to_f32: round to nearest (exact below 2^24),
   f32_to_u32: round toward zero, saturating, NaN -> 0 (Rust's `as u32`).
-Every kernel: (src, dst, n), block = 256, grid-stride; each dst element is
+Every kernel: (src, dst, n), block = 256, grid = ceil(n / 4 / 256) capped
+at 65535, grid-stride over groups of 4 elements (16-byte f32/u32 accesses,
+8-byte 16-bit ones), the last n % 4 elements singly; each dst element is
 written once with `=`.
 */
 #include "common.cuh"
@@ -26,35 +28,42 @@ __device__ __forceinline__ float f16_bits_to_f32(unsigned short h) {
     return r;
 }
 
-#define GRID_STRIDE(n) \
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
+// Four consecutive elements: one 16-byte access for 4-byte types, one
+// 8-byte access for 16-bit ones.
+template <typename T>
+struct alignas(4 * sizeof(T)) Quad {
+    T v[4];
+};
 
-extern "C" __global__ void __launch_bounds__(256)
-f32_to_bf16(const float* __restrict__ src, unsigned short* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = from_f32<bf16_bits>(src[i]).bits; }
+// dst[i] = convert(src[i]) for i < n, four elements per thread and
+// iteration (both buffers are whole pool allocations, so quads are
+// aligned), then the last n % 4 one each.
+template <typename S, typename D, typename Convert>
+__device__ __forceinline__ void cast_impl(const S* __restrict__ src, D* __restrict__ dst, int n, Convert convert) {
+    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    const int stride = gridDim.x * blockDim.x;
+    const int quads = n / 4;
+    for (int q = tid; q < quads; q += stride) {
+        const Quad<S> in = reinterpret_cast<const Quad<S>*>(src)[q];
+        Quad<D> out;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) out.v[k] = convert(in.v[k]);
+        reinterpret_cast<Quad<D>*>(dst)[q] = out;
+    }
+    const int i = quads * 4 + tid;
+    if (i < n) {
+        dst[i] = convert(src[i]);
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-f32_to_f16(const float* __restrict__ src, unsigned short* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = f32_to_f16_bits(src[i]); }
-}
+#define CAST(NAME, S, D, EXPR) \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const S* __restrict__ src, D* __restrict__ dst, int n) { \
+        cast_impl(src, dst, n, [](S x) -> D { return EXPR; }); \
+    }
 
-extern "C" __global__ void __launch_bounds__(256)
-bf16_to_f32(const unsigned short* __restrict__ src, float* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = to_f32(bf16_bits{src[i]}); }
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-f16_to_f32(const unsigned short* __restrict__ src, float* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = f16_bits_to_f32(src[i]); }
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-u32_to_f32(const unsigned int* __restrict__ src, float* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = __uint2float_rn(src[i]); }
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-f32_to_u32(const float* __restrict__ src, unsigned int* __restrict__ dst, int n) {
-    GRID_STRIDE(n) { dst[i] = __float2uint_rz(src[i]); }
-}
+CAST(f32_to_bf16, float, unsigned short, from_f32<bf16_bits>(x).bits)
+CAST(f32_to_f16, float, unsigned short, f32_to_f16_bits(x))
+CAST(bf16_to_f32, unsigned short, float, to_f32(bf16_bits{x}))
+CAST(f16_to_f32, unsigned short, float, f16_bits_to_f32(x))
+CAST(u32_to_f32, unsigned int, float, __uint2float_rn(x))
+CAST(f32_to_u32, float, unsigned int, __float2uint_rz(x))

@@ -24,8 +24,9 @@ fallback pastes this file in place of the #include line).
   with both instances is a template `<name>_impl`, and a macro per kernel
   defines the extern "C" entry points `<name>` (float) and `<name>_bf16`
   (extern "C" functions cannot be templates; the host picks one by name).
-* Group<T, W> / for_lane_groups<W>: the warp-per-row kernels' row walk, in
-  groups of W elements (16-byte accesses when W is Pack16<T>::lanes).
+* FOR_WARP_ROWS / Group<T, W> / for_lane_groups<W>: the warp-per-row
+  kernels' rows and row walk, in groups of W elements (16-byte accesses
+  when W is Pack16<T>::lanes).
 */
 #pragma once
 
@@ -199,6 +200,12 @@ __device__ __forceinline__ void for_lane_groups(int cols, F f) {
         f(j);
     }
 }
+
+// The rows a warp owns in a warp-per-row kernel: one row per warp of the
+// block, grid-stride over the rest.
+#define FOR_WARP_ROWS(row, rows) \
+    for (int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < (rows); \
+         row += gridDim.x * (blockDim.x >> 5))
 
 __device__ __forceinline__ bool aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0ull;

@@ -5,7 +5,9 @@ Row gathers and their deterministic scatter-add adjoint
 are, so the bf16 token-embedding table is never widened), ids are u32.
 
 1. index_select(table, ids, out, n_ids, rows, cols, bad)
-   out[i, j] = table[ids[i], j]. block = 256, grid-stride over n_ids * cols.
+   out[i, j] = table[ids[i], j]. block = 256, grid-stride over n_ids * cols
+   elements, or over 16-byte packs (4 f32, 8 bf16) when cols is a multiple
+   of a pack: each thread then copies 16 bytes of a row.
    An id >= rows writes NaN to its output row and raises bad[0] to
    max(bad[0], id + 1) (an integer atomicMax: the final value does not
    depend on the order). bad is the device's one index-fault word: the
@@ -27,17 +29,35 @@ template <typename T>
 __device__ __forceinline__ void index_select_impl(const T* __restrict__ table, const unsigned int* __restrict__ ids,
                                                   T* __restrict__ out, int n_ids, int rows, int cols,
                                                   unsigned int* __restrict__ bad) {
-    const long long n = (long long)n_ids * cols;
     const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const long long r = i / cols;
-        const long long j = i % cols;
-        const unsigned int id = ids[r];
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    constexpr int lanes = Pack16<T>::lanes;
+    if (cols % lanes == 0) {
+        // Rows of whole 16-byte packs: copy packs, bits as they are.
+        const int packs = cols / lanes;
+        const uint4* src = reinterpret_cast<const uint4*>(table);
+        uint4* dst = reinterpret_cast<uint4*>(out);
+        for (long long i = tid; i < (long long)n_ids * packs; i += stride) {
+            const unsigned int id = ids[i / packs];
+            if (id >= (unsigned int)rows) {
+                Pack16<T> nan;
+#pragma unroll
+                for (int k = 0; k < lanes; ++k) nan.v[k] = from_f32<T>(__int_as_float(0x7fc00000));
+                dst[i] = nan.raw;
+                atomicMax(bad, id + 1u);
+            } else {
+                dst[i] = src[(long long)id * packs + i % packs];
+            }
+        }
+        return;
+    }
+    for (long long i = tid; i < (long long)n_ids * cols; i += stride) {
+        const unsigned int id = ids[i / cols];
         if (id >= (unsigned int)rows) {
             out[i] = from_f32<T>(__int_as_float(0x7fc00000));
             atomicMax(bad, id + 1u);
         } else {
-            out[i] = table[(long long)id * cols + j];
+            out[i] = table[(long long)id * cols + i % cols];
         }
     }
 }

@@ -72,8 +72,7 @@ __device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, 
                                                        float* __restrict__ mean, float* __restrict__ rstd,
                                                        int rows, int cols, float eps) {
     constexpr int lanes = Pack16<T>::lanes;
-    const int warps = blockDim.x >> 5;
-    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+    FOR_WARP_ROWS(row, rows) {
         const T* xr = x + (long long)row * cols;
         T* yr = y + (long long)row * cols;
         float m, r;
@@ -143,8 +142,7 @@ __device__ __forceinline__ void layernorm_backward_input_impl(const T* __restric
                                                               const T* __restrict__ grad, T* __restrict__ dx,
                                                               int rows, int cols) {
     constexpr int lanes = Pack16<T>::lanes;
-    const int warps = blockDim.x >> 5;
-    for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += gridDim.x * warps) {
+    FOR_WARP_ROWS(row, rows) {
         const long long off = (long long)row * cols;
         if (cols % lanes == 0) {
             layernorm_backward_row<T, lanes>(x + off, gamma, mean[row], rstd[row], grad + off, dx + off, cols);

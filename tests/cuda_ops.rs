@@ -144,9 +144,12 @@ fn layout_ops_copy_every_word_width_exactly() {
 fn gather_and_scatter_add_with_repeated_ids() {
     let Some(gpu) = cuda_or_skip("gather_and_scatter_add_with_repeated_ids") else { return };
     let mut rng = Rng::new(4);
-    let table = randn(&mut rng, &[10, 6]);
     let ids = vec![7u32, 0, 7, 3, 9, 7, 0];
-    check(&gpu, "index_select", &[table], |dev, t| t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?));
+    // 6 columns are copied element by element, 8 and 16 in 16-byte packs.
+    for cols in [6, 8, 16] {
+        let table = randn(&mut rng, &[10, cols]);
+        check(&gpu, &format!("index_select of {cols} columns"), &[table], |dev, t| t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?));
+    }
 }
 
 #[test]
@@ -420,13 +423,17 @@ fn staged_uploads_arrive_exactly() {
 #[test]
 fn bad_ids_and_mixed_devices_are_errors() {
     let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };
-    let table = Tensor::zeros([4, 3], DType::F32, &gpu).unwrap();
     // The launch does not wait; the next read from the GPU reports the id,
-    // once, and the device stays usable.
-    let gathered = table.index_select(&Tensor::from_ids(vec![1, 9, 2], [3], &gpu).unwrap()).unwrap();
-    let err = gathered.to_vec().unwrap_err();
-    assert!(format!("{err:#}").contains("index 9 was out of range for the table of an index_select"), "{err:#}");
-    assert_eq!(table.to_vec().unwrap().len(), table.elem_count(), "the fault is reported once");
+    // once, and the device stays usable. Rows of 3 are gathered element by
+    // element, rows of 8 in 16-byte packs.
+    for cols in [3, 8] {
+        let table = Tensor::zeros([4, cols], DType::F32, &gpu).unwrap();
+        let gathered = table.index_select(&Tensor::from_ids(vec![1, 9, 2], [3], &gpu).unwrap()).unwrap();
+        let err = gathered.to_vec().unwrap_err();
+        assert!(format!("{err:#}").contains("index 9 was out of range for the table of an index_select"), "{err:#}");
+        assert_eq!(table.to_vec().unwrap().len(), table.elem_count(), "the fault is reported once");
+    }
+    let table = Tensor::zeros([4, 3], DType::F32, &gpu).unwrap();
     let cpu = Tensor::zeros([4, 3], DType::F32, &Device::Cpu).unwrap();
     let err = table.add(&cpu).unwrap_err();
     assert!(format!("{err:#}").contains("different devices"), "{err:#}");

@@ -2,7 +2,12 @@
 
 use super::device::{grid_for, int, launch, CudaDevice, BLOCK};
 use anyhow::Result;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+/// The cast kernels' launch: a thread per group of 4 elements.
+fn cast_grid(len: usize) -> LaunchConfig {
+    grid_for(len.div_ceil(4), BLOCK)
+}
 
 /// A buffer to widen to f32.
 pub enum Source<'a> {
@@ -32,8 +37,8 @@ pub fn to_f32(dev: &CudaDevice, src: Source<'_>) -> Result<CudaSlice<f32>> {
     // SAFETY: `src` and `out` both hold `n` elements of the kernel's element
     // types (u16 / u32 in, f32 out); the kernel touches indices < n only.
     match src {
-        Source::Bf16(b) | Source::F16(b) => unsafe { launch!(kernel, grid_for(len, BLOCK); b, &mut out, &n) }?,
-        Source::U32(b) => unsafe { launch!(kernel, grid_for(len, BLOCK); b, &mut out, &n) }?,
+        Source::Bf16(b) | Source::F16(b) => unsafe { launch!(kernel, cast_grid(len); b, &mut out, &n) }?,
+        Source::U32(b) => unsafe { launch!(kernel, cast_grid(len); b, &mut out, &n) }?,
     }
     Ok(out)
 }
@@ -50,7 +55,7 @@ pub fn from_f32(dev: &CudaDevice, src: &CudaSlice<f32>, target: Target) -> Resul
     let kernel = dev.kernel("cast", name)?;
     let n = int(src.len(), "elements")?;
     // SAFETY: `src` holds n f32 and `out` n u16; indices < n only.
-    unsafe { launch!(kernel, grid_for(src.len(), BLOCK); src, &mut out, &n) }?;
+    unsafe { launch!(kernel, cast_grid(src.len()); src, &mut out, &n) }?;
     Ok(out)
 }
 
@@ -62,6 +67,6 @@ pub fn f32_to_u32(dev: &CudaDevice, src: &CudaSlice<f32>) -> Result<CudaSlice<u3
     let kernel = dev.kernel("cast", "f32_to_u32")?;
     let n = int(src.len(), "elements")?;
     // SAFETY: `src` holds n f32 and `out` n u32; indices < n only.
-    unsafe { launch!(kernel, grid_for(src.len(), BLOCK); src, &mut out, &n) }?;
+    unsafe { launch!(kernel, cast_grid(src.len()); src, &mut out, &n) }?;
     Ok(out)
 }

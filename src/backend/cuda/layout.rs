@@ -197,12 +197,14 @@ pub fn index_select<T: KernelElem>(dev: &CudaDevice, table: &CudaSlice<T>, ids: 
     }
     let (n_ids, rows_i, cols_i) = (int(ids.len(), "ids")?, int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("index", T::pick("index_select", "index_select_bf16"))?;
+    // A thread per element, or per 16-byte pack when rows are whole packs.
+    let threads = if cols.is_multiple_of(T::LANES) { len / T::LANES } else { len };
     dev.with_index_fault(|bad| {
         // SAFETY: table holds rows * cols elements (the op checked its shape)
         // and out n_ids * cols, both of the kernel instance's type; ids n_ids
         // u32, bad one u32; ids >= rows are never dereferenced (the kernel
         // writes NaN and flags them).
-        unsafe { launch!(kernel, grid_for(len, BLOCK); table, ids, &mut out, &n_ids, &rows_i, &cols_i, bad) }
+        unsafe { launch!(kernel, grid_for(threads, BLOCK); table, ids, &mut out, &n_ids, &rows_i, &cols_i, bad) }
     })?;
     Ok(out)
 }

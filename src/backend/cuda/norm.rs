@@ -1,15 +1,14 @@
 //! Row-wise normalisations (`kernels/layernorm.cu`, `kernels/softmax.cu`,
-//! `kernels/l2_normalize.cu`): layernorm one warp per row, softmax and
-//! l2-normalise one block per row; f32 sums in a fixed order.
+//! `kernels/l2_normalize.cu`): one warp per row, f32 sums in a fixed order.
 
-use super::device::{grid_for, int, launch, rows_config, CudaDevice, KernelElem, BLOCK};
+use super::device::{grid_for, int, launch, CudaDevice, KernelElem, BLOCK};
 use anyhow::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig, ValidAsZeroBits};
 
 /// Rows of dgamma/dbeta partial sums each block column adds up serially.
 const ROWS_PER_CHUNK: usize = 64;
 
-/// One warp per row, `BLOCK / 32` rows per block (the layernorm kernels).
+/// One warp per row, `BLOCK / 32` rows per block.
 fn warp_per_row(rows: usize) -> LaunchConfig {
     grid_for(rows * 32, BLOCK)
 }
@@ -103,8 +102,8 @@ pub fn softmax(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize) -> Result<Cuda
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("softmax", "softmax_forward")?;
-    // SAFETY: x and y hold rows * cols f32; one block per row.
-    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &rows_i, &cols_i) }?;
+    // SAFETY: x and y hold rows * cols f32; one warp per row.
+    unsafe { launch!(kernel, warp_per_row(rows); x, &mut y, &rows_i, &cols_i) }?;
     Ok(y)
 }
 
@@ -116,8 +115,8 @@ pub fn softmax_backward(dev: &CudaDevice, y: &CudaSlice<f32>, grad: &CudaSlice<f
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("softmax", "softmax_backward")?;
-    // SAFETY: y, grad and dx hold rows * cols f32; one block per row.
-    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); y, grad, &mut dx, &rows_i, &cols_i) }?;
+    // SAFETY: y, grad and dx hold rows * cols f32; one warp per row.
+    unsafe { launch!(kernel, warp_per_row(rows); y, grad, &mut dx, &rows_i, &cols_i) }?;
     Ok(dx)
 }
 
@@ -131,8 +130,8 @@ pub fn l2_normalize(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize, eps: f32)
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("l2_normalize", "l2_normalize_forward")?;
-    // SAFETY: x and y hold rows * cols f32, norms rows; one block per row.
-    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); x, &mut y, &mut norms, &rows_i, &cols_i, &eps) }?;
+    // SAFETY: x and y hold rows * cols f32, norms rows; one warp per row.
+    unsafe { launch!(kernel, warp_per_row(rows); x, &mut y, &mut norms, &rows_i, &cols_i, &eps) }?;
     Ok((y, norms))
 }
 
@@ -144,7 +143,7 @@ pub fn l2_normalize_backward(dev: &CudaDevice, y: &CudaSlice<f32>, norms: &CudaS
     }
     let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
     let kernel = dev.kernel("l2_normalize", "l2_normalize_backward")?;
-    // SAFETY: y, grad and dx hold rows * cols f32, norms rows; one block per row.
-    unsafe { launch!(kernel, rows_config(rows, BLOCK, 0); y, norms, grad, &mut dx, &rows_i, &cols_i) }?;
+    // SAFETY: y, grad and dx hold rows * cols f32, norms rows; one warp per row.
+    unsafe { launch!(kernel, warp_per_row(rows); y, norms, grad, &mut dx, &rows_i, &cols_i) }?;
     Ok(dx)
 }
