@@ -21,13 +21,12 @@ eps), dx from the saved mean and rstd.
    grid = (ceil(cols / 256), chunks), block = 256: thread j of chunk c sums
    grad * xhat and grad over rows [c * rows_per_chunk, ...) in row order;
    WRITES partial_*[c * cols + j].
-4. column_sum(partials, out, chunks, cols): thread per column j sums
-   partials[0..chunks][j] in chunk order; WRITES out[j].
-   dgamma and dbeta are each one launch of 4 over the partials of 3.
+   dgamma and dbeta are then each one launch of reduce.cu's column_sum
+   over the partials of 3.
 f32 accumulation throughout; no atomics; deterministic for a given shape.
-Every kernel also comes in bf16 (`_bf16`): x, gamma, beta, y, grad, dx and
-the column sums' outputs bf16 (widened on load, rounded once on store);
-mean, rstd and the partial sums f32.
+Every kernel also comes in bf16 (`_bf16`): x, gamma, beta, y, grad and dx
+bf16 (widened on load, rounded once on store); mean, rstd and the partial
+sums f32.
 */
 #include "common.cuh"
 
@@ -199,27 +198,3 @@ __device__ __forceinline__ void layernorm_backward_param_partials_impl(
     }
 LAYERNORM_BACKWARD_PARAM_PARTIALS(float, layernorm_backward_param_partials)
 LAYERNORM_BACKWARD_PARAM_PARTIALS(bf16_bits, layernorm_backward_param_partials_bf16)
-
-template <typename T>
-__device__ __forceinline__ void column_sum_impl(const float* __restrict__ partials, T* __restrict__ out, int chunks,
-                                                int cols) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= cols) {
-        return;
-    }
-    float s = 0.0f;
-    for (int c = 0; c < chunks; ++c) {
-        s += partials[(long long)c * cols + j];
-    }
-    out[j] = from_f32<T>(s);
-}
-
-#define COLUMN_SUM(T, NAME) \
-    extern "C" __global__ void __launch_bounds__(256) \
-    NAME( \
-        const float* __restrict__ partials, T* __restrict__ out, int chunks, int cols \
-    ) { \
-        column_sum_impl(partials, out, chunks, cols); \
-    }
-COLUMN_SUM(float, column_sum)
-COLUMN_SUM(bf16_bits, column_sum_bf16)

@@ -15,6 +15,17 @@ Broadcast reductions and expansions: sum_to and broadcast_to
 2. broadcast_copy(x, out, n, map): out[i] = x[a(i)], map.dims the output
    dims, map.a the broadcast strides of x (0 on repeated dims).
    block = 256, grid-stride.
+3. column_partials(x, partials, rows, cols, rows_per_chunk): x is [rows,
+   cols]; grid = (ceil(cols / 256), chunks), block = 256: thread j of chunk
+   c sums x[r, j] over rows [c * rows_per_chunk, ...) in row order and
+   WRITES partials[c * cols + j]. Consecutive threads read consecutive
+   columns, so every read is coalesced (sum_to's kernel 1 reads a column
+   with a stride of cols when the kept dims are innermost: bias gradients).
+4. column_sum(partials, out, chunks, cols), also column_sum_bf16 (bf16
+   out): thread per column j sums partials[0..chunks][j] in chunk order;
+   WRITES out[j]. After 3 it finishes sum_to's column sums; it also adds up
+   layernorm.cu's dgamma/dbeta partials.
+3 and 4 are deterministic: fixed order for a given shape, no atomics.
 */
 #include "common.cuh"
 
@@ -42,3 +53,42 @@ broadcast_copy(const float* __restrict__ x, float* __restrict__ out, int n, Inde
         out[i] = x[map_offset_a(i, map)];
     }
 }
+
+extern "C" __global__ void __launch_bounds__(256)
+column_partials(const float* __restrict__ x, float* __restrict__ partials, int rows, int cols, int rows_per_chunk) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) {
+        return;
+    }
+    const int chunk = blockIdx.y;
+    const int end = min(rows, (chunk + 1) * rows_per_chunk);
+    float s = 0.0f;
+    for (int r = chunk * rows_per_chunk; r < end; ++r) {
+        s += x[(long long)r * cols + j];
+    }
+    partials[(long long)chunk * cols + j] = s;
+}
+
+template <typename T>
+__device__ __forceinline__ void column_sum_impl(const float* __restrict__ partials, T* __restrict__ out, int chunks,
+                                                int cols) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) {
+        return;
+    }
+    float s = 0.0f;
+    for (int c = 0; c < chunks; ++c) {
+        s += partials[(long long)c * cols + j];
+    }
+    out[j] = from_f32<T>(s);
+}
+
+#define COLUMN_SUM(T, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) \
+    NAME( \
+        const float* __restrict__ partials, T* __restrict__ out, int chunks, int cols \
+    ) { \
+        column_sum_impl(partials, out, chunks, cols); \
+    }
+COLUMN_SUM(float, column_sum)
+COLUMN_SUM(bf16_bits, column_sum_bf16)

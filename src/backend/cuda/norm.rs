@@ -2,11 +2,9 @@
 //! `kernels/l2_normalize.cu`): one warp per row, f32 sums in a fixed order.
 
 use super::device::{grid_for, int, launch, CudaDevice, KernelElem, BLOCK};
+use super::elementwise::{column_grid, column_sum, row_chunks};
 use anyhow::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig, ValidAsZeroBits};
-
-/// Rows of dgamma/dbeta partial sums each block column adds up serially.
-const ROWS_PER_CHUNK: usize = 64;
 
 /// One warp per row, `BLOCK / 32` rows per block.
 fn warp_per_row(rows: usize) -> LaunchConfig {
@@ -66,31 +64,20 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
     // the kernel instance's type), mean and rstd rows f32; one warp per row.
     unsafe { launch!(input, warp_per_row(rows); x, gamma, mean, rstd, grad, &mut dx, &rows_i, &cols_i) }?;
 
-    let rows_per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65535));
-    let chunks = rows.div_ceil(rows_per_chunk);
+    let (rows_per_chunk, chunks) = row_chunks(rows);
     let mut partial_gamma = dev.alloc::<f32>(chunks * cols)?;
     let mut partial_beta = dev.alloc::<f32>(chunks * cols)?;
     let rpc = int(rows_per_chunk, "rows per chunk")?;
-    let column_blocks = cols.div_ceil(BLOCK as usize) as u32;
-    let partials_cfg = LaunchConfig { grid_dim: (column_blocks, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     let partials = dev.kernel("layernorm", T::pick("layernorm_backward_param_partials", "layernorm_backward_param_partials_bf16"))?;
     // SAFETY: grid (ceil(cols / 256), chunks) covers each (chunk, column)
     // once; the partial buffers hold chunks * cols f32; x and grad (of the
     // kernel instance's type) are read in rows [chunk * rpc, min(rows,
     // (chunk + 1) * rpc)).
     unsafe {
-        launch!(partials, partials_cfg; x, mean, rstd, grad, &mut partial_gamma, &mut partial_beta, &rows_i, &cols_i, &rpc)
+        launch!(partials, column_grid(cols, chunks); x, mean, rstd, grad, &mut partial_gamma, &mut partial_beta, &rows_i, &cols_i, &rpc)
     }?;
-    let chunks_i = int(chunks, "chunks")?;
-    let sum_cfg = LaunchConfig { grid_dim: (column_blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-    let column_sum = dev.kernel("layernorm", T::pick("column_sum", "column_sum_bf16"))?;
-    let mut dgamma = dev.alloc::<T>(cols)?;
-    let mut dbeta = dev.alloc::<T>(cols)?;
-    // SAFETY: partials hold chunks * cols f32, outputs cols elements of the
-    // kernel instance's type; a thread per column.
-    unsafe { launch!(column_sum, sum_cfg; &partial_gamma, &mut dgamma, &chunks_i, &cols_i) }?;
-    // SAFETY: as above.
-    unsafe { launch!(column_sum, sum_cfg; &partial_beta, &mut dbeta, &chunks_i, &cols_i) }?;
+    let dgamma = column_sum::<T>(dev, &partial_gamma, chunks, cols)?;
+    let dbeta = column_sum::<T>(dev, &partial_beta, chunks, cols)?;
     Ok((dx, dgamma, dbeta))
 }
 
