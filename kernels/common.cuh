@@ -201,6 +201,17 @@ __device__ __forceinline__ void for_lane_groups(int cols, F f) {
     }
 }
 
+// for_lane_groups over two rows at once: f(j, a's group, b's group).
+template <typename T, int W, typename F>
+__device__ __forceinline__ void for_lane_group_pairs(const T* __restrict__ a, const T* __restrict__ b, int cols, F f) {
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> ga, gb;
+        ga.load(a + j);
+        gb.load(b + j);
+        f(j, ga, gb);
+    });
+}
+
 // The rows a warp owns in a warp-per-row kernel: one row per warp of the
 // block, grid-stride over the rest.
 #define FOR_WARP_ROWS(row, rows) \

@@ -41,12 +41,10 @@ template <int W>
 __device__ __forceinline__ void l2_normalize_backward_row(const float* __restrict__ yr, float n,
                                                           const float* __restrict__ gr, float* __restrict__ dr,
                                                           int cols) {
+    using G = Group<float, W>;
     float sq = 0.0f;
     float d = 0.0f;
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<float, W> y, g;
-        y.load(yr + j);
-        g.load(gr + j);
+    for_lane_group_pairs<float, W>(yr, gr, cols, [&](int, const G& y, const G& g) {
 #pragma unroll
         for (int k = 0; k < W; ++k) {
             sq += y.v[k] * y.v[k];
@@ -56,13 +54,11 @@ __device__ __forceinline__ void l2_normalize_backward_row(const float* __restric
     const bool unit = warp_sum(sq) > 0.5f;
     const float dot = warp_sum(d);
     const float use_dot = unit ? dot : 0.0f;
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<float, W> y, g;
-        y.load(yr + j);
-        g.load(gr + j);
+    for_lane_group_pairs<float, W>(yr, gr, cols, [&](int j, const G& y, const G& g) {
+        G dx;
 #pragma unroll
-        for (int k = 0; k < W; ++k) y.v[k] = (g.v[k] - y.v[k] * use_dot) / n;
-        y.store(dr + j);
+        for (int k = 0; k < W; ++k) dx.v[k] = (g.v[k] - y.v[k] * use_dot) / n;
+        dx.store(dr + j);
     });
 }
 

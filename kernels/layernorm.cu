@@ -99,18 +99,24 @@ __device__ __forceinline__ void layernorm_forward_impl(const T* __restrict__ x, 
 LAYERNORM_FORWARD(float, layernorm_forward)
 LAYERNORM_FORWARD(bf16_bits, layernorm_forward_bf16)
 
-// One row of dx in groups of W.
+// One row of dx in groups of W: two passes over x, gamma and grad.
 template <typename T, int W>
 __device__ __forceinline__ void layernorm_backward_row(const T* __restrict__ xr, const T* __restrict__ gamma,
                                                        float m, float rs, const T* __restrict__ gr,
                                                        T* __restrict__ dr, int cols) {
+    // f(j, x, gamma, grad) for each group of W elements this lane owns.
+    auto for_groups = [&](auto f) {
+        for_lane_groups<W>(cols, [&](int j) {
+            Group<T, W> x, g, dy;
+            x.load(xr + j);
+            g.load(gamma + j);
+            dy.load(gr + j);
+            f(j, x, g, dy);
+        });
+    };
     float a = 0.0f;
     float b = 0.0f;
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<T, W> x, g, dy;
-        x.load(xr + j);
-        g.load(gamma + j);
-        dy.load(gr + j);
+    for_groups([&](int, const Group<T, W>& x, const Group<T, W>& g, const Group<T, W>& dy) {
 #pragma unroll
         for (int k = 0; k < W; ++k) {
             const float dxhat = dy.v[k] * g.v[k];
@@ -120,17 +126,14 @@ __device__ __forceinline__ void layernorm_backward_row(const T* __restrict__ xr,
     });
     const float mean_dxhat = warp_sum(a) / (float)cols;
     const float mean_dxhat_xhat = warp_sum(b) / (float)cols;
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<T, W> x, g, dy;
-        x.load(xr + j);
-        g.load(gamma + j);
-        dy.load(gr + j);
+    for_groups([&](int j, const Group<T, W>& x, const Group<T, W>& g, const Group<T, W>& dy) {
+        Group<T, W> dx;
 #pragma unroll
         for (int k = 0; k < W; ++k) {
             const float xhat = (x.v[k] - m) * rs;
-            x.v[k] = (dy.v[k] * g.v[k] - mean_dxhat - xhat * mean_dxhat_xhat) * rs;
+            dx.v[k] = (dy.v[k] * g.v[k] - mean_dxhat - xhat * mean_dxhat_xhat) * rs;
         }
-        x.store(dr + j);
+        dx.store(dr + j);
     });
 }
 

@@ -58,22 +58,18 @@ __device__ __forceinline__ void softmax_row(const float* __restrict__ xr, float*
 template <int W>
 __device__ __forceinline__ void softmax_backward_row(const float* __restrict__ yr, const float* __restrict__ gr,
                                                      float* __restrict__ dr, int cols) {
+    using G = Group<float, W>;
     float d = 0.0f;
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<float, W> y, g;
-        y.load(yr + j);
-        g.load(gr + j);
+    for_lane_group_pairs<float, W>(yr, gr, cols, [&](int, const G& y, const G& g) {
 #pragma unroll
         for (int k = 0; k < W; ++k) d += y.v[k] * g.v[k];
     });
     const float dot = warp_sum(d);
-    for_lane_groups<W>(cols, [&](int j) {
-        Group<float, W> y, g;
-        y.load(yr + j);
-        g.load(gr + j);
+    for_lane_group_pairs<float, W>(yr, gr, cols, [&](int j, const G& y, const G& g) {
+        G dx;
 #pragma unroll
-        for (int k = 0; k < W; ++k) y.v[k] *= g.v[k] - dot;
-        y.store(dr + j);
+        for (int k = 0; k < W; ++k) dx.v[k] = y.v[k] * (g.v[k] - dot);
+        dx.store(dr + j);
     });
 }
 

@@ -439,6 +439,15 @@ fn bad_ids_and_mixed_devices_are_errors() {
     assert!(format!("{err:#}").contains("different devices"), "{err:#}");
 }
 
+/// AdamW or SGD with momentum, both with weight decay in the default group.
+fn optimizer(groups: Vec<ParamGroup>, adamw: bool) -> Box<dyn Optimizer> {
+    if adamw {
+        Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
+    } else {
+        Box::new(Sgd::new(groups, 0.05, 0.9, 5e-4).unwrap())
+    }
+}
+
 /// Gradients accumulated over two backward passes (add_assign), then one
 /// optimizer step; parameters and state compared after each of 3 steps.
 fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
@@ -447,11 +456,7 @@ fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let b = Tensor::from_vec(rng.normal_vec(5, 1.0), [5], device).unwrap().into_parameter().unwrap();
     let x = Tensor::from_vec(rng.normal_vec(24, 1.0), [3, 8], device).unwrap();
     let groups = vec![ParamGroup::new(vec![w.clone()]), ParamGroup::no_decay(vec![b.clone()])];
-    let mut opt: Box<dyn Optimizer> = if adamw {
-        Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
-    } else {
-        Box::new(Sgd::new(groups, 0.05, 0.9, 5e-4).unwrap())
-    };
+    let mut opt = optimizer(groups, adamw);
     let mut history = Vec::new();
     for _ in 0..3 {
         opt.zero_grad();
@@ -476,11 +481,7 @@ fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let params: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 1.0), [n], device).unwrap().into_parameter().unwrap()).collect();
     let grads: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap()).collect();
     let groups = vec![ParamGroup::new(params[..30].to_vec()), ParamGroup::no_decay(params[30..].to_vec())];
-    let mut opt: Box<dyn Optimizer> = if adamw {
-        Box::new(AdamW::new(groups, 0.01, (0.9, 0.999), 1e-8, 0.01).unwrap())
-    } else {
-        Box::new(Sgd::new(groups, 0.05, 0.9, 5e-4).unwrap())
-    };
+    let mut opt = optimizer(groups, adamw);
     let mut history = Vec::new();
     for _ in 0..3 {
         opt.zero_grad();
@@ -493,27 +494,27 @@ fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     history
 }
 
-#[test]
-fn fused_optimizer_steps_over_many_tensors() {
-    let Some(gpu) = cuda_or_skip("fused_optimizer_steps_over_many_tensors") else { return };
+/// `run` on the CPU and on the GPU, with SGD and with AdamW, compared record
+/// by record (`record` names record i).
+fn optimizers_match(gpu: &Device, run: fn(&Device, bool) -> Vec<Vec<f32>>, record: impl Fn(usize) -> String) {
     for adamw in [false, true] {
-        let want = fused_optimizer_run(&Device::Cpu, adamw);
-        let got = fused_optimizer_run(&gpu, adamw);
+        let want = run(&Device::Cpu, adamw);
+        let got = run(gpu, adamw);
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_rel(&format!("{} step {} tensor {}", if adamw { "adamw" } else { "sgd" }, i / 50, i % 50), g, w, TOL);
+            assert_rel(&format!("{} {}", if adamw { "adamw" } else { "sgd" }, record(i)), g, w, TOL);
         }
     }
 }
 
 #[test]
+fn fused_optimizer_steps_over_many_tensors() {
+    let Some(gpu) = cuda_or_skip("fused_optimizer_steps_over_many_tensors") else { return };
+    optimizers_match(&gpu, fused_optimizer_run, |i| format!("step {} tensor {}", i / 50, i % 50));
+}
+
+#[test]
 fn sgd_and_adamw_steps_with_accumulated_gradients() {
     let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else { return };
-    for adamw in [false, true] {
-        let want = optimizer_run(&Device::Cpu, adamw);
-        let got = optimizer_run(&gpu, adamw);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_rel(&format!("{} record {i}", if adamw { "adamw" } else { "sgd" }), g, w, TOL);
-        }
-    }
+    optimizers_match(&gpu, optimizer_run, |i| format!("record {i}"));
 }

@@ -50,7 +50,25 @@ pub struct LtOperands {
     pub out: u64,
 }
 
-struct Layout(sys::cublasLtMatrixLayout_t);
+/// An owned cuBLASLt descriptor handle, destroyed on drop.
+macro_rules! descriptor {
+    ($name:ident, $handle:ty, $destroy:path) => {
+        struct $name($handle);
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: the handle was made by the matching create call
+                // and is destroyed once, here. A failure leaks a host
+                // descriptor at worst, so it is ignored.
+                let _ = unsafe { $destroy(self.0) };
+            }
+        }
+    };
+}
+
+descriptor!(Layout, sys::cublasLtMatrixLayout_t, lt::destroy_matrix_layout);
+descriptor!(Desc, sys::cublasLtMatmulDesc_t, lt::destroy_matmul_desc);
+descriptor!(Pref, sys::cublasLtMatmulPreference_t, lt::destroy_matmul_pref);
 
 impl Layout {
     fn new(data_type: sys::cudaDataType, rows: u64, cols: u64, ld: i64, batch: i32, stride: i64) -> Result<Layout, CublasError> {
@@ -73,37 +91,11 @@ impl Layout {
     }
 }
 
-impl Drop for Layout {
-    fn drop(&mut self) {
-        // SAFETY: made by create_matrix_layout, destroyed once. A failure
-        // here leaks a host descriptor at worst, so it is ignored.
-        let _ = unsafe { lt::destroy_matrix_layout(self.0) };
-    }
-}
-
-struct Desc(sys::cublasLtMatmulDesc_t);
-
 impl Desc {
     /// # Safety
     /// `T` must be the type of `attr`.
     unsafe fn set<T>(&self, attr: DescAttr, value: &T) -> Result<(), CublasError> {
         lt::set_matmul_desc_attribute(self.0, attr, (value as *const T).cast(), size_of::<T>())
-    }
-}
-
-impl Drop for Desc {
-    fn drop(&mut self) {
-        // SAFETY: made by create_matmul_desc, destroyed once.
-        let _ = unsafe { lt::destroy_matmul_desc(self.0) };
-    }
-}
-
-struct Pref(sys::cublasLtMatmulPreference_t);
-
-impl Drop for Pref {
-    fn drop(&mut self) {
-        // SAFETY: made by create_matmul_pref, destroyed once.
-        let _ = unsafe { lt::destroy_matmul_pref(self.0) };
     }
 }
 
