@@ -1,5 +1,5 @@
 /*
-Shared device helpers for kernels/*.cu (included as "common.cuh"; the NVRTC
+Shared device helpers for the kernels/<op>.cu files (included as "common.cuh"; the NVRTC
 fallback pastes this file in place of the #include line).
 
 * warp_sum / warp_max: xor-butterfly over the 32 lanes of a full warp; every
@@ -209,6 +209,19 @@ __device__ __forceinline__ void for_lane_group_pairs(const T* __restrict__ a, co
         ga.load(a + j);
         gb.load(b + j);
         f(j, ga, gb);
+    });
+}
+
+// ... and over three: f(j, a's group, b's group, c's group).
+template <typename T, int W, typename F>
+__device__ __forceinline__ void for_lane_group_triples(const T* __restrict__ a, const T* __restrict__ b,
+                                                       const T* __restrict__ c, int cols, F f) {
+    for_lane_groups<W>(cols, [&](int j) {
+        Group<T, W> ga, gb, gc;
+        ga.load(a + j);
+        gb.load(b + j);
+        gc.load(c + j);
+        f(j, ga, gb, gc);
     });
 }
 

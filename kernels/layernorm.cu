@@ -104,19 +104,10 @@ template <typename T, int W>
 __device__ __forceinline__ void layernorm_backward_row(const T* __restrict__ xr, const T* __restrict__ gamma,
                                                        float m, float rs, const T* __restrict__ gr,
                                                        T* __restrict__ dr, int cols) {
-    // f(j, x, gamma, grad) for each group of W elements this lane owns.
-    auto for_groups = [&](auto f) {
-        for_lane_groups<W>(cols, [&](int j) {
-            Group<T, W> x, g, dy;
-            x.load(xr + j);
-            g.load(gamma + j);
-            dy.load(gr + j);
-            f(j, x, g, dy);
-        });
-    };
+    using G = Group<T, W>;
     float a = 0.0f;
     float b = 0.0f;
-    for_groups([&](int, const Group<T, W>& x, const Group<T, W>& g, const Group<T, W>& dy) {
+    for_lane_group_triples<T, W>(xr, gamma, gr, cols, [&](int, const G& x, const G& g, const G& dy) {
 #pragma unroll
         for (int k = 0; k < W; ++k) {
             const float dxhat = dy.v[k] * g.v[k];
@@ -126,8 +117,8 @@ __device__ __forceinline__ void layernorm_backward_row(const T* __restrict__ xr,
     });
     const float mean_dxhat = warp_sum(a) / (float)cols;
     const float mean_dxhat_xhat = warp_sum(b) / (float)cols;
-    for_groups([&](int j, const Group<T, W>& x, const Group<T, W>& g, const Group<T, W>& dy) {
-        Group<T, W> dx;
+    for_lane_group_triples<T, W>(xr, gamma, gr, cols, [&](int j, const G& x, const G& g, const G& dy) {
+        G dx;
 #pragma unroll
         for (int k = 0; k < W; ++k) {
             const float xhat = (x.v[k] - m) * rs;
