@@ -50,7 +50,7 @@ __device__ __forceinline__ void cast_impl(const S* __restrict__ src, D* __restri
         for (int k = 0; k < 4; ++k) out.v[k] = convert(in.v[k]);
         reinterpret_cast<Quad<D>*>(dst)[q] = out;
     }
-    const int i = quads * 4 + tid;
+    const long long i = (long long)quads * 4 + tid;  // may pass 2^31 near n = 2^31
     if (i < n) {
         dst[i] = convert(src[i]);
     }

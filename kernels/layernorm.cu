@@ -167,8 +167,9 @@ __device__ __forceinline__ void layernorm_backward_param_partials_impl(
         return;
     }
     const int chunk = blockIdx.y;
+    // 64-bit: start + rows_per_chunk may pass 2^31 in the last chunk.
     const int start = chunk * rows_per_chunk;
-    const int end = min(rows, start + rows_per_chunk);
+    const int end = (int)min((long long)rows, (long long)start + rows_per_chunk);
     float pg = 0.0f;
     float pb = 0.0f;
     for (int r = start; r < end; ++r) {

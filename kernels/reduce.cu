@@ -61,7 +61,8 @@ column_partials(const float* __restrict__ x, float* __restrict__ partials, int r
         return;
     }
     const int chunk = blockIdx.y;
-    const int end = min(rows, (chunk + 1) * rows_per_chunk);
+    // 64-bit: (chunk + 1) * rows_per_chunk may pass 2^31 in the last chunk.
+    const int end = (int)min((long long)rows, (long long)(chunk + 1) * rows_per_chunk);
     float s = 0.0f;
     for (int r = chunk * rows_per_chunk; r < end; ++r) {
         s += x[(long long)r * cols + j];

@@ -260,6 +260,7 @@ fn cached_gemm_plans_take_each_calls_operands() {
                 x?.linear(&w?, Some(&b?))
             });
             let now = cuda.gemm_plans();
+            assert!(now > 0, "no product went through cuBLASLt");
             assert!(plans.is_none_or(|p| p == now), "round {round} of {dtype} made a new plan ({plans:?} -> {now})");
             plans = Some(now);
         }
@@ -473,8 +474,10 @@ fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
 
 /// 50 parameters in two groups (weight decay and none), of sizes that
 /// leave partial 4-element groups, straddle the 4096-element chunks and
-/// need a second launch (48 tensors per launch); parameters after each of
-/// 3 steps of one fused update.
+/// need a second launch (48 tensors per launch). After each of 3 steps of
+/// one fused update: each parameter's update p_t - p_(t-1) (compared on its
+/// own scale, so a missed weight decay, 0.5% of an SGD update here, fails)
+/// and the optimizer state.
 fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(13);
     let sizes: Vec<usize> = (0..50).map(|i| [1, 3, 4, 5, 4097, 9000, 7, 64][i % 8] + i / 8).collect();
@@ -482,6 +485,7 @@ fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let grads: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap()).collect();
     let groups = vec![ParamGroup::new(params[..30].to_vec()), ParamGroup::no_decay(params[30..].to_vec())];
     let mut opt = optimizer(groups, adamw);
+    let mut before: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec().unwrap()).collect();
     let mut history = Vec::new();
     for _ in 0..3 {
         opt.zero_grad();
@@ -489,7 +493,12 @@ fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
             p.mul(g).unwrap().sum_all().unwrap().backward().unwrap();
         }
         opt.step().unwrap();
-        history.extend(params.iter().map(|p| p.to_vec().unwrap()));
+        for (p, previous) in params.iter().zip(&mut before) {
+            let now = p.to_vec().unwrap();
+            history.push(now.iter().zip(previous.iter()).map(|(a, b)| a - b).collect());
+            *previous = now;
+        }
+        history.extend(opt.state_tensors().unwrap().iter().map(|(_, t)| t.to_vec().unwrap()));
     }
     history
 }
@@ -510,7 +519,22 @@ fn optimizers_match(gpu: &Device, run: fn(&Device, bool) -> Vec<Vec<f32>>, recor
 #[test]
 fn fused_optimizer_steps_over_many_tensors() {
     let Some(gpu) = cuda_or_skip("fused_optimizer_steps_over_many_tensors") else { return };
-    optimizers_match(&gpu, fused_optimizer_run, |i| format!("step {} tensor {}", i / 50, i % 50));
+    optimizers_match(&gpu, fused_optimizer_run, |i| format!("record {i} (updates then state, per step)"));
+}
+
+/// The CPU half of the comparison runs everywhere, so the records it makes
+/// (every update moves its parameter, the state is there) are checked in CI.
+#[test]
+fn fused_optimizer_reference_runs_on_the_cpu() {
+    // Per step: 50 updates, then SGD's 50 momenta or AdamW's 50 + 50
+    // moments and its step count.
+    for (adamw, per_step) in [(false, 100), (true, 151)] {
+        let records = fused_optimizer_run(&Device::Cpu, adamw);
+        assert_eq!(records.len(), 3 * per_step);
+        for step in records.chunks(per_step) {
+            assert!(step[..50].iter().all(|update| update.iter().all(|d| d.is_finite() && *d != 0.0)));
+        }
+    }
 }
 
 #[test]

@@ -85,6 +85,11 @@ fn parameters_without_gradient_are_left_alone_and_non_parameters_rejected() {
     let groups = vec![ParamGroup::new(vec![w.clone()]), ParamGroup::no_decay(vec![w.clone()])];
     let err = AdamW::new(groups, 0.1, (0.9, 0.999), 1e-8, 0.0).unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
+    // ... and so is a second parameter over the same buffer (tied weights).
+    let data = Tensor::from_vec(vec![1.0, 2.0], [2], &Device::Cpu).unwrap();
+    let (a, b) = (data.clone().into_parameter().unwrap(), data.into_parameter().unwrap());
+    let err = Sgd::new(vec![ParamGroup::new(vec![a, b])], 0.1, 0.9, 0.0).unwrap_err();
+    assert!(err.to_string().contains("shares its buffer"), "{err}");
 }
 
 #[test]

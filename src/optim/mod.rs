@@ -14,7 +14,7 @@ pub use sgd::Sgd;
 use crate::backend::{ParamUpdate, Storage};
 use crate::tensor::{DType, Tensor, TensorId};
 use anyhow::{bail, Context, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Parameters sharing optimizer settings; `weight_decay` overrides the
 /// optimizer's default (e.g. 0 for the logit scale and biases).
@@ -54,14 +54,17 @@ pub trait Optimizer {
 }
 
 fn check_groups(groups: &[ParamGroup]) -> Result<()> {
-    let mut seen = HashSet::new();
+    let mut seen: Vec<&Tensor> = Vec::new();
     for p in groups.iter().flat_map(|g| &g.params) {
         if !p.is_parameter() {
             bail!("optimizer: {p:?} is not a parameter (use Tensor::into_parameter)");
         }
-        if !seen.insert(p.id()) {
-            bail!("optimizer: {p:?} is listed twice (each parameter belongs to one group, once)");
+        // A step locks every parameter's buffer at once, so one buffer must
+        // not be reached twice: listed twice, or shared (tied weights).
+        if seen.iter().any(|q| q.shares_storage(p)) {
+            bail!("optimizer: {p:?} is listed twice or shares its buffer with another parameter (each buffer is updated once per step)");
         }
+        seen.push(p);
     }
     Ok(())
 }
@@ -91,7 +94,7 @@ fn update_all(
             entries.push(Entry { param: param.clone(), grad, state, weight_decay });
         }
     }
-    // Distinct tensors (check_groups), so no lock is taken twice.
+    // Distinct buffers (check_groups), so no lock is taken twice.
     let mut params: Vec<_> = entries.iter().map(|e| e.param.storage_mut()).collect();
     let grads: Vec<_> = entries.iter().map(|e| e.grad.storage()).collect();
     let mut states: Vec<Vec<_>> = entries.iter().map(|e| e.state.iter().map(Tensor::storage_mut).collect()).collect();

@@ -212,6 +212,12 @@ impl Tensor {
         self.0.grad.is_some()
     }
 
+    /// Whether both tensors view one buffer (reshapes, or a parameter and
+    /// the tensor it was made from).
+    pub(crate) fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.0.storage.read().expect("storage lock poisoned")
     }

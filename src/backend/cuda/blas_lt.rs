@@ -7,6 +7,11 @@
 //! shapes in every training step, so plans are made once per shape and
 //! kept; a call then only sets the bias pointer and enqueues the matmul.
 //!
+//! A shape the heuristic has no algorithm for is remembered too, and
+//! reported as [`Launch::Unsupported`], so the caller computes it another
+//! way without asking again. The cache holds at most [`MAX_PLANS`] shapes
+//! (a run has a few dozen; it is emptied when full).
+//!
 //! The workspace comes from the device's pool (32 MiB on Hopper, 4 MiB
 //! before, as NVIDIA recommends), so running out of memory there is the
 //! pool's one-line error, not a panic.
@@ -40,6 +45,17 @@ pub struct LtShape {
     pub stride_c: i64,
     /// A bias of m elements added to every column of C in the epilogue.
     pub bias: bool,
+}
+
+/// Shapes the plan cache holds before it starts again.
+const MAX_PLANS: usize = 1024;
+
+/// What [`BlasLt::matmul`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    Queued,
+    /// cuBLASLt has no algorithm for this shape; nothing was queued.
+    Unsupported,
 }
 
 /// The device addresses of one call.
@@ -111,7 +127,8 @@ struct Plan {
 pub struct BlasLt {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
-    plans: Mutex<HashMap<LtShape, Plan>>,
+    /// None: the heuristic found no algorithm for the shape.
+    plans: Mutex<HashMap<LtShape, Option<Plan>>>,
 }
 
 // SAFETY: the handle and descriptors are host objects that cuBLASLt lets any
@@ -143,7 +160,7 @@ impl BlasLt {
         if major >= 9 { 32 << 20 } else { 4 << 20 }
     }
 
-    /// Plans cached so far (one per distinct shape).
+    /// Shapes planned so far (one entry per distinct shape, supported or not).
     pub fn plan_count(&self) -> usize {
         self.plans.lock().map_or(0, |p| p.len())
     }
@@ -185,7 +202,8 @@ impl BlasLt {
     }
 
     /// Enqueues `out = op(A) op(B) (+ bias)` on `stream`, making and caching
-    /// the plan of `shape` on first use. `what` names the product in errors.
+    /// the plan of `shape` on first use, or reports that cuBLASLt has none.
+    /// `what` names the product in errors.
     ///
     /// # Safety
     /// The addresses must point at device buffers of `stream`'s context
@@ -193,16 +211,23 @@ impl BlasLt {
     /// dimensions and batch strides, the bias m elements) in its data type,
     /// each a whole pool allocation (256-byte aligned, as the heuristic
     /// assumes), and the output must not overlap the inputs.
-    pub unsafe fn matmul(&self, shape: &LtShape, operands: &LtOperands, stream: &CudaStream, what: &dyn Fn() -> String) -> Result<()> {
+    pub unsafe fn matmul(&self, shape: &LtShape, operands: &LtOperands, stream: &CudaStream, what: &dyn Fn() -> String) -> Result<Launch> {
         if shape.bias != operands.bias.is_some() {
             return Err(anyhow!("cuBLASLt {}: the plan and the operands disagree on the bias", what()));
         }
         let mut plans = self.plans.lock().map_err(|_| anyhow!("the cuBLASLt plan cache lock is poisoned"))?;
         if !plans.contains_key(shape) {
-            let plan = self.plan(shape, operands.bias).map_err(|e| anyhow!("cuBLASLt has no plan for {}: {e}", what()))?;
+            let plan = match self.plan(shape, operands.bias) {
+                Ok(plan) => Some(plan),
+                Err(CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)) => None,
+                Err(e) => return Err(anyhow!("cuBLASLt could not plan {}: {e}", what())),
+            };
+            if plans.len() >= MAX_PLANS {
+                plans.clear();
+            }
             plans.insert(*shape, plan);
         }
-        let plan = &plans[shape];
+        let Some(plan) = &plans[shape] else { return Ok(Launch::Unsupported) };
         if let Some(bias) = operands.bias {
             plan.desc
                 .set(DescAttr::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)
@@ -228,6 +253,7 @@ impl BlasLt {
             self.workspace.len(),
             stream.cu_stream() as sys::cudaStream_t,
         )
-        .map_err(|e| anyhow!("cuBLASLt matmul {} failed: {e}", what()))
+        .map_err(|e| anyhow!("cuBLASLt matmul {} failed: {e}", what()))?;
+        Ok(Launch::Queued)
     }
 }

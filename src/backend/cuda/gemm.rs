@@ -8,9 +8,10 @@
 //!   cuBLASLt's epilogue activations (GELU there is the erf/tanh one), so it
 //!   stays a kernel.
 //! * cuBLAS `cublasSgemmStridedBatched` for what cuBLASLt is not given: a
-//!   batch that reuses one operand (stride 0, documented for cuBLAS) and
-//!   k = 0, in f32 (bf16 operands widened by the caller); a bias is then
-//!   added by the broadcast-add kernel. The cuBLAS handle keeps its default
+//!   batch that reuses one operand (stride 0, documented for cuBLAS), k = 0,
+//!   and any shape cuBLASLt's heuristic has no algorithm for, in f32 (bf16
+//!   operands widened by the caller); a bias is then added by the
+//!   broadcast-add kernel. The cuBLAS handle keeps its default
 //!   math mode, which does not use TF32 for f32 (NVIDIA_TF32_OVERRIDE=1 in
 //!   the environment would change that and break the 1e-4 parity).
 //!
@@ -18,7 +19,7 @@
 //! op(B) is the column-major product C^T = op(B)^T op(A)^T, so A and B swap
 //! places and each keeps its own transpose flag.
 
-use super::blas_lt::{LtOperands, LtShape};
+use super::blas_lt::{Launch, LtOperands, LtShape};
 use super::device::{CudaDevice, KernelElem};
 use super::elementwise;
 use crate::backend::{BinaryOp, GemmSpec};
@@ -44,12 +45,12 @@ pub fn lt_supports(spec: &GemmSpec) -> bool {
 
 /// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` through cuBLASLt (see the module
 /// documentation), in the operands' storage type; `spec` must pass
-/// [`lt_supports`].
-pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<T>, bias: Option<&CudaSlice<T>>, spec: &GemmSpec) -> Result<CudaSlice<T>> {
+/// [`lt_supports`]. None when cuBLASLt has no algorithm for the shape.
+pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<T>, bias: Option<&CudaSlice<T>>, spec: &GemmSpec) -> Result<Option<CudaSlice<T>>> {
     let GemmSpec { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = *spec;
     let out_len = batch * m * n;
     if out_len == 0 {
-        return dev.alloc::<T>(0);
+        return dev.alloc::<T>(0).map(Some);
     }
     let batched = batch > 1;
     let shape = LtShape {
@@ -72,7 +73,7 @@ pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<
     let lt = dev.blas_lt()?;
     let mut out = dev.alloc::<T>(out_len)?;
     let stream = dev.stream();
-    {
+    let launch = {
         // Event tracking is off (one stream), so the address guards record
         // nothing; they live until the call is queued all the same.
         let (a_ptr, _a) = a.device_ptr(stream);
@@ -87,9 +88,9 @@ pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<
         // (beta = 0: only written); the bias, when given, holds n elements,
         // read once per output row. All are whole pool allocations of the
         // compute stream, which the call is enqueued on.
-        unsafe { lt.matmul(&shape, &operands, stream, &|| describe(spec, bias.is_some())) }?;
-    }
-    Ok(out)
+        unsafe { lt.matmul(&shape, &operands, stream, &|| describe(spec, bias.is_some())) }?
+    };
+    Ok((launch == Launch::Queued).then_some(out))
 }
 
 /// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` in f32 through cuBLAS sgemm, for

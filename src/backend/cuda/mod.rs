@@ -280,19 +280,20 @@ impl BackendStorage for CudaStorage {
             self.same_device(bias)?;
         }
         let dev = &self.device;
-        if gemm::lt_supports(spec) {
-            // bf16 operands (and bias) stay bf16.
-            let bf16_bias = bias.map_or(Some(None), |b| b.bf16_bits().map(Some));
-            if let (Some(a), Some(b), Some(bias)) = (self.bf16_bits(), rhs.bf16_bits(), bf16_bias) {
-                return Ok(self.bf16_buffer(gemm::gemm_lt(dev, a, b, bias, spec)?));
+        let lt = gemm::lt_supports(spec);
+        // bf16 operands (and bias) stay bf16 where cuBLASLt takes them.
+        let bf16_bias = bias.map_or(Some(None), |b| b.bf16_bits().map(Some));
+        if let (true, Some(a), Some(b), Some(bias)) = (lt, self.bf16_bits(), rhs.bf16_bits(), bf16_bias) {
+            if let Some(out) = gemm::gemm_lt(dev, a, b, bias, spec)? {
+                return Ok(self.bf16_buffer(out));
             }
         }
         let (a, b) = (self.f32s()?, rhs.f32s()?);
         let bias = bias.map(CudaStorage::f32s).transpose()?;
-        let out = if gemm::lt_supports(spec) {
-            gemm::gemm_lt(dev, &*a, &*b, bias.as_deref(), spec)?
-        } else {
-            gemm::gemm_sgemm(dev, &a, &b, bias.as_deref(), spec)?
+        let from_lt = if lt { gemm::gemm_lt(dev, &*a, &*b, bias.as_deref(), spec)? } else { None };
+        let out = match from_lt {
+            Some(out) => out,
+            None => gemm::gemm_sgemm(dev, &a, &b, bias.as_deref(), spec)?,
         };
         self.like(out)
     }

@@ -63,23 +63,26 @@ fn pack(lens: &[usize]) -> (Vec<usize>, usize) {
     (offsets, end)
 }
 
-/// Calls `launch_batch` with the table, the packed size and the grid of
-/// each batch of up to [`MAX_UPDATE_TENSORS`] tensors, after checking that
-/// every tensor's gradient and state match its length.
+/// Checks that every tensor's gradient and state match its length, then
+/// calls `launch_batch` with the table, the packed size and the grid of
+/// each batch of up to [`MAX_UPDATE_TENSORS`] tensors.
 fn for_each_batch(
     kernel: &Kernel,
     tensors: &mut [UpdateBuffers<'_>],
     what: &str,
     mut launch_batch: impl FnMut(&UpdateTable, i64, LaunchConfig) -> Result<()>,
 ) -> Result<()> {
-    for batch in tensors.chunks_mut(MAX_UPDATE_TENSORS) {
-        for t in batch.iter() {
-            let n = t.param.len();
-            if t.grad.len() != n || t.state.iter().any(|s| s.len() != n) {
-                let state: Vec<usize> = t.state.iter().map(|s| s.len()).collect();
-                bail!("{what}: a parameter of {n} elements with a gradient of {} and state of {state:?}", t.grad.len());
-            }
+    // Every tensor is checked before the first launch, so an error leaves
+    // no tensor updated.
+    for t in tensors.iter() {
+        let n = t.param.len();
+        if t.grad.len() != n || t.state.iter().any(|s| s.len() != n) {
+            let state: Vec<usize> = t.state.iter().map(|s| s.len()).collect();
+            bail!("{what}: a parameter of {n} elements with a gradient of {} and state of {state:?}", t.grad.len());
         }
+        int(n, "parameter elements")?;
+    }
+    for batch in tensors.chunks_mut(MAX_UPDATE_TENSORS) {
         let (offsets, total) = pack(&batch.iter().map(|t| t.param.len()).collect::<Vec<_>>());
         if total == 0 {
             continue;
@@ -90,7 +93,7 @@ fn for_each_batch(
         let mut guards = Vec::new();
         for ((entry, t), &offset) in table.t.iter_mut().zip(batch.iter_mut()).zip(&offsets) {
             entry.offset = offset as i64;
-            entry.n = int(t.param.len(), "parameter elements")?;
+            entry.n = t.param.len() as i32; // checked above
             entry.weight_decay = t.weight_decay;
             let (p, guard) = t.param.device_ptr_mut(&kernel.stream);
             entry.p = p;
