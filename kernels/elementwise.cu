@@ -83,16 +83,14 @@ __device__ __forceinline__ void unary_forward_impl(const T* __restrict__ x, T* _
     if (aligned16(x) && aligned16(y)) {
         constexpr int lanes = Pack16<T>::lanes;
         const int packs = n / lanes;
-        const uint4* xp = reinterpret_cast<const uint4*>(x);
-        uint4* yp = reinterpret_cast<uint4*>(y);
         for (int i = tid; i < packs; i += stride) {
-            Pack16<T> p;
-            p.raw = xp[i];
+            Group<T, lanes> g;
+            g.load(x + (long long)i * lanes);
 #pragma unroll
             for (int l = 0; l < lanes; ++l) {
-                p.v[l] = unary_one(p.v[l], op, scale, shift);
+                g.v[l] = unary_apply(op, g.v[l], scale, shift);
             }
-            yp[i] = p.raw;
+            g.store(y + (long long)i * lanes);
         }
         const int i = packs * lanes + tid;  // tail: fewer than `lanes` elements
         if (i < n) {

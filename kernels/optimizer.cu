@@ -46,7 +46,11 @@ struct UpdateTable {
     int count;
 };
 
-// Up to 4 consecutive floats: one 16-byte access for a whole group.
+// Up to 4 consecutive floats: one 16-byte access for a whole group. Not
+// common.cuh's Group: p, m and v are read and then written by the same
+// kernel, and Group's __restrict__ loads let nvcc use the read-only (.nc)
+// path for them, which PTX leaves undefined for memory the kernel writes
+// (nvcc 13.0 also split Group's stores here into 4-byte ones).
 __device__ __forceinline__ void load_group(const float* src, int lanes, float* dst) {
     if (lanes == 4) {
         const float4 q = *reinterpret_cast<const float4*>(src);

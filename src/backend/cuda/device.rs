@@ -38,9 +38,8 @@ struct Inner {
     /// Where staged uploads cross PCIe, beside the compute stream.
     copy_stream: Arc<CudaStream>,
     blas: CudaBlas,
-    /// cuBLASLt handle and workspace (32 MiB on Hopper, 4 MiB before), for
-    /// the bf16 GEMMs.
-    /// Made on the first cuBLASLt product (it allocates a workspace).
+    /// The cuBLASLt handle, workspace and plan cache (`blas_lt.rs`), made
+    /// on the first product, which is when the workspace is allocated.
     blas_lt: OnceLock<BlasLt>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,

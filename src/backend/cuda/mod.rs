@@ -193,12 +193,13 @@ impl CudaStorage {
     }
 
     /// The f32 gradients of an optimizer update (a widened copy for another
-    /// dtype), after checking that every buffer is on `dev`.
-    fn update_grads(dev: &CudaDevice, updates: &[ParamUpdate<'_, CudaStorage>]) -> Result<Vec<Arc<CudaSlice<f32>>>> {
-        for u in updates {
-            for storage in [&*u.param, u.grad].into_iter().chain(u.state.iter().map(|s| &**s)) {
-                if storage.device != *dev {
-                    bail!("optimizer step: tensors live on different devices (GPU {} and GPU {})", dev.ordinal(), storage.device.ordinal());
+    /// dtype), after checking that every buffer is on the first parameter's
+    /// device.
+    fn update_grads(updates: &[ParamUpdate<'_, CudaStorage>]) -> Result<Vec<Arc<CudaSlice<f32>>>> {
+        if let Some(first) = updates.first() {
+            for u in updates {
+                for storage in [&*u.param, u.grad].into_iter().chain(u.state.iter().map(|s| &**s)) {
+                    first.param.same_device(storage)?;
                 }
             }
         }
@@ -505,14 +506,14 @@ impl BackendStorage for CudaStorage {
 
     fn sgd_step(updates: &mut [ParamUpdate<'_, Self>], step: &SgdStep) -> Result<()> {
         let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
-        let grads = CudaStorage::update_grads(&dev, updates)?;
+        let grads = CudaStorage::update_grads(updates)?;
         let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD")).collect::<Result<Vec<_>>>()?;
         optim::sgd(&dev, &mut buffers, step)
     }
 
     fn adamw_step(updates: &mut [ParamUpdate<'_, Self>], step: &AdamWStep) -> Result<()> {
         let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
-        let grads = CudaStorage::update_grads(&dev, updates)?;
+        let grads = CudaStorage::update_grads(updates)?;
         let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW")).collect::<Result<Vec<_>>>()?;
         optim::adamw(&dev, &mut buffers, step)
     }
