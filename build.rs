@@ -101,12 +101,7 @@ fn main() {
     code.push_str("pub static HEADERS: &[(&str, &str)] = &[\n");
     for h in &headers {
         let name = h.file_name().unwrap().to_str().unwrap();
-        writeln!(
-            code,
-            "    ({name:?}, include_str!({:?})),",
-            h.display().to_string()
-        )
-        .unwrap();
+        writeln!(code, "    ({name:?}, include_str!({:?})),", h.display().to_string()).unwrap();
     }
     code.push_str("];\n");
     fs::write(out_dir.join("kernels_embed.rs"), code).unwrap();
@@ -134,10 +129,9 @@ fn bundle_clip() {
 /// `dir/*.ext`, sorted by name, as absolute paths.
 fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
-            .collect(),
+        Ok(rd) => {
+            rd.map(|e| e.unwrap().path()).filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext)).collect()
+        }
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -145,11 +139,7 @@ fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn stem(p: &Path) -> &str {
-    let s = p
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .expect("kernel file names must be UTF-8");
+    let s = p.file_stem().unwrap().to_str().expect("kernel file names must be UTF-8");
     assert!(
         !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "kernel file name {p:?}: use [A-Za-z0-9_] only"
@@ -184,38 +174,20 @@ fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
     }
     let cuda_home = env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("nvcc"));
     let on_path = env::var_os("PATH")
-        .map(|path| {
-            env::split_paths(&path)
-                .map(|d| d.join("nvcc"))
-                .collect::<Vec<_>>()
-        })
+        .map(|path| env::split_paths(&path).map(|d| d.join("nvcc")).collect::<Vec<_>>())
         .unwrap_or_default();
     let local = manifest.join(".cuda-toolchain").join("bin").join("nvcc");
-    cuda_home
-        .into_iter()
-        .chain(on_path)
-        .chain([local])
-        .find(|p| is_executable(p))
+    cuda_home.into_iter().chain(on_path).chain([local]).find(|p| is_executable(p))
 }
 
 /// Compiles each source to `out/<stem>.fatbin`, a few at a time; panics with
 /// nvcc's output on the first failure. nvcc's warnings become cargo warnings.
 fn compile_all(nvcc: &Path, sources: &[PathBuf], out: &Path) -> Vec<PathBuf> {
     fs::create_dir_all(out).unwrap();
-    let extra: Vec<String> = env::var("MLRPL_NVCC_FLAGS")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    let jobs = env::var("NUM_JOBS")
-        .ok()
-        .and_then(|j| j.parse().ok())
-        .unwrap_or(2usize)
-        .max(1);
-    let targets: Vec<PathBuf> = sources
-        .iter()
-        .map(|s| out.join(format!("{}.fatbin", stem(s))))
-        .collect();
+    let extra: Vec<String> =
+        env::var("MLRPL_NVCC_FLAGS").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+    let jobs = env::var("NUM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(2usize).max(1);
+    let targets: Vec<PathBuf> = sources.iter().map(|s| out.join(format!("{}.fatbin", stem(s)))).collect();
     let work: Vec<(&PathBuf, &PathBuf)> = sources.iter().zip(&targets).collect();
     for chunk in work.chunks(jobs) {
         std::thread::scope(|scope| {
@@ -243,31 +215,16 @@ fn compile_all(nvcc: &Path, sources: &[PathBuf], out: &Path) -> Vec<PathBuf> {
                 let stderr = String::from_utf8_lossy(&o.stderr);
                 let stdout = String::from_utf8_lossy(&o.stdout);
                 if !o.status.success() {
-                    panic!(
-                        "nvcc failed on {} ({}):\n{stdout}{stderr}",
-                        src.display(),
-                        o.status
-                    );
+                    panic!("nvcc failed on {} ({}):\n{stdout}{stderr}", src.display(), o.status);
                 }
-                for line in stdout
-                    .lines()
-                    .chain(stderr.lines())
-                    .filter(|l| !l.trim().is_empty())
-                {
-                    println!(
-                        "cargo::warning=nvcc {}: {line}",
-                        src.file_name().unwrap().to_string_lossy()
-                    );
+                for line in stdout.lines().chain(stderr.lines()).filter(|l| !l.trim().is_empty()) {
+                    println!("cargo::warning=nvcc {}: {line}", src.file_name().unwrap().to_string_lossy());
                 }
             }
         });
     }
     for t in &targets {
-        assert!(
-            fs::metadata(t).is_ok_and(|m| m.len() > 0),
-            "nvcc wrote no {}",
-            t.display()
-        );
+        assert!(fs::metadata(t).is_ok_and(|m| m.len() > 0), "nvcc wrote no {}", t.display());
     }
     targets
 }

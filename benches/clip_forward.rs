@@ -107,14 +107,22 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
         den += w * w;
     }
     let e = num.sqrt() / den.sqrt().max(f64::MIN_POSITIVE);
-    if e.is_nan() { f64::INFINITY } else { e }
+    if e.is_nan() {
+        f64::INFINITY
+    } else {
+        e
+    }
 }
 
 fn median(xs: &[f64]) -> f64 {
     let mut xs = xs.to_vec();
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let h = xs.len() / 2;
-    if xs.len() % 2 == 1 { xs[h] } else { 0.5 * (xs[h - 1] + xs[h]) }
+    if xs.len() % 2 == 1 {
+        xs[h]
+    } else {
+        0.5 * (xs[h - 1] + xs[h])
+    }
 }
 
 // --- instrumented forward -------------------------------------------------
@@ -278,12 +286,7 @@ fn run() -> Result<()> {
     }
     let med = median(&times);
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
-    println!(
-        "engine: median {:.2} ms/batch, min {:.2} ms, {:.2} images/s",
-        med * 1e3,
-        min * 1e3,
-        batch as f64 / med
-    );
+    println!("engine: median {:.2} ms/batch, min {:.2} ms, {:.2} images/s", med * 1e3, min * 1e3, batch as f64 / med);
 
     let mut profile_json = serde_json::Value::Null;
     if opts.profile {

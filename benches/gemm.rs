@@ -39,10 +39,38 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case { name: "square-1024", what: "headline shape of the requirement", m: 1024, k: 1024, n: 1024, trans_b: false },
-    Case { name: "proj-512x768x768", what: "512 rows through a 768->768 projection", m: 512, k: 768, n: 768, trans_b: false },
-    Case { name: "vit-mlp-fc1", what: "ViT-B/16@448 MLP fc1: 785 tokens, 768->3072", m: 785, k: 768, n: 3072, trans_b: false },
-    Case { name: "vit-mlp-fc2", what: "ViT-B/16@448 MLP fc2: 785 tokens, 3072->768", m: 785, k: 3072, n: 768, trans_b: false },
-    Case { name: "vit-qkv-bT", what: "ViT-B/16@448 QKV, x @ W^T with W stored [2304, 768]", m: 785, k: 768, n: 2304, trans_b: true },
+    Case {
+        name: "proj-512x768x768",
+        what: "512 rows through a 768->768 projection",
+        m: 512,
+        k: 768,
+        n: 768,
+        trans_b: false,
+    },
+    Case {
+        name: "vit-mlp-fc1",
+        what: "ViT-B/16@448 MLP fc1: 785 tokens, 768->3072",
+        m: 785,
+        k: 768,
+        n: 3072,
+        trans_b: false,
+    },
+    Case {
+        name: "vit-mlp-fc2",
+        what: "ViT-B/16@448 MLP fc2: 785 tokens, 3072->768",
+        m: 785,
+        k: 3072,
+        n: 768,
+        trans_b: false,
+    },
+    Case {
+        name: "vit-qkv-bT",
+        what: "ViT-B/16@448 QKV, x @ W^T with W stored [2304, 768]",
+        m: 785,
+        k: 768,
+        n: 2304,
+        trans_b: true,
+    },
 ];
 
 struct Options {
@@ -53,9 +81,7 @@ struct Options {
 }
 
 fn parse_options() -> Options {
-    let env_usize = |key: &str, default: usize| {
-        std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-    };
+    let env_usize = |key: &str, default: usize| std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut opts = Options {
         json: std::env::var("GEMM_BENCH_JSON").ok().filter(|s| !s.is_empty()),
         runs: env_usize("GEMM_BENCH_RUNS", 15),
@@ -137,16 +163,18 @@ fn check(a: &[f32], b: &[f32], got: &[f32], spec: &GemmSpec, seed: u64) -> (f64,
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let h = xs.len() / 2;
-    if xs.len() % 2 == 1 { xs[h] } else { 0.5 * (xs[h - 1] + xs[h]) }
+    if xs.len() % 2 == 1 {
+        xs[h]
+    } else {
+        0.5 * (xs[h - 1] + xs[h])
+    }
 }
 
 fn main() {
     let opts = parse_options();
     let threads = rayon::current_num_threads();
-    let cases: Vec<&Case> = CASES
-        .iter()
-        .filter(|c| opts.filter.as_deref().is_none_or(|f| c.name.contains(f)))
-        .collect();
+    let cases: Vec<&Case> =
+        CASES.iter().filter(|c| opts.filter.as_deref().is_none_or(|f| c.name.contains(f))).collect();
     if cases.is_empty() {
         fail("no shape matches the filter");
     }

@@ -81,10 +81,17 @@ fn main() -> Result<()> {
     };
     let mut rng = Rng::new(1);
     let head = Tensor::randn([10, embed_dim], 0.05, &mut rng, &device)?.into_parameter()?;
-    let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: steps / 10, total_steps: steps };
+    let schedule = CosineSchedule {
+        base_lr: lr,
+        min_lr: 0.0,
+        warmup: Warmup::Linear,
+        warmup_steps: steps / 10,
+        total_steps: steps,
+    };
     params.push(head.clone());
     let mut opt = AdamW::new(vec![ParamGroup::new(params)], schedule.lr(0), (0.9, 0.98), 1e-6, 0.05)?;
-    let train: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
+    let train: Arc<dyn MultiLabelDataset> =
+        Arc::new(SyntheticSet::new(Split::Pretrain, 0, size)?.with_len(steps * batch)?);
     let val: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Val, 0, size)?);
     let opts = |shuffle| LoaderOptions {
         batch_size: batch,
@@ -100,7 +107,9 @@ fn main() -> Result<()> {
         // space: the decoupling module's features are mixtures of patches,
         // compared with text features by cosine.
         let _g = mlrpl_engine::autograd::no_grad();
-        let vb = Loader::new(val.clone(), (0..batch.min(val.len())).collect(), opts(false))?.next().context("empty validation split")??;
+        let vb = Loader::new(val.clone(), (0..batch.min(val.len())).collect(), opts(false))?
+            .next()
+            .context("empty validation split")??;
         let dense = clip.vision.encode_dense(&vb.images)?.l2_normalize()?;
         let tokens = dense.dims()[1];
         let class = dense.narrow(1, 0, 1)?;

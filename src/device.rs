@@ -116,7 +116,9 @@ pub fn select_with(
             Ok(Selection { device: Device::Cpu, notice: Some(format!("device auto: {why}; running on the CPU")) })
         }
         DeviceRequest::Cuda => match probe() {
-            CudaProbe::Found { .. } => open(0).map(|device| Selection { device, notice: None }).map_err(|e| anyhow::anyhow!("--device cuda: {e:#}")),
+            CudaProbe::Found { .. } => open(0)
+                .map(|device| Selection { device, notice: None })
+                .map_err(|e| anyhow::anyhow!("--device cuda: {e:#}")),
             other => bail!("--device cuda: {other}; use --device cpu or --device auto"),
         },
     }

@@ -68,10 +68,7 @@ mod tests {
         on_disk.sort();
         assert!(!on_disk.is_empty(), "no kernels/*.cu files");
         let embedded: Vec<&str> = MODULES.iter().map(|m| m.name).collect();
-        assert_eq!(
-            embedded, on_disk,
-            "embedded modules differ from kernels/*.cu (stale build?)"
-        );
+        assert_eq!(embedded, on_disk, "embedded modules differ from kernels/*.cu (stale build?)");
 
         let cfg_form = if cfg!(mlrpl_kernels = "fatbin") {
             "fatbin"
@@ -87,17 +84,9 @@ mod tests {
             match m.image {
                 KernelImage::Fatbin(bytes) => {
                     assert_eq!(FORM, "fatbin");
-                    assert_eq!(
-                        bytes.as_ptr() as usize % 16,
-                        0,
-                        "{name}: fatbin not 16-byte aligned"
-                    );
+                    assert_eq!(bytes.as_ptr() as usize % 16, 0, "{name}: fatbin not 16-byte aligned");
                     // fatbin header magic 0xBA55ED50, little-endian
-                    assert_eq!(
-                        bytes.get(..4),
-                        Some(&[0x50, 0xed, 0x55, 0xba][..]),
-                        "{name}: not a fatbin"
-                    );
+                    assert_eq!(bytes.get(..4), Some(&[0x50, 0xed, 0x55, 0xba][..]), "{name}: not a fatbin");
                 }
                 KernelImage::Source(text) => {
                     assert_eq!(FORM, "source");

@@ -8,7 +8,11 @@ use mlrpl_engine::precision::PrecisionRequest;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mlrpl-engine", version, about = "Multi-label recognition with partial labels on a frozen CLIP: a Rust engine with its own autograd and CUDA kernels")]
+#[command(
+    name = "mlrpl-engine",
+    version,
+    about = "Multi-label recognition with partial labels on a frozen CLIP: a Rust engine with its own autograd and CUDA kernels"
+)]
 struct Cli {
     /// Where to compute: `auto` uses a CUDA GPU when one is usable and falls back to the CPU.
     #[arg(long, value_enum, default_value_t = DeviceRequest::Auto, global = true)]

@@ -101,15 +101,8 @@ pub fn average_precision(scores: &[f32], positives: &[bool]) -> Option<f64> {
         scores.len(),
         positives.len()
     );
-    assert!(
-        !scores.iter().any(|s| s.is_nan()),
-        "average_precision: NaN score"
-    );
-    let mut entries: Vec<(f32, bool)> = scores
-        .iter()
-        .copied()
-        .zip(positives.iter().copied())
-        .collect();
+    assert!(!scores.iter().any(|s| s.is_nan()), "average_precision: NaN score");
+    let mut entries: Vec<(f32, bool)> = scores.iter().copied().zip(positives.iter().copied()).collect();
     ap_of_entries(&mut entries)
 }
 
@@ -216,16 +209,8 @@ fn rates(counts: &[Counts]) -> (f64, f64, f64, f64, f64, f64) {
         }
     }
     let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
-    let cp = if classes > 0 {
-        cp_sum / classes as f64
-    } else {
-        0.0
-    };
-    let cr = if classes > 0 {
-        cr_sum / classes as f64
-    } else {
-        0.0
-    };
+    let cp = if classes > 0 { cp_sum / classes as f64 } else { 0.0 };
+    let cr = if classes > 0 { cr_sum / classes as f64 } else { 0.0 };
     let op = ratio(nc, np);
     let or = ratio(nc, ng);
     (cp, cr, harmonic(cp, cr), op, or, harmonic(op, or))
@@ -269,12 +254,7 @@ fn top_k_mask(row: &[f32], k: usize, mask: &mut [bool]) {
 /// that is not a multiple of `num_classes`; a NaN score or threshold; a label
 /// other than `-1`, `0`, `1`; no known positive in any class (the mAP would be
 /// undefined).
-pub fn evaluate(
-    scores: &[f32],
-    labels: &[f32],
-    num_classes: usize,
-    threshold: f32,
-) -> Result<MultiLabelMetrics> {
+pub fn evaluate(scores: &[f32], labels: &[f32], num_classes: usize, threshold: f32) -> Result<MultiLabelMetrics> {
     ensure!(num_classes > 0, "evaluate: num_classes must be positive");
     ensure!(
         scores.len() == labels.len(),
@@ -292,16 +272,9 @@ pub fn evaluate(
     let c_n = num_classes;
     let n = scores.len() / c_n;
     if let Some(i) = scores.iter().position(|s| s.is_nan()) {
-        bail!(
-            "evaluate: score of image {}, class {} is NaN",
-            i / c_n,
-            i % c_n
-        );
+        bail!("evaluate: score of image {}, class {} is NaN", i / c_n, i % c_n);
     }
-    if let Some(i) = labels
-        .iter()
-        .position(|&l| l != 1.0 && l != 0.0 && l != -1.0)
-    {
+    if let Some(i) = labels.iter().position(|&l| l != 1.0 && l != 0.0 && l != -1.0) {
         bail!(
             "evaluate: label of image {}, class {} is {} (expected 1, -1 or 0 for unknown)",
             i / c_n,
@@ -339,19 +312,12 @@ pub fn evaluate(
     for c in 0..c_n {
         entries.clear();
         entries.extend(
-            (0..n)
-                .map(|img| img * c_n + c)
-                .filter(|&i| labels[i] != 0.0)
-                .map(|i| (scores[i], labels[i] > 0.0)),
+            (0..n).map(|img| img * c_n + c).filter(|&i| labels[i] != 0.0).map(|i| (scores[i], labels[i] > 0.0)),
         );
         per_class_ap.push(ap_of_entries(&mut entries));
     }
     let aps: Vec<f64> = per_class_ap.iter().flatten().copied().collect();
-    ensure!(
-        !aps.is_empty(),
-        "evaluate: no class has a known positive label among {} images, so mAP is undefined",
-        n
-    );
+    ensure!(!aps.is_empty(), "evaluate: no class has a known positive label among {} images, so mAP is undefined", n);
     let map = aps.iter().sum::<f64>() / aps.len() as f64;
 
     let (cp, cr, cf1, op, or, of1) = rates(&at_thr);
@@ -391,46 +357,19 @@ impl MultiLabelMetrics {
             with_ap,
             self.per_class_ap.len()
         );
-        let _ = writeln!(
-            out,
-            "{:<9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
-            "", "CP", "CR", "CF1", "OP", "OR", "OF1"
-        );
+        let _ = writeln!(out, "{:<9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}", "", "CP", "CR", "CF1", "OP", "OR", "OF1");
         for (name, v) in [
-            (
-                "threshold",
-                [self.cp, self.cr, self.cf1, self.op, self.or, self.of1],
-            ),
-            (
-                "top-3",
-                [
-                    self.cp_top3,
-                    self.cr_top3,
-                    self.cf1_top3,
-                    self.op_top3,
-                    self.or_top3,
-                    self.of1_top3,
-                ],
-            ),
+            ("threshold", [self.cp, self.cr, self.cf1, self.op, self.or, self.of1]),
+            ("top-3", [self.cp_top3, self.cr_top3, self.cf1_top3, self.op_top3, self.or_top3, self.of1_top3]),
         ] {
             let cells: Vec<String> = v.iter().map(|&x| pct(x)).collect();
             let _ = writeln!(out, "{:<9} {}", name, cells.join(" "));
         }
         if let Some(names) = class_names {
             let labels: Vec<String> = (0..self.per_class_ap.len())
-                .map(|c| {
-                    names
-                        .get(c)
-                        .cloned()
-                        .unwrap_or_else(|| format!("class {c}"))
-                })
+                .map(|c| names.get(c).cloned().unwrap_or_else(|| format!("class {c}")))
                 .collect();
-            let width = labels
-                .iter()
-                .map(|l| l.chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(5);
+            let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(5);
             let _ = writeln!(out, "{:<width$} {:>6}", "class", "AP");
             for (label, ap) in labels.iter().zip(&self.per_class_ap) {
                 let cell = ap.map(pct).unwrap_or_else(|| format!("{:>6}", "-"));

@@ -63,7 +63,9 @@ impl PrecisionRequest {
     /// since bf16 towers would need f32 master copies of every tower weight.
     pub fn require_f32(self, command: &str) -> Result<Precision> {
         match self {
-            PrecisionRequest::Bf16 => bail!("--precision bf16 is not supported by `{command}`, which trains the CLIP towers in f32"),
+            PrecisionRequest::Bf16 => {
+                bail!("--precision bf16 is not supported by `{command}`, which trains the CLIP towers in f32")
+            }
             PrecisionRequest::Auto | PrecisionRequest::F32 => Ok(Precision::F32),
         }
     }

@@ -91,9 +91,10 @@ impl TrainableClip {
     /// AdamW groups as open_clip makes them: weight decay on the matrices,
     /// none on gains, biases, embeddings and the temperature.
     pub fn parameter_groups(&self) -> Vec<ParamGroup> {
-        let (decay, no_decay): (Vec<_>, Vec<_>) = self.named.iter().partition(|(name, t)| {
-            t.rank() >= 2 && !name.contains("embedding") && !name.contains("ln_")
-        });
+        let (decay, no_decay): (Vec<_>, Vec<_>) = self
+            .named
+            .iter()
+            .partition(|(name, t)| t.rank() >= 2 && !name.contains("embedding") && !name.contains("ln_"));
         let params = |v: Vec<&(String, Tensor)>| v.into_iter().map(|(_, t)| t.clone()).collect();
         vec![ParamGroup::new(params(decay)), ParamGroup::no_decay(params(no_decay))]
     }
@@ -122,7 +123,13 @@ pub fn clip_loss(image_features: &Tensor, text_features: &Tensor, log_scale: &Te
 /// module compares mixtures of exactly those tokens with text features.
 /// Through a mean, every patch token gets its own gradient towards the
 /// caption (as in a ViT trained with global average pooling).
-pub fn pair_loss(clip: &Clip, images: &Tensor, tokens: &[Vec<u32>], log_scale: &Tensor, patch_weight: f32) -> Result<Tensor> {
+pub fn pair_loss(
+    clip: &Clip,
+    images: &Tensor,
+    tokens: &[Vec<u32>],
+    log_scale: &Tensor,
+    patch_weight: f32,
+) -> Result<Tensor> {
     let text = clip.text.encode(tokens)?;
     if patch_weight == 0.0 {
         return clip_loss(&clip.vision.encode(images)?, &text, log_scale);
@@ -145,7 +152,8 @@ pub fn zero_shot_metrics(
 ) -> Result<MultiLabelMetrics> {
     let _no_grad = crate::autograd::no_grad();
     let classes = class_features(clip, dataset.class_names())?;
-    let loader = LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
+    let loader =
+        LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
     let (scores, labels) = sigmoid_scores(dataset, indices, loader, classes.device(), |images| {
         crate::clip::zero_shot::logits(clip, images, &classes)
     })?;
@@ -196,7 +204,10 @@ pub fn pretrain(
     }
     let siblings = data.pairs.siblings();
     if !options.batch_size.is_multiple_of(siblings) {
-        bail!("--batch-size {} must be a multiple of --shape-siblings {siblings} (batches hold whole groups)", options.batch_size);
+        bail!(
+            "--batch-size {} must be a multiple of --shape-siblings {siblings} (batches hold whole groups)",
+            options.batch_size
+        );
     }
     let (scenes, scenes_per_batch) = (data.pairs.groups(), options.batch_size / siblings);
     if scenes < scenes_per_batch {
@@ -205,9 +216,8 @@ pub fn pretrain(
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
     // Scene object counts (shared by a scene's siblings), drawn once and
     // only when batches are grouped.
-    let counts: Option<Vec<usize>> = options
-        .group_by_count
-        .then(|| (0..scenes).map(|g| data.pairs.scene(g * siblings).objects.len()).collect());
+    let counts: Option<Vec<usize>> =
+        options.group_by_count.then(|| (0..scenes).map(|g| data.pairs.scene(g * siblings).objects.len()).collect());
     let epoch_pairs = |epoch: usize| {
         data.pairs.expand(&match &counts {
             Some(counts) => count_grouped_order(counts, scenes_per_batch, options.seed, epoch as u64),
@@ -228,7 +238,8 @@ pub fn pretrain(
     };
     let mut optimizer =
         AdamW::new(model.parameter_groups(), schedule.lr(0), options.betas, options.eps, options.weight_decay)?;
-    let mut state = TrainState::new(options.seed, run.clip.clone(), data.validation.class_names().to_vec(), run.config.clone());
+    let mut state =
+        TrainState::new(options.seed, run.clip.clone(), data.validation.class_names().to_vec(), run.config.clone());
     if let Some(loaded) = resume {
         checkpoint::restore_params(&model.named, &loaded.params, "resumed checkpoint")?;
         optimizer.load_state_tensors(&loaded.optimizer_state)?;
@@ -323,5 +334,9 @@ pub fn pretrain(
         );
         checkpoint::save_epoch(&run.dir, &model.named, &optimizer.state_tensors()?, &state, improved)?;
     }
-    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
+    Ok(Outcome {
+        best_val_map: state.best_val_map,
+        best_epoch: state.best_epoch,
+        epochs_run: options.epochs - start_epoch,
+    })
 }

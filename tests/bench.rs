@@ -19,7 +19,8 @@ fn scratch(name: &str) -> PathBuf {
 /// and returns bench.json.
 fn bench_json(name: &str, device: &str, filter: &str) -> serde_json::Value {
     let out = scratch(name);
-    let all = ["--device", device, "bench", "--quick", "--runs", "3", "--filter", filter, "--out", out.to_str().unwrap()];
+    let all =
+        ["--device", device, "bench", "--quick", "--runs", "3", "--filter", filter, "--out", out.to_str().unwrap()];
     let run = engine(&all);
     assert!(run.status.success(), "bench failed: {}", stderr(&run));
     let md = std::fs::read_to_string(out.join("bench.md")).expect("bench.md");
@@ -71,7 +72,16 @@ fn the_end_to_end_figures_are_images_per_second() {
 
 #[test]
 fn a_filter_that_matches_nothing_is_an_error_naming_it() {
-    let out = engine(&["--device", "cpu", "bench", "--quick", "--filter", "no-such-kernel", "--out", scratch("none").to_str().unwrap()]);
+    let out = engine(&[
+        "--device",
+        "cpu",
+        "bench",
+        "--quick",
+        "--filter",
+        "no-such-kernel",
+        "--out",
+        scratch("none").to_str().unwrap(),
+    ]);
     let err = one_line_failure(&out);
     assert!(err.contains("--filter \"no-such-kernel\" matches no benchmark"), "{err}");
 }

@@ -5,14 +5,14 @@
 mod common;
 mod parity;
 
-use parity::assert_close;
+use common::{engine, one_line_failure, stderr};
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::clip::init::init_weights;
 use mlrpl_engine::clip::tokenizer::Tokenizer;
 use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Tensor};
-use common::{engine, one_line_failure, stderr};
+use parity::assert_close;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -24,8 +24,6 @@ fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
-
-
 
 /// A random CLIP with the full BPE vocabulary (for text through the real
 /// tokenizer), saved to a scratch file.
@@ -61,8 +59,18 @@ fn encode_matches_pytorch_clip_on_an_image_at_model_resolution() {
     let clip = fixture("clip_openai.safetensors");
     let image = fixture("clip_input.png");
     let out = engine(&[
-        "--device", "cpu", "encode", "--clip", clip.to_str().unwrap(), "--image", image.to_str().unwrap(),
-        "--image", image.to_str().unwrap(), "--dense", "--out", out_path.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "encode",
+        "--clip",
+        clip.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--dense",
+        "--out",
+        out_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got = WeightMap::load(&out_path, &Device::Cpu).unwrap();
@@ -82,7 +90,14 @@ fn encode_text_is_the_tokenizer_then_the_text_tower() {
     let out_path = scratch("encode-text.safetensors");
     let texts = ["a photo of a hair drier.", "Two dogs & a CAT!"];
     let out = engine(&[
-        "encode", "--clip", clip_path.to_str().unwrap(), "--text", texts[0], "--text", texts[1], "--out",
+        "encode",
+        "--clip",
+        clip_path.to_str().unwrap(),
+        "--text",
+        texts[0],
+        "--text",
+        texts[1],
+        "--out",
         out_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -99,8 +114,15 @@ fn zero_shot_prints_ranked_probabilities_per_image() {
     let clip_path = full_vocab_clip();
     let image = fixture("clip_input.png");
     let out = engine(&[
-        "zero-shot", "--clip", clip_path.to_str().unwrap(), "--classes", "cat,dog,hair drier", "--image",
-        image.to_str().unwrap(), "--top-k", "2",
+        "zero-shot",
+        "--clip",
+        clip_path.to_str().unwrap(),
+        "--classes",
+        "cat,dog,hair drier",
+        "--image",
+        image.to_str().unwrap(),
+        "--top-k",
+        "2",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -117,8 +139,14 @@ fn a_broken_image_or_weight_file_is_one_line_naming_the_file() {
     std::fs::write(&broken, b"\xFF\xD8\xFF\xE0 truncated").unwrap();
     let missing_weights = scratch("no-such-weights.safetensors");
     let cases: [(&[&str], &Path); 2] = [
-        (&["encode", "--clip", clip.to_str().unwrap(), "--image", broken.to_str().unwrap(), "--out", "/dev/null"], &broken),
-        (&["encode", "--clip", missing_weights.to_str().unwrap(), "--text", "x", "--out", "/dev/null"], &missing_weights),
+        (
+            &["encode", "--clip", clip.to_str().unwrap(), "--image", broken.to_str().unwrap(), "--out", "/dev/null"],
+            &broken,
+        ),
+        (
+            &["encode", "--clip", missing_weights.to_str().unwrap(), "--text", "x", "--out", "/dev/null"],
+            &missing_weights,
+        ),
     ];
     for (args, named) in cases {
         let out = engine(args);
@@ -173,7 +201,17 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     let _ = std::fs::remove_dir_all(&run_dir);
     let run = run_dir.to_str().unwrap();
     let out = engine(&[
-        "train", "--epochs", "1", "--warmup-epochs", "0", "--n-ctx", "2", "--rand-augment", "2,9", "--run-dir", run,
+        "train",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--n-ctx",
+        "2",
+        "--rand-augment",
+        "2,9",
+        "--run-dir",
+        run,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
@@ -188,7 +226,18 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     let again = engine(&["train", "--epochs", "1", "--run-dir", run]);
     assert!(stderr(&again).contains("already holds a run"), "{}", stderr(&again));
     let other_clip = full_vocab_clip();
-    let mixed = engine(&["--device", "cpu", "train", "--epochs", "2", "--resume", "--run-dir", run, "--clip", other_clip.to_str().unwrap()]);
+    let mixed = engine(&[
+        "--device",
+        "cpu",
+        "train",
+        "--epochs",
+        "2",
+        "--resume",
+        "--run-dir",
+        run,
+        "--clip",
+        other_clip.to_str().unwrap(),
+    ]);
     let err = one_line_failure(&mixed);
     assert!(err.contains("--resume") && err.contains("trained on the CLIP \"bundled:mini-clip\""), "{err}");
 
@@ -206,7 +255,15 @@ fn train_eval_predict_on_a_tiny_embedded_run() {
     assert!((f32_map - bf16_map).abs() < 1.0, "test mAP {f32_map} with f32 towers, {bf16_map} with bf16");
 
     let image = fixture("clip_input.png");
-    let out = engine(&["predict", "--checkpoint", best.to_str().unwrap(), "--image", image.to_str().unwrap(), "--top-k", "2"]);
+    let out = engine(&[
+        "predict",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--top-k",
+        "2",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json[0]["top"].as_array().unwrap().len(), 2);
@@ -218,10 +275,31 @@ fn pretrain_writes_a_loadable_clip_with_its_card() {
     let _ = std::fs::remove_dir_all(&run_dir);
     let out_path = run_dir.join("tiny-clip.safetensors");
     let out = engine(&[
-        "pretrain", "--pairs", "16", "--batch-size", "8", "--epochs", "2", "--warmup-steps", "1",
-        "--image-size", "16", "--vision-width", "64", "--vision-layers", "1", "--text-width", "64",
-        "--text-layers", "1", "--embed-dim", "32", "--run-dir", run_dir.to_str().unwrap(),
-        "--out", out_path.to_str().unwrap(),
+        "pretrain",
+        "--pairs",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--image-size",
+        "16",
+        "--vision-width",
+        "64",
+        "--vision-layers",
+        "1",
+        "--text-width",
+        "64",
+        "--text-layers",
+        "1",
+        "--embed-dim",
+        "32",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+        "--out",
+        out_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let card: serde_json::Value =
@@ -242,7 +320,8 @@ fn pretrain_writes_a_loadable_clip_with_its_card() {
     let out = engine(&["eval", "--zero-shot", "--clip", clip, "--dataset", "embedded"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
-    let reported: f64 = report.lines().find_map(|l| l.strip_prefix("mAP ")).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let reported: f64 =
+        report.lines().find_map(|l| l.strip_prefix("mAP ")).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!((reported - 100.0 * test_map).abs() < 0.01, "eval --zero-shot says {reported}, the card {test_map}");
 
     let out = engine(&["pretrain", "--pairs", "4", "--batch-size", "8", "--run-dir", run_dir.to_str().unwrap()]);

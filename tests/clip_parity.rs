@@ -5,11 +5,11 @@
 
 mod parity;
 
-use parity::assert_close;
 use mlrpl_engine::autograd::no_grad;
 use mlrpl_engine::clip::{Clip, Naming, TextTower};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::Device;
+use parity::assert_close;
 use std::path::PathBuf;
 
 /// The fixture folder: tests/fixtures, or `MLRPL_CLIP_FIXTURES` for a manual
@@ -24,7 +24,6 @@ fn fixture(name: &str) -> PathBuf {
 fn io() -> WeightMap {
     WeightMap::load(&fixture("clip_io.safetensors"), &Device::Cpu).unwrap()
 }
-
 
 fn tokens(io: &WeightMap) -> Vec<Vec<u32>> {
     let t = io.get("tokens").unwrap();
@@ -43,12 +42,25 @@ fn check_model(file: &str, naming: Naming) {
     let v = &clip.config.vision;
     assert_eq!(
         (v.width, v.layers, v.heads, v.patch, v.grid * v.patch, v.embed_dim),
-        (size("vision_width"), size("vision_layers"), size("vision_width") / 64, size("vision_patch_size"), size("image_resolution"), size("embed_dim"))
+        (
+            size("vision_width"),
+            size("vision_layers"),
+            size("vision_width") / 64,
+            size("vision_patch_size"),
+            size("image_resolution"),
+            size("embed_dim")
+        )
     );
     let t = &clip.config.text;
     assert_eq!(
         (t.width, t.layers, t.heads, t.context_length, t.vocab_size),
-        (size("transformer_width"), size("transformer_layers"), size("transformer_heads"), size("context_length"), size("vocab_size"))
+        (
+            size("transformer_width"),
+            size("transformer_layers"),
+            size("transformer_heads"),
+            size("context_length"),
+            size("vocab_size")
+        )
     );
 
     let images = io.get("images").unwrap();
@@ -66,7 +78,9 @@ fn check_model(file: &str, naming: Naming) {
     let eot = TextTower::eot_positions(&toks);
     let len = eot.iter().max().unwrap() + 1;
     let mut text_blocks = Vec::new();
-    clip.text.encode_embeddings(&clip.text.embed(&toks, len).unwrap(), &eot, |_, x| text_blocks.push(x.clone())).unwrap();
+    clip.text
+        .encode_embeddings(&clip.text.embed(&toks, len).unwrap(), &eot, |_, x| text_blocks.push(x.clone()))
+        .unwrap();
     for (i, b) in text_blocks.iter().enumerate() {
         assert_close(b, &io.get(&format!("text_block_{i}")).unwrap(), &format!("{file} text block {i}"));
     }

@@ -18,13 +18,18 @@ const TOL: f64 = 1e-4;
 
 /// Output and input gradients of `f` on `device`, the inputs being
 /// parameters and the loss `sum(out * R)` with R a fixed seeded tensor.
-fn run_on(device: &Device, inputs: &[Input], f: &dyn Fn(&Device, &[Tensor]) -> Result<Tensor>) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+fn run_on(
+    device: &Device,
+    inputs: &[Input],
+    f: &dyn Fn(&Device, &[Tensor]) -> Result<Tensor>,
+) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let params: Vec<Tensor> = inputs
         .iter()
         .map(|i| Tensor::from_vec(i.values.clone(), i.shape.clone(), device).unwrap().into_parameter().unwrap())
         .collect();
     let out = f(device, &params).unwrap();
-    let weights = Tensor::from_vec(Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0), out.shape().clone(), device).unwrap();
+    let weights =
+        Tensor::from_vec(Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0), out.shape().clone(), device).unwrap();
     out.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
     let grads = params.iter().map(|p| p.grad().map(|g| g.to_vec().unwrap())).collect();
     (out.to_vec().unwrap(), grads)
@@ -93,7 +98,9 @@ fn broadcasting_binaries_and_reductions() {
     check(&gpu, "sum over axes", std::slice::from_ref(&a), |_, t| t[0].sum(&[0, 2], true));
     check(&gpu, "sum_all", std::slice::from_ref(&a), |_, t| t[0].sum_all());
     check(&gpu, "mean keepdim=false", std::slice::from_ref(&a), |_, t| t[0].mean(&[1], false));
-    check(&gpu, "broadcast_to", std::slice::from_ref(&other), |_, t| t[0].broadcast_to(&mlrpl_engine::Shape::new(vec![2, 3, 4])));
+    check(&gpu, "broadcast_to", std::slice::from_ref(&other), |_, t| {
+        t[0].broadcast_to(&mlrpl_engine::Shape::new(vec![2, 3, 4]))
+    });
     let big = randn(&mut rng, &[300, 70]);
     check(&gpu, "sum of many rows", std::slice::from_ref(&big), |_, t| t[0].sum(&[0], false));
 }
@@ -121,7 +128,8 @@ fn layout_ops_copy_every_word_width_exactly() {
     for inner in [64, 6, 5] {
         for dtype in [DType::F32, DType::BF16] {
             let values = rng.normal_vec(2 * 3 * 4 * inner, 1.0);
-            let cpu = Tensor::from_vec(values.clone(), [2, 3, 4, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let cpu =
+                Tensor::from_vec(values.clone(), [2, 3, 4, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
             let cuda = Tensor::from_vec(values, [2, 3, 4, inner], &gpu).unwrap().to_dtype(dtype).unwrap();
             type LayoutOp = fn(&Tensor) -> Result<Tensor>;
             let ops: [(&str, LayoutOp); 4] = [
@@ -148,7 +156,9 @@ fn gather_and_scatter_add_with_repeated_ids() {
     // 6 columns are copied element by element, 8 and 16 in 16-byte packs.
     for cols in [6, 8, 16] {
         let table = randn(&mut rng, &[10, cols]);
-        check(&gpu, &format!("index_select of {cols} columns"), &[table], |dev, t| t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?));
+        check(&gpu, &format!("index_select of {cols} columns"), &[table], |dev, t| {
+            t[0].index_select(&Tensor::from_ids(ids.clone(), [ids.len()], dev)?)
+        });
     }
 }
 
@@ -156,16 +166,24 @@ fn gather_and_scatter_add_with_repeated_ids() {
 fn matrix_products() {
     let Some(gpu) = cuda_or_skip("matrix_products") else { return };
     let mut rng = Rng::new(5);
-    check(&gpu, "batched matmul", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
-    check(&gpu, "shared right operand", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[5, 6])], |_, t| t[0].matmul(&t[1]));
-    check(&gpu, "shared left operand", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "batched matmul", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| {
+        t[0].matmul(&t[1])
+    });
+    check(&gpu, "shared right operand", &[randn(&mut rng, &[3, 4, 5]), randn(&mut rng, &[5, 6])], |_, t| {
+        t[0].matmul(&t[1])
+    });
+    check(&gpu, "shared left operand", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], |_, t| {
+        t[0].matmul(&t[1])
+    });
     check(
         &gpu,
         "linear",
         &[randn(&mut rng, &[2, 7, 65]), randn(&mut rng, &[70, 65]), randn(&mut rng, &[70])],
         |_, t| t[0].linear(&t[1], Some(&t[2])),
     );
-    check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| t[0].matmul(&t[1]));
+    check(&gpu, "4-D batch", &[randn(&mut rng, &[2, 3, 9, 8]), randn(&mut rng, &[2, 3, 8, 11])], |_, t| {
+        t[0].matmul(&t[1])
+    });
 }
 
 /// The kernels with bf16 instances (`_bf16`: bf16 loads and stores, f32
@@ -190,8 +208,12 @@ fn bf16_storage_kernels_match_the_cpu() {
         check_at(&gpu, name, std::slice::from_ref(&x), BF16_TOL, |_, t| op(&bf16(&t[0])?));
     }
     let a = randn(&mut rng, &[2, 3, 40]);
-    check_at(&gpu, "bf16 add row", &[a.clone(), randn(&mut rng, &[40])], BF16_TOL, |_, t| bf16(&t[0])?.add(&bf16(&t[1])?));
-    check_at(&gpu, "bf16 mul column", &[a.clone(), randn(&mut rng, &[3, 1])], BF16_TOL, |_, t| bf16(&t[0])?.mul(&bf16(&t[1])?));
+    check_at(&gpu, "bf16 add row", &[a.clone(), randn(&mut rng, &[40])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.add(&bf16(&t[1])?)
+    });
+    check_at(&gpu, "bf16 mul column", &[a.clone(), randn(&mut rng, &[3, 1])], BF16_TOL, |_, t| {
+        bf16(&t[0])?.mul(&bf16(&t[1])?)
+    });
     let positive = Input::uniform(&mut rng, &[2, 1, 40], 0.5, 2.0);
     check_at(&gpu, "bf16 div", &[a, positive], BF16_TOL, |_, t| bf16(&t[0])?.div(&bf16(&t[1])?));
     // Rows wider than the block (300 > 256) and a width CLIP uses.
@@ -209,7 +231,8 @@ fn bf16_storage_kernels_match_the_cpu() {
     });
     // Attention: more keys than threads per block (197, ViT-B/16), and causal.
     for (len, causal) in [(197, false), (9, true)] {
-        let qkv = [randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64])];
+        let qkv =
+            [randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64]), randn(&mut rng, &[1, 2, len, 64])];
         check_at(&gpu, &format!("bf16 attention over {len} (causal {causal})"), &qkv, BF16_TOL, |_, t| {
             bf16(&t[0])?.scaled_dot_product_attention(&bf16(&t[1])?, &bf16(&t[2])?, causal)
         });
@@ -231,15 +254,27 @@ fn bf16_matrix_products_through_cublaslt() {
         BF16_TOL,
         |_, t| bf16(&t[0])?.linear(&bf16(&t[1])?, Some(&bf16(&t[2])?)),
     );
-    check_at(&gpu, "bf16 linear, odd sizes, no bias", &[randn(&mut rng, &[5, 33]), randn(&mut rng, &[19, 33])], BF16_TOL, |_, t| {
-        bf16(&t[0])?.linear(&bf16(&t[1])?, None)
-    });
-    check_at(&gpu, "bf16 batched matmul", &[randn(&mut rng, &[3, 4, 16]), randn(&mut rng, &[3, 16, 8])], BF16_TOL, |_, t| {
-        bf16(&t[0])?.matmul(&bf16(&t[1])?)
-    });
-    check_at(&gpu, "bf16 shared left operand (f32 fallback)", &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])], BF16_TOL, |_, t| {
-        bf16(&t[0])?.matmul(&bf16(&t[1])?)
-    });
+    check_at(
+        &gpu,
+        "bf16 linear, odd sizes, no bias",
+        &[randn(&mut rng, &[5, 33]), randn(&mut rng, &[19, 33])],
+        BF16_TOL,
+        |_, t| bf16(&t[0])?.linear(&bf16(&t[1])?, None),
+    );
+    check_at(
+        &gpu,
+        "bf16 batched matmul",
+        &[randn(&mut rng, &[3, 4, 16]), randn(&mut rng, &[3, 16, 8])],
+        BF16_TOL,
+        |_, t| bf16(&t[0])?.matmul(&bf16(&t[1])?),
+    );
+    check_at(
+        &gpu,
+        "bf16 shared left operand (f32 fallback)",
+        &[randn(&mut rng, &[4, 5]), randn(&mut rng, &[3, 5, 6])],
+        BF16_TOL,
+        |_, t| bf16(&t[0])?.matmul(&bf16(&t[1])?),
+    );
 }
 
 /// cuBLASLt plans are cached per product shape: products of one shape
@@ -278,14 +313,17 @@ fn normalisations() {
     // Widths that are multiples of 4 take the kernels' 16-byte groups (33
     // above takes single elements): mini-clip's 128 and ViT-B's 768.
     for cols in [128, 768] {
-        let inputs = [randn(&mut rng, &[150, cols]), Input::uniform(&mut rng, &[cols], 0.5, 1.5), randn(&mut rng, &[cols])];
+        let inputs =
+            [randn(&mut rng, &[150, cols]), Input::uniform(&mut rng, &[cols], 0.5, 1.5), randn(&mut rng, &[cols])];
         check(&gpu, &format!("layer_norm over {cols}"), &inputs, |_, t| t[0].layer_norm(&t[1], &t[2], 1e-5));
     }
     check(&gpu, "softmax", std::slice::from_ref(&x), |_, t| t[0].softmax());
     check(&gpu, "l2_normalize", std::slice::from_ref(&x), |_, t| t[0].l2_normalize());
     let wide = randn(&mut rng, &[3, 1000]);
     check(&gpu, "softmax of wide rows", std::slice::from_ref(&wide), |_, t| t[0].softmax());
-    check(&gpu, "cosine_similarity", &[randn(&mut rng, &[5, 16]), randn(&mut rng, &[5, 16])], |_, t| t[0].cosine_similarity(&t[1]));
+    check(&gpu, "cosine_similarity", &[randn(&mut rng, &[5, 16]), randn(&mut rng, &[5, 16])], |_, t| {
+        t[0].cosine_similarity(&t[1])
+    });
 }
 
 #[test]
@@ -297,7 +335,8 @@ fn attention_forward_and_backward() {
     let selfs = [randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64]), randn(&mut rng, &[1, 2, 9, 64])];
     check(&gpu, "causal attention", &selfs, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], true));
     // More keys than threads per block, and the ViT-B/16 sequence length.
-    let long = [randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64])];
+    let long =
+        [randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64]), randn(&mut rng, &[1, 1, 197, 64])];
     check(&gpu, "long attention", &long, |_, t| t[0].scaled_dot_product_attention(&t[1], &t[2], false));
 }
 
@@ -329,13 +368,16 @@ fn losses_forward_and_backward() {
         t[0].masked_bce_with_logits(&Tensor::from_vec(many_y.clone(), [64, 80], dev)?)
     });
     check(&gpu, "contrastive_loss", &[Input::randn(&mut rng, &[6, 6], 2.0)], |_, t| t[0].contrastive_loss());
-    check(&gpu, "contrastive_loss, more than a block", &[Input::randn(&mut rng, &[300, 300], 2.0)], |_, t| t[0].contrastive_loss());
+    check(&gpu, "contrastive_loss, more than a block", &[Input::randn(&mut rng, &[300, 300], 2.0)], |_, t| {
+        t[0].contrastive_loss()
+    });
 }
 
 #[test]
 fn masked_bce_with_no_known_label_is_zero_without_nan() {
     let Some(gpu) = cuda_or_skip("masked_bce_with_no_known_label_is_zero_without_nan") else { return };
-    let logits = Tensor::from_vec(vec![1.0, f32::INFINITY, -3.0, f32::NAN], [2, 2], &gpu).unwrap().into_parameter().unwrap();
+    let logits =
+        Tensor::from_vec(vec![1.0, f32::INFINITY, -3.0, f32::NAN], [2, 2], &gpu).unwrap().into_parameter().unwrap();
     let loss = logits.masked_bce_with_logits(&Tensor::zeros([2, 2], DType::F32, &gpu).unwrap()).unwrap();
     assert_eq!(loss.to_vec().unwrap(), vec![0.0]);
     loss.backward().unwrap();
@@ -413,8 +455,10 @@ fn staged_uploads_arrive_exactly() {
     let ids: Vec<u32> = (0..100_000).map(|i| (i * 7919) % 49408).collect();
     assert_eq!(Tensor::from_ids(ids.clone(), [ids.len()], &gpu).unwrap().to_ids().unwrap(), ids);
     let batches: Vec<Vec<f32>> = (0..12).map(|_| rng.normal_vec(70_000, 1.0)).collect();
-    let doubled: Vec<Tensor> =
-        batches.iter().map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap().affine(2.0, 1.0).unwrap()).collect();
+    let doubled: Vec<Tensor> = batches
+        .iter()
+        .map(|v| Tensor::from_vec(v.clone(), [v.len()], &gpu).unwrap().affine(2.0, 1.0).unwrap())
+        .collect();
     for (i, (t, v)) in doubled.iter().zip(&batches).enumerate() {
         let want: Vec<f32> = v.iter().map(|x| 2.0 * x + 1.0).collect();
         assert_eq!(t.to_vec().unwrap(), want, "upload {i} consumed by a kernel");
@@ -481,8 +525,12 @@ fn optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
 fn fused_optimizer_run(device: &Device, adamw: bool) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(13);
     let sizes: Vec<usize> = (0..50).map(|i| [1, 3, 4, 5, 4097, 9000, 7, 64][i % 8] + i / 8).collect();
-    let params: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 1.0), [n], device).unwrap().into_parameter().unwrap()).collect();
-    let grads: Vec<Tensor> = sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap()).collect();
+    let params: Vec<Tensor> = sizes
+        .iter()
+        .map(|&n| Tensor::from_vec(rng.normal_vec(n, 1.0), [n], device).unwrap().into_parameter().unwrap())
+        .collect();
+    let grads: Vec<Tensor> =
+        sizes.iter().map(|&n| Tensor::from_vec(rng.normal_vec(n, 0.1), [n], device).unwrap()).collect();
     let groups = vec![ParamGroup::new(params[..30].to_vec()), ParamGroup::no_decay(params[30..].to_vec())];
     let mut opt = optimizer(groups, adamw);
     let mut before: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec().unwrap()).collect();

@@ -46,9 +46,15 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn one_epoch_of_train_matches_the_cpu() {
     let Some(gpu) = cuda_or_skip("one_epoch_of_train_matches_the_cpu") else { return };
-    let set: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Train, 0, IMAGE_SIZE).unwrap().with_len(24).unwrap());
+    let set: Arc<dyn MultiLabelDataset> =
+        Arc::new(SyntheticSet::new(Split::Train, 0, IMAGE_SIZE).unwrap().with_len(24).unwrap());
     let mask = LabelMask::sample(set.len(), set.class_names().len(), 0.5, 0).unwrap();
-    let data = TrainData { dataset: set, train_indices: (0..16).collect(), val_indices: (16..24).collect(), mask: Arc::new(mask) };
+    let data = TrainData {
+        dataset: set,
+        train_indices: (0..16).collect(),
+        val_indices: (16..24).collect(),
+        mask: Arc::new(mask),
+    };
     let options = TrainOptions {
         epochs: 1,
         batch_size: 8,
@@ -91,7 +97,12 @@ fn steady_state_steps_allocate_nothing_new_from_the_driver() {
     let model = tiny_model(&gpu, Precision::F32);
     let mut rng = Rng::new(12);
     let batch = 8;
-    let images = Tensor::from_vec(rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [batch, 3, IMAGE_SIZE, IMAGE_SIZE], &gpu).unwrap();
+    let images = Tensor::from_vec(
+        rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0),
+        [batch, 3, IMAGE_SIZE, IMAGE_SIZE],
+        &gpu,
+    )
+    .unwrap();
     let labels: Vec<f32> = (0..batch * model.num_classes()).map(|_| rng.below(3) as f32 - 1.0).collect();
     let labels = Tensor::from_vec(labels, [batch, model.num_classes()], &gpu).unwrap();
     let mut opt = Sgd::new(model.parameter_groups(), 0.05, 0.9, 5e-4).unwrap();
@@ -115,7 +126,10 @@ fn steady_state_steps_allocate_nothing_new_from_the_driver() {
     }
     assert_eq!(cuda.gemm_plans(), plans, "later steps made new cuBLASLt plans");
     let after = cuda.pool_memory().unwrap().unwrap();
-    assert_eq!(after.reserved, after_first.reserved, "the pool grew after the first step: {after_first:?} -> {after:?}");
+    assert_eq!(
+        after.reserved, after_first.reserved,
+        "the pool grew after the first step: {after_first:?} -> {after:?}"
+    );
     assert!(after.peak_used > 0 && after.peak_used <= after.reserved, "{after:?}");
 }
 

@@ -26,7 +26,13 @@ fn attention_mlp_fits_partial_multilabel_data() {
             let score: f32 = (0..width)
                 .map(|d| (0..tokens).map(|t| xs[(b * tokens + t) * width + d]).sum::<f32>() * rule[d * classes + c])
                 .sum();
-            labels[b * classes + c] = if rng.uniform() < 1.0 / 3.0 { 0.0 } else if score > 0.0 { 1.0 } else { -1.0 };
+            labels[b * classes + c] = if rng.uniform() < 1.0 / 3.0 {
+                0.0
+            } else if score > 0.0 {
+                1.0
+            } else {
+                -1.0
+            };
         }
     }
     let labels = Tensor::from_vec(labels, [batch, classes], &dev).unwrap();
@@ -79,7 +85,8 @@ fn sgd_with_cosine_schedule_fits_linear_regression() {
     let y = x.linear(&true_w, None).unwrap();
     let w = param(&[3, 6], 0.1, &mut rng);
     let mse = || x.linear(&w, None)?.sub(&y)?.mul(&x.linear(&w, None)?.sub(&y)?)?.mean_all();
-    let schedule = CosineSchedule { base_lr: 0.05, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: 5, total_steps: 150 };
+    let schedule =
+        CosineSchedule { base_lr: 0.05, min_lr: 0.0, warmup: Warmup::Linear, warmup_steps: 5, total_steps: 150 };
     let mut opt = Sgd::new(vec![ParamGroup::new(vec![w.clone()])], schedule.lr(0), 0.9, 0.0).unwrap();
     let initial = {
         let _g = mlrpl_engine::autograd::no_grad();

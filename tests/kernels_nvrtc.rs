@@ -23,7 +23,8 @@ fn every_kernel_compiles_with_nvrtc() {
             .unwrap();
         return;
     }
-    let dir = std::env::var("MLRPL_KERNELS_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/kernels").into());
+    let dir =
+        std::env::var("MLRPL_KERNELS_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/kernels").into());
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

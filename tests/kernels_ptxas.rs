@@ -57,10 +57,7 @@ fn parse_ptxas(out: &str) -> (Vec<KernelInfo>, Vec<KernelInfo>) {
     for line in out.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let name = rest.split('\'').next().unwrap_or_default().to_owned();
-            entries.push(KernelInfo {
-                name,
-                ..Default::default()
-            });
+            entries.push(KernelInfo { name, ..Default::default() });
         } else if let Some(rest) = line.split("Function properties for ").nth(1) {
             current = Some(rest.trim().to_owned());
         } else if line.contains("bytes spill stores") {
@@ -137,14 +134,8 @@ fn kernels_compile_without_spills() {
             !flag("MLRPL_REQUIRE_NVCC"),
             "MLRPL_REQUIRE_NVCC is set but no nvcc was found (or MLRPL_NO_NVCC is set)"
         );
-        let why = if flag("MLRPL_NO_NVCC") {
-            " (MLRPL_NO_NVCC is set)"
-        } else {
-            ""
-        };
-        report(&format!(
-            "SKIPPED: no nvcc found{why}; run tools/cuda-toolchain.sh\n"
-        ));
+        let why = if flag("MLRPL_NO_NVCC") { " (MLRPL_NO_NVCC is set)" } else { "" };
+        report(&format!("SKIPPED: no nvcc found{why}; run tools/cuda-toolchain.sh\n"));
         return;
     };
 
@@ -158,10 +149,7 @@ fn kernels_compile_without_spills() {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernels_ptxas");
     fs::create_dir_all(&tmp).unwrap();
 
-    let jobs: Vec<(&PathBuf, &str)> = sources
-        .iter()
-        .flat_map(|s| ARCHS.iter().map(move |a| (s, *a)))
-        .collect();
+    let jobs: Vec<(&PathBuf, &str)> = sources.iter().flat_map(|s| ARCHS.iter().map(move |a| (s, *a))).collect();
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .iter()
@@ -192,23 +180,14 @@ fn kernels_compile_without_spills() {
     let mut compiled: HashSet<(String, String)> = HashSet::new();
     for (src, arch, out) in results {
         let file = src.file_name().unwrap().to_string_lossy();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if !out.status.success() {
-            failures.push(format!(
-                "{file} [{arch}]: nvcc failed ({}):\n{text}",
-                out.status
-            ));
+            failures.push(format!("{file} [{arch}]: nvcc failed ({}):\n{text}", out.status));
             continue;
         }
         let (entries, functions) = parse_ptxas(&text);
         if entries.is_empty() {
-            failures.push(format!(
-                "{file} [{arch}]: no kernel (entry function) in ptxas output:\n{text}"
-            ));
+            failures.push(format!("{file} [{arch}]: no kernel (entry function) in ptxas output:\n{text}"));
         }
         seen += entries.len();
         let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
@@ -238,15 +217,8 @@ fn kernels_compile_without_spills() {
         }
     }
     report(&table);
-    assert!(
-        failures.is_empty(),
-        "kernel check failed:\n{}",
-        failures.join("\n")
-    );
-    assert!(
-        seen > 0,
-        "no kernel seen in any ptxas output: the check would pass vacuously"
-    );
+    assert!(failures.is_empty(), "kernel check failed:\n{}", failures.join("\n"));
+    assert!(seen > 0, "no kernel seen in any ptxas output: the check would pass vacuously");
 }
 
 #[test]
@@ -260,16 +232,7 @@ fn parser_reads_ptxas_lines() {
     let (entries, functions) = parse_ptxas(out);
     assert_eq!(entries.len(), 1);
     let k = &entries[0];
-    assert_eq!(
-        (
-            k.name.as_str(),
-            k.registers,
-            k.stack,
-            k.spill_stores,
-            k.spill_loads
-        ),
-        ("k1", Some(255), 8, 12, 4)
-    );
+    assert_eq!((k.name.as_str(), k.registers, k.stack, k.spill_stores, k.spill_loads), ("k1", Some(255), 8, 12, 4));
     assert_eq!(functions.len(), 1);
     assert_eq!(functions[0].name, "helper");
 }

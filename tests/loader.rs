@@ -350,11 +350,8 @@ fn flip_and_cutout_statistics_with_a_fixed_seed() {
     }
     let img = RgbImage::new(side, side, data).unwrap();
     let n = 4000;
-    let flips = (0..n)
-        .filter(|&i| {
-            augmented_rgb(&img, side, FLIP_ONLY, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127
-        })
-        .count();
+    let flips =
+        (0..n).filter(|&i| augmented_rgb(&img, side, FLIP_ONLY, &mut item_rng(3, 0, i)).pixel(0, 0)[0] > 127).count();
     let f = flips as f64 / n as f64;
     assert!((f - 0.5).abs() < 0.03, "flip fraction {f}");
     // Eval never flips and ignores the generator.

@@ -30,17 +30,9 @@ fn ap_does_not_depend_on_input_order() {
 
 #[test]
 fn ap_perfect_worst_and_single() {
-    close(
-        average_precision(&[0.9, 0.8, 0.1], &[true, true, false]).unwrap(),
-        1.0,
-        "perfect",
-    );
+    close(average_precision(&[0.9, 0.8, 0.1], &[true, true, false]).unwrap(), 1.0, "perfect");
     // The only positive ranked last of 4: precision 1/4.
-    close(
-        average_precision(&[0.9, 0.8, 0.7, 0.1], &[false, false, false, true]).unwrap(),
-        0.25,
-        "last",
-    );
+    close(average_precision(&[0.9, 0.8, 0.7, 0.1], &[false, false, false, true]).unwrap(), 0.25, "last");
     // Positives at ranks 3 and 4 of 4: (1/3 + 2/4) / 2.
     close(
         average_precision(&[0.9, 0.8, 0.7, 0.1], &[false, false, true, true]).unwrap(),
@@ -48,11 +40,7 @@ fn ap_perfect_worst_and_single() {
         "bottom two",
     );
     close(average_precision(&[0.3], &[true]).unwrap(), 1.0, "single");
-    close(
-        average_precision(&[0.3, 0.2, 0.9], &[true, true, true]).unwrap(),
-        1.0,
-        "all positive",
-    );
+    close(average_precision(&[0.3, 0.2, 0.9], &[true, true, true]).unwrap(), 1.0, "all positive");
 }
 
 #[test]
@@ -68,34 +56,18 @@ fn ap_ties_are_one_threshold() {
     for pos in 0..3 {
         let mut positives = [false; 3];
         positives[pos] = true;
-        close(
-            average_precision(&[0.5, 0.5, 0.5], &positives).unwrap(),
-            1.0 / 3.0,
-            "tie of 3",
-        );
+        close(average_precision(&[0.5, 0.5, 0.5], &positives).unwrap(), 1.0 / 3.0, "tie of 3");
     }
     // Groups {0.9: -}, {0.5: +, -, -}, {0.1: +}:
     // (1 * 1/4 + 1 * 2/5) / 2.
     let want = (0.25 + 0.4) / 2.0;
     let scores = [0.9, 0.5, 0.5, 0.5, 0.1];
     let mut positives = [false, true, false, false, true];
-    close(
-        average_precision(&scores, &positives).unwrap(),
-        want,
-        "groups",
-    );
+    close(average_precision(&scores, &positives).unwrap(), want, "groups");
     positives = [false, false, false, true, true];
-    close(
-        average_precision(&scores, &positives).unwrap(),
-        want,
-        "groups, other order",
-    );
+    close(average_precision(&scores, &positives).unwrap(), want, "groups, other order");
     // 0.0 and -0.0 are the same score.
-    close(
-        average_precision(&[0.0, -0.0], &[false, true]).unwrap(),
-        0.5,
-        "signed zeros",
-    );
+    close(average_precision(&[0.0, -0.0], &[false, true]).unwrap(), 0.5, "signed zeros");
 }
 
 #[test]
@@ -191,11 +163,7 @@ fn evaluate_top3_hand_case() {
 #[test]
 fn top3_also_needs_the_threshold() {
     let m = evaluate(&[0.9, 0.3, 0.2, 0.1], &[1.0, 1.0, -1.0, -1.0], 4, 0.5).unwrap();
-    close(
-        m.cp_top3,
-        0.5,
-        "CP top3 (class 1 predicts nothing: precision 0)",
-    );
+    close(m.cp_top3, 0.5, "CP top3 (class 1 predicts nothing: precision 0)");
     close(m.cr_top3, 0.5, "CR top3");
     close(m.op_top3, 1.0, "OP top3");
     close(m.or_top3, 0.5, "OR top3");
@@ -208,14 +176,7 @@ fn top3_also_needs_the_threshold() {
 #[test]
 fn nothing_predicted_gives_zero_not_nan() {
     let m = evaluate(&[0.1, 0.2, 0.3, 0.4], &[1.0, -1.0, -1.0, 1.0], 2, 0.5).unwrap();
-    for (name, v) in [
-        ("cp", m.cp),
-        ("cr", m.cr),
-        ("cf1", m.cf1),
-        ("op", m.op),
-        ("or", m.or),
-        ("of1", m.of1),
-    ] {
+    for (name, v) in [("cp", m.cp), ("cr", m.cr), ("cf1", m.cf1), ("op", m.op), ("or", m.or), ("of1", m.of1)] {
         assert_eq!(v, 0.0, "{name}");
     }
 }
@@ -243,11 +204,7 @@ fn pseudo_random(n: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
             -1.0
         };
         let noise = next();
-        scores.push(if label > 0.0 {
-            0.3 + 0.7 * noise
-        } else {
-            0.7 * noise
-        });
+        scores.push(if label > 0.0 { 0.3 + 0.7 * noise } else { 0.7 * noise });
         labels.push(label);
     }
     (scores, labels)
@@ -256,10 +213,7 @@ fn pseudo_random(n: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
 fn assert_same(a: &MultiLabelMetrics, b: &MultiLabelMetrics, with_top3: bool) {
     assert_eq!(a.per_class_ap, b.per_class_ap);
     assert_eq!(a.map, b.map);
-    assert_eq!(
-        [a.cp, a.cr, a.cf1, a.op, a.or, a.of1],
-        [b.cp, b.cr, b.cf1, b.op, b.or, b.of1]
-    );
+    assert_eq!([a.cp, a.cr, a.cf1, a.op, a.or, a.of1], [b.cp, b.cr, b.cf1, b.op, b.or, b.of1]);
     if with_top3 {
         assert_eq!(
             [a.cp_top3, a.cr_top3, a.cf1_top3, a.op_top3, a.or_top3, a.of1_top3],
@@ -278,11 +232,7 @@ fn unknown_entries_are_excluded() {
     // Any score on an unknown entry: AP and threshold metrics unchanged (the
     // top 3 of an image may change, since it is chosen among all classes).
     for fill in [0.0f32, 1.0, 0.5, 0.77] {
-        let moved: Vec<f32> = scores
-            .iter()
-            .zip(&labels)
-            .map(|(&s, &l)| if l == 0.0 { fill } else { s })
-            .collect();
+        let moved: Vec<f32> = scores.iter().zip(&labels).map(|(&s, &l)| if l == 0.0 { fill } else { s }).collect();
         assert_same(&base, &evaluate(&moved, &labels, c, 0.5).unwrap(), false);
     }
 
@@ -293,19 +243,12 @@ fn unknown_entries_are_excluded() {
         more_scores.push(if i % 2 == 0 { 0.99 } else { 0.01 });
         more_labels.push(0.0);
     }
-    assert_same(
-        &base,
-        &evaluate(&more_scores, &more_labels, c, 0.5).unwrap(),
-        true,
-    );
+    assert_same(&base, &evaluate(&more_scores, &more_labels, c, 0.5).unwrap(), true);
 
     // Per-class AP equals the AP of that class's known entries alone.
     for k in 0..c {
-        let (s, p): (Vec<f32>, Vec<bool>) = (0..n)
-            .map(|i| i * c + k)
-            .filter(|&i| labels[i] != 0.0)
-            .map(|i| (scores[i], labels[i] > 0.0))
-            .unzip();
+        let (s, p): (Vec<f32>, Vec<bool>) =
+            (0..n).map(|i| i * c + k).filter(|&i| labels[i] != 0.0).map(|i| (scores[i], labels[i] > 0.0)).unzip();
         assert_eq!(base.per_class_ap[k], average_precision(&s, &p), "class {k}");
     }
 }
@@ -399,22 +342,14 @@ fn matches_sklearn_fixture() {
     let mut checked_aps = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let (n, c) = (
-            case["n"].as_u64().unwrap() as usize,
-            case["c"].as_u64().unwrap() as usize,
-        );
+        let (n, c) = (case["n"].as_u64().unwrap() as usize, case["c"].as_u64().unwrap() as usize);
         let scores: Vec<f32> = case["scores_bits"]
             .as_array()
             .unwrap()
             .iter()
             .map(|b| f32::from_bits(b.as_u64().unwrap() as u32))
             .collect();
-        let labels: Vec<f32> = case["labels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l.as_i64().unwrap() as f32)
-            .collect();
+        let labels: Vec<f32> = case["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap() as f32).collect();
         assert_eq!(scores.len(), n * c, "{name}");
         let m = evaluate(&scores, &labels, c, threshold).unwrap();
 
@@ -424,10 +359,7 @@ fn matches_sklearn_fixture() {
             match (want.as_f64(), m.per_class_ap[k]) {
                 (None, None) => {}
                 (Some(w), Some(got)) => {
-                    assert!(
-                        (w - got).abs() <= TOL,
-                        "{name} AP[{k}]: sklearn {w}, ours {got}"
-                    );
+                    assert!((w - got).abs() <= TOL, "{name} AP[{k}]: sklearn {w}, ours {got}");
                     checked_aps += 1;
                 }
                 (w, got) => panic!("{name} AP[{k}]: sklearn {w:?}, ours {got:?}"),
@@ -449,13 +381,8 @@ fn matches_sklearn_fixture() {
             ("of1_top3", m.of1_top3),
         ];
         for (key, got) in fields {
-            let want = case[key]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{name}: no {key}"));
-            assert!(
-                (want - got).abs() <= TOL,
-                "{name} {key}: expected {want}, got {got}"
-            );
+            let want = case[key].as_f64().unwrap_or_else(|| panic!("{name}: no {key}"));
+            assert!((want - got).abs() <= TOL, "{name} {key}: expected {want}, got {got}");
         }
     }
     assert!(checked_aps > 40, "only {checked_aps} APs compared");
@@ -467,24 +394,10 @@ fn matches_sklearn_fixture() {
 fn fixture_tie_cases_have_ties() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics_sklearn.json");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let case = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "ties_200x6")
-        .unwrap();
-    let bits: Vec<u64> = case["scores_bits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap())
-        .collect();
+    let case = doc["cases"].as_array().unwrap().iter().find(|c| c["name"] == "ties_200x6").unwrap();
+    let bits: Vec<u64> = case["scores_bits"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
     let mut distinct = bits.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert!(
-        distinct.len() <= 11 && bits.len() == 1200,
-        "{} distinct scores",
-        distinct.len()
-    );
+    assert!(distinct.len() <= 11 && bits.len() == 1200, "{} distinct scores", distinct.len());
 }

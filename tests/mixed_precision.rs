@@ -19,8 +19,14 @@ fn a_bf16_training_step_stays_within_bf16_tolerance_of_f32() {
     let got = training_steps(&Device::Cpu, Precision::Bf16);
     // The errors themselves, for docs/mixed-precision.md (`-- --nocapture`).
     let err = |g: &[f32], w: &[f32]| rel_err(&to_f64(g), &to_f64(w));
-    eprintln!("bf16 vs f32: logits {:.2e}, loss {:.2e}", err(&got.logits, &want.logits), err(&[got.loss], &[want.loss]));
-    for ((name, g), (_, w)) in got.grads.iter().zip(&want.grads).filter(|((name, _), _)| !SOFTMAX_SHIFT_PARAMS.contains(&name.as_str())) {
+    eprintln!(
+        "bf16 vs f32: logits {:.2e}, loss {:.2e}",
+        err(&got.logits, &want.logits),
+        err(&[got.loss], &[want.loss])
+    );
+    for ((name, g), (_, w)) in
+        got.grads.iter().zip(&want.grads).filter(|((name, _), _)| !SOFTMAX_SHIFT_PARAMS.contains(&name.as_str()))
+    {
         eprintln!("bf16 vs f32: gradient of {name} {:.2e}", err(g, w));
     }
     assert_records_match(&got, &want, BF16_TOL, 1e-4);
@@ -34,7 +40,12 @@ fn bf16_keeps_towers_bf16_and_parameters_gradients_and_features_f32() {
     let block = &model.clip.vision.transformer.blocks[0];
     assert_eq!(block.mlp.c_fc.weight.dtype(), DType::BF16);
     assert_eq!(model.clip.text.token_embedding().dtype(), DType::BF16);
-    let images = Tensor::from_vec(Rng::new(5).normal_vec(2 * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [2, 3, IMAGE_SIZE, IMAGE_SIZE], &Device::Cpu).unwrap();
+    let images = Tensor::from_vec(
+        Rng::new(5).normal_vec(2 * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0),
+        [2, 3, IMAGE_SIZE, IMAGE_SIZE],
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut block_dtypes = Vec::new();
     model.clip.vision.forward_tokens(&images, |_, x| block_dtypes.push(x.dtype())).unwrap();
     assert!(block_dtypes.iter().all(|&d| d == DType::BF16), "vision activations: {block_dtypes:?}");

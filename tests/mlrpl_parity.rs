@@ -5,21 +5,19 @@
 
 mod parity;
 
-use parity::assert_close;
 use mlrpl_engine::clip::Clip;
 use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::optim::{Optimizer, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{Device, Tensor};
+use parity::assert_close;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> WeightMap {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     WeightMap::load(&path, &Device::Cpu).unwrap()
 }
-
-
 
 /// The fixture CLIP, its sparse token embedding expanded to the full table.
 fn clip(step: &WeightMap) -> Clip {

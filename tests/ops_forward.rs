@@ -49,11 +49,18 @@ mod reference {
     /// The element of `x` (of `shape`) that broadcasts to output index `out_idx`.
     pub fn broadcast_index(out_idx: &[usize], shape: &[usize]) -> usize {
         let offset = out_idx.len() - shape.len();
-        let idx: Vec<usize> = shape.iter().enumerate().map(|(d, &n)| if n == 1 { 0 } else { out_idx[d + offset] }).collect();
+        let idx: Vec<usize> =
+            shape.iter().enumerate().map(|(d, &n)| if n == 1 { 0 } else { out_idx[d + offset] }).collect();
         ravel(&idx, shape)
     }
 
-    pub fn binary(a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], f: impl Fn(f64, f64) -> f64) -> (Vec<f64>, Vec<usize>) {
+    pub fn binary(
+        a: &[f64],
+        sa: &[usize],
+        b: &[f64],
+        sb: &[usize],
+        f: impl Fn(f64, f64) -> f64,
+    ) -> (Vec<f64>, Vec<usize>) {
         let out_shape = broadcast_shape(sa, sb);
         let n: usize = out_shape.iter().product();
         let out = (0..n)
@@ -255,7 +262,16 @@ mod reference {
 
     /// softmax(q k^T / sqrt(d), keys j > i masked when causal) v over [bh, L, d].
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(q: &[f64], k: &[f64], v: &[f64], bh: usize, lq: usize, lk: usize, d: usize, causal: bool) -> Vec<f64> {
+    pub fn attention(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        bh: usize,
+        lq: usize,
+        lk: usize,
+        d: usize,
+        causal: bool,
+    ) -> Vec<f64> {
         let scale = 1.0 / (d as f64).sqrt();
         let mut out = vec![0.0; bh * lq * d];
         for h in 0..bh {
@@ -535,7 +551,8 @@ fn concat_of_three_parts() {
         let refs: Vec<&Tensor> = tensors.iter().collect();
         let got = Tensor::concat(&refs, dim as isize).unwrap();
         let v64: Vec<Vec<f64>> = values.iter().map(|v| to_f64(v)).collect();
-        let parts: Vec<(&[f64], &[usize])> = v64.iter().zip(&shapes).map(|(v, s)| (v.as_slice(), s.as_slice())).collect();
+        let parts: Vec<(&[f64], &[usize])> =
+            v64.iter().zip(&shapes).map(|(v, s)| (v.as_slice(), s.as_slice())).collect();
         let (want, want_shape) = r::concat(&parts, dim);
         assert_tensor(&format!("concat dim {dim}"), &got, &want, &want_shape, 0.0);
     }
@@ -597,7 +614,13 @@ fn linear_with_and_without_bias() {
         let xt = tensor(x.clone(), &x_shape);
         let (wt, bt) = (tensor(w.clone(), &[out_dim, in_dim]), tensor(b.clone(), &[out_dim]));
         let want = r::linear(&to_f64(&x), in_dim, &to_f64(&w), out_dim, Some(&to_f64(&b)));
-        assert_tensor(&format!("linear+bias {x_shape:?}"), &xt.linear(&wt, Some(&bt)).unwrap(), &want, &out_shape, F32_TOL);
+        assert_tensor(
+            &format!("linear+bias {x_shape:?}"),
+            &xt.linear(&wt, Some(&bt)).unwrap(),
+            &want,
+            &out_shape,
+            F32_TOL,
+        );
         let want = r::linear(&to_f64(&x), in_dim, &to_f64(&w), out_dim, None);
         assert_tensor(&format!("linear {x_shape:?}"), &xt.linear(&wt, None).unwrap(), &want, &out_shape, F32_TOL);
     }
@@ -614,7 +637,9 @@ fn layer_norm_matches_two_pass_reference() {
         let x: Vec<f32> = randn(&mut rng, &shape).iter().map(|v| v + offset).collect();
         let gamma: Vec<f32> = rng.normal_vec(cols, 0.5).iter().map(|v| v + 1.0).collect();
         let beta = rng.normal_vec(cols, 0.5);
-        let got = tensor(x.clone(), &shape).layer_norm(&tensor(gamma.clone(), &[cols]), &tensor(beta.clone(), &[cols]), 1e-5).unwrap();
+        let got = tensor(x.clone(), &shape)
+            .layer_norm(&tensor(gamma.clone(), &[cols]), &tensor(beta.clone(), &[cols]), 1e-5)
+            .unwrap();
         let want = r::layer_norm(&to_f64(&x), &to_f64(&gamma), &to_f64(&beta), 1e-5);
         assert_tensor(&format!("layer_norm {shape:?}"), &got, &want, &shape, F32_TOL);
     }
@@ -648,7 +673,12 @@ fn l2_normalize_and_cosine_similarity() {
     let got = tensor(z.clone(), &[2, 5]).l2_normalize().unwrap();
     assert_tensor("l2_normalize with a zero row", &got, &r::l2_normalize(&to_f64(&z), 5), &[2, 5], F32_TOL);
 
-    for (sa, sb) in [(vec![3, 4, 9], vec![3, 4, 9]), (vec![2, 3, 9], vec![3, 9]), (vec![2, 1, 9], vec![5, 9]), (vec![9], vec![4, 9])] {
+    for (sa, sb) in [
+        (vec![3, 4, 9], vec![3, 4, 9]),
+        (vec![2, 3, 9], vec![3, 9]),
+        (vec![2, 1, 9], vec![5, 9]),
+        (vec![9], vec![4, 9]),
+    ] {
         let (a, b) = (randn(&mut rng, &sa), randn(&mut rng, &sb));
         let got = tensor(a.clone(), &sa).cosine_similarity(&tensor(b.clone(), &sb)).unwrap();
         let (want, want_shape) = r::cosine(&to_f64(&a), &sa, &to_f64(&b), &sb);
@@ -683,7 +713,8 @@ fn attention_causal_masks_future_keys() {
     // The first query may only see the first key: its output is v[0].
     let (q, k, v) = (vec![0.3f32; 2 * 4], vec![0.7f32; 2 * 4], (0..8).map(|i| i as f32).collect::<Vec<_>>());
     let s = [1, 1, 2, 4];
-    let out = tensor(q, &s).scaled_dot_product_attention(&tensor(k, &s), &tensor(v, &s), true).unwrap().to_vec().unwrap();
+    let out =
+        tensor(q, &s).scaled_dot_product_attention(&tensor(k, &s), &tensor(v, &s), true).unwrap().to_vec().unwrap();
     assert_eq!(&out[..4], &[0.0, 1.0, 2.0, 3.0]);
     let e = tensor(vec![0.0; 12], &[1, 1, 3, 4]);
     let f = tensor(vec![0.0; 16], &[1, 1, 4, 4]);
@@ -717,7 +748,9 @@ fn masked_bce_means_over_known_labels() {
 #[test]
 fn bicubic_resize_matches_pytorch_formula() {
     let mut rng = Rng::new(119);
-    for (c, h, w, oh, ow) in [(2, 3, 4, 7, 5), (1, 8, 8, 5, 3), (3, 7, 7, 14, 14), (2, 4, 5, 4, 5), (1, 14, 14, 32, 32), (1, 1, 3, 2, 6)] {
+    for (c, h, w, oh, ow) in
+        [(2, 3, 4, 7, 5), (1, 8, 8, 5, 3), (3, 7, 7, 14, 14), (2, 4, 5, 4, 5), (1, 14, 14, 32, 32), (1, 1, 3, 2, 6)]
+    {
         let x = randn(&mut rng, &[c, h, w]);
         let got = tensor(x.clone(), &[c, h, w]).bicubic_resize(oh, ow).unwrap();
         let want = r::bicubic(&to_f64(&x), c, h, w, oh, ow);
@@ -785,7 +818,12 @@ fn bf16_storage_stays_within_bf16_tolerance() {
     let x = randn(&mut rng, &[3, 4, 13]);
     let (gamma, beta) = (rng.normal_vec(13, 0.3).iter().map(|v| v + 1.0).collect::<Vec<_>>(), rng.normal_vec(13, 0.3));
     let want = r::layer_norm(&to_f64(&x), &to_f64(&gamma), &to_f64(&beta), 1e-5);
-    check("layer_norm", bf(&x, &[3, 4, 13]).layer_norm(&bf(&gamma, &[13]), &bf(&beta, &[13]), 1e-5).unwrap(), &want, &[3, 4, 13]);
+    check(
+        "layer_norm",
+        bf(&x, &[3, 4, 13]).layer_norm(&bf(&gamma, &[13]), &bf(&beta, &[13]), 1e-5).unwrap(),
+        &want,
+        &[3, 4, 13],
+    );
     check("softmax", bf(&x, &[3, 4, 13]).softmax().unwrap(), &r::softmax(&to_f64(&x), 13), &[3, 4, 13]);
     check("l2_normalize", bf(&x, &[3, 4, 13]).l2_normalize().unwrap(), &r::l2_normalize(&to_f64(&x), 13), &[3, 4, 13]);
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
@@ -834,7 +872,9 @@ fn model_sized_shapes() {
     let want = r::layer_norm(&to_f64(&x), &to_f64(&gamma), &to_f64(&beta), 1e-5);
     assert_tensor("layer_norm width 768", &got, &want, &[2, 50, width], F32_TOL);
     let (w, b) = (rng.normal_vec(out * width, 0.03), rng.normal_vec(out, 0.1));
-    let got = tensor(x.clone(), &[2, 50, width]).linear(&tensor(w.clone(), &[out, width]), Some(&tensor(b.clone(), &[out]))).unwrap();
+    let got = tensor(x.clone(), &[2, 50, width])
+        .linear(&tensor(w.clone(), &[out, width]), Some(&tensor(b.clone(), &[out])))
+        .unwrap();
     let want = r::linear(&to_f64(&x), width, &to_f64(&w), out, Some(&to_f64(&b)));
     assert_tensor("linear 768 -> 96", &got, &want, &[2, 50, out], F32_TOL);
     let got = tensor(x.clone(), &[rows, width]).softmax().unwrap();
@@ -873,17 +913,21 @@ fn decoupling_scores_match_literal_fc3_fc4() {
     for bi in 0..b {
         for ci in 0..c {
             for ni in 0..n {
-                let z: Vec<f64> = (0..d).map(|k| (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh()).collect();
-                let h: Vec<f64> = (0..d)
-                    .map(|o| b3[o] as f64 + (0..d).map(|i| w3[o * d + i] as f64 * z[i]).sum::<f64>())
-                    .collect();
+                let z: Vec<f64> =
+                    (0..d).map(|k| (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh()).collect();
+                let h: Vec<f64> =
+                    (0..d).map(|o| b3[o] as f64 + (0..d).map(|i| w3[o * d + i] as f64 * z[i]).sum::<f64>()).collect();
                 want[(bi * c + ci) * n + ni] = b4[0] as f64 + (0..d).map(|o| w4[o] as f64 * h[o]).sum::<f64>();
             }
         }
     }
     let u = tensor(w4.clone(), &[1, d]).matmul(&tensor(w3, &[d, d])).unwrap().reshape([d]).unwrap();
     let shift = tensor(w4, &[1, d]).matmul(&tensor(b3, &[d, 1])).unwrap().add(&tensor(b4, &[1, 1])).unwrap();
-    let got = tensor(x, &[b, n, d]).decoupling_scores(&tensor(t, &[c, d]), &u).unwrap().add(&shift.reshape([1]).unwrap()).unwrap();
+    let got = tensor(x, &[b, n, d])
+        .decoupling_scores(&tensor(t, &[c, d]), &u)
+        .unwrap()
+        .add(&shift.reshape([1]).unwrap())
+        .unwrap();
     assert_tensor("decoupling scores", &got, &want, &[b, c, n], F32_TOL);
 }
 

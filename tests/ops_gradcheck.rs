@@ -12,11 +12,8 @@ use mlrpl_engine::{DType, Shape, Tensor};
 
 /// |x| in [0.5, 2] with a random sign: safe denominators.
 fn away_from_zero(rng: &mut Rng, shape: &[usize]) -> Input {
-    let values = rng
-        .uniform_vec(numel(shape), 0.5, 2.0)
-        .into_iter()
-        .map(|v| if rng.uniform() < 0.5 { -v } else { v })
-        .collect();
+    let values =
+        rng.uniform_vec(numel(shape), 0.5, 2.0).into_iter().map(|v| if rng.uniform() < 0.5 { -v } else { v }).collect();
     Input::new(values, shape)
 }
 
@@ -67,7 +64,8 @@ fn gradcheck_catches_wrong_gradients() {
     // nothing about it, so it fails unless zero gradients are expected.
     let err = try_gradcheck(7, &two, GRAD_TOL, |p| p[0].add(&p[1].scale(0.0)?)).unwrap_err();
     assert!(err.to_string().contains("vacuous"), "{err}");
-    try_gradcheck(7, &two, Tol { allow_zero: true, ..GRAD_TOL }, |p| p[0].add(&p[1].scale(0.0)?)).expect("allowed zero");
+    try_gradcheck(7, &two, Tol { allow_zero: true, ..GRAD_TOL }, |p| p[0].add(&p[1].scale(0.0)?))
+        .expect("allowed zero");
 
     // NaN never passes: a function whose output is NaN.
     let err = try_gradcheck(5, &inputs, GRAD_TOL, |p| p[0].sub(&p[0])?.div(&p[0].sub(&p[0])?)).unwrap_err();
@@ -79,8 +77,14 @@ fn gradcheck_catches_wrong_gradients() {
 
 fn check_binary(name: &str, seed: u64, op: fn(&Tensor, &Tensor) -> Result<Tensor>, denominator_rhs: bool) {
     let mut rng = Rng::new(seed);
-    let pairs: &[(&[usize], &[usize])] =
-        &[(&[4, 1, 3], &[5, 1]), (&[5, 1], &[4, 1, 3]), (&[2, 3], &[1]), (&[1], &[2, 3]), (&[3, 4], &[3, 4]), (&[3, 1], &[1, 4])];
+    let pairs: &[(&[usize], &[usize])] = &[
+        (&[4, 1, 3], &[5, 1]),
+        (&[5, 1], &[4, 1, 3]),
+        (&[2, 3], &[1]),
+        (&[1], &[2, 3]),
+        (&[3, 4], &[3, 4]),
+        (&[3, 1], &[1, 4]),
+    ];
     for (i, &(sa, sb)) in pairs.iter().enumerate() {
         let a = Input::randn(&mut rng, sa, 1.0);
         let b = if denominator_rhs { away_from_zero(&mut rng, sb) } else { Input::randn(&mut rng, sb, 1.0) };
@@ -173,8 +177,12 @@ fn grad_sum_and_mean_over_axes() {
     for (i, &axes) in axes_cases.iter().enumerate() {
         for keepdim in [false, true] {
             let seed = 2200 + 10 * i as u64 + keepdim as u64;
-            gradcheck(&format!("sum {axes:?} keepdim {keepdim}"), seed, std::slice::from_ref(&x), |p| p[0].sum(axes, keepdim));
-            gradcheck(&format!("mean {axes:?} keepdim {keepdim}"), seed + 5, std::slice::from_ref(&x), |p| p[0].mean(axes, keepdim));
+            gradcheck(&format!("sum {axes:?} keepdim {keepdim}"), seed, std::slice::from_ref(&x), |p| {
+                p[0].sum(axes, keepdim)
+            });
+            gradcheck(&format!("mean {axes:?} keepdim {keepdim}"), seed + 5, std::slice::from_ref(&x), |p| {
+                p[0].mean(axes, keepdim)
+            });
         }
     }
 }
@@ -198,7 +206,9 @@ fn grad_sum_to_and_broadcast_to() {
     let small = Input::randn(&mut rng, &[4, 1], 1.0);
     for (i, target) in [vec![3, 4, 5], vec![4, 6]].into_iter().enumerate() {
         let shape = Shape::new(target.clone());
-        gradcheck(&format!("broadcast_to {target:?}"), 2225 + i as u64, std::slice::from_ref(&small), |p| p[0].broadcast_to(&shape));
+        gradcheck(&format!("broadcast_to {target:?}"), 2225 + i as u64, std::slice::from_ref(&small), |p| {
+            p[0].broadcast_to(&shape)
+        });
     }
 }
 
@@ -230,7 +240,9 @@ fn grad_transpose() {
 fn grad_narrow() {
     let x = Input::randn(&mut Rng::new(233), &[3, 4, 6], 1.0);
     for (i, (dim, start, len)) in [(2isize, 1usize, 3usize), (-1, 4, 2), (1, 1, 2), (0, 0, 2)].into_iter().enumerate() {
-        gradcheck(&format!("narrow {dim} {start}+{len}"), 2330 + i as u64, std::slice::from_ref(&x), |p| p[0].narrow(dim, start, len));
+        gradcheck(&format!("narrow {dim} {start}+{len}"), 2330 + i as u64, std::slice::from_ref(&x), |p| {
+            p[0].narrow(dim, start, len)
+        });
     }
 }
 
@@ -245,7 +257,9 @@ fn grad_concat_three_parts() {
                 Input::randn(&mut rng, &s, 1.0)
             })
             .collect();
-        gradcheck(&format!("concat dim {dim}"), 2340 + dim as u64, &inputs, |p| Tensor::concat(&[&p[0], &p[1], &p[2]], dim as isize));
+        gradcheck(&format!("concat dim {dim}"), 2340 + dim as u64, &inputs, |p| {
+            Tensor::concat(&[&p[0], &p[1], &p[2]], dim as isize)
+        });
     }
     // A constant middle part (no grad) between two parameters.
     let constant = tensor(rng.normal_vec(2 * 2 * 4, 1.0), &[2, 2, 4]);
@@ -324,7 +338,9 @@ fn grad_linear_with_bias() {
         let x = Input::randn(&mut rng, &x_shape, 1.0);
         let w = Input::randn(&mut rng, &[5, 6], 0.5);
         let b = Input::randn(&mut rng, &[5], 1.0);
-        gradcheck(&format!("linear+bias {x_shape:?}"), 2480 + i as u64, &[x, w, b], |p| p[0].linear(&p[1], Some(&p[2])));
+        gradcheck(&format!("linear+bias {x_shape:?}"), 2480 + i as u64, &[x, w, b], |p| {
+            p[0].linear(&p[1], Some(&p[2]))
+        });
     }
 }
 
@@ -347,7 +363,9 @@ fn grad_layer_norm() {
         let x = Input::randn(&mut rng, &shape, 1.0);
         let gamma = Input::new(rng.normal_vec(cols, 0.3).iter().map(|v| v + 1.0).collect(), &[cols]);
         let beta = Input::randn(&mut rng, &[cols], 0.5);
-        gradcheck(&format!("layer_norm {shape:?}"), 2500 + i as u64, &[x, gamma, beta], |p| p[0].layer_norm(&p[1], &p[2], 1e-5));
+        gradcheck(&format!("layer_norm {shape:?}"), 2500 + i as u64, &[x, gamma, beta], |p| {
+            p[0].layer_norm(&p[1], &p[2], 1e-5)
+        });
     }
 }
 
@@ -424,7 +442,8 @@ fn grad_masked_bce_all_unknown_is_zero() {
     let logits = Input::randn(&mut rng, &[3, 4], 2.0);
     let labels = tensor(vec![0.0; 12], &[3, 4]);
     let tol = Tol { allow_zero: true, ..GRAD_TOL };
-    let report = gradcheck_with("masked_bce all unknown", 261, &[logits], tol, |p| p[0].masked_bce_with_logits(&labels));
+    let report =
+        gradcheck_with("masked_bce all unknown", 261, &[logits], tol, |p| p[0].masked_bce_with_logits(&labels));
     assert_eq!(report.loss, 0.0, "loss must be exactly 0");
     assert!(report.analytic[0].iter().all(|&g| g == 0.0), "gradient must be exactly 0: {:?}", report.analytic[0]);
     assert!(report.fd[0].iter().all(|&(_, fd)| fd == 0.0));
@@ -466,9 +485,7 @@ fn grad_clip_loss_reaches_features_and_temperature() {
     let image = Input::randn(&mut rng, &[5, 8], 1.0);
     let text = Input::randn(&mut rng, &[5, 8], 1.0);
     let log_scale = Input::new(vec![1.2], &[]);
-    gradcheck("clip_loss", 264, &[image, text, log_scale], |p| {
-        mlrpl_engine::pretrain::clip_loss(&p[0], &p[1], &p[2])
-    });
+    gradcheck("clip_loss", 264, &[image, text, log_scale], |p| mlrpl_engine::pretrain::clip_loss(&p[0], &p[1], &p[2]));
 }
 
 // ---------------------------------------------------------------------------

@@ -26,9 +26,13 @@ fn close(a: &[f32], b: &[f64]) {
 fn sgd_momentum_and_weight_decay_match_torch_and_groups_override_decay() {
     let decayed = param(vec![1.0, -2.0]);
     let plain = param(vec![0.5]);
-    let mut opt =
-        Sgd::new(vec![ParamGroup::new(vec![decayed.clone()]), ParamGroup::no_decay(vec![plain.clone()])], 0.1, 0.9, 0.01)
-            .unwrap();
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(vec![decayed.clone()]), ParamGroup::no_decay(vec![plain.clone()])],
+        0.1,
+        0.9,
+        0.01,
+    )
+    .unwrap();
     let (lr, mu, wd) = (0.1f64, 0.9f64, 0.01f64);
     let mut p = [1.0f64, -2.0];
     let mut m = [0.0f64; 2];
@@ -94,7 +98,13 @@ fn parameters_without_gradient_are_left_alone_and_non_parameters_rejected() {
 
 #[test]
 fn cosine_schedule_with_constant_and_linear_warmup() {
-    let s = CosineSchedule { base_lr: 2e-3, min_lr: 0.0, warmup: Warmup::Constant(1e-5), warmup_steps: 10, total_steps: 110 };
+    let s = CosineSchedule {
+        base_lr: 2e-3,
+        min_lr: 0.0,
+        warmup: Warmup::Constant(1e-5),
+        warmup_steps: 10,
+        total_steps: 110,
+    };
     assert_eq!(s.lr(0), 1e-5);
     assert_eq!(s.lr(9), 1e-5);
     assert!((s.lr(10) - 2e-3).abs() < 1e-9);

@@ -3,8 +3,8 @@
 //! run ends bit-identical to an uninterrupted one.
 
 use mlrpl_engine::clip::init::init_weights;
-use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::clip::tokenizer::Tokenizer;
+use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
@@ -75,9 +75,11 @@ fn params(model: &TrainableClip) -> Vec<Vec<f32>> {
 fn batch_loss_with(model: &TrainableClip, data: &PretrainData, n: usize, patch_weight: f32) -> Tensor {
     assert_eq!(data.pairs.siblings(), 1);
     let indices: Vec<usize> = (0..n).collect();
-    let images = scenes(n).images_tensor(&indices, mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
+    let images =
+        scenes(n).images_tensor(&indices, mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
     let tokenizer = Tokenizer::shared().unwrap();
-    let tokens: Vec<Vec<u32>> = indices.iter().map(|&i| tokenizer.tokenize(&data.pairs.caption(i, 0), 77).unwrap()).collect();
+    let tokens: Vec<Vec<u32>> =
+        indices.iter().map(|&i| tokenizer.tokenize(&data.pairs.caption(i, 0), 77).unwrap()).collect();
     pretrain::pair_loss(&model.clip, &images, &tokens, model.log_logit_scale().unwrap(), patch_weight).unwrap()
 }
 
@@ -112,7 +114,14 @@ fn parameter_groups_decay_only_matrices() {
     assert_eq!(groups[1].weight_decay, Some(0.0));
     assert!(decayed.contains(&"visual.transformer.resblocks.0.attn.in_proj_weight".to_string()));
     assert!(decayed.contains(&"visual.proj".to_string()) && decayed.contains(&"text_projection".to_string()));
-    for name in ["logit_scale", "token_embedding.weight", "positional_embedding", "visual.class_embedding", "ln_final.weight", "visual.transformer.resblocks.0.mlp.c_fc.bias"] {
+    for name in [
+        "logit_scale",
+        "token_embedding.weight",
+        "positional_embedding",
+        "visual.class_embedding",
+        "ln_final.weight",
+        "visual.transformer.resblocks.0.mlp.c_fc.bias",
+    ] {
         assert!(not_decayed.contains(&name.to_string()), "{name} must not be decayed");
     }
     assert_eq!(decayed.len() + not_decayed.len(), model.named.len());
@@ -185,7 +194,9 @@ fn count_grouped_batches_hold_one_object_count_each() {
 fn the_patch_term_adds_the_weighted_loss_of_the_mean_patch_token() {
     let model = tiny_clip(2);
     let (n, data) = (6, data(6));
-    let images = scenes(n).images_tensor(&(0..n).collect::<Vec<_>>(), mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE }).unwrap();
+    let images = scenes(n)
+        .images_tensor(&(0..n).collect::<Vec<_>>(), mlrpl_engine::data::image::Preprocess::Resize { size: IMAGE_SIZE })
+        .unwrap();
     let tokenizer = Tokenizer::shared().unwrap();
     let tokens: Vec<Vec<u32>> = (0..n).map(|i| tokenizer.tokenize(&data.pairs.caption(i, 0), 77).unwrap()).collect();
     let scale = model.log_logit_scale().unwrap();
@@ -198,7 +209,11 @@ fn the_patch_term_adds_the_weighted_loss_of_the_mean_patch_token() {
     let patch_loss = clip_loss(&mean_patch, &text, scale).unwrap().scalar().unwrap();
     let loss = |w: f32| batch_loss_with(&model, &data, n, w).scalar().unwrap();
     assert!((loss(0.0) - class_loss).abs() < 1e-5, "{} vs {class_loss}", loss(0.0));
-    assert!((loss(0.5) - (class_loss + 0.5 * patch_loss)).abs() < 1e-5, "{} vs {class_loss} + 0.5 * {patch_loss}", loss(0.5));
+    assert!(
+        (loss(0.5) - (class_loss + 0.5 * patch_loss)).abs() < 1e-5,
+        "{} vs {class_loss} + 0.5 * {patch_loss}",
+        loss(0.5)
+    );
     assert!((patch_loss - class_loss).abs() > 1e-4, "the two terms should differ");
 }
 
@@ -206,11 +221,13 @@ fn the_patch_term_adds_the_weighted_loss_of_the_mean_patch_token() {
 fn pretraining_with_the_patch_term_lowers_both_terms() {
     let model = tiny_clip(3);
     let data = data(16);
-    let before = (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
+    let before =
+        (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
     let dir = scratch("patch-term");
     let options = PretrainOptions { patch_loss_weight: 1.0, ..options(40, 1e-3) };
     pretrain::pretrain(&model, &data, &options, &run(&dir), None).unwrap();
-    let after = (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
+    let after =
+        (batch_loss(&model, &data, 16).scalar().unwrap(), batch_loss_with(&model, &data, 16, 1.0).scalar().unwrap());
     let patch_term = |(class, both): (f32, f32)| both - class;
     assert!(after.0 < 0.6 * before.0, "class-token loss {} -> {}", before.0, after.0);
     assert!(patch_term(after) < 0.6 * patch_term(before), "patch term {} -> {}", patch_term(before), patch_term(after));
@@ -223,7 +240,8 @@ fn shape_sibling_pretraining_steps_over_whole_groups() {
     let model = tiny_clip(4);
     pretrain::pretrain(&model, &data_with_siblings(10, 4), &options(1, 1e-3), &run(&dir), None).unwrap();
     assert_eq!(checkpoint::load(&dir, &Device::Cpu).unwrap().state.step, 5);
-    let err = pretrain::pretrain(&tiny_clip(4), &data_with_siblings(10, 3), &options(1, 1e-3), &run(&dir), None).unwrap_err();
+    let err =
+        pretrain::pretrain(&tiny_clip(4), &data_with_siblings(10, 3), &options(1, 1e-3), &run(&dir), None).unwrap_err();
     assert!(err.to_string().contains("multiple of --shape-siblings 3"), "{err:#}");
 }
 

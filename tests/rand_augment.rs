@@ -50,7 +50,12 @@ fn magnitude_tables_are_torch_s_to_the_bit() {
             // Shortest float32 decimals (or Posterize's ints): read back as float32.
             let want = want.as_f64().unwrap() as f32;
             let got = op.magnitude(bin, width, height);
-            assert_eq!(got.to_bits(), want.to_bits(), "{} at bin {bin} on {width}x{height}: {got} vs {want}", op.name());
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{} at bin {bin} on {width}x{height}: {got} vs {want}",
+                op.name()
+            );
         }
     };
     let tables = m["magnitudes"].as_object().unwrap();

@@ -24,7 +24,10 @@ fn siblings_differ_in_every_shape_and_nothing_else() {
             assert_eq!(sibling.background, scene.background);
             assert_eq!(sibling.objects.len(), scene.objects.len());
             for (o, original) in sibling.objects.iter().zip(&scene.objects) {
-                assert_eq!((o.colour, o.large, o.x, o.y, o.radius), (original.colour, original.large, original.x, original.y, original.radius));
+                assert_eq!(
+                    (o.colour, o.large, o.x, o.y, o.radius),
+                    (original.colour, original.large, original.x, original.y, original.radius)
+                );
             }
         }
         for i in 0..scene.objects.len() {

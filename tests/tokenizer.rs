@@ -20,11 +20,7 @@ fn fixture() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn tok() -> &'static Tokenizer {
@@ -59,16 +55,12 @@ fn check_cases(fx: &Value) -> (usize, Vec<String>, Vec<String>) {
             ));
         }
         if got_tokenize != want_tokenize {
-            failures.push(format!(
-                "tokenize({text:?}):\n  want {want_tokenize:?}\n  got  {got_tokenize:?}"
-            ));
+            failures.push(format!("tokenize({text:?}):\n  want {want_tokenize:?}\n  got  {got_tokenize:?}"));
         }
         let want_decode = case["decode"].as_str().unwrap();
         let got_decode = t.decode(&want_encode);
         if got_decode != want_decode {
-            failures.push(format!(
-                "decode(encode({text:?})):\n  want {want_decode:?}\n  got  {got_decode:?}"
-            ));
+            failures.push(format!("decode(encode({text:?})):\n  want {want_decode:?}\n  got  {got_decode:?}"));
         }
     }
     (checked, exempt, failures)
@@ -80,20 +72,9 @@ fn ids_match_openai_fixture() {
     assert_eq!(fx["context_length"].as_u64(), Some(CONTEXT_LENGTH as u64));
     let (checked, exempt, failures) = check_cases(&fx);
     assert!(checked >= 40, "fixture has only {checked} strings");
-    eprintln!(
-        "{checked} fixture strings checked; {} exempt as mojibake ftfy repairs: {exempt:?}",
-        exempt.len()
-    );
-    assert!(
-        exempt.len() <= 2,
-        "unexpected mojibake-flagged strings: {exempt:?}"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    eprintln!("{checked} fixture strings checked; {} exempt as mojibake ftfy repairs: {exempt:?}", exempt.len());
+    assert!(exempt.len() <= 2, "unexpected mojibake-flagged strings: {exempt:?}");
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// A larger differential check against a fixture written elsewhere, e.g.
@@ -106,17 +87,9 @@ fn extra_fixture_from_env() {
     let path = std::env::var("CLIP_TOKENIZER_FIXTURE").expect("set CLIP_TOKENIZER_FIXTURE");
     let fx: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let (checked, exempt, failures) = check_cases(&fx);
-    eprintln!(
-        "{path}: {checked} strings checked, {} exempt as mojibake",
-        exempt.len()
-    );
+    eprintln!("{path}: {checked} strings checked, {} exempt as mojibake", exempt.len());
     let shown: Vec<_> = failures.iter().take(20).cloned().collect();
-    assert!(
-        failures.is_empty(),
-        "{} mismatches, first ones:\n{}",
-        failures.len(),
-        shown.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches, first ones:\n{}", failures.len(), shown.join("\n"));
 }
 
 #[test]
@@ -154,11 +127,7 @@ fn decode_round_trips_ascii() {
         let decoded = t.decode(&ids);
         // Every piece ends in `</w>`, which decodes to a space.
         let squash = |s: &str| s.split_whitespace().collect::<String>();
-        assert_eq!(
-            squash(&decoded),
-            squash(&clean_text(text)),
-            "{text:?} -> {ids:?} -> {decoded:?}"
-        );
+        assert_eq!(squash(&decoded), squash(&clean_text(text)), "{text:?} -> {ids:?} -> {decoded:?}");
     }
 }
 
@@ -170,8 +139,7 @@ fn temp_path(name: &str) -> PathBuf {
 
 #[test]
 fn from_file_matches_embedded_and_errors_name_the_path() {
-    let asset =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip/bpe_simple_vocab_16e6.txt.gz");
+    let asset = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip/bpe_simple_vocab_16e6.txt.gz");
     let from_file = Tokenizer::from_file(&asset).unwrap();
     let text = "A photo of a Ｈａｉｒ drier &amp; ﬁsh — 東京 🐶";
     assert_eq!(from_file.encode(text), tok().encode(text));
@@ -185,28 +153,19 @@ fn from_file_matches_embedded_and_errors_name_the_path() {
     let truncated = temp_path("truncated.txt.gz");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let err = Tokenizer::from_file(&truncated).unwrap_err();
-    assert!(
-        format!("{err}").contains(&truncated.display().to_string()),
-        "{err:#}"
-    );
+    assert!(format!("{err}").contains(&truncated.display().to_string()), "{err:#}");
 
     // Not gzip, not UTF-8.
     let garbage = temp_path("garbage.bin");
     std::fs::write(&garbage, [0xffu8, 0xfe, 0x00, 0x80, 0x81]).unwrap();
     let err = Tokenizer::from_file(&garbage).unwrap_err();
-    assert!(
-        format!("{err}").contains(&garbage.display().to_string()),
-        "{err:#}"
-    );
+    assert!(format!("{err}").contains(&garbage.display().to_string()), "{err:#}");
 
     // Text with too few merges.
     let short = temp_path("short.txt");
     std::fs::write(&short, "#version: 0.2\ni n\nt h\n").unwrap();
     let err = Tokenizer::from_file(&short).unwrap_err();
-    assert!(
-        format!("{err}").contains(&short.display().to_string()),
-        "{err:#}"
-    );
+    assert!(format!("{err}").contains(&short.display().to_string()), "{err:#}");
     assert!(format!("{err:#}").contains("merges"), "{err:#}");
 
     let _ = std::fs::remove_dir_all(missing.parent().unwrap());
@@ -227,16 +186,9 @@ fn time_10k_category_prompts() {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|c| {
-            c["text"]
-                .as_str()?
-                .strip_prefix("a photo of a ")
-                .map(str::to_string)
-        })
+        .filter_map(|c| c["text"].as_str()?.strip_prefix("a photo of a ").map(str::to_string))
         .collect();
-    let prompts: Vec<String> = (0..10_000)
-        .map(|i| format!("a photo of a {}", names[i % names.len()]))
-        .collect();
+    let prompts: Vec<String> = (0..10_000).map(|i| format!("a photo of a {}", names[i % names.len()])).collect();
 
     let start = Instant::now();
     let t = Tokenizer::embedded().unwrap();
@@ -251,9 +203,7 @@ fn time_10k_category_prompts() {
     assert_eq!(batch, again);
 
     // Distinct words: no cache hits across prompts.
-    let unique: Vec<String> = (0..10_000)
-        .map(|i| format!("a photo of a thing{i} number{}", i * 7919))
-        .collect();
+    let unique: Vec<String> = (0..10_000).map(|i| format!("a photo of a thing{i} number{}", i * 7919)).collect();
     let start = Instant::now();
     let _ = t.tokenize_batch(&unique, CONTEXT_LENGTH).unwrap();
     let distinct = start.elapsed();

@@ -27,12 +27,17 @@ fn tiny_model(seed: u64) -> MlrplModel {
     };
     let clip = Clip::from_weights(init_weights(&config, 7, &Device::Cpu).unwrap()).unwrap();
     let classes = mlrpl_engine::data::synthetic::CATEGORIES.iter().map(|c| c.to_string()).collect();
-    let config = MlrplConfig { prompt: PromptConfig { n_ctx: 4, ..Default::default() }, decoupling_width: Some(16), use_sdm: true };
+    let config = MlrplConfig {
+        prompt: PromptConfig { n_ctx: 4, ..Default::default() },
+        decoupling_width: Some(16),
+        use_sdm: true,
+    };
     MlrplModel::new(clip, classes, &config, &mut Rng::new(seed)).unwrap()
 }
 
 fn data() -> TrainData {
-    let set: Arc<dyn MultiLabelDataset> = Arc::new(SyntheticSet::new(Split::Train, 0, 32).unwrap().with_len(48).unwrap());
+    let set: Arc<dyn MultiLabelDataset> =
+        Arc::new(SyntheticSet::new(Split::Train, 0, 32).unwrap().with_len(48).unwrap());
     let mask = LabelMask::sample(set.len(), set.class_names().len(), 0.5, 0).unwrap();
     TrainData { dataset: set, train_indices: (0..40).collect(), val_indices: (40..48).collect(), mask: Arc::new(mask) }
 }

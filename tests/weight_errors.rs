@@ -53,7 +53,10 @@ fn missing_and_misshapen_tensors_are_named() {
         w.remove("visual.transformer.resblocks.1.mlp.c_fc.bias");
     });
     let msg = load_error(&missing);
-    assert!(msg.contains("missing.safetensors") && msg.contains("visual.transformer.resblocks.1.mlp.c_fc.bias"), "{msg}");
+    assert!(
+        msg.contains("missing.safetensors") && msg.contains("visual.transformer.resblocks.1.mlp.c_fc.bias"),
+        "{msg}"
+    );
 
     let misshapen = edited("misshapen.safetensors", |w| {
         let t = w.get("ln_final.bias").unwrap();

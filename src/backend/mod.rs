@@ -31,9 +31,15 @@ pub enum UnaryOp {
     /// `x * sigmoid(1.702 x)`, CLIP's activation.
     QuickGelu,
     /// `scale * x + shift`.
-    Affine { scale: f32, shift: f32 },
+    Affine {
+        scale: f32,
+        shift: f32,
+    },
     /// `min(max(x, min), max)`; the gradient passes where `min <= x <= max`.
-    Clamp { min: f32, max: f32 },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +125,9 @@ impl<S> ParamUpdate<'_, S> {
     pub fn parts<const N: usize>(&mut self, optimizer: &str) -> Result<(&mut S, &S, [&mut S; N], f32)> {
         let count = self.state.len();
         let state: Vec<&mut S> = self.state.iter_mut().map(|s| &mut **s).collect();
-        let state = state.try_into().map_err(|_| anyhow::anyhow!("{optimizer} keeps {N} state buffers per tensor, got {count}"))?;
+        let state = state
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{optimizer} keeps {N} state buffers per tensor, got {count}"))?;
         Ok((&mut *self.param, self.grad, state, self.weight_decay))
     }
 }
@@ -127,7 +135,11 @@ impl<S> ParamUpdate<'_, S> {
 impl ParamUpdate<'_, Storage> {
     /// This update on one backend (`pick` unwraps its variant), or None if
     /// some buffer lives on another.
-    fn on<S>(&mut self, pick: fn(&mut Storage) -> Option<&mut S>, pick_ref: fn(&Storage) -> Option<&S>) -> Option<ParamUpdate<'_, S>> {
+    fn on<S>(
+        &mut self,
+        pick: fn(&mut Storage) -> Option<&mut S>,
+        pick_ref: fn(&Storage) -> Option<&S>,
+    ) -> Option<ParamUpdate<'_, S>> {
         Some(ParamUpdate {
             param: pick(self.param)?,
             grad: pick_ref(self.grad)?,
@@ -155,7 +167,8 @@ pub trait BackendStorage: Sized {
     /// Gradient of `op` at input `self` with output `out`, given `grad`.
     fn unary_backward(&self, out: &Self, grad: &Self, op: UnaryOp) -> Result<Self>;
     /// Elementwise op of two tensors broadcast to `out_shape`.
-    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self>;
+    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape)
+        -> Result<Self>;
     /// Repeats `self` (of `shape`) along broadcast dimensions to `out_shape`.
     fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self>;
     /// Sums `self` (of `shape`) down to `out_shape`, which broadcasts to `shape`.
@@ -172,7 +185,14 @@ pub trait BackendStorage: Sized {
     /// Returns (y, mean, rstd) over rows of `cols`.
     fn layernorm(&self, gamma: &Self, beta: &Self, cols: usize, eps: f32) -> Result<(Self, Self, Self)>;
     /// Returns (dx, dgamma, dbeta).
-    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)>;
+    fn layernorm_backward(
+        &self,
+        gamma: &Self,
+        mean: &Self,
+        rstd: &Self,
+        grad: &Self,
+        cols: usize,
+    ) -> Result<(Self, Self, Self)>;
     fn softmax(&self, cols: usize) -> Result<Self>;
     fn softmax_backward(&self, grad: &Self, cols: usize) -> Result<Self>;
     /// Returns (x / max(||x||, eps), max(||x||, eps)) over rows of `cols`.
@@ -183,13 +203,27 @@ pub trait BackendStorage: Sized {
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
     /// Returns (dq, dk, dv), recomputing probabilities from `lse`.
     #[allow(clippy::too_many_arguments)]
-    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)>;
+    fn attention_backward(
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)>;
     /// Semantic-decoupling scores (DESIGN.md §2.3 with fc3/fc4 collapsed):
     /// `s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k])` for x [B, N, d],
     /// t [C, d], u [d]; never materialises the [B, C, N, d] tensor.
     fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self>;
     /// Returns (dx, dt, du) given the gradient of the scores [B, C, N].
-    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)>;
+    fn decoupling_scores_backward(
+        x: &Self,
+        t: &Self,
+        u: &Self,
+        grad: &Self,
+        dims: &DecouplingDims,
+    ) -> Result<(Self, Self, Self)>;
     /// Mean BCE-with-logits over entries whose label is +1 or -1 (0 = unknown);
     /// a one-element loss, 0 when no label is known.
     fn masked_bce(&self, labels: &Self) -> Result<Self>;
@@ -315,7 +349,14 @@ impl Storage {
         same_backend!((this, out, grad), wrap => { Ok(wrap(this.unary_backward(out, grad, op)?)) })
     }
 
-    pub fn binary(&self, rhs: &Storage, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Storage> {
+    pub fn binary(
+        &self,
+        rhs: &Storage,
+        op: BinaryOp,
+        lhs_shape: &Shape,
+        rhs_shape: &Shape,
+        out_shape: &Shape,
+    ) -> Result<Storage> {
         let this = self;
         same_backend!((this, rhs), wrap => { Ok(wrap(this.binary(rhs, op, lhs_shape, rhs_shape, out_shape)?)) })
     }
@@ -372,7 +413,13 @@ impl Storage {
         same_backend!((this, ids), wrap => { Ok(wrap(this.index_add(ids, rows, cols)?)) })
     }
 
-    pub fn layernorm(&self, gamma: &Storage, beta: &Storage, cols: usize, eps: f32) -> Result<(Storage, Storage, Storage)> {
+    pub fn layernorm(
+        &self,
+        gamma: &Storage,
+        beta: &Storage,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage)> {
         let this = self;
         same_backend!((this, gamma, beta), wrap => {
             let (y, mean, rstd) = this.layernorm(gamma, beta, cols, eps)?;
@@ -380,7 +427,14 @@ impl Storage {
         })
     }
 
-    pub fn layernorm_backward(&self, gamma: &Storage, mean: &Storage, rstd: &Storage, grad: &Storage, cols: usize) -> Result<(Storage, Storage, Storage)> {
+    pub fn layernorm_backward(
+        &self,
+        gamma: &Storage,
+        mean: &Storage,
+        rstd: &Storage,
+        grad: &Storage,
+        cols: usize,
+    ) -> Result<(Storage, Storage, Storage)> {
         let this = self;
         same_backend!((this, gamma, mean, rstd, grad), wrap => {
             let (dx, dg, db) = this.layernorm_backward(gamma, mean, rstd, grad, cols)?;
@@ -418,7 +472,15 @@ impl Storage {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_backward(q: &Storage, k: &Storage, v: &Storage, out: &Storage, lse: &Storage, grad: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage, Storage)> {
+    pub fn attention_backward(
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        grad: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage, Storage)> {
         same_backend!((q, k, v, out, lse, grad), wrap => {
             let (dq, dk, dv) = BackendStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
             Ok((wrap(dq), wrap(dk), wrap(dv)))
@@ -429,7 +491,13 @@ impl Storage {
         same_backend!((x, t, u), wrap => { Ok(wrap(BackendStorage::decoupling_scores(x, t, u, dims)?)) })
     }
 
-    pub fn decoupling_scores_backward(x: &Storage, t: &Storage, u: &Storage, grad: &Storage, dims: &DecouplingDims) -> Result<(Storage, Storage, Storage)> {
+    pub fn decoupling_scores_backward(
+        x: &Storage,
+        t: &Storage,
+        u: &Storage,
+        grad: &Storage,
+        dims: &DecouplingDims,
+    ) -> Result<(Storage, Storage, Storage)> {
         same_backend!((x, t, u, grad), wrap => {
             let (dx, dt, du) = BackendStorage::decoupling_scores_backward(x, t, u, grad, dims)?;
             Ok((wrap(dx), wrap(dt), wrap(du)))
@@ -479,28 +547,48 @@ impl Storage {
         cpu: impl FnOnce(&mut [ParamUpdate<'_, CpuStorage>]) -> Result<()>,
         cuda: impl FnOnce(&mut [ParamUpdate<'_, CudaStorage>]) -> Result<()>,
     ) -> Result<()> {
-        if let Some(mut on_cpu) = updates.iter_mut().map(|u| u.on(Storage::as_cpu_mut, Storage::as_cpu)).collect::<Option<Vec<_>>>() {
+        if let Some(mut on_cpu) =
+            updates.iter_mut().map(|u| u.on(Storage::as_cpu_mut, Storage::as_cpu)).collect::<Option<Vec<_>>>()
+        {
             return cpu(&mut on_cpu);
         }
-        if let Some(mut on_cuda) = updates.iter_mut().map(|u| u.on(Storage::as_cuda_mut, Storage::as_cuda)).collect::<Option<Vec<_>>>() {
+        if let Some(mut on_cuda) =
+            updates.iter_mut().map(|u| u.on(Storage::as_cuda_mut, Storage::as_cuda)).collect::<Option<Vec<_>>>()
+        {
             return cuda(&mut on_cuda);
         }
         bail!("optimizer step: parameters, gradients and optimizer state live on different devices")
     }
 
     fn as_cpu(&self) -> Option<&CpuStorage> {
-        if let Storage::Cpu(s) = self { Some(s) } else { None }
+        if let Storage::Cpu(s) = self {
+            Some(s)
+        } else {
+            None
+        }
     }
 
     fn as_cpu_mut(&mut self) -> Option<&mut CpuStorage> {
-        if let Storage::Cpu(s) = self { Some(s) } else { None }
+        if let Storage::Cpu(s) = self {
+            Some(s)
+        } else {
+            None
+        }
     }
 
     fn as_cuda(&self) -> Option<&CudaStorage> {
-        if let Storage::Cuda(s) = self { Some(s) } else { None }
+        if let Storage::Cuda(s) = self {
+            Some(s)
+        } else {
+            None
+        }
     }
 
     fn as_cuda_mut(&mut self) -> Option<&mut CudaStorage> {
-        if let Storage::Cuda(s) = self { Some(s) } else { None }
+        if let Storage::Cuda(s) = self {
+            Some(s)
+        } else {
+            None
+        }
     }
 }

@@ -12,7 +12,11 @@ pub const BF16_TOLERANCE: f64 = 2e-2;
 
 /// The tolerance of a computation whose inputs are stored as `dtype`.
 pub fn tolerance_for(dtype: crate::tensor::DType) -> f64 {
-    if dtype == crate::tensor::DType::BF16 { BF16_TOLERANCE } else { F32_TOLERANCE }
+    if dtype == crate::tensor::DType::BF16 {
+        BF16_TOLERANCE
+    } else {
+        F32_TOLERANCE
+    }
 }
 
 /// `||got - want|| / ||want||` in f64 (the absolute norm when `want` is all
@@ -28,7 +32,11 @@ pub fn relative_error(got: &[f32], want: &[f32]) -> f64 {
         norm += w * w;
     }
     let err = if norm > 0.0 { (diff / norm).sqrt() } else { diff.sqrt() };
-    if err.is_nan() { f64::INFINITY } else { err }
+    if err.is_nan() {
+        f64::INFINITY
+    } else {
+        err
+    }
 }
 
 /// The largest relative error over the tensors of one case, or an error

@@ -21,9 +21,9 @@ use crate::data::image::Preprocess;
 use crate::data::partial::LabelMask;
 use crate::data::synthetic::{Split, SyntheticSet};
 use crate::device::Device;
-use crate::precision::Precision;
 use crate::mlrpl::{MlrplConfig, MlrplModel};
 use crate::optim::{Optimizer, Sgd};
+use crate::precision::Precision;
 use crate::rng::Rng;
 use crate::Tensor;
 use anyhow::{Context, Result};
@@ -33,7 +33,10 @@ pub const CLIP_IMAGE_FORWARD: &str = "clip_image_forward";
 
 /// The end-to-end ids that contain `filter` (all when None).
 pub fn selected(filter: Option<&str>) -> Vec<&'static str> {
-    [TRAIN_STEP, CLIP_IMAGE_FORWARD].into_iter().filter(|op| filter.is_none_or(|f| case_id(op, MINI_CLIP.name).contains(f))).collect()
+    [TRAIN_STEP, CLIP_IMAGE_FORWARD]
+        .into_iter()
+        .filter(|op| filter.is_none_or(|f| case_id(op, MINI_CLIP.name).contains(f)))
+        .collect()
 }
 
 /// The default model on `device` and one batch of the embedded set with
@@ -54,7 +57,8 @@ impl Scenario {
         let images = set.images_tensor(&indices, Preprocess::Resize { size })?.to_device(device)?;
         let mask = LabelMask::sample(batch, classes.len(), 0.5, 0)?;
         let full = set.labels_tensor(&indices)?.to_vec()?;
-        let partial: Vec<f32> = full.chunks(classes.len()).enumerate().flat_map(|(i, row)| mask.apply(row, i)).collect();
+        let partial: Vec<f32> =
+            full.chunks(classes.len()).enumerate().flat_map(|(i, row)| mask.apply(row, i)).collect();
         let labels = Tensor::from_vec(partial, [batch, classes.len()], device)?;
         let model = MlrplModel::new(clip, classes, &MlrplConfig::default(), &mut Rng::new(0))?;
         Ok(Scenario { model, images, labels })
@@ -69,7 +73,12 @@ impl Scenario {
 
     fn params(&self) -> Vec<(&'static str, usize)> {
         let d = self.images.dims();
-        vec![("batch", d[0]), ("image", d[2]), ("classes", self.model.num_classes()), ("n_ctx", MlrplConfig::default().prompt.n_ctx)]
+        vec![
+            ("batch", d[0]),
+            ("image", d[2]),
+            ("classes", self.model.num_classes()),
+            ("n_ctx", MlrplConfig::default().prompt.n_ctx),
+        ]
     }
 }
 
@@ -94,7 +103,11 @@ pub fn run(
     let plan = Plan { min_sample_ms: 0.0, ..*plan };
     let mut figures = Vec::new();
     for &op in ops {
-        let what = format!("{} ({})", case_id(op, MINI_CLIP.name), on_device.params().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        let what = format!(
+            "{} ({})",
+            case_id(op, MINI_CLIP.name),
+            on_device.params().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        );
         let (check_error, timing) = if op == TRAIN_STEP {
             let check_error = match &reference {
                 Some(cpu) => Some(compare(&what, &on_device.forward()?, &cpu.forward()?, tolerance)?),
@@ -109,7 +122,8 @@ pub fn run(
             })?;
             (check_error, timing)
         } else {
-            let tokens = |s: &Scenario| -> Result<Vec<Vec<f32>>> { Ok(vec![s.model.image_tokens(&s.images)?.to_vec()?]) };
+            let tokens =
+                |s: &Scenario| -> Result<Vec<Vec<f32>>> { Ok(vec![s.model.image_tokens(&s.images)?.to_vec()?]) };
             let check_error = match &reference {
                 Some(cpu) => Some(compare(&what, &tokens(&on_device)?, &tokens(cpu)?, tolerance)?),
                 None => None,
@@ -121,7 +135,16 @@ pub fn run(
             (check_error, timing)
         };
         let work = Work::Images(on_device.images.dims()[0]);
-        let figure = Figure::new(op, MINI_CLIP.name, "end_to_end", &on_device.params(), precision.frozen_dtype().to_string(), work, &timing, check_error);
+        let figure = Figure::new(
+            op,
+            MINI_CLIP.name,
+            "end_to_end",
+            &on_device.params(),
+            precision.frozen_dtype().to_string(),
+            work,
+            &timing,
+            check_error,
+        );
         report(&figure);
         figures.push(figure);
     }

@@ -17,7 +17,8 @@
 
 use super::case::{case_id, Case, HostInput, Primitive, Work};
 use crate::backend::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, Storage, UnaryOp,
+    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec, ParamUpdate, SgdStep,
+    Storage, UnaryOp,
 };
 use crate::nn::LayerNorm;
 use crate::ops::L2_EPS;
@@ -142,12 +143,7 @@ struct Catalogue<'a> {
 }
 
 impl Catalogue<'_> {
-    fn add(
-        &mut self,
-        op: &'static str,
-        setup: &Setup,
-        build: impl FnOnce(&mut Rng) -> Result<Built>,
-    ) -> Result<()> {
+    fn add(&mut self, op: &'static str, setup: &Setup, build: impl FnOnce(&mut Rng) -> Result<Built>) -> Result<()> {
         let id = case_id(op, setup.name);
         if self.filter.is_some_and(|f| !id.contains(f)) {
             return Ok(());
@@ -180,13 +176,22 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
         let inputs = vec![HostInput::f32(rng.normal_vec(m * k, 1.0)), HostInput::f32(rng.normal_vec(n * k, 1.0))];
         let flops = 2.0 * (m * n * k) as f64;
-        Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, primitive(move |i| Ok(vec![i[0].gemm(&i[1], None, &spec)?]))))
+        Ok((
+            vec![("m", m), ("n", n), ("k", k)],
+            Work::Flops(flops),
+            inputs,
+            primitive(move |i| Ok(vec![i[0].gemm(&i[1], None, &spec)?])),
+        ))
     })?;
     // The same layer of `--precision bf16` towers, bias included (cuBLASLt
     // with the bias epilogue on CUDA).
     cat.add("gemm_linear_bf16", s, |rng| {
         let spec = GemmSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
-        let inputs = vec![HostInput::bf16(rng.normal_vec(m * k, 1.0)), HostInput::bf16(rng.normal_vec(n * k, 1.0)), HostInput::bf16(rng.normal_vec(n, 1.0))];
+        let inputs = vec![
+            HostInput::bf16(rng.normal_vec(m * k, 1.0)),
+            HostInput::bf16(rng.normal_vec(n * k, 1.0)),
+            HostInput::bf16(rng.normal_vec(n, 1.0)),
+        ];
         let flops = 2.0 * (m * n * k) as f64;
         let run = primitive(move |i| Ok(vec![i[0].gemm(&i[1], Some(&i[2]), &spec)?]));
         Ok((vec![("m", m), ("n", n), ("k", k)], Work::Flops(flops), inputs, run))
@@ -194,14 +199,42 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // Vision self-attention over the image tokens; the text tower's causal
     // attention over the truncated prompts.
     // The vision forward also in bf16, as the towers of `--precision bf16` run it.
-    attention(cat, s, ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")), s.batch * s.heads(), s.tokens, false)?;
-    attention(cat, s, ("attention_causal_fwd", "attention_causal_bwd", None), s.classes * s.text_heads(), s.text_tokens, true)
+    attention(
+        cat,
+        s,
+        ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")),
+        s.batch * s.heads(),
+        s.tokens,
+        false,
+    )?;
+    attention(
+        cat,
+        s,
+        ("attention_causal_fwd", "attention_causal_bwd", None),
+        s.classes * s.text_heads(),
+        s.text_tokens,
+        true,
+    )
 }
 
 /// The forward and backward cases `ops.0` and `ops.1`, and the forward on
 /// bf16 inputs as `ops.2` when given.
-fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str, Option<&'static str>), heads: usize, len: usize, causal: bool) -> Result<()> {
-    let spec = AttentionSpec { batch_heads: heads, q_len: len, kv_len: len, head_dim: HEAD_DIM, causal, scale: (HEAD_DIM as f32).powf(-0.5) };
+fn attention(
+    cat: &mut Catalogue,
+    s: &Setup,
+    ops: (&'static str, &'static str, Option<&'static str>),
+    heads: usize,
+    len: usize,
+    causal: bool,
+) -> Result<()> {
+    let spec = AttentionSpec {
+        batch_heads: heads,
+        q_len: len,
+        kv_len: len,
+        head_dim: HEAD_DIM,
+        causal,
+        scale: (HEAD_DIM as f32).powf(-0.5),
+    };
     let params = vec![("batch_heads", heads), ("q_len", len), ("kv_len", len), ("head_dim", HEAD_DIM)];
     // Score pairs computed: all, or the lower triangle with the diagonal.
     let pairs = if causal { heads * len * (len + 1) / 2 } else { heads * len * len } as f64;
@@ -227,13 +260,25 @@ fn attention(cat: &mut Catalogue, s: &Setup, ops: (&'static str, &'static str, O
         let [q, k, v] = qkv(rng);
         let (out, lse) = CpuStorage::attention(&cpu(&q), &cpu(&k), &cpu(&v), &spec)?;
         let grad = rng.normal_vec(elems, 1.0);
-        let inputs = vec![HostInput::f32(q), HostInput::f32(k), HostInput::f32(v), host(&out)?, host(&lse)?, HostInput::f32(grad)];
+        let inputs = vec![
+            HostInput::f32(q),
+            HostInput::f32(k),
+            HostInput::f32(v),
+            host(&out)?,
+            host(&lse)?,
+            HostInput::f32(grad),
+        ];
         // Recomputed Q K^T, dV, dP, dQ, dK: five multiply-adds.
         let work = Work::Flops(10.0 * pairs * HEAD_DIM as f64);
-        Ok((params, work, inputs, primitive(move |i| {
-            let (dq, dk, dv) = Storage::attention_backward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &spec)?;
-            Ok(vec![dq, dk, dv])
-        })))
+        Ok((
+            params,
+            work,
+            inputs,
+            primitive(move |i| {
+                let (dq, dk, dv) = Storage::attention_backward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &spec)?;
+                Ok(vec![dq, dk, dv])
+            }),
+        ))
     })
 }
 
@@ -242,7 +287,8 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (rows, cols) = (s.batch * s.tokens, s.width);
     let n = rows * cols;
     let eps = LayerNorm::DEFAULT_EPS;
-    let ln_inputs = |rng: &mut Rng| (rng.normal_vec(n, 1.0), rng.uniform_vec(cols, 0.5, 1.5), rng.normal_vec(cols, 1.0));
+    let ln_inputs =
+        |rng: &mut Rng| (rng.normal_vec(n, 1.0), rng.uniform_vec(cols, 0.5, 1.5), rng.normal_vec(cols, 1.0));
     let layernorm = move |i: &mut [Storage]| {
         let (y, mean, rstd) = i[0].layernorm(&i[1], &i[2], cols, eps)?;
         Ok(vec![y, mean, rstd])
@@ -266,10 +312,15 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let grad = rng.normal_vec(n, 1.0);
         let inputs = vec![HostInput::f32(x), HostInput::f32(gamma), host(&mean)?, host(&rstd)?, HostInput::f32(grad)];
         let work = Work::f32_bytes(&[n, cols, rows, rows, n, n, cols, cols]);
-        Ok((vec![("rows", rows), ("cols", cols)], work, inputs, primitive(move |i| {
-            let (dx, dgamma, dbeta) = i[0].layernorm_backward(&i[1], &i[2], &i[3], &i[4], cols)?;
-            Ok(vec![dx, dgamma, dbeta])
-        })))
+        Ok((
+            vec![("rows", rows), ("cols", cols)],
+            work,
+            inputs,
+            primitive(move |i| {
+                let (dx, dgamma, dbeta) = i[0].layernorm_backward(&i[1], &i[2], &i[3], &i[4], cols)?;
+                Ok(vec![dx, dgamma, dbeta])
+            }),
+        ))
     })?;
 
     // The decoupling module's softmax over positions, one row per (image, class).
@@ -277,7 +328,12 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("softmax_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n]), inputs, primitive(move |i| Ok(vec![i[0].softmax(cols)?]))))
+        Ok((
+            vec![("rows", rows), ("cols", cols)],
+            Work::f32_bytes(&[n, n]),
+            inputs,
+            primitive(move |i| Ok(vec![i[0].softmax(cols)?])),
+        ))
     })?;
     cat.add("softmax_bwd", s, |rng| {
         let y = cpu(&rng.normal_vec(n, 1.0)).softmax(cols)?;
@@ -291,10 +347,15 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = rows * cols;
     cat.add("l2_normalize_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(n, 1.0))];
-        Ok((vec![("rows", rows), ("cols", cols)], Work::f32_bytes(&[n, n, rows]), inputs, primitive(move |i| {
-            let (y, norm) = i[0].l2_normalize(cols, L2_EPS)?;
-            Ok(vec![y, norm])
-        })))
+        Ok((
+            vec![("rows", rows), ("cols", cols)],
+            Work::f32_bytes(&[n, n, rows]),
+            inputs,
+            primitive(move |i| {
+                let (y, norm) = i[0].l2_normalize(cols, L2_EPS)?;
+                Ok(vec![y, norm])
+            }),
+        ))
     })?;
     cat.add("l2_normalize_bwd", s, |rng| {
         let (y, norm) = cpu(&rng.normal_vec(n, 1.0)).l2_normalize(cols, L2_EPS)?;
@@ -306,7 +367,8 @@ fn normalisations(cat: &mut Catalogue, s: &Setup) -> Result<()> {
 
 fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let dims = DecouplingDims { batch: s.batch, classes: s.classes, positions: s.patches(), width: s.embed };
-    let params = vec![("batch", dims.batch), ("classes", dims.classes), ("positions", dims.positions), ("width", dims.width)];
+    let params =
+        vec![("batch", dims.batch), ("classes", dims.classes), ("positions", dims.positions), ("width", dims.width)];
     let terms = (dims.batch * dims.classes * dims.positions * dims.width) as f64;
     let xtu = |rng: &mut Rng| {
         let x = rng.normal_vec(dims.batch * dims.positions * dims.width, 1.0);
@@ -318,15 +380,25 @@ fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // recomputation, (1 - z^2) * g * u and three multiply-adds (12).
     cat.add("decoupling_fwd", s, |rng| {
         let inputs = xtu(rng).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::Flops(4.0 * terms), inputs, primitive(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?]))))
+        Ok((
+            params.clone(),
+            Work::Flops(4.0 * terms),
+            inputs,
+            primitive(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?])),
+        ))
     })?;
     cat.add("decoupling_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = xtu(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0)));
-        Ok((params, Work::Flops(12.0 * terms), inputs, primitive(move |i| {
-            let (dx, dt, du) = Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
-            Ok(vec![dx, dt, du])
-        })))
+        Ok((
+            params,
+            Work::Flops(12.0 * terms),
+            inputs,
+            primitive(move |i| {
+                let (dx, dt, du) = Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
+                Ok(vec![dx, dt, du])
+            }),
+        ))
     })
 }
 
@@ -391,7 +463,8 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     cat.add("bicubic_pos_embed", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(channels * side * side, 1.0))];
         let run = primitive(move |i| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
-        let params = vec![("channels", channels), ("height", side), ("width", side), ("out_height", out), ("out_width", out)];
+        let params =
+            vec![("channels", channels), ("height", side), ("width", side), ("out_height", out), ("out_width", out)];
         Ok((params, Work::f32_bytes(&[channels * side * side, channels * out * out]), inputs, run))
     })
 }
@@ -417,7 +490,8 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // The class token prepended to the patch embeddings.
     let w = s.width;
     cat.add("concat_class_token", s, |rng| {
-        let inputs = vec![HostInput::f32(rng.normal_vec(b * w, 1.0)), HostInput::f32(rng.normal_vec(b * (l - 1) * w, 1.0))];
+        let inputs =
+            vec![HostInput::f32(rng.normal_vec(b * w, 1.0)), HostInput::f32(rng.normal_vec(b * (l - 1) * w, 1.0))];
         let (class, patches) = (shape(&[b, 1, w]), shape(&[b, l - 1, w]));
         let run = primitive(move |i| Ok(vec![Storage::concat(&[&i[0], &i[1]], &[&class, &patches], 1)?]));
         Ok((vec![("batch", b), ("tokens", l), ("width", w)], Work::f32_bytes(&[n, n]), inputs, run))
@@ -428,7 +502,12 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let chosen: Vec<u32> = (0..ids).map(|_| rng.below(VOCAB) as u32).collect();
         let inputs = vec![HostInput::f32(rng.normal_vec(VOCAB * cols, 0.02)), HostInput::ids(&chosen)];
         let run = primitive(move |i| Ok(vec![i[0].index_select(&i[1], VOCAB, cols)?]));
-        Ok((vec![("rows", VOCAB), ("cols", cols), ("ids", ids)], Work::f32_bytes(&[ids * cols, ids, ids * cols]), inputs, run))
+        Ok((
+            vec![("rows", VOCAB), ("cols", cols), ("ids", ids)],
+            Work::f32_bytes(&[ids * cols, ids, ids * cols]),
+            inputs,
+            run,
+        ))
     })?;
     // The EOT gather's backward: each class's feature scattered into a zeroed
     // [classes * text_tokens, text_width] gradient.
@@ -437,7 +516,12 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let eot: Vec<u32> = (0..classes).map(|c| (c * len + len - 1) as u32).collect();
         let inputs = vec![HostInput::f32(rng.normal_vec(classes * cols, 1.0)), HostInput::ids(&eot)];
         let run = primitive(move |i| Ok(vec![i[0].index_add(&i[1], rows, cols)?]));
-        Ok((vec![("rows", rows), ("cols", cols), ("ids", classes)], Work::f32_bytes(&[classes * cols, classes, rows * cols]), inputs, run))
+        Ok((
+            vec![("rows", rows), ("cols", cols), ("ids", classes)],
+            Work::f32_bytes(&[classes * cols, classes, rows * cols]),
+            inputs,
+            run,
+        ))
     })
 }
 
@@ -463,7 +547,12 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let b = s.contrastive_batch;
     cat.add("contrastive_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0))];
-        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1]), inputs, primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?]))))
+        Ok((
+            vec![("n", b)],
+            Work::f32_bytes(&[b * b, 1]),
+            inputs,
+            primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?])),
+        ))
     })?;
     cat.add("contrastive_bwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0)), HostInput::f32(vec![1.0])];
@@ -485,7 +574,12 @@ fn param_updates(inputs: &mut [Storage], k: usize, weight_decay: f32) -> Result<
     Ok(params
         .iter_mut()
         .zip(grads.iter())
-        .map(|(param, grad)| ParamUpdate { param, grad, state: state.iter_mut().filter_map(Iterator::next).collect(), weight_decay })
+        .map(|(param, grad)| ParamUpdate {
+            param,
+            grad,
+            state: state.iter_mut().filter_map(Iterator::next).collect(),
+            weight_decay,
+        })
         .collect())
 }
 
@@ -494,11 +588,22 @@ fn optimizers(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // updates are in place, so the check compares the buffers after it.
     let sizes = s.trainable();
     let (k, p) = (sizes.len(), sizes.iter().sum::<usize>());
-    let params = vec![("tensors", k), ("elements", p), ("classes", s.classes), ("n_ctx", s.n_ctx), ("text_width", s.text_width), ("embed", s.embed)];
+    let params = vec![
+        ("tensors", k),
+        ("elements", p),
+        ("classes", s.classes),
+        ("n_ctx", s.n_ctx),
+        ("text_width", s.text_width),
+        ("embed", s.embed),
+    ];
     // Parameters, gradients, then state buffers, each a list of k tensors.
     let tensors = |rng: &mut Rng, kinds: usize| -> Vec<HostInput> {
         let std = [1.0, 0.1, 0.01, 0.01];
-        let mut t: Vec<HostInput> = std[..kinds].iter().flat_map(|&sd| sizes.iter().map(move |&n| (n, sd))).map(|(n, sd)| HostInput::f32(rng.normal_vec(n, sd))).collect();
+        let mut t: Vec<HostInput> = std[..kinds]
+            .iter()
+            .flat_map(|&sd| sizes.iter().map(move |&n| (n, sd)))
+            .map(|(n, sd)| HostInput::f32(rng.normal_vec(n, sd)))
+            .collect();
         // Adam's second moment must be non-negative.
         t.iter_mut().skip(3 * k).for_each(|v| v.values.iter_mut().for_each(|x| *x = x.abs()));
         t

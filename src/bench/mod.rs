@@ -62,7 +62,8 @@ pub fn run(
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for case in &selection.cases {
-        let figure = run_case(case, device, plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
+        let figure =
+            run_case(case, device, plan).with_context(|| format!("benchmark {} ({})", case.id(), case.shape()))?;
         progress(&figure);
         figures.push(figure);
     }

@@ -67,9 +67,18 @@ impl Figure {
             inner: timing.inner,
             throughput,
             unit,
-            bytes: match work { Work::Bytes(b) => Some(b), _ => None },
-            flops: match work { Work::Flops(f) => Some(f), _ => None },
-            images: match work { Work::Images(n) => Some(n), _ => None },
+            bytes: match work {
+                Work::Bytes(b) => Some(b),
+                _ => None,
+            },
+            flops: match work {
+                Work::Flops(f) => Some(f),
+                _ => None,
+            },
+            images: match work {
+                Work::Images(n) => Some(n),
+                _ => None,
+            },
             check_error,
         }
     }
@@ -102,11 +111,21 @@ pub struct BenchReport {
 }
 
 fn format_ms(ms: f64) -> String {
-    if ms >= 100.0 { format!("{ms:.1}") } else if ms >= 1.0 { format!("{ms:.3}") } else { format!("{ms:.4}") }
+    if ms >= 100.0 {
+        format!("{ms:.1}")
+    } else if ms >= 1.0 {
+        format!("{ms:.3}")
+    } else {
+        format!("{ms:.4}")
+    }
 }
 
 fn format_throughput(value: f64) -> String {
-    if value >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") }
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 impl BenchReport {
@@ -185,7 +204,16 @@ mod tests {
     #[test]
     fn a_figure_carries_its_throughput_and_the_table_its_row() {
         let timing = Timing { median_ms: 2.0, min_ms: 1.5, runs: 5, inner: 3 };
-        let f = Figure::new("gemm_linear", "mini-clip", "kernel", &[("m", 2), ("n", 3)], "f32".into(), Work::Flops(4e6), &timing, Some(1e-7));
+        let f = Figure::new(
+            "gemm_linear",
+            "mini-clip",
+            "kernel",
+            &[("m", 2), ("n", 3)],
+            "f32".into(),
+            Work::Flops(4e6),
+            &timing,
+            Some(1e-7),
+        );
         assert_eq!(f.id, "gemm_linear/mini-clip");
         assert_eq!(f.shape, "m=2 n=3");
         assert!((f.throughput - 2.0).abs() < 1e-12 && f.unit == "GFLOP/s");

@@ -63,7 +63,8 @@ pub fn measure(device: &Device, plan: &Plan, op: &mut dyn FnMut() -> Result<()>)
         op()?;
     }
     let first = sample(device, 1, op)?;
-    let inner = if first > 0.0 { ((plan.min_sample_ms / first).ceil() as usize).clamp(1, MAX_INNER) } else { MAX_INNER };
+    let inner =
+        if first > 0.0 { ((plan.min_sample_ms / first).ceil() as usize).clamp(1, MAX_INNER) } else { MAX_INNER };
     let runs = plan.runs.max(1);
     let per_call = (0..runs).map(|_| Ok(sample(device, inner, op)? / inner as f64)).collect::<Result<Vec<f64>>>()?;
     let min_ms = per_call.iter().copied().fold(f64::INFINITY, f64::min);

@@ -5,9 +5,9 @@
 use super::data::load_clip;
 use anyhow::{Context, Result};
 use clap::Args;
+use mlrpl_engine::bench;
 use mlrpl_engine::bench::report::{utc_now, BenchReport, RunInfo, FORMAT_VERSION};
 use mlrpl_engine::bench::timing::Plan;
-use mlrpl_engine::bench;
 use mlrpl_engine::clip::Clip;
 use mlrpl_engine::{Device, Precision};
 use std::path::PathBuf;
@@ -70,7 +70,8 @@ pub fn run(args: BenchArgs, device: &Device, precision: Precision) -> Result<()>
     let report = BenchReport { format_version: FORMAT_VERSION, info, figures };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let json_path = args.out.join("bench.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
     let markdown = report.markdown();
     let md_path = args.out.join("bench.md");
     std::fs::write(&md_path, &markdown).with_context(|| format!("writing {}", md_path.display()))?;

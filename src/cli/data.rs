@@ -3,12 +3,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::Clip;
-use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::data::coco::{CocoDataset, CocoSplit};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::list::{ListDataset, OpenOptions, SkippedImages};
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::data::voc::VocDataset;
+use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,8 +80,8 @@ impl DataArgs {
             match &self.classes {
                 None => Ok(None),
                 Some(path) => {
-                    let text =
-                        std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read class list {}", path.display()))?;
                     Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
                 }
             }

@@ -3,10 +3,10 @@
 
 use super::data::load_clip;
 use super::over_image_batches;
-use mlrpl_engine::clip::zero_shot::encode_texts;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlrpl_engine::autograd::no_grad;
+use mlrpl_engine::clip::zero_shot::encode_texts;
 use mlrpl_engine::data::image::Preprocess;
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::{Device, Precision};
@@ -48,7 +48,10 @@ pub fn run(args: EncodeArgs, device: &Device, precision: Precision) -> Result<()
     let mode = Preprocess::ClipCenterCrop { size: args.resolution.unwrap_or(clip.config.vision.resolution()) };
     let mut outputs = Vec::new();
     if !args.images.is_empty() {
-        outputs.push(("image_embeds".to_string(), over_image_batches(&args.images, mode, device, |x| clip.vision.encode(x))?));
+        outputs.push((
+            "image_embeds".to_string(),
+            over_image_batches(&args.images, mode, device, |x| clip.vision.encode(x))?,
+        ));
         if args.dense {
             let dense = over_image_batches(&args.images, mode, device, |x| clip.vision.encode_dense(x))?;
             outputs.push(("dense_tokens".to_string(), dense));
@@ -62,7 +65,8 @@ pub fn run(args: EncodeArgs, device: &Device, precision: Precision) -> Result<()
         ("resolution".to_string(), mode.size().to_string()),
         ("engine".to_string(), format!("mlrpl-engine {}", env!("CARGO_PKG_VERSION"))),
     ]);
-    WeightMap::save(&args.out, &outputs, metadata).with_context(|| format!("encode: cannot write {}", args.out.display()))?;
+    WeightMap::save(&args.out, &outputs, metadata)
+        .with_context(|| format!("encode: cannot write {}", args.out.display()))?;
     let shapes: Vec<String> = outputs.iter().map(|(n, t)| format!("{n} {}", t.shape())).collect();
     eprintln!("wrote {}: {}", args.out.display(), shapes.join(", "));
     Ok(())

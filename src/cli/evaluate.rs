@@ -6,10 +6,10 @@ use super::train::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::zero_shot::PROMPT;
-use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
 use mlrpl_engine::data::image::load_rgb;
 use mlrpl_engine::mlrpl::MlrplModel;
+use mlrpl_engine::pretrain::zero_shot_metrics;
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions};
 use mlrpl_engine::{Device, Precision, Tensor};
@@ -17,7 +17,12 @@ use std::path::{Path, PathBuf};
 
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
-fn load_model(path: &Path, clip: Option<&PathBuf>, device: &Device, precision: Precision) -> Result<(MlrplModel, usize)> {
+fn load_model(
+    path: &Path,
+    clip: Option<&PathBuf>,
+    device: &Device,
+    precision: Precision,
+) -> Result<(MlrplModel, usize)> {
     let loaded = checkpoint::load(path, device)?;
     let state = &loaded.state;
     let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
@@ -82,7 +87,6 @@ pub struct EvalArgs {
     per_class_ap: bool,
 }
 
-
 pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result<()> {
     let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
     let dataset = args.data.open(part)?;
@@ -90,7 +94,11 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
         let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
         let indices: Vec<usize> = (0..dataset.len()).collect();
         let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0)?;
-        println!("{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:", dataset.describe(), indices.len());
+        println!(
+            "{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:",
+            dataset.describe(),
+            indices.len()
+        );
         println!("{}", metrics.summary_table(args.per_class_ap.then_some(dataset.class_names())));
         println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
         return Ok(());

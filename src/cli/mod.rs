@@ -41,7 +41,11 @@ fn report_gpu_memory(device: &Device) -> Result<()> {
     if let Device::Cuda(gpu) = device {
         if let Some(pool) = gpu.pool_memory()? {
             let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-            eprintln!("GPU memory: peak {:.1} MiB in use, pool holds {:.1} MiB", mib(pool.peak_used), mib(pool.reserved));
+            eprintln!(
+                "GPU memory: peak {:.1} MiB in use, pool holds {:.1} MiB",
+                mib(pool.peak_used),
+                mib(pool.reserved)
+            );
         }
     }
     Ok(())
@@ -71,7 +75,11 @@ pub fn device_description(device: &Device) -> String {
         Device::Cpu => {
             let cpu = std::fs::read_to_string("/proc/cpuinfo")
                 .ok()
-                .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+                .and_then(|info| {
+                    info.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+                })
                 .unwrap_or_else(|| "unknown CPU".to_string());
             format!("{device}: {cpu}, {} threads", rayon::current_num_threads())
         }

@@ -2,8 +2,8 @@
 //! contrastive loss on the embedded set's image-caption pairs, exported in
 //! OpenAI's naming with a JSON card (the bundled CLIP is one such run).
 
-use super::run_folder::RunFolderArgs;
 use super::data::{embedded_set, Part};
+use super::run_folder::RunFolderArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::init::init_weights;
@@ -203,7 +203,11 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     );
     let commit = super::engine_commit();
     let started = Instant::now();
-    let run = Run { dir: run_dir.clone(), clip: "none (pre-training from scratch)".to_string(), config: serde_json::to_value(&args)? };
+    let run = Run {
+        dir: run_dir.clone(),
+        clip: "none (pre-training from scratch)".to_string(),
+        config: serde_json::to_value(&args)?,
+    };
     let outcome = pretrain::pretrain(&model, &PretrainData { pairs, validation }, &options, &run, resume)?;
     let training_seconds = started.elapsed().as_secs_f64();
     super::report_gpu_memory(device)?;

@@ -33,7 +33,10 @@ impl RunFolderArgs {
             (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
         };
         if !self.resume && checkpoint::state_path(&dir, "last").exists() {
-            bail!("run folder {} already holds a run; continue it with --resume or choose another --run-dir", dir.display());
+            bail!(
+                "run folder {} already holds a run; continue it with --resume or choose another --run-dir",
+                dir.display()
+            );
         }
         self.run_dir = Some(dir.clone());
         Ok(dir)

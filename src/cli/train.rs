@@ -1,7 +1,7 @@
 //! `mlrpl-engine train`: the MLR-PL model on a dataset with partial labels.
 
-use super::run_folder::RunFolderArgs;
 use super::data::{load_clip, DataArgs, Part};
+use super::run_folder::RunFolderArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use mlrpl_engine::data::loader::split_validation;
@@ -111,8 +111,6 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
-
-
 pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result<()> {
     mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
     mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
@@ -120,7 +118,10 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
     if let Some(previous) = resume.as_ref().map(|r| &r.state.clip).filter(|&c| *c != clip_name) {
-        bail!("--resume: the run in {} was trained on the CLIP {previous:?}, not {clip_name:?}; give the same --clip", run_dir.display());
+        bail!(
+            "--resume: the run in {} was trained on the CLIP {previous:?}, not {clip_name:?}; give the same --clip",
+            run_dir.display()
+        );
     }
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
     let train_set = args.data.open(Part::Train)?;
@@ -186,6 +187,9 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let summary_path = run_dir.join("test-metrics.json");
     checkpoint::write_atomically(&summary_path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
-    println!("test split, trained model:\n{}", tested.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
+    println!(
+        "test split, trained model:\n{}",
+        tested.summary_table(args.per_class_ap.then_some(&model.class_names[..]))
+    );
     Ok(())
 }

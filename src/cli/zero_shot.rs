@@ -33,7 +33,8 @@ pub struct ZeroShotArgs {
 fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
     let mut names: Vec<String> = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
     if let Some(path) = &args.classes_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read class list {}", path.display()))?;
         names.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
     }
     if names.is_empty() {

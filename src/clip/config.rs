@@ -47,9 +47,14 @@ fn count_blocks(w: &WeightMap, prefix: &str) -> usize {
 
 fn heads(w: &WeightMap, key: &str, width: usize) -> Result<usize> {
     match w.metadata().get(key) {
-        Some(v) => v.parse().with_context(|| format!("{}: metadata `{key}` = {v:?} is not a count", w.source().display())),
+        Some(v) => {
+            v.parse().with_context(|| format!("{}: metadata `{key}` = {v:?} is not a count", w.source().display()))
+        }
         None if width.is_multiple_of(HEAD_WIDTH) => Ok(width / HEAD_WIDTH),
-        None => bail!("{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata", w.source().display()),
+        None => bail!(
+            "{}: width {width} is not a multiple of {HEAD_WIDTH}; give `{key}` in the metadata",
+            w.source().display()
+        ),
     }
 }
 
@@ -92,7 +97,11 @@ impl ClipConfig {
             bail!("{src}: no transformer blocks found (vision {}, text {})", vision.layers, text.layers);
         }
         if vision.embed_dim != text.embed_dim {
-            bail!("{src}: image embedding width {} differs from text embedding width {}", vision.embed_dim, text.embed_dim);
+            bail!(
+                "{src}: image embedding width {} differs from text embedding width {}",
+                vision.embed_dim,
+                text.embed_dim
+            );
         }
         Ok(ClipConfig { vision, text })
     }

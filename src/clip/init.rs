@@ -63,7 +63,11 @@ pub fn init_weights(config: &ClipConfig, seed: u64, device: &Device) -> Result<W
     let mut init = Init { weights: WeightMap::default(), rng: &mut rng, device: device.clone() };
     let v = &config.vision;
     let scale = (v.width as f32).powf(-0.5);
-    init.normal("visual.conv1.weight".into(), &[v.width, 3, v.patch, v.patch], ((3 * v.patch * v.patch) as f32).powf(-0.5))?;
+    init.normal(
+        "visual.conv1.weight".into(),
+        &[v.width, 3, v.patch, v.patch],
+        ((3 * v.patch * v.patch) as f32).powf(-0.5),
+    )?;
     init.normal("visual.class_embedding".into(), &[v.width], scale)?;
     init.normal("visual.positional_embedding".into(), &[v.grid * v.grid + 1, v.width], scale)?;
     init.layer_norm("visual.ln_pre", v.width)?;

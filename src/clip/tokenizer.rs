@@ -121,7 +121,8 @@ const CACHE_LIMIT: usize = 1 << 16;
 const FTFY_MAX_SEGMENT: usize = 1_000_000;
 
 /// The split regex; see the module doc for why `IGNORECASE` is spelled out.
-const TOKEN_PATTERN: &str = r"<\|[sſ]tartoftext\|>|<\|endoftext\|>|'[sſ]|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}\x{345}]+";
+const TOKEN_PATTERN: &str =
+    r"<\|[sſ]tartoftext\|>|<\|endoftext\|>|'[sſ]|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}\x{345}]+";
 
 /// Hasher for the (left id, right id) merge keys packed in a u64.
 #[derive(Default)]
@@ -165,10 +166,7 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .field("merges", &self.merges.len())
-            .finish()
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).field("merges", &self.merges.len()).finish()
     }
 }
 
@@ -220,10 +218,8 @@ impl Tokenizer {
     /// or the same text uncompressed.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading CLIP BPE vocabulary {}", path.display()))?;
-        Self::from_vocab_bytes(&bytes)
-            .with_context(|| format!("parsing CLIP BPE vocabulary {}", path.display()))
+        let bytes = std::fs::read(path).with_context(|| format!("reading CLIP BPE vocabulary {}", path.display()))?;
+        Self::from_vocab_bytes(&bytes).with_context(|| format!("parsing CLIP BPE vocabulary {}", path.display()))
     }
 
     /// The tokenizer over the bytes of a vocabulary file (gzip or plain).
@@ -235,8 +231,7 @@ impl Tokenizer {
                 .context("decompressing the gzip stream (or it is not UTF-8)")?;
             s
         } else {
-            String::from_utf8(bytes.to_vec())
-                .context("the vocabulary is neither gzip nor UTF-8 text")?
+            String::from_utf8(bytes.to_vec()).context("the vocabulary is neither gzip nor UTF-8 text")?
         };
         Self::from_merges_text(&text)
     }
@@ -287,12 +282,10 @@ impl Tokenizer {
         let mut merges = PairMap::with_capacity_and_hasher(NUM_MERGES, Default::default());
         for (rank, &(a, b)) in pairs.iter().enumerate() {
             let id = |s: &str| {
-                encoder.get(s).copied().ok_or_else(|| {
-                    anyhow!(
-                        "merge line {}: symbol {s:?} is not in the vocabulary",
-                        rank + 2
-                    )
-                })
+                encoder
+                    .get(s)
+                    .copied()
+                    .ok_or_else(|| anyhow!("merge line {}: symbol {s:?} is not in the vocabulary", rank + 2))
             };
             let merged = encoder[vocab[512 + rank].as_str()];
             merges.insert(pair_key(id(a)?, id(b)?), (rank as u32, merged));
@@ -303,9 +296,7 @@ impl Tokenizer {
             let bytes: Option<Vec<u8>> = s.chars().map(|c| byte_of_char.get(&c).copied()).collect();
             decoder.push(
                 bytes
-                    .ok_or_else(|| {
-                        anyhow!("token {s:?} has a character outside the byte alphabet")
-                    })?
+                    .ok_or_else(|| anyhow!("token {s:?} has a character outside the byte alphabet"))?
                     .into_boxed_slice(),
             );
         }
@@ -423,11 +414,7 @@ impl Tokenizer {
     /// [`Tokenizer::tokenize`] of each text, as one row-major
     /// `[texts.len(), context_length]` buffer (the layout of
     /// `clip.tokenize(texts)`).
-    pub fn tokenize_batch<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        context_length: usize,
-    ) -> Result<Vec<u32>> {
+    pub fn tokenize_batch<S: AsRef<str>>(&self, texts: &[S], context_length: usize) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(texts.len() * context_length);
         for t in texts {
             out.extend(self.tokenize(t.as_ref(), context_length)?);
@@ -511,8 +498,7 @@ pub fn fix_text(text: &str) -> String {
 
 /// Whether none of the reproduced fixes can change `seg`.
 fn ftfy_noop(seg: &str) -> bool {
-    seg.bytes()
-        .all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | 0x0c) && b != b'&')
+    seg.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | 0x0c) && b != b'&')
 }
 
 /// One `fix_and_explain` on one segment: the fixes, repeated until nothing
@@ -577,10 +563,10 @@ fn fix_chars(text: &str) -> String {
 /// undefined kept as they are. (Also Python's `html._invalid_charrefs` for
 /// 0x80..0x9F.)
 const CP1252_C1: [char; 32] = [
-    '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}',
-    '\u{2c6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}',
-    '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}',
-    '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}', '\u{178}',
+    '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2c6}', '\u{2030}',
+    '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}',
+    '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}',
+    '\u{17e}', '\u{178}',
 ];
 
 fn c1_control(c: char) -> char {
@@ -653,16 +639,12 @@ fn is_removed_control(c: char) -> bool {
 
 fn html5_lookup(name: &str) -> Option<&'static str> {
     let t = html_entities::HTML5;
-    t.binary_search_by(|(k, _)| (*k).cmp(name))
-        .ok()
-        .map(|i| t[i].1)
+    t.binary_search_by(|(k, _)| (*k).cmp(name)).ok().map(|i| t[i].1)
 }
 
 fn ftfy_uppercase_lookup(name: &str) -> Option<&'static str> {
     let t = html_entities::FTFY_UPPERCASE;
-    t.binary_search_by(|(k, _)| (*k).cmp(name))
-        .ok()
-        .map(|i| t[i].1)
+    t.binary_search_by(|(k, _)| (*k).cmp(name)).ok().map(|i| t[i].1)
 }
 
 fn ftfy_entity_re() -> &'static Regex {
@@ -732,27 +714,15 @@ fn charref(s: &str, out: &mut String) -> Option<usize> {
     };
     if b.first() == Some(&b'#') {
         let (digits, radix, from) = if b.get(1).is_some_and(u8::is_ascii_digit) {
-            (
-                b[1..].iter().take_while(|c| c.is_ascii_digit()).count(),
-                10,
-                1,
-            )
-        } else if matches!(b.get(1), Some(b'x' | b'X'))
-            && b.get(2).is_some_and(u8::is_ascii_hexdigit)
-        {
-            (
-                b[2..].iter().take_while(|c| c.is_ascii_hexdigit()).count(),
-                16,
-                2,
-            )
+            (b[1..].iter().take_while(|c| c.is_ascii_digit()).count(), 10, 1)
+        } else if matches!(b.get(1), Some(b'x' | b'X')) && b.get(2).is_some_and(u8::is_ascii_hexdigit) {
+            (b[2..].iter().take_while(|c| c.is_ascii_hexdigit()).count(), 16, 2)
         } else {
             return None;
         };
         let num = s[from..from + digits]
             .chars()
-            .try_fold(0u32, |acc, d| {
-                acc.checked_mul(radix)?.checked_add(d.to_digit(radix)?)
-            })
+            .try_fold(0u32, |acc, d| acc.checked_mul(radix)?.checked_add(d.to_digit(radix)?))
             .unwrap_or(u32::MAX);
         out.push_str(&numeric_charref(num));
         return Some(semicolon(from + digits));
@@ -826,10 +796,7 @@ mod tests {
     fn known_ids() {
         let t = tok();
         // From OpenAI's tokenizer.
-        assert_eq!(
-            t.encode("a photo of a dog."),
-            vec![320, 1125, 539, 320, 1929, 269]
-        );
+        assert_eq!(t.encode("a photo of a dog."), vec![320, 1125, 539, 320, 1929, 269]);
         assert_eq!(t.encode("hair drier"), vec![2225, 39877]);
         let row = t.tokenize("a dog", 5).unwrap();
         assert_eq!(row, vec![49406, 320, 1929, 49407, 0]);
@@ -840,18 +807,9 @@ mod tests {
 
     #[test]
     fn cleanup_pieces() {
-        assert_eq!(
-            html_unescape("&amp;amp; &lt3 &notit; &#x41;&#66 &#xZZ; &#128;"),
-            "&amp; <3 ¬it; AB &#xZZ; €"
-        );
-        assert_eq!(
-            html_unescape("&#0;&#1;&#12;&#xD800;&#99999999999;"),
-            "\u{fffd}\u{c}\u{fffd}\u{fffd}"
-        );
-        assert_eq!(
-            fix_text("&amp;amp;amp; ﬁ “x” ＡＢ\r\nc"),
-            "& fi \"x\" AB\nc"
-        );
+        assert_eq!(html_unescape("&amp;amp; &lt3 &notit; &#x41;&#66 &#xZZ; &#128;"), "&amp; <3 ¬it; AB &#xZZ; €");
+        assert_eq!(html_unescape("&#0;&#1;&#12;&#xD800;&#99999999999;"), "\u{fffd}\u{c}\u{fffd}\u{fffd}");
+        assert_eq!(fix_text("&amp;amp;amp; ﬁ “x” ＡＢ\r\nc"), "& fi \"x\" AB\nc");
         assert_eq!(fix_text("<b>&amp;</b>\n&amp;"), "<b>&amp;</b>\n&amp;");
         assert_eq!(fix_text("\u{1b}[31mred\u{1b}[0m\u{0}"), "red");
         assert_eq!(clean_text("  Hello\t\u{3000}WORLD  "), "hello world");

@@ -450,11 +450,7 @@ impl ListDataset {
 
         let paths: Vec<PathBuf> = raw.iter().map(|r| folder.join(&r.written)).collect();
         let (keep, skipped) = check_images(&paths, path, options)?;
-        let mut ds = ListDataset {
-            file: path.to_path_buf(),
-            files: ImageFiles::new(classes),
-            skipped,
-        };
+        let mut ds = ListDataset { file: path.to_path_buf(), files: ImageFiles::new(classes), skipped };
         for (((item, p), row), k) in raw.into_iter().zip(paths).zip(labels.chunks_exact(c)).zip(keep) {
             if k {
                 ds.files.push(item.written, p, row);

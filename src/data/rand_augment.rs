@@ -367,9 +367,8 @@ fn smooth(img: &RgbImage) -> RgbImage {
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             for c in 0..3 {
-                let row = |yy: usize, middle: f32| {
-                    at(x - 1, yy, c) * edge + at(x, yy, c) * middle + at(x + 1, yy, c) * edge
-                };
+                let row =
+                    |yy: usize, middle: f32| at(x - 1, yy, c) * edge + at(x, yy, c) * middle + at(x + 1, yy, c) * edge;
                 let mut sum = 0.5f32;
                 sum += row(y + 1, edge);
                 sum += row(y, centre);

@@ -92,7 +92,9 @@ impl MlrplModel {
 
     /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
     pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
-        let &[b, l, d] = tokens.dims() else { bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape()) };
+        let &[b, l, d] = tokens.dims() else {
+            bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape())
+        };
         let text = self.prompts.text_features(&self.clip.text)?;
         let classes = self.num_classes();
         let visual = match &self.sdm {

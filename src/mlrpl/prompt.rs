@@ -43,7 +43,13 @@ pub struct PromptLearner {
 impl PromptLearner {
     /// Tokenizes "X X ... X {name}." per category (M placeholders, as CoOp
     /// does) and keeps the frozen embeddings around the placeholders.
-    pub fn new(text: &TextTower, tokenizer: &Tokenizer, class_names: &[String], config: &PromptConfig, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        text: &TextTower,
+        tokenizer: &Tokenizer,
+        class_names: &[String],
+        config: &PromptConfig,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         if class_names.is_empty() {
             bail!("prompt learner: no class names");
         }

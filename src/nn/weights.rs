@@ -134,7 +134,12 @@ impl WeightMap {
 
     /// [`WeightMap::save`] with the values stored as `dtype` (f32, f16 or
     /// bf16, rounded to nearest).
-    pub fn save_as(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>, dtype: DType) -> Result<()> {
+    pub fn save_as(
+        path: &Path,
+        tensors: &[(String, Tensor)],
+        metadata: HashMap<String, String>,
+        dtype: DType,
+    ) -> Result<()> {
         let stored = match dtype {
             DType::F32 => StDtype::F32,
             DType::F16 => StDtype::F16,
@@ -156,7 +161,9 @@ impl WeightMap {
         }
         let views = buffers
             .iter()
-            .map(|(name, dims, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(stored, dims.clone(), bytes)?)))
+            .map(|(name, dims, bytes)| {
+                Ok((name.clone(), safetensors::tensor::TensorView::new(stored, dims.clone(), bytes)?))
+            })
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .map_err(|e| anyhow!("cannot serialise tensors for {}: {e}", path.display()))?;
         let tmp = path.with_extension("safetensors.tmp");

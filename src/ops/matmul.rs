@@ -33,19 +33,25 @@ fn gemm(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, trans_b: b
     let mut operands = vec![a, b];
     operands.extend(bias);
     check_float_operands("matmul", &operands)?;
-    let shape_error = || anyhow::anyhow!(
-        "matmul: shapes {} and {} do not multiply{}",
-        a.shape(),
-        b.shape(),
-        if trans_b { " (second operand transposed)" } else { "" }
-    );
+    let shape_error = || {
+        anyhow::anyhow!(
+            "matmul: shapes {} and {} do not multiply{}",
+            a.shape(),
+            b.shape(),
+            if trans_b { " (second operand transposed)" } else { "" }
+        )
+    };
     if a.rank() < 2 || b.rank() < 2 {
         return Err(shape_error());
     }
     let last_two = |t: &Tensor, trans: bool| {
         let d = t.dims();
         let (r, c) = (d[d.len() - 2], d[d.len() - 1]);
-        if trans { (c, r) } else { (r, c) }
+        if trans {
+            (c, r)
+        } else {
+            (r, c)
+        }
     };
     let ((m, k), (k2, n)) = (last_two(a, trans_a), last_two(b, trans_b));
     if k != k2 {

@@ -30,7 +30,13 @@ fn check_float_operands(op: &str, tensors: &[&Tensor]) -> Result<()> {
             bail!("{op}: expected float tensors, got {} of shape {}", t.dtype(), t.shape());
         }
         if t.dtype() != first.dtype() {
-            bail!("{op}: dtypes differ ({} of shape {} and {} of shape {})", first.dtype(), first.shape(), t.dtype(), t.shape());
+            bail!(
+                "{op}: dtypes differ ({} of shape {} and {} of shape {})",
+                first.dtype(),
+                first.shape(),
+                t.dtype(),
+                t.shape()
+            );
         }
         if t.device() != first.device() {
             bail!("{op}: tensors live on different devices ({} and {})", first.device(), t.device());

@@ -37,7 +37,8 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         self.step_count += 1;
-        let step = AdamWStep { lr: self.lr, beta1: self.betas.0, beta2: self.betas.1, eps: self.eps, step: self.step_count };
+        let step =
+            AdamWStep { lr: self.lr, beta1: self.betas.0, beta2: self.betas.1, eps: self.eps, step: self.step_count };
         let state = &mut [&mut self.first_moments, &mut self.second_moments];
         update_all(&self.groups, self.weight_decay, state, |updates| Storage::adamw_step(updates, &step))
     }

@@ -140,7 +140,6 @@ impl StateBuffers {
         Ok(())
     }
 
-
     fn get(&mut self, param: &Tensor) -> Result<Tensor> {
         if let Some(t) = self.0.get(&param.id()) {
             return Ok(t.clone());

@@ -26,7 +26,9 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         let step = SgdStep { lr: self.lr, momentum: self.momentum };
-        update_all(&self.groups, self.weight_decay, &mut [&mut self.momentum_buffers], |updates| Storage::sgd_step(updates, &step))
+        update_all(&self.groups, self.weight_decay, &mut [&mut self.momentum_buffers], |updates| {
+            Storage::sgd_step(updates, &step)
+        })
     }
 
     fn lr(&self) -> f32 {

@@ -45,7 +45,13 @@ struct Inner {
 }
 
 impl Tensor {
-    fn build(storage: Arc<RwLock<Storage>>, shape: Shape, device: Device, requires_grad: bool, parameter: bool) -> Tensor {
+    fn build(
+        storage: Arc<RwLock<Storage>>,
+        shape: Shape,
+        device: Device,
+        requires_grad: bool,
+        parameter: bool,
+    ) -> Tensor {
         let dtype = storage.read().expect("storage lock poisoned").dtype();
         Tensor(Arc::new(Inner {
             id: TensorId::next(),
@@ -131,7 +137,13 @@ impl Tensor {
     }
 
     /// Values drawn uniformly from [low, high).
-    pub fn rand_uniform(shape: impl Into<Shape>, low: f32, high: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    pub fn rand_uniform(
+        shape: impl Into<Shape>,
+        low: f32,
+        high: f32,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         Tensor::from_vec(rng.uniform_vec(shape.elem_count(), low, high), shape, device)
     }

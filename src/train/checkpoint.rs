@@ -126,11 +126,16 @@ pub fn save(
 }
 
 fn read_state(json_path: &Path) -> Result<TrainState> {
-    let text = std::fs::read_to_string(json_path).with_context(|| format!("cannot read checkpoint {}", json_path.display()))?;
-    let state: TrainState =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a checkpoint state file", json_path.display()))?;
+    let text = std::fs::read_to_string(json_path)
+        .with_context(|| format!("cannot read checkpoint {}", json_path.display()))?;
+    let state: TrainState = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a checkpoint state file", json_path.display()))?;
     if state.format_version != FORMAT_VERSION {
-        bail!("{}: checkpoint format {} is not supported (expected {FORMAT_VERSION})", json_path.display(), state.format_version);
+        bail!(
+            "{}: checkpoint format {} is not supported (expected {FORMAT_VERSION})",
+            json_path.display(),
+            state.format_version
+        );
     }
     Ok(state)
 }

@@ -10,8 +10,8 @@ use crate::data::dataset::MultiLabelDataset;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::partial::LabelMask;
 use crate::data::rand_augment::RandAugment;
-use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::device::Device;
+use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::mlrpl::MlrplModel;
 use crate::optim::{CosineSchedule, Optimizer, Sgd, Warmup};
 use crate::tensor::Tensor;
@@ -226,11 +226,8 @@ pub fn train(
         bail!("no training images");
     }
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
-    let steps_per_epoch = if data.train_indices.len() >= options.batch_size {
-        data.train_indices.len() / options.batch_size
-    } else {
-        1
-    };
+    let steps_per_epoch =
+        if data.train_indices.len() >= options.batch_size { data.train_indices.len() / options.batch_size } else { 1 };
     let schedule = CosineSchedule {
         base_lr: options.lr,
         min_lr: 0.0,
@@ -330,5 +327,9 @@ pub fn train(
         );
         checkpoint::save_epoch(&run.dir, &named, &optimizer.state_tensors()?, &state, improved)?;
     }
-    Ok(Outcome { best_val_map: state.best_val_map, best_epoch: state.best_epoch, epochs_run: options.epochs - start_epoch })
+    Ok(Outcome {
+        best_val_map: state.best_val_map,
+        best_epoch: state.best_epoch,
+        epochs_run: options.epochs - start_epoch,
+    })
 }

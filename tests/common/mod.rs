@@ -232,7 +232,11 @@ where
         match p.grad() {
             Some(g) => {
                 if g.dims() != inputs[i].shape.as_slice() {
-                    problems.push(format!("input {i}: gradient shape {} for input shape {:?}", g.shape(), inputs[i].shape));
+                    problems.push(format!(
+                        "input {i}: gradient shape {} for input shape {:?}",
+                        g.shape(),
+                        inputs[i].shape
+                    ));
                 }
                 let values = g.to_vec()?;
                 if values.iter().any(|v| !v.is_finite()) {

@@ -21,7 +21,11 @@ pub fn tiny_model(device: &Device, precision: Precision) -> MlrplModel {
     let weights = init_weights(&config, 7, device).unwrap().to_dtype(precision.frozen_dtype()).unwrap();
     let clip = Clip::from_weights(weights).unwrap();
     let classes = mlrpl_engine::data::synthetic::CATEGORIES.iter().map(|c| c.to_string()).collect();
-    let config = MlrplConfig { prompt: PromptConfig { n_ctx: 4, ..Default::default() }, decoupling_width: Some(16), use_sdm: true };
+    let config = MlrplConfig {
+        prompt: PromptConfig { n_ctx: 4, ..Default::default() },
+        decoupling_width: Some(16),
+        use_sdm: true,
+    };
     MlrplModel::new(clip, classes, &config, &mut Rng::new(3)).unwrap()
 }
 
@@ -41,7 +45,12 @@ pub fn training_steps(device: &Device, precision: Precision) -> StepRecord {
     let classes = model.num_classes();
     let mut rng = Rng::new(11);
     let batch = 4;
-    let images = Tensor::from_vec(rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0), [batch, 3, IMAGE_SIZE, IMAGE_SIZE], device).unwrap();
+    let images = Tensor::from_vec(
+        rng.normal_vec(batch * 3 * IMAGE_SIZE * IMAGE_SIZE, 1.0),
+        [batch, 3, IMAGE_SIZE, IMAGE_SIZE],
+        device,
+    )
+    .unwrap();
     let labels: Vec<f32> = (0..batch * classes).map(|_| rng.below(3) as f32 - 1.0).collect();
     let labels = Tensor::from_vec(labels, [batch, classes], device).unwrap();
     let mut opt = Sgd::new(model.parameter_groups(), 0.05, 0.9, 5e-4).unwrap();

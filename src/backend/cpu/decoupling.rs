@@ -23,7 +23,13 @@ pub fn scores(x: &[f32], t: &[f32], u: &[f32], dims: &DecouplingDims) -> Vec<f32
 /// Returns (dx [B, N, d], dt [C, d], du [d]). Each batch entry accumulates its
 /// own partial dt and du; the partials are summed in batch order, so the
 /// result does not depend on the thread count.
-pub fn scores_backward(x: &[f32], t: &[f32], u: &[f32], grad: &[f32], dims: &DecouplingDims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn scores_backward(
+    x: &[f32],
+    t: &[f32],
+    u: &[f32],
+    grad: &[f32],
+    dims: &DecouplingDims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let DecouplingDims { batch, classes, positions, width } = *dims;
     let mut dx = vec![0.0; batch * positions * width];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx

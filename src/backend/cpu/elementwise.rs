@@ -94,7 +94,14 @@ fn for_each_broadcast_row(
     });
 }
 
-pub fn binary(lhs: &[f32], rhs: &[f32], op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Vec<f32> {
+pub fn binary(
+    lhs: &[f32],
+    rhs: &[f32],
+    op: BinaryOp,
+    lhs_shape: &Shape,
+    rhs_shape: &Shape,
+    out_shape: &Shape,
+) -> Vec<f32> {
     let f = move |a: f32, b: f32| match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,

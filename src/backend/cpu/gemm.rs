@@ -30,21 +30,24 @@ pub fn gemm_f32(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &GemmSpec) -> 
             .for_each(|(i, dst)| matmul_into(dst, accumulate, a, b, spec, i, Parallelism::None));
     } else {
         let threads = rayon::current_num_threads();
-        let parallelism = if per_matrix >= SMALL_GEMM_FLOPS && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        out.chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, dst)| matmul_into(dst, accumulate, a, b, spec, i, parallelism));
+        let parallelism =
+            if per_matrix >= SMALL_GEMM_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        out.chunks_mut(m * n).enumerate().for_each(|(i, dst)| matmul_into(dst, accumulate, a, b, spec, i, parallelism));
     }
     out
 }
 
 /// One matrix of the batch: `dst = op(A_i) @ op(B_i)` with `dst` dense [m, n],
 /// or `dst += ...` when `accumulate`.
-fn matmul_into(dst: &mut [f32], accumulate: bool, a: &[f32], b: &[f32], spec: &GemmSpec, i: usize, parallelism: Parallelism) {
+fn matmul_into(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    b: &[f32],
+    spec: &GemmSpec,
+    i: usize,
+    parallelism: Parallelism,
+) {
     let GemmSpec { m, n, k, trans_a, trans_b, .. } = *spec;
     let a = &a[i * spec.a_batch_stride..][..m * k];
     let b = &b[i * spec.b_batch_stride..][..k * n];
@@ -125,10 +128,17 @@ mod tests {
                         let a = rng.normal_vec(batch * m * k, 1.0);
                         let b = rng.normal_vec(batch * k * n, 1.0);
                         let bias = rng.normal_vec(n, 1.0);
-                        for (bias, want) in [(None, naive(&a, &b, &vec![0.0; n], &spec)), (Some(&bias[..]), naive(&a, &b, &bias, &spec))] {
+                        for (bias, want) in [
+                            (None, naive(&a, &b, &vec![0.0; n], &spec)),
+                            (Some(&bias[..]), naive(&a, &b, &bias, &spec)),
+                        ] {
                             let got = gemm_f32(&a, &b, bias, &spec);
                             for (g, w) in got.iter().zip(&want) {
-                                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{spec:?} bias {}: {g} vs {w}", bias.is_some());
+                                assert!(
+                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                    "{spec:?} bias {}: {g} vs {w}",
+                                    bias.is_some()
+                                );
                             }
                         }
                     }

@@ -14,7 +14,11 @@ fn known_count(labels: &[f32]) -> usize {
 }
 
 fn target(label: f32) -> f32 {
-    if label > 0.0 { 1.0 } else { 0.0 }
+    if label > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 pub fn masked_bce(logits: &[f32], labels: &[f32]) -> f32 {
@@ -22,12 +26,7 @@ pub fn masked_bce(logits: &[f32], labels: &[f32]) -> f32 {
     if known == 0 {
         return 0.0;
     }
-    let sum: f64 = logits
-        .iter()
-        .zip(labels)
-        .filter(|(_, &y)| y != 0.0)
-        .map(|(&x, &y)| bce(x, target(y)))
-        .sum();
+    let sum: f64 = logits.iter().zip(labels).filter(|(_, &y)| y != 0.0).map(|(&x, &y)| bce(x, target(y))).sum();
     (sum / known as f64) as f32
 }
 

@@ -6,15 +6,17 @@
 mod attention;
 mod decoupling;
 mod elementwise;
-pub mod heap;
 pub mod gemm;
+pub mod heap;
 mod layout;
 mod loss;
 mod norm;
 mod optim;
 mod resize;
 
-use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
+use super::{
+    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp,
+};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 use half::{bf16, f16};
@@ -121,7 +123,14 @@ impl BackendStorage for CpuStorage {
         Ok(self.like(elementwise::unary_backward(&self.f32s(), &out.f32s(), &grad.f32s(), op)))
     }
 
-    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
+    fn binary(
+        &self,
+        rhs: &Self,
+        op: BinaryOp,
+        lhs_shape: &Shape,
+        rhs_shape: &Shape,
+        out_shape: &Shape,
+    ) -> Result<Self> {
         Ok(self.like(elementwise::binary(&self.f32s(), &rhs.f32s(), op, lhs_shape, rhs_shape, out_shape)))
     }
 
@@ -171,7 +180,14 @@ impl BackendStorage for CpuStorage {
         Ok((self.like(y), CpuStorage::F32(mean), CpuStorage::F32(rstd)))
     }
 
-    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)> {
+    fn layernorm_backward(
+        &self,
+        gamma: &Self,
+        mean: &Self,
+        rstd: &Self,
+        grad: &Self,
+        cols: usize,
+    ) -> Result<(Self, Self, Self)> {
         let (dx, dgamma, dbeta) =
             norm::layernorm_backward(&self.f32s(), &gamma.f32s(), &mean.f32s(), &rstd.f32s(), &grad.f32s(), cols);
         Ok((self.like(dx), gamma.like(dgamma), gamma.like(dbeta)))
@@ -199,7 +215,15 @@ impl BackendStorage for CpuStorage {
         Ok((q.like(out), CpuStorage::F32(lse)))
     }
 
-    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)> {
+    fn attention_backward(
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)> {
         let (dq, dk, dv) =
             attention::backward(&q.f32s(), &k.f32s(), &v.f32s(), &out.f32s(), &lse.f32s(), &grad.f32s(), spec);
         Ok((q.like(dq), k.like(dk), v.like(dv)))
@@ -209,7 +233,13 @@ impl BackendStorage for CpuStorage {
         Ok(x.like(decoupling::scores(&x.f32s(), &t.f32s(), &u.f32s(), dims)))
     }
 
-    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)> {
+    fn decoupling_scores_backward(
+        x: &Self,
+        t: &Self,
+        u: &Self,
+        grad: &Self,
+        dims: &DecouplingDims,
+    ) -> Result<(Self, Self, Self)> {
         let (dx, dt, du) = decoupling::scores_backward(&x.f32s(), &t.f32s(), &u.f32s(), &grad.f32s(), dims);
         Ok((x.like(dx), t.like(dt), u.like(du)))
     }

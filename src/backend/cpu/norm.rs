@@ -11,10 +11,8 @@ pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], cols: usize, eps: f32) 
     let mut y = vec![0.0; x.len()];
     let mut mean = vec![0.0; rows];
     let mut rstd = vec![0.0; rows];
-    y.par_chunks_mut(cols)
-        .zip(x.par_chunks(cols))
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .for_each(|((y, x), (mean, rstd))| {
+    y.par_chunks_mut(cols).zip(x.par_chunks(cols)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).for_each(
+        |((y, x), (mean, rstd))| {
             let m = x.iter().sum::<f32>() / cols as f32;
             let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / cols as f32;
             let r = 1.0 / (var + eps).sqrt();
@@ -23,7 +21,8 @@ pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], cols: usize, eps: f32) 
             }
             *mean = m;
             *rstd = r;
-        });
+        },
+    );
     (y, mean, rstd)
 }
 

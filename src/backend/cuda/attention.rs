@@ -34,7 +34,13 @@ fn sizes(spec: &AttentionSpec) -> Result<[i32; 5]> {
 
 /// Returns (out [bh, q_len, head_dim] in the storage type of q, k and v
 /// (f32 or bf16), lse [bh, q_len] f32).
-pub fn forward<T: KernelElem>(dev: &CudaDevice, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, spec: &AttentionSpec) -> Result<(CudaSlice<T>, CudaSlice<f32>)> {
+pub fn forward<T: KernelElem>(
+    dev: &CudaDevice,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    spec: &AttentionSpec,
+) -> Result<(CudaSlice<T>, CudaSlice<f32>)> {
     let rows = spec.batch_heads * spec.q_len;
     let mut out = dev.alloc::<T>(rows * spec.head_dim)?;
     let mut lse = dev.alloc::<f32>(rows)?;

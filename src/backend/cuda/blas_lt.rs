@@ -20,7 +20,9 @@ use super::device::CudaDevice;
 use anyhow::{anyhow, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublaslt::result::{self as lt, CublasError};
-use cudarc::cublaslt::sys::{self, cublasLtMatmulDescAttributes_t as DescAttr, cublasLtMatrixLayoutAttribute_t as LayoutAttr};
+use cudarc::cublaslt::sys::{
+    self, cublasLtMatmulDescAttributes_t as DescAttr, cublasLtMatrixLayoutAttribute_t as LayoutAttr,
+};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -87,7 +89,14 @@ descriptor!(Desc, sys::cublasLtMatmulDesc_t, lt::destroy_matmul_desc);
 descriptor!(Pref, sys::cublasLtMatmulPreference_t, lt::destroy_matmul_pref);
 
 impl Layout {
-    fn new(data_type: sys::cudaDataType, rows: u64, cols: u64, ld: i64, batch: i32, stride: i64) -> Result<Layout, CublasError> {
+    fn new(
+        data_type: sys::cudaDataType,
+        rows: u64,
+        cols: u64,
+        ld: i64,
+        batch: i32,
+        stride: i64,
+    ) -> Result<Layout, CublasError> {
         let layout = Layout(lt::create_matrix_layout(data_type, rows, cols, ld)?);
         if batch > 1 {
             // SAFETY: the layout is live, and each value has the type its
@@ -151,13 +160,18 @@ impl BlasLt {
     /// A handle and a workspace of `workspace_bytes` from `dev`'s pool.
     pub fn new(dev: &CudaDevice, workspace_bytes: usize) -> Result<BlasLt> {
         let workspace = dev.alloc::<u8>(workspace_bytes)?;
-        let handle = lt::create_handle().map_err(|e| anyhow!("could not create a cuBLASLt handle on GPU {}: {e}", dev.ordinal()))?;
+        let handle = lt::create_handle()
+            .map_err(|e| anyhow!("could not create a cuBLASLt handle on GPU {}: {e}", dev.ordinal()))?;
         Ok(BlasLt { handle, workspace, plans: Mutex::new(HashMap::new()) })
     }
 
     /// The workspace NVIDIA recommends for compute capability `major`.
     pub fn workspace_bytes(major: i32) -> usize {
-        if major >= 9 { 32 << 20 } else { 4 << 20 }
+        if major >= 9 {
+            32 << 20
+        } else {
+            4 << 20
+        }
     }
 
     /// Shapes planned so far (one entry per distinct shape, supported or not).
@@ -166,9 +180,16 @@ impl BlasLt {
     }
 
     fn plan(&self, shape: &LtShape, bias: Option<u64>) -> Result<Plan, CublasError> {
-        let desc = Desc(lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)?);
+        let desc = Desc(lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )?);
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let epilogue = if shape.bias { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS } else { sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT };
+        let epilogue = if shape.bias {
+            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+        } else {
+            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+        };
         // SAFETY: each value has its attribute's type (cublasOperation_t,
         // cublasLtEpilogue_t, a device address).
         unsafe {
@@ -211,7 +232,13 @@ impl BlasLt {
     /// dimensions and batch strides, the bias m elements) in its data type,
     /// each a whole pool allocation (256-byte aligned, as the heuristic
     /// assumes), and the output must not overlap the inputs.
-    pub unsafe fn matmul(&self, shape: &LtShape, operands: &LtOperands, stream: &CudaStream, what: &dyn Fn() -> String) -> Result<Launch> {
+    pub unsafe fn matmul(
+        &self,
+        shape: &LtShape,
+        operands: &LtOperands,
+        stream: &CudaStream,
+        what: &dyn Fn() -> String,
+    ) -> Result<Launch> {
         if shape.bias != operands.bias.is_some() {
             return Err(anyhow!("cuBLASLt {}: the plan and the operands disagree on the bias", what()));
         }

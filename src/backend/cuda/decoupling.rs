@@ -10,11 +10,22 @@ use cudarc::driver::CudaSlice;
 const WARPS_PER_BLOCK: usize = BLOCK as usize / 32;
 
 fn sizes(dims: &DecouplingDims) -> Result<[i32; 4]> {
-    Ok([int(dims.batch, "batch")?, int(dims.classes, "classes")?, int(dims.positions, "positions")?, int(dims.width, "width")?])
+    Ok([
+        int(dims.batch, "batch")?,
+        int(dims.classes, "classes")?,
+        int(dims.positions, "positions")?,
+        int(dims.width, "width")?,
+    ])
 }
 
 /// Returns s [B, C, N].
-pub fn scores(dev: &CudaDevice, x: &CudaSlice<f32>, t: &CudaSlice<f32>, u: &CudaSlice<f32>, dims: &DecouplingDims) -> Result<CudaSlice<f32>> {
+pub fn scores(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    t: &CudaSlice<f32>,
+    u: &CudaSlice<f32>,
+    dims: &DecouplingDims,
+) -> Result<CudaSlice<f32>> {
     let len = dims.batch * dims.classes * dims.positions;
     let mut s = dev.alloc::<f32>(len)?;
     if len == 0 {
@@ -24,7 +35,9 @@ pub fn scores(dev: &CudaDevice, x: &CudaSlice<f32>, t: &CudaSlice<f32>, u: &Cuda
     let kernel = dev.kernel("decoupling", "decoupling_forward")?;
     // SAFETY: x holds B N d f32, t C d, u d, s B C N (checked by
     // ops::decoupling); one warp per score writes it once.
-    unsafe { launch!(kernel, grid_for(len.div_ceil(WARPS_PER_BLOCK) * BLOCK as usize, BLOCK); x, t, u, &mut s, &b, &c, &n, &d) }?;
+    unsafe {
+        launch!(kernel, grid_for(len.div_ceil(WARPS_PER_BLOCK) * BLOCK as usize, BLOCK); x, t, u, &mut s, &b, &c, &n, &d)
+    }?;
     Ok(s)
 }
 
@@ -57,7 +70,9 @@ pub fn scores_backward(
     let mut partial_du = dev.alloc::<f32>(partial_len)?;
     let partials = dev.kernel("decoupling", "decoupling_backward_partials")?;
     // SAFETY: both partial buffers hold B C d f32; a thread per (b, c, k).
-    unsafe { launch!(partials, grid_for(partial_len, BLOCK); x, t, u, grad, &mut partial_dt, &mut partial_du, &b, &c, &n, &d) }?;
+    unsafe {
+        launch!(partials, grid_for(partial_len, BLOCK); x, t, u, grad, &mut partial_dt, &mut partial_du, &b, &c, &n, &d)
+    }?;
 
     let mut dt = dev.alloc::<f32>(classes * width)?;
     let reduce_dt = dev.kernel("decoupling", "decoupling_reduce_dt")?;

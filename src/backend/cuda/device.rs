@@ -161,7 +161,11 @@ pub fn grid_for(n: usize, block: u32) -> LaunchConfig {
 
 /// One block per row (grid-stride over rows), with `shared` dynamic bytes.
 pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: shared }
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: shared,
+    }
 }
 
 /// A storage type of the templated kernels (`kernels/common.cuh`): f32, or
@@ -236,7 +240,8 @@ impl CudaDevice {
     }
 
     fn create(ordinal: usize) -> Result<CudaDevice> {
-        let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| anyhow!("could not create a CUDA context on GPU {ordinal}: {e}"))?;
         // SAFETY: every buffer of this device is allocated, used and freed on
         // the compute stream created below (kernels, copies and cuBLAS
         // alike), so stream order alone keeps uses apart, except the staging
@@ -254,13 +259,17 @@ impl CudaDevice {
                 .with_context(|| format!("could not configure the memory pool of GPU {ordinal}"))?;
         }
         let stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA stream on GPU {ordinal}: {e}"))?;
-        let copy_stream = ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA copy stream on GPU {ordinal}: {e}"))?;
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
+        let copy_stream =
+            ctx.new_stream().map_err(|e| anyhow!("could not create a CUDA copy stream on GPU {ordinal}: {e}"))?;
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| anyhow!("could not create a cuBLAS handle on GPU {ordinal}: {e}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let compute_capability =
-            ctx.compute_capability().map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
+        let compute_capability = ctx
+            .compute_capability()
+            .map_err(|e| anyhow!("could not read the compute capability of GPU {ordinal}: {e}"))?;
         let sync_after_launch = std::env::var_os("MLRPL_CUDA_SYNC").is_some_and(|v| !v.is_empty() && v != "0");
-        let index_fault = stream.alloc_zeros::<u32>(1).map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
+        let index_fault =
+            stream.alloc_zeros::<u32>(1).map_err(|e| anyhow!("could not allocate 4 bytes on GPU {ordinal}: {e}"))?;
         let staging = StagingRing { slots: Vec::new(), next: 0 };
         Ok(CudaDevice(Arc::new(Inner {
             ordinal,
@@ -341,9 +350,13 @@ impl CudaDevice {
         use sys::CUevent_flags_enum::CU_EVENT_DEFAULT;
         let stream = &self.0.stream;
         self.synchronize()?;
-        let start = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let start = stream
+            .record_event(Some(CU_EVENT_DEFAULT))
+            .map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
         queue()?;
-        let end = stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
+        let end = stream
+            .record_event(Some(CU_EVENT_DEFAULT))
+            .map_err(|e| anyhow!("could not record a CUDA timing event: {e}"))?;
         let ms = start.elapsed_ms(&end).map_err(|e| anyhow!("could not time the queued CUDA work: {e}"))?;
         Ok(f64::from(ms))
     }
@@ -418,7 +431,8 @@ impl CudaDevice {
         // SAFETY: the memory is uninitialised; callers hand it to a kernel or
         // copy that writes every element before anything reads it (each
         // kernel header says which elements it writes), or poison it below.
-        let mut buf = unsafe { self.0.stream.alloc::<T>(len) }.map_err(|e| self.alloc_error(e, len * size_of::<T>()))?;
+        let mut buf =
+            unsafe { self.0.stream.alloc::<T>(len) }.map_err(|e| self.alloc_error(e, len * size_of::<T>()))?;
         if self.0.poison_new_buffers.load(Ordering::Relaxed) && len > 0 {
             self.poison(&mut buf)?;
         }
@@ -500,7 +514,8 @@ impl CudaDevice {
             // SAFETY: `landing` holds at least `bytes` bytes (checked above);
             // `staged` is page-locked memory that stays untouched until
             // `copied`, recorded right after on the copy stream, completes.
-            unsafe { cudarc::driver::result::memcpy_htod_async(landing, staged, copy_stream.cu_stream()) }.map_err(copy_error)?;
+            unsafe { cudarc::driver::result::memcpy_htod_async(landing, staged, copy_stream.cu_stream()) }
+                .map_err(copy_error)?;
         }
         slot.copied.record(copy_stream).map_err(copy_error)?;
         stream.wait(&slot.copied).map_err(copy_error)?;
@@ -512,7 +527,8 @@ impl CudaDevice {
             // `copied` above, so the landing bytes are there, and `consumed`,
             // recorded right after, keeps the copy stream from rewriting them
             // before this copy has read them.
-            unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) }.map_err(copy_error)?;
+            unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) }
+                .map_err(copy_error)?;
         }
         slot.consumed.record(stream).map_err(copy_error)?;
         Ok(buf)
@@ -522,7 +538,8 @@ impl CudaDevice {
     /// buffer on the copy stream, and its two events (not yet recorded, so
     /// waiting on them returns at once).
     fn staging_slot(&self, bytes: usize) -> Result<StagingSlot> {
-        let error = |e: DriverError| anyhow!("could not set up a {bytes}-byte upload buffer on GPU {}: {e}", self.0.ordinal);
+        let error =
+            |e: DriverError| anyhow!("could not set up a {bytes}-byte upload buffer on GPU {}: {e}", self.0.ordinal);
         // SAFETY: the page-locked buffer is written before any copy reads it.
         let pinned = unsafe { self.0.ctx.alloc_pinned::<u8>(bytes) }.map_err(error)?;
         // SAFETY: the landing buffer is written by a host-to-device copy

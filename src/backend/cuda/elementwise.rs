@@ -81,7 +81,13 @@ pub fn unary<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, op: UnaryOp) -> 
 
 /// `dx = grad * op'(x)` (from the forward output y where cheaper), on f32 or
 /// bf16 storage (computed in f32).
-pub fn unary_backward<T: KernelElem>(dev: &CudaDevice, x: &CudaSlice<T>, y: &CudaSlice<T>, grad: &CudaSlice<T>, op: UnaryOp) -> Result<CudaSlice<T>> {
+pub fn unary_backward<T: KernelElem>(
+    dev: &CudaDevice,
+    x: &CudaSlice<T>,
+    y: &CudaSlice<T>,
+    grad: &CudaSlice<T>,
+    op: UnaryOp,
+) -> Result<CudaSlice<T>> {
     let mut dx = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(dx);
@@ -111,7 +117,11 @@ pub fn binary<T: KernelElem>(
     if len == 0 {
         return Ok(out);
     }
-    let map = IndexMap::new(out_shape.dims(), &lhs_shape.broadcast_strides(out_shape), &rhs_shape.broadcast_strides(out_shape))?;
+    let map = IndexMap::new(
+        out_shape.dims(),
+        &lhs_shape.broadcast_strides(out_shape),
+        &rhs_shape.broadcast_strides(out_shape),
+    )?;
     let (n, code) = (int(len, "elements")?, binary_code(op));
     let kernel = dev.kernel("elementwise", T::pick("binary_broadcast", "binary_broadcast_bf16"))?;
     // SAFETY: the broadcast strides map every output index to an element of
@@ -150,12 +160,21 @@ pub fn row_chunks(rows: usize) -> (usize, usize) {
 
 /// The grid of the column kernels: a thread per column, `chunks` rows of blocks.
 pub fn column_grid(cols: usize, chunks: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (cols.div_ceil(BLOCK as usize) as u32, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (cols.div_ceil(BLOCK as usize) as u32, chunks as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// `out[j] = sum over c of partials[c, j]`, in chunk order, in the storage
 /// type `T` (`kernels/reduce.cu` column_sum).
-pub fn column_sum<T: KernelElem>(dev: &CudaDevice, partials: &CudaSlice<f32>, chunks: usize, cols: usize) -> Result<CudaSlice<T>> {
+pub fn column_sum<T: KernelElem>(
+    dev: &CudaDevice,
+    partials: &CudaSlice<f32>,
+    chunks: usize,
+    cols: usize,
+) -> Result<CudaSlice<T>> {
     let mut out = dev.alloc::<T>(cols)?;
     let (chunks_i, cols_i) = (int(chunks, "chunks")?, int(cols, "cols")?);
     let kernel = dev.kernel("reduce", T::pick("column_sum", "column_sum_bf16"))?;
@@ -195,7 +214,8 @@ pub fn sum_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &S
     let strides = shape.strides();
     let offset = shape.rank() - out_shape.rank();
     let kept = |d: usize| d >= offset && out_shape.dims()[d - offset] != 1;
-    let (kept_dims, kept_strides): (Vec<usize>, Vec<usize>) = (0..dims.len()).filter(|&d| kept(d)).map(|d| (dims[d], strides[d])).unzip();
+    let (kept_dims, kept_strides): (Vec<usize>, Vec<usize>) =
+        (0..dims.len()).filter(|&d| kept(d)).map(|d| (dims[d], strides[d])).unzip();
     let (reduced_dims, reduced_strides): (Vec<usize>, Vec<usize>) =
         (0..dims.len()).filter(|&d| !kept(d)).map(|d| (dims[d], strides[d])).unzip();
     let reduced_len: usize = reduced_dims.iter().product();
@@ -213,7 +233,9 @@ pub fn sum_to(dev: &CudaDevice, x: &CudaSlice<f32>, shape: &Shape, out_shape: &S
     // SAFETY: kept and reduced dims partition the dims of `shape`, so base +
     // reduced offset stays inside x for every output o < out_len and every
     // r < reduced_len; out holds out_len f32, each written by one block.
-    unsafe { launch!(kernel, rows_config(out_len, BLOCK, 0); x, &mut out, &outputs, &reduced, &kept_map, &reduced_map) }?;
+    unsafe {
+        launch!(kernel, rows_config(out_len, BLOCK, 0); x, &mut out, &outputs, &reduced, &kept_map, &reduced_map)
+    }?;
     Ok(out)
 }
 

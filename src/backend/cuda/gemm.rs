@@ -46,7 +46,13 @@ pub fn lt_supports(spec: &GemmSpec) -> bool {
 /// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` through cuBLASLt (see the module
 /// documentation), in the operands' storage type; `spec` must pass
 /// [`lt_supports`]. None when cuBLASLt has no algorithm for the shape.
-pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<T>, bias: Option<&CudaSlice<T>>, spec: &GemmSpec) -> Result<Option<CudaSlice<T>>> {
+pub fn gemm_lt<T: KernelElem>(
+    dev: &CudaDevice,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    spec: &GemmSpec,
+) -> Result<Option<CudaSlice<T>>> {
     let GemmSpec { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = *spec;
     let out_len = batch * m * n;
     if out_len == 0 {
@@ -95,7 +101,13 @@ pub fn gemm_lt<T: KernelElem>(dev: &CudaDevice, a: &CudaSlice<T>, b: &CudaSlice<
 
 /// `out[b] = op(A[b]) @ op(B[b]) (+ bias)` in f32 through cuBLAS sgemm, for
 /// what [`lt_supports`] refuses (any spec works).
-pub fn gemm_sgemm(dev: &CudaDevice, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, spec: &GemmSpec) -> Result<CudaSlice<f32>> {
+pub fn gemm_sgemm(
+    dev: &CudaDevice,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    bias: Option<&CudaSlice<f32>>,
+    spec: &GemmSpec,
+) -> Result<CudaSlice<f32>> {
     let GemmSpec { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = *spec;
     let out_len = batch * m * n;
     if out_len == 0 {

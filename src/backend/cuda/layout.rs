@@ -89,7 +89,12 @@ fn bytes_of_mut<T>(buf: &mut CudaSlice<T>) -> Result<CudaViewMut<'_, u8>> {
 }
 
 /// `x` of `shape` with its dims reordered by `perm` (a permutation of them).
-pub fn permute<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape, perm: &[usize]) -> Result<CudaSlice<T>> {
+pub fn permute<T: DeviceRepr>(
+    dev: &CudaDevice,
+    x: &CudaSlice<T>,
+    shape: &Shape,
+    perm: &[usize],
+) -> Result<CudaSlice<T>> {
     let mut out = dev.alloc::<T>(x.len())?;
     if x.is_empty() {
         return Ok(out);
@@ -98,7 +103,8 @@ pub fn permute<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape,
     let map = IndexMap::new(&words.dims, &words.strides, &[])?;
     let count = words.dims.iter().product::<usize>();
     let n = int(count, "words")?;
-    let kernel = dev.kernel("layout", words.word.pick(["permute_b16", "permute_b32", "permute_b64", "permute_b128"]))?;
+    let kernel =
+        dev.kernel("layout", words.word.pick(["permute_b16", "permute_b32", "permute_b64", "permute_b128"]))?;
     {
         let (src, mut dst) = (bytes_of(x)?, bytes_of_mut(&mut out)?);
         // SAFETY: perm is a permutation of the dims of `shape` (checked by
@@ -129,7 +135,12 @@ struct BlockCopy {
 }
 
 /// Copies `c` from `src` (bytes of elements of type `T`) into `dst`.
-fn block_copy<T: DeviceRepr>(dev: &CudaDevice, src: &CudaView<'_, u8>, dst: &mut CudaSlice<T>, c: &BlockCopy) -> Result<()> {
+fn block_copy<T: DeviceRepr>(
+    dev: &CudaDevice,
+    src: &CudaView<'_, u8>,
+    dst: &mut CudaSlice<T>,
+    c: &BlockCopy,
+) -> Result<()> {
     let total = c.outer * c.rows * c.inner;
     if total == 0 {
         return Ok(());
@@ -146,7 +157,8 @@ fn block_copy<T: DeviceRepr>(dev: &CudaDevice, src: &CudaView<'_, u8>, dst: &mut
         .iter()
         .map(|&v| int(v, "layout size"))
         .collect::<Result<Vec<i32>>>()?;
-    let kernel = dev.kernel("layout", word.pick(["block_copy_b16", "block_copy_b32", "block_copy_b64", "block_copy_b128"]))?;
+    let kernel =
+        dev.kernel("layout", word.pick(["block_copy_b16", "block_copy_b32", "block_copy_b64", "block_copy_b128"]))?;
     let mut dst_bytes = bytes_of_mut(dst)?;
     // SAFETY: checked just above: src holds outer * src_rows rows of
     // `inner_words` words and dst outer * dst_rows of them, and
@@ -159,7 +171,14 @@ fn block_copy<T: DeviceRepr>(dev: &CudaDevice, src: &CudaView<'_, u8>, dst: &mut
 }
 
 /// Rows `start..start + len` of axis `dim` of `x`.
-pub fn narrow<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape, dim: usize, start: usize, len: usize) -> Result<CudaSlice<T>> {
+pub fn narrow<T: DeviceRepr>(
+    dev: &CudaDevice,
+    x: &CudaSlice<T>,
+    shape: &Shape,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Result<CudaSlice<T>> {
     let (outer, size, inner) = split_at_dim(shape, dim);
     if start + len > size {
         bail!("narrow: rows {start}..{} of a dim of {size}", start + len);
@@ -172,7 +191,12 @@ pub fn narrow<T: DeviceRepr>(dev: &CudaDevice, x: &CudaSlice<T>, shape: &Shape, 
 
 /// `parts` (the bytes of buffers of `T`) joined along axis `dim`, one
 /// launch per part.
-pub fn concat<T: DeviceRepr>(dev: &CudaDevice, parts: &[CudaView<'_, u8>], shapes: &[&Shape], dim: usize) -> Result<CudaSlice<T>> {
+pub fn concat<T: DeviceRepr>(
+    dev: &CudaDevice,
+    parts: &[CudaView<'_, u8>],
+    shapes: &[&Shape],
+    dim: usize,
+) -> Result<CudaSlice<T>> {
     let Some(first) = shapes.first() else { bail!("concat needs at least one tensor") };
     let total_rows: usize = shapes.iter().map(|s| s.dims()[dim]).sum();
     let (outer, _, inner) = split_at_dim(first, dim);
@@ -189,7 +213,13 @@ pub fn concat<T: DeviceRepr>(dev: &CudaDevice, parts: &[CudaView<'_, u8>], shape
 
 /// `out[i] = table[ids[i]]`; an out-of-range id is reported by the next
 /// download ([`CudaDevice::with_index_fault`]), so this never waits.
-pub fn index_select<T: KernelElem>(dev: &CudaDevice, table: &CudaSlice<T>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<T>> {
+pub fn index_select<T: KernelElem>(
+    dev: &CudaDevice,
+    table: &CudaSlice<T>,
+    ids: &CudaSlice<u32>,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaSlice<T>> {
     let len = ids.len() * cols;
     let mut out = dev.alloc::<T>(len)?;
     if len == 0 {
@@ -211,7 +241,13 @@ pub fn index_select<T: KernelElem>(dev: &CudaDevice, table: &CudaSlice<T>, ids: 
 
 /// Sums rows of `grad` into a zeroed [rows, cols] table at `ids`, in the
 /// order of `ids`; out-of-range ids are reported as in [`index_select`].
-pub fn index_add(dev: &CudaDevice, grad: &CudaSlice<f32>, ids: &CudaSlice<u32>, rows: usize, cols: usize) -> Result<CudaSlice<f32>> {
+pub fn index_add(
+    dev: &CudaDevice,
+    grad: &CudaSlice<f32>,
+    ids: &CudaSlice<u32>,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaSlice<f32>> {
     let mut out = dev.alloc_zeros::<f32>(rows * cols)?;
     if ids.is_empty() || cols == 0 {
         return Ok(out);
@@ -270,8 +306,9 @@ mod tests {
             let strides = Shape::new(dims.to_vec()).strides();
             let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
             let in_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
-            let expected: Vec<u8> =
-                (0..count).flat_map(|i| src[offset(i, &out_dims, &in_strides) * elem_bytes..][..elem_bytes].to_vec()).collect();
+            let expected: Vec<u8> = (0..count)
+                .flat_map(|i| src[offset(i, &out_dims, &in_strides) * elem_bytes..][..elem_bytes].to_vec())
+                .collect();
             let plan = WordPermute::new(dims, perm, elem_bytes);
             assert_eq!(plan.word, word, "{dims:?} by {perm:?}, {elem_bytes}-byte elements");
             assert_eq!(gather_words(&src, &plan), expected, "{dims:?} by {perm:?}, {elem_bytes}-byte elements");

@@ -20,7 +20,11 @@ fn bce_grid(n: usize, cap: usize) -> u32 {
 }
 
 /// Returns (loss [1], count [1] of known labels).
-pub fn masked_bce(dev: &CudaDevice, logits: &CudaSlice<f32>, labels: &CudaSlice<f32>) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
+pub fn masked_bce(
+    dev: &CudaDevice,
+    logits: &CudaSlice<f32>,
+    labels: &CudaSlice<f32>,
+) -> Result<(CudaSlice<f32>, CudaSlice<u32>)> {
     let n = int(logits.len(), "logits")?;
     let partials = bce_grid(logits.len(), BCE_MAX_PARTIALS);
     let mut partial_loss = dev.alloc::<f32>(partials as usize)?;
@@ -40,7 +44,12 @@ pub fn masked_bce(dev: &CudaDevice, logits: &CudaSlice<f32>, labels: &CudaSlice<
 }
 
 /// d loss / d logits scaled by the one-element `grad` (a device scalar).
-pub fn masked_bce_backward(dev: &CudaDevice, logits: &CudaSlice<f32>, labels: &CudaSlice<f32>, grad: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+pub fn masked_bce_backward(
+    dev: &CudaDevice,
+    logits: &CudaSlice<f32>,
+    labels: &CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+) -> Result<CudaSlice<f32>> {
     // The known-label count comes from the forward's reduction, recomputed
     // here (cheap next to the model) so the backward needs no saved state.
     let (_, count) = masked_bce(dev, logits, labels)?;
@@ -50,7 +59,11 @@ pub fn masked_bce_backward(dev: &CudaDevice, logits: &CudaSlice<f32>, labels: &C
     }
     let n = int(logits.len(), "logits")?;
     let backward = dev.kernel("masked_bce", "masked_bce_backward")?;
-    let cfg = LaunchConfig { grid_dim: (bce_grid(logits.len(), BCE_MAX_BACKWARD_GRID), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (bce_grid(logits.len(), BCE_MAX_BACKWARD_GRID), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: logits, labels and dlogits hold n f32, grad and count one
     // element each; grid-stride over n.
     unsafe { launch!(backward, cfg; logits, labels, grad, &count, &mut dlogits, &n) }?;
@@ -82,7 +95,12 @@ pub fn contrastive(dev: &CudaDevice, logits: &CudaSlice<f32>, n: usize) -> Resul
     Ok(loss)
 }
 
-pub fn contrastive_backward(dev: &CudaDevice, logits: &CudaSlice<f32>, grad: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<f32>> {
+pub fn contrastive_backward(
+    dev: &CudaDevice,
+    logits: &CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+    n: usize,
+) -> Result<CudaSlice<f32>> {
     let mut dlogits = dev.alloc::<f32>(n * n)?;
     if n == 0 {
         return Ok(dlogits);

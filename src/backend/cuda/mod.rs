@@ -34,7 +34,9 @@ mod resize;
 
 pub use device::{CudaDevice, PoolMemory};
 
-use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
+use super::{
+    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp,
+};
 use crate::tensor::{DType, Shape};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
@@ -172,7 +174,8 @@ impl CudaStorage {
             return update(self.f32_mut("an f32 buffer")?);
         }
         // Not f32, so f32s() made a fresh buffer that nothing else holds.
-        let mut values = Arc::try_unwrap(self.f32s()?).map_err(|_| anyhow::anyhow!("a widened CUDA buffer is shared"))?;
+        let mut values =
+            Arc::try_unwrap(self.f32s()?).map_err(|_| anyhow::anyhow!("a widened CUDA buffer is shared"))?;
         let result = update(&mut values)?;
         *self = CudaStorage::store(&dev, Arc::new(values), self.dtype())?;
         Ok(result)
@@ -208,7 +211,11 @@ impl CudaStorage {
 
     /// The buffers one tensor's optimizer update writes in place, with its
     /// f32 gradient `grad`.
-    fn update_buffers<'a, const N: usize>(update: &'a mut ParamUpdate<'_, CudaStorage>, grad: &'a CudaSlice<f32>, optimizer: &str) -> Result<optim::UpdateBuffers<'a>> {
+    fn update_buffers<'a, const N: usize>(
+        update: &'a mut ParamUpdate<'_, CudaStorage>,
+        grad: &'a CudaSlice<f32>,
+        optimizer: &str,
+    ) -> Result<optim::UpdateBuffers<'a>> {
         let (param, _, state, weight_decay) = update.parts::<N>(optimizer)?;
         let param = param.f32_mut("a parameter")?;
         let state = state.into_iter().map(|s| s.f32_mut("optimizer state")).collect::<Result<Vec<_>>>()?;
@@ -230,7 +237,11 @@ impl CudaStorage {
 
     fn same_device(&self, other: &CudaStorage) -> Result<()> {
         if self.device != other.device {
-            bail!("operands live on different devices (GPU {} and GPU {})", self.device.ordinal(), other.device.ordinal());
+            bail!(
+                "operands live on different devices (GPU {} and GPU {})",
+                self.device.ordinal(),
+                other.device.ordinal()
+            );
         }
         Ok(())
     }
@@ -315,12 +326,20 @@ impl BackendStorage for CudaStorage {
         self.like(elementwise::unary_backward(&self.device, &*self.f32s()?, &*out.f32s()?, &*grad.f32s()?, op)?)
     }
 
-    fn binary(&self, rhs: &Self, op: BinaryOp, lhs_shape: &Shape, rhs_shape: &Shape, out_shape: &Shape) -> Result<Self> {
+    fn binary(
+        &self,
+        rhs: &Self,
+        op: BinaryOp,
+        lhs_shape: &Shape,
+        rhs_shape: &Shape,
+        out_shape: &Shape,
+    ) -> Result<Self> {
         self.same_device(rhs)?;
         if let (Some(a), Some(b)) = (self.bf16_bits(), rhs.bf16_bits()) {
             return Ok(self.bf16_buffer(elementwise::binary(&self.device, a, b, op, lhs_shape, rhs_shape, out_shape)?));
         }
-        let out = elementwise::binary(&self.device, &*self.f32s()?, &*rhs.f32s()?, op, lhs_shape, rhs_shape, out_shape)?;
+        let out =
+            elementwise::binary(&self.device, &*self.f32s()?, &*rhs.f32s()?, op, lhs_shape, rhs_shape, out_shape)?;
         self.like(out)
     }
 
@@ -397,7 +416,14 @@ impl BackendStorage for CudaStorage {
         Ok((self.like(y)?, CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)))
     }
 
-    fn layernorm_backward(&self, gamma: &Self, mean: &Self, rstd: &Self, grad: &Self, cols: usize) -> Result<(Self, Self, Self)> {
+    fn layernorm_backward(
+        &self,
+        gamma: &Self,
+        mean: &Self,
+        rstd: &Self,
+        grad: &Self,
+        cols: usize,
+    ) -> Result<(Self, Self, Self)> {
         for other in [gamma, mean, rstd, grad] {
             self.same_device(other)?;
         }
@@ -407,7 +433,8 @@ impl BackendStorage for CudaStorage {
             let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, x, g, &mean, &rstd, dy, cols)?;
             return Ok((self.bf16_buffer(dx), self.bf16_buffer(dgamma), self.bf16_buffer(dbeta)));
         }
-        let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
+        let (dx, dgamma, dbeta) =
+            norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
         Ok((self.like(dx)?, gamma.like(dgamma)?, gamma.like(dbeta)?))
     }
 
@@ -442,7 +469,15 @@ impl BackendStorage for CudaStorage {
         Ok((q.like(out)?, CudaStorage::f32_buffer(&q.device, lse)))
     }
 
-    fn attention_backward(q: &Self, k: &Self, v: &Self, out: &Self, lse: &Self, grad: &Self, spec: &AttentionSpec) -> Result<(Self, Self, Self)> {
+    fn attention_backward(
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)> {
         for other in [k, v, out, lse, grad] {
             q.same_device(other)?;
         }
@@ -466,11 +501,18 @@ impl BackendStorage for CudaStorage {
         x.like(decoupling::scores(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, dims)?)
     }
 
-    fn decoupling_scores_backward(x: &Self, t: &Self, u: &Self, grad: &Self, dims: &DecouplingDims) -> Result<(Self, Self, Self)> {
+    fn decoupling_scores_backward(
+        x: &Self,
+        t: &Self,
+        u: &Self,
+        grad: &Self,
+        dims: &DecouplingDims,
+    ) -> Result<(Self, Self, Self)> {
         for other in [t, u, grad] {
             x.same_device(other)?;
         }
-        let (dx, dt, du) = decoupling::scores_backward(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, &*grad.f32s()?, dims)?;
+        let (dx, dt, du) =
+            decoupling::scores_backward(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, &*grad.f32s()?, dims)?;
         Ok((x.like(dx)?, t.like(dt)?, u.like(du)?))
     }
 
@@ -507,14 +549,22 @@ impl BackendStorage for CudaStorage {
     fn sgd_step(updates: &mut [ParamUpdate<'_, Self>], step: &SgdStep) -> Result<()> {
         let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
         let grads = CudaStorage::update_grads(updates)?;
-        let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD")).collect::<Result<Vec<_>>>()?;
+        let mut buffers = updates
+            .iter_mut()
+            .zip(&grads)
+            .map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD"))
+            .collect::<Result<Vec<_>>>()?;
         optim::sgd(&dev, &mut buffers, step)
     }
 
     fn adamw_step(updates: &mut [ParamUpdate<'_, Self>], step: &AdamWStep) -> Result<()> {
         let Some(dev) = updates.first().map(|u| u.param.device.clone()) else { return Ok(()) };
         let grads = CudaStorage::update_grads(updates)?;
-        let mut buffers = updates.iter_mut().zip(&grads).map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW")).collect::<Result<Vec<_>>>()?;
+        let mut buffers = updates
+            .iter_mut()
+            .zip(&grads)
+            .map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW"))
+            .collect::<Result<Vec<_>>>()?;
         optim::adamw(&dev, &mut buffers, step)
     }
 }

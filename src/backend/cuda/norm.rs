@@ -37,7 +37,9 @@ pub fn layernorm<T: KernelElem>(
     // SAFETY: x and y hold rows * cols elements, gamma and beta cols (all
     // of the kernel instance's type), mean and rstd rows f32; one warp per
     // row reads and writes that row only.
-    unsafe { launch!(kernel, warp_per_row(rows); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps) }?;
+    unsafe {
+        launch!(kernel, warp_per_row(rows); x, gamma, beta, &mut y, &mut mean, &mut rstd, &rows_i, &cols_i, &eps)
+    }?;
     Ok((y, mean, rstd))
 }
 
@@ -68,7 +70,8 @@ pub fn layernorm_backward<T: KernelElem + ValidAsZeroBits>(
     let mut partial_gamma = dev.alloc::<f32>(chunks * cols)?;
     let mut partial_beta = dev.alloc::<f32>(chunks * cols)?;
     let rpc = int(rows_per_chunk, "rows per chunk")?;
-    let partials = dev.kernel("layernorm", T::pick("layernorm_backward_param_partials", "layernorm_backward_param_partials_bf16"))?;
+    let partials = dev
+        .kernel("layernorm", T::pick("layernorm_backward_param_partials", "layernorm_backward_param_partials_bf16"))?;
     // SAFETY: grid (ceil(cols / 256), chunks) covers each (chunk, column)
     // once; the partial buffers hold chunks * cols f32; x and grad (of the
     // kernel instance's type) are read in rows [chunk * rpc, min(rows,
@@ -94,7 +97,12 @@ pub fn softmax(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize) -> Result<Cuda
     Ok(y)
 }
 
-pub fn softmax_backward(dev: &CudaDevice, y: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
+pub fn softmax_backward(
+    dev: &CudaDevice,
+    y: &CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+    cols: usize,
+) -> Result<CudaSlice<f32>> {
     let rows = rows_of(y, cols);
     let mut dx = dev.alloc::<f32>(y.len())?;
     if rows == 0 {
@@ -108,7 +116,12 @@ pub fn softmax_backward(dev: &CudaDevice, y: &CudaSlice<f32>, grad: &CudaSlice<f
 }
 
 /// Returns (y, norms).
-pub fn l2_normalize(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize, eps: f32) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+pub fn l2_normalize(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    cols: usize,
+    eps: f32,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
     let rows = rows_of(x, cols);
     let mut y = dev.alloc::<f32>(x.len())?;
     let mut norms = dev.alloc::<f32>(rows)?;
@@ -122,7 +135,13 @@ pub fn l2_normalize(dev: &CudaDevice, x: &CudaSlice<f32>, cols: usize, eps: f32)
     Ok((y, norms))
 }
 
-pub fn l2_normalize_backward(dev: &CudaDevice, y: &CudaSlice<f32>, norms: &CudaSlice<f32>, grad: &CudaSlice<f32>, cols: usize) -> Result<CudaSlice<f32>> {
+pub fn l2_normalize_backward(
+    dev: &CudaDevice,
+    y: &CudaSlice<f32>,
+    norms: &CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+    cols: usize,
+) -> Result<CudaSlice<f32>> {
     let rows = rows_of(y, cols);
     let mut dx = dev.alloc::<f32>(y.len())?;
     if rows == 0 {

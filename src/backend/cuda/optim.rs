@@ -147,7 +147,9 @@ pub fn adamw(dev: &CudaDevice, tensors: &mut [UpdateBuffers<'_>], step: &AdamWSt
     for_each_batch(&kernel, tensors, "adamw_step", |table, total, cfg| {
         // SAFETY: as for sgd_step, with both moment buffers of `n` f32 in
         // each entry.
-        unsafe { launch!(kernel, cfg; table, &total, &step.lr, &step.beta1, &step.beta2, &step.eps, &bias_correction1, &bias_correction2) }
+        unsafe {
+            launch!(kernel, cfg; table, &total, &step.lr, &step.beta1, &step.beta2, &step.eps, &bias_correction1, &bias_correction2)
+        }
     })
 }
 

@@ -5,7 +5,15 @@ use super::device::{grid_for, int, launch, CudaDevice, BLOCK};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub fn bicubic(dev: &CudaDevice, x: &CudaSlice<f32>, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<CudaSlice<f32>> {
+pub fn bicubic(
+    dev: &CudaDevice,
+    x: &CudaSlice<f32>,
+    channels: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Result<CudaSlice<f32>> {
     let len = channels * out_h * out_w;
     let mut out = dev.alloc::<f32>(len)?;
     if len == 0 || h * w == 0 {
@@ -15,6 +23,8 @@ pub fn bicubic(dev: &CudaDevice, x: &CudaSlice<f32>, channels: usize, h: usize, 
     let kernel = dev.kernel("bicubic", "bicubic_resize")?;
     // SAFETY: x holds channels * h * w f32 (checked by the op), out channels
     // * out_h * out_w; source taps are clamped into [0, h) x [0, w).
-    unsafe { launch!(kernel, grid_for(len, BLOCK); x, &mut out, &sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4]) }?;
+    unsafe {
+        launch!(kernel, grid_for(len, BLOCK); x, &mut out, &sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4])
+    }?;
     Ok(out)
 }
