@@ -1,7 +1,7 @@
 /*
 Bicubic resize of `channels` f32 grids of h x w to out_h x out_w, matching
 PyTorch's F.interpolate(mode="bicubic", align_corners=False) and
-src/backend/cpu/resize.rs: half-pixel centres, Keys' cubic with a = -0.75,
+src/ops/custom/bicubic.rs: half-pixel centres, Keys' cubic with a = -0.75,
 source taps clamped to the border. Forward only (positional-embedding
 grids are resampled once, outside the tape).
 

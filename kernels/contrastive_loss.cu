@@ -1,7 +1,7 @@
 /*
 CLIP's symmetric contrastive loss of an [n, n] f32 logit matrix whose
 diagonal holds the matching pairs, forward and backward
-(src/backend/cuda/loss.rs launches them), as src/backend/cpu/loss.rs:
+(src/ops/custom/contrastive_loss.rs launches them and holds the CPU reference):
   loss = (sum_i (row_lse_i - l_ii) + sum_i (col_lse_i - l_ii)) / (2 n)
   dlogits[i, j] = dloss * (softmax_row + softmax_col - 2 [i == j]) / (2 n)
 The CPU reference works in f64; this is f32 with max-subtracted sums.

@@ -1,7 +1,7 @@
 /*
 Semantic-decoupling scores without the [B, C, N, d] tensor (DESIGN.md 2.3
 with fc3/fc4 collapsed), forward and backward, f32
-(src/backend/cuda/decoupling.rs launches them):
+(src/ops/custom/decoupling.rs launches them and holds the CPU reference):
   s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k]),  x [B,N,d], t [C,d], u [d].
 The tanh is recomputed in the backward, never stored.
 

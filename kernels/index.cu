@@ -1,6 +1,6 @@
 /*
 Row gathers and their deterministic scatter-add adjoint
-(src/backend/cuda/layout.rs launches them). Tables are f32 [rows, cols]
+(src/backend/cuda/index.rs launches them). Tables are f32 [rows, cols]
 (index_select also bf16: index_select_bf16 copies the 16-bit values as they
 are, so the bf16 token-embedding table is never widened), ids are u32.
 

@@ -1,6 +1,6 @@
 /*
 Row L2 normalisation y = x / max(||x||, eps) and its backward
-(src/backend/cuda/norm.rs launches them), as src/backend/cpu/norm.rs.
+(src/backend/cuda/l2_normalize.rs launches them), as src/backend/cpu/norm.rs.
 
 One warp per row, 8 rows per block (256 threads), grid =
 min(ceil(rows / 8), 65535), grid-stride over rows (rows are feature

@@ -1,6 +1,6 @@
 /*
 Layer normalisation over rows of `cols` contiguous f32 values, forward and
-backward (src/backend/cuda/norm.rs launches them). Same formulas as
+backward (src/backend/cuda/layernorm.rs launches them). Same formulas as
 src/backend/cpu/norm.rs: two-pass mean and variance, rstd = 1 / sqrt(var +
 eps), dx from the saved mean and rstd.
 

@@ -1,6 +1,7 @@
 /*
 Masked binary cross-entropy with logits, forward and backward, for
-multi-label recognition with partial labels (DESIGN.md 2.4).
+multi-label recognition with partial labels (docs/model.md §5);
+src/ops/custom/masked_bce.rs launches them and holds the CPU reference.
 
 Inputs, both f32, contiguous, n = B*C elements:
   logits[i]  any real
@@ -26,16 +27,16 @@ n <= 2^30; count is exact up to 2^24 known entries, B*C here is ~10^3):
    grid  = G = clamp(ceil(ceil(n/4) / 256), 1, 1024), block = 256
    Grid-stride over float4 chunks (16-byte loads when logits and labels are
    both 16-byte aligned, else a scalar loop), scalar tail for n % 4.
-   Each thread accumulates its f32 loss sum and u32 count in registers, then
-   the block reduces them with warp shuffles (xor butterfly) and one shared
-   array of per-warp values.
+   Each thread accumulates its f32 loss sum and its count in registers, then
+   common.cuh's block_sum reduces each (the count as an f32, exact below
+   2^24).
    WRITES partial_loss[blockIdx.x] (f32) and partial_count[blockIdx.x] (u32).
 
 2. masked_bce_forward_finalize(partial_loss, partial_count, num_partials,
                                loss, count)
    grid = 1, block = 256. num_partials = G of kernel 1.
-   Each thread sums partials tid, tid + 256, ... in that order, then the same
-   block reduction as kernel 1.
+   Each thread sums partials tid, tid + 256, ... in that order, then
+   block_sum as in kernel 1.
    WRITES loss[0] = sum / count (0 when count == 0) and count[0] (u32, read
    by the backward kernel).
 
@@ -54,45 +55,10 @@ per-warp order, then one block over the partials in a fixed order), no
 floating-point atomics. For the launch shapes above (G a function of n only)
 the loss is bit-identical from run to run and across GPUs of one arch.
 Workspace: G floats + G u32 for the partials, 1 f32 loss, 1 u32 count.
-
-Kept free of #include so NVRTC compiles it as is (the run-time fallback).
 */
+#include "common.cuh"
 
 #define MBCE_MAX_THREADS 1024
-
-// Sum over the 32 lanes of a full warp; every lane gets the same bits
-// (float addition is commutative, and each butterfly step pairs lanes).
-template <typename T>
-__device__ __forceinline__ T mbce_warp_sum(T v) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, offset);
-    }
-    return v;
-}
-
-// Block-wide sums of (s, c) in a fixed order; the result is valid in thread 0.
-// Called once per kernel (the shared arrays are not reused afterwards).
-__device__ __forceinline__ void mbce_block_sum(float& s, unsigned int& c) {
-    __shared__ float warp_s[32];
-    __shared__ unsigned int warp_c[32];
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int num_warps = blockDim.x >> 5;
-    s = mbce_warp_sum(s);
-    c = mbce_warp_sum(c);
-    if (lane == 0) {
-        warp_s[warp] = s;
-        warp_c[warp] = c;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        s = lane < num_warps ? warp_s[lane] : 0.0f;
-        c = lane < num_warps ? warp_c[lane] : 0u;
-        s = mbce_warp_sum(s);
-        c = mbce_warp_sum(c);
-    }
-}
 
 // One element of the forward: adds l_i to s and 1 to c when the label is known.
 __device__ __forceinline__ void mbce_loss_term(float x, float y, float& s, unsigned int& c) {
@@ -113,10 +79,6 @@ __device__ __forceinline__ float mbce_grad_term(float x, float y, float g) {
     return (y != 0.0f) ? d * g : 0.0f;
 }
 
-__device__ __forceinline__ bool mbce_aligned16(const void* p) {
-    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0ull;
-}
-
 extern "C" __global__ void __launch_bounds__(MBCE_MAX_THREADS)
 masked_bce_forward_partials(const float* __restrict__ logits,
                             const float* __restrict__ labels,
@@ -127,7 +89,7 @@ masked_bce_forward_partials(const float* __restrict__ logits,
     const int stride = gridDim.x * blockDim.x;
     float s = 0.0f;
     unsigned int c = 0u;
-    if (mbce_aligned16(logits) && mbce_aligned16(labels)) {
+    if (aligned16(logits) && aligned16(labels)) {
         const int n4 = n >> 2;
         const float4* x4 = reinterpret_cast<const float4*>(logits);
         const float4* y4 = reinterpret_cast<const float4*>(labels);
@@ -148,10 +110,12 @@ masked_bce_forward_partials(const float* __restrict__ logits,
             mbce_loss_term(logits[i], labels[i], s, c);
         }
     }
-    mbce_block_sum(s, c);
+    __shared__ float scratch[32];
+    s = block_sum(s, scratch);
+    const float known = block_sum((float)c, scratch);
     if (threadIdx.x == 0) {
         partial_loss[blockIdx.x] = s;
-        partial_count[blockIdx.x] = c;
+        partial_count[blockIdx.x] = (unsigned int)known;
     }
 }
 
@@ -167,10 +131,12 @@ masked_bce_forward_finalize(const float* __restrict__ partial_loss,
         s += partial_loss[i];
         c += partial_count[i];
     }
-    mbce_block_sum(s, c);
+    __shared__ float scratch[32];
+    s = block_sum(s, scratch);
+    const float known = block_sum((float)c, scratch);
     if (threadIdx.x == 0) {
-        loss[0] = (c > 0u) ? s / (float)c : 0.0f;
-        count[0] = c;
+        loss[0] = (known > 0.0f) ? s / known : 0.0f;
+        count[0] = (unsigned int)known;
     }
 }
 
@@ -187,7 +153,7 @@ masked_bce_backward(const float* __restrict__ logits,
     const float g = (cnt > 0u) ? dloss[0] / (float)cnt : 0.0f;
     const int tid = blockIdx.x * blockDim.x + threadIdx.x;
     const int stride = gridDim.x * blockDim.x;
-    if (mbce_aligned16(logits) && mbce_aligned16(labels) && mbce_aligned16(dlogits)) {
+    if (aligned16(logits) && aligned16(labels) && aligned16(dlogits)) {
         const int n4 = n >> 2;
         const float4* x4 = reinterpret_cast<const float4*>(logits);
         const float4* y4 = reinterpret_cast<const float4*>(labels);

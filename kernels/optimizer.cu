@@ -1,6 +1,6 @@
 /*
 Fused optimizer updates over many f32 tensors at once, in place
-(src/backend/cuda/optim.rs launches them), with the formulas of
+(src/backend/cuda/optimizer.rs launches them), with the formulas of
 src/backend/cpu/optim.rs (PyTorch's SGD and AdamW).
 
 One launch updates up to MAX_UPDATE_TENSORS tensors (every trainable
@@ -30,7 +30,7 @@ one thread: no races, no atomics, deterministic; f32 throughout.
 #define MAX_UPDATE_TENSORS 48
 #define UPDATE_CHUNK 4096
 
-// One tensor of a fused update (mirrored by `UpdateTensor` in optim.rs).
+// One tensor of a fused update (mirrored by `UpdateTensor` in src/backend/cuda/optimizer.rs).
 struct UpdateTensor {
     float* p;
     const float* grad;

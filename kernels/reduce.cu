@@ -1,6 +1,6 @@
 /*
 Broadcast reductions and expansions: sum_to and broadcast_to
-(src/backend/cuda/elementwise.rs launches them).
+(src/backend/cuda/reduce.rs launches them).
 
 1. sum_to(x, out, out_len, reduced_len, kept, reduced)
    Sums x over the dims that the output does not keep.

@@ -1,6 +1,6 @@
 /*
 Row softmax over `cols` contiguous f32 values and its backward
-(src/backend/cuda/norm.rs launches them), as src/backend/cpu/norm.rs:
+(src/backend/cuda/softmax.rs launches them), as src/backend/cpu/norm.rs:
 max-subtracted exp, a row that is all -inf gives zeros.
 
 One warp per row, 8 rows per block (256 threads), grid =

@@ -2,7 +2,9 @@
 //! trained by its own reverse-mode autograd on a CPU or CUDA backend.
 //!
 //! Layout (see `docs/design.md`):
-//! * [`tensor`]: shapes, dtypes and the [`Tensor`] handle.
+//! * [`Shape`], [`DType`]: what every layer below the tensor shares (the
+//!   backends take them, so they sit at the root, under both).
+//! * [`tensor`]: the [`Tensor`] handle.
 //! * [`backend`]: the storage-level [`backend::BackendStorage`] trait and its
 //!   CPU (the reference) and CUDA implementations (`docs/gpu/README.md`).
 //! * [`autograd`]: the tape, no-grad scopes and `backward`.
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod clip;
 pub mod data;
 pub mod device;
+mod dtype;
 pub mod kernels;
 pub mod metrics;
 pub mod mlrpl;
@@ -29,9 +32,12 @@ pub mod optim;
 pub mod precision;
 pub mod pretrain;
 pub mod rng;
+mod shape;
 pub mod tensor;
 pub mod train;
 
 pub use device::Device;
+pub use dtype::DType;
 pub use precision::Precision;
-pub use tensor::{DType, Shape, Tensor};
+pub use shape::Shape;
+pub use tensor::Tensor;

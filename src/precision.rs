@@ -6,7 +6,7 @@
 //! f32 in every mode.
 
 use crate::device::Device;
-use crate::tensor::DType;
+use crate::DType;
 use anyhow::{bail, Result};
 use std::fmt;
 

@@ -1,8 +1,10 @@
 //! Compiles every `kernels/*.cu` to a cubin for sm_90 and sm_80 with
 //! `ptxas -v` and fails if any kernel spills registers (non-zero "bytes spill
-//! stores" / "bytes spill loads") or a file does not compile, or if the CUDA
-//! backend (`src/backend/cuda/*.rs`) launches a kernel name that its module
-//! does not define (which would otherwise show only on a GPU). Needs no GPU.
+//! stores" / "bytes spill loads") or a file does not compile, or if a
+//! launcher (`src/backend/cuda/*.rs`, `src/ops/custom/*.rs`) launches a
+//! kernel name that its module does not define (which would otherwise show
+//! only on a GPU). Needs no GPU. Also checks, without nvcc, that kernels and
+//! launchers mirror each other file for file.
 //!
 //! It uses the nvcc build.rs found (`$NVCC`, `$CUDA_HOME/bin/nvcc`, PATH,
 //! `.cuda-toolchain/bin/nvcc` from `tools/cuda-toolchain.sh`), which build.rs
@@ -86,8 +88,12 @@ fn parse_ptxas(out: &str) -> (Vec<KernelInfo>, Vec<KernelInfo>) {
     (entries, functions)
 }
 
-/// Every (module, kernel name, source file) that the CUDA backend launches:
-/// the string literals of each `dev.kernel("module", ...)` call in `dir`
+/// The folders of the launchers: the backend's primitives and the model ops
+/// of `src/ops/custom/`.
+const LAUNCHER_DIRS: &[&str] = &["src/backend/cuda", "src/ops/custom"];
+
+/// Every (module, kernel name, source file) that the launchers start: the
+/// string literals of each `dev.kernel("module", ...)` call in `dir`
 /// (a name chosen by `T::pick("f32 name", "bf16 name")` or an `if` gives
 /// all of its names). Calls whose name is a variable (cast.rs) are not
 /// seen here; their kernels are loaded by `tests/cuda_ops.rs` on a GPU.
@@ -103,7 +109,7 @@ fn launched_kernels(dir: &std::path::Path) -> Vec<(String, String, String)> {
             .collect()
     };
     let mut found = Vec::new();
-    for entry in fs::read_dir(dir).expect("src/backend/cuda") {
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
@@ -209,8 +215,8 @@ fn kernels_compile_without_spills() {
             }
         }
     }
-    let launched = launched_kernels(&manifest.join("src/backend/cuda"));
-    assert!(launched.len() >= 40, "found only {} kernel launches in src/backend/cuda", launched.len());
+    let launched: Vec<_> = LAUNCHER_DIRS.iter().flat_map(|dir| launched_kernels(&manifest.join(dir))).collect();
+    assert!(launched.len() >= 40, "found only {} kernel launches in {LAUNCHER_DIRS:?}", launched.len());
     for (module, name, file) in &launched {
         if !compiled.contains(&(module.clone(), name.clone())) {
             failures.push(format!("{file} launches `{name}` of kernels/{module}.cu, which has no such kernel"));
@@ -219,6 +225,39 @@ fn kernels_compile_without_spills() {
     report(&table);
     assert!(failures.is_empty(), "kernel check failed:\n{}", failures.join("\n"));
     assert!(seen > 0, "no kernel seen in any ptxas output: the check would pass vacuously");
+}
+
+/// Each `kernels/<name>.cu` has one launcher file, `<name>.rs` in one of
+/// [`LAUNCHER_DIRS`], and a launcher starts only its own module's kernels.
+#[test]
+fn kernels_and_launchers_mirror_each_other() {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut failures = Vec::new();
+    let mut stems = Vec::new();
+    for entry in fs::read_dir(manifest.join("kernels")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cu") {
+            stems.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(stems.len() >= 10, "found only {} kernel files", stems.len());
+    for stem in &stems {
+        let homes: Vec<_> =
+            LAUNCHER_DIRS.iter().filter(|dir| manifest.join(dir).join(format!("{stem}.rs")).is_file()).collect();
+        if homes.len() != 1 {
+            failures
+                .push(format!("kernels/{stem}.cu has launcher files in {homes:?}, expected one of {LAUNCHER_DIRS:?}"));
+        }
+    }
+    for dir in LAUNCHER_DIRS {
+        for (module, name, file) in launched_kernels(&manifest.join(dir)) {
+            if file != format!("{module}.rs") {
+                failures
+                    .push(format!("{dir}/{file} launches `{name}` of kernels/{module}.cu: launch it from {module}.rs"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "kernels and launchers do not mirror each other:\n{}", failures.join("\n"));
 }
 
 #[test]

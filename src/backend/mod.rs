@@ -13,12 +13,14 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod custom;
 
-use crate::tensor::{DType, Shape};
+use crate::{DType, Shape};
 use anyhow::{bail, Result};
 
 pub use cpu::CpuStorage;
 pub use cuda::CudaStorage;
+pub use custom::CustomOp;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
@@ -79,15 +81,6 @@ pub struct AttentionSpec {
     /// Query i attends to keys j <= i only (needs q_len == kv_len).
     pub causal: bool,
     pub scale: f32,
-}
-
-/// Sizes of a semantic-decoupling score computation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DecouplingDims {
-    pub batch: usize,
-    pub classes: usize,
-    pub positions: usize,
-    pub width: usize,
 }
 
 /// SGD hyper-parameters shared by every tensor of one fused update (the
@@ -212,33 +205,6 @@ pub trait BackendStorage: Sized {
         grad: &Self,
         spec: &AttentionSpec,
     ) -> Result<(Self, Self, Self)>;
-    /// Semantic-decoupling scores (DESIGN.md §2.3 with fc3/fc4 collapsed):
-    /// `s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k])` for x [B, N, d],
-    /// t [C, d], u [d]; never materialises the [B, C, N, d] tensor.
-    fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self>;
-    /// Returns (dx, dt, du) given the gradient of the scores [B, C, N].
-    fn decoupling_scores_backward(
-        x: &Self,
-        t: &Self,
-        u: &Self,
-        grad: &Self,
-        dims: &DecouplingDims,
-    ) -> Result<(Self, Self, Self)>;
-    /// Mean BCE-with-logits over entries whose label is +1 or -1 (0 = unknown);
-    /// a one-element loss, 0 when no label is known.
-    fn masked_bce(&self, labels: &Self) -> Result<Self>;
-    /// d loss / d logits scaled by the one-element `grad`.
-    fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self>;
-    /// CLIP's symmetric contrastive loss of an [n, n] logit matrix whose
-    /// diagonal holds the matching pairs: the mean of the row-wise and the
-    /// column-wise cross-entropy; a one-element loss.
-    fn contrastive_loss(&self, n: usize) -> Result<Self>;
-    /// d loss / d logits scaled by the one-element `grad`.
-    fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self>;
-    /// Bicubic (a = -0.75, half-pixel centres, clamped borders) resize of
-    /// `channels` grids of h x w to out_h x out_w.
-    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self>;
-
     /// `self += other`, in place (parameter-gradient accumulation).
     fn add_assign(&mut self, other: &Self) -> Result<()>;
     /// One SGD-with-momentum update of every tensor in `updates` (state:
@@ -256,6 +222,29 @@ pub trait BackendStorage: Sized {
 pub enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),
+}
+
+/// Several storages unwrapped from one backend.
+enum OneBackend<'a> {
+    Cpu(Vec<&'a CpuStorage>),
+    Cuda(Vec<&'a CudaStorage>),
+}
+
+impl<'a> OneBackend<'a> {
+    /// The buffers of `parts`, all on the first one's backend, or an error
+    /// naming `what` when they are not (or there are none).
+    fn of(parts: &[&'a Storage], what: &str) -> Result<OneBackend<'a>> {
+        let mixed = || anyhow::anyhow!("{what}: operands live on different devices");
+        Ok(match parts.first() {
+            Some(Storage::Cpu(_)) => {
+                OneBackend::Cpu(parts.iter().map(|p| p.as_cpu().ok_or_else(mixed)).collect::<Result<_>>()?)
+            }
+            Some(Storage::Cuda(_)) => {
+                OneBackend::Cuda(parts.iter().map(|p| p.as_cuda().ok_or_else(mixed)).collect::<Result<_>>()?)
+            }
+            None => bail!("{what} needs at least one tensor"),
+        })
+    }
 }
 
 /// Runs `$body` on the storage inside `$self` and wraps its result in the
@@ -378,29 +367,19 @@ impl Storage {
     }
 
     pub fn concat(parts: &[&Storage], shapes: &[&Shape], dim: usize) -> Result<Storage> {
-        match parts.first() {
-            Some(Storage::Cpu(_)) => {
-                let cpu = parts
-                    .iter()
-                    .map(|p| match p {
-                        Storage::Cpu(s) => Ok(s),
-                        _ => bail!("concat operands live on different devices"),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cpu(CpuStorage::concat(&cpu, shapes, dim)?))
-            }
-            Some(Storage::Cuda(_)) => {
-                let cuda = parts
-                    .iter()
-                    .map(|p| match p {
-                        Storage::Cuda(s) => Ok(s),
-                        _ => bail!("concat operands live on different devices"),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Storage::Cuda(CudaStorage::concat(&cuda, shapes, dim)?))
-            }
-            None => bail!("concat needs at least one tensor"),
-        }
+        Ok(match OneBackend::of(parts, "concat")? {
+            OneBackend::Cpu(cpu) => Storage::Cpu(CpuStorage::concat(&cpu, shapes, dim)?),
+            OneBackend::Cuda(cuda) => Storage::Cuda(CudaStorage::concat(&cuda, shapes, dim)?),
+        })
+    }
+
+    /// Runs a model op of `src/ops/custom/` on the backend that holds every
+    /// input; output `i` takes input `i`'s dtype.
+    pub fn apply_custom(op: &dyn CustomOp, inputs: &[&Storage]) -> Result<Vec<Storage>> {
+        Ok(match OneBackend::of(inputs, op.name())? {
+            OneBackend::Cpu(cpu) => CpuStorage::apply_custom(op, &cpu)?.into_iter().map(Storage::Cpu).collect(),
+            OneBackend::Cuda(cuda) => CudaStorage::apply_custom(op, &cuda)?.into_iter().map(Storage::Cuda).collect(),
+        })
     }
 
     pub fn index_select(&self, ids: &Storage, rows: usize, cols: usize) -> Result<Storage> {
@@ -485,46 +464,6 @@ impl Storage {
             let (dq, dk, dv) = BackendStorage::attention_backward(q, k, v, out, lse, grad, spec)?;
             Ok((wrap(dq), wrap(dk), wrap(dv)))
         })
-    }
-
-    pub fn decoupling_scores(x: &Storage, t: &Storage, u: &Storage, dims: &DecouplingDims) -> Result<Storage> {
-        same_backend!((x, t, u), wrap => { Ok(wrap(BackendStorage::decoupling_scores(x, t, u, dims)?)) })
-    }
-
-    pub fn decoupling_scores_backward(
-        x: &Storage,
-        t: &Storage,
-        u: &Storage,
-        grad: &Storage,
-        dims: &DecouplingDims,
-    ) -> Result<(Storage, Storage, Storage)> {
-        same_backend!((x, t, u, grad), wrap => {
-            let (dx, dt, du) = BackendStorage::decoupling_scores_backward(x, t, u, grad, dims)?;
-            Ok((wrap(dx), wrap(dt), wrap(du)))
-        })
-    }
-
-    pub fn masked_bce(&self, labels: &Storage) -> Result<Storage> {
-        let this = self;
-        same_backend!((this, labels), wrap => { Ok(wrap(this.masked_bce(labels)?)) })
-    }
-
-    pub fn masked_bce_backward(&self, labels: &Storage, grad: &Storage) -> Result<Storage> {
-        let this = self;
-        same_backend!((this, labels, grad), wrap => { Ok(wrap(this.masked_bce_backward(labels, grad)?)) })
-    }
-
-    pub fn contrastive_loss(&self, n: usize) -> Result<Storage> {
-        Ok(unary_dispatch!(self, s => s.contrastive_loss(n)))
-    }
-
-    pub fn contrastive_loss_backward(&self, grad: &Storage, n: usize) -> Result<Storage> {
-        let this = self;
-        same_backend!((this, grad), wrap => { Ok(wrap(this.contrastive_loss_backward(grad, n)?)) })
-    }
-
-    pub fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Storage> {
-        Ok(unary_dispatch!(self, s => s.bicubic_resize(channels, h, w, out_h, out_w)))
     }
 
     pub fn add_assign(&mut self, other: &Storage) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use crate::backend::{CpuStorage, CudaStorage, Storage};
 use crate::device::Device;
-use crate::tensor::DType;
+use crate::DType;
 use anyhow::Result;
 
 /// What one call of a primitive costs, for its throughput figure.

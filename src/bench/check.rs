@@ -11,8 +11,8 @@ pub const F32_TOLERANCE: f64 = 1e-4;
 pub const BF16_TOLERANCE: f64 = 2e-2;
 
 /// The tolerance of a computation whose inputs are stored as `dtype`.
-pub fn tolerance_for(dtype: crate::tensor::DType) -> f64 {
-    if dtype == crate::tensor::DType::BF16 {
+pub fn tolerance_for(dtype: crate::DType) -> f64 {
+    if dtype == crate::DType::BF16 {
         BF16_TOLERANCE
     } else {
         F32_TOLERANCE

@@ -17,13 +17,17 @@
 
 use super::case::{case_id, Case, HostInput, Primitive, Work};
 use crate::backend::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, DecouplingDims, GemmSpec, ParamUpdate, SgdStep,
-    Storage, UnaryOp,
+    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CpuStorage, CustomOp, GemmSpec, ParamUpdate, SgdStep, Storage,
+    UnaryOp,
 };
 use crate::nn::LayerNorm;
+use crate::ops::custom::bicubic::BicubicResize;
+use crate::ops::custom::contrastive_loss::{ContrastiveLoss, ContrastiveLossBackward};
+use crate::ops::custom::decoupling::{DecouplingDims, Scores, ScoresBackward};
+use crate::ops::custom::masked_bce::{MaskedBce, MaskedBceBackward};
 use crate::ops::L2_EPS;
 use crate::rng::Rng;
-use crate::tensor::{DType, Shape};
+use crate::{DType, Shape};
 use anyhow::{bail, Result};
 
 /// CLIP's attention head width.
@@ -126,6 +130,11 @@ fn host(storage: &CpuStorage) -> Result<HostInput> {
 /// result types once for every case).
 fn primitive(call: impl Fn(&mut [Storage]) -> Result<Vec<Storage>> + 'static) -> Primitive {
     Box::new(call)
+}
+
+/// A model op of `src/ops/custom/` on the case's inputs.
+fn custom(op: impl CustomOp + 'static) -> Primitive {
+    primitive(move |i| Storage::apply_custom(&op, &i.iter().collect::<Vec<_>>()))
 }
 
 fn shape(dims: &[usize]) -> Shape {
@@ -380,25 +389,12 @@ fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     // recomputation, (1 - z^2) * g * u and three multiply-adds (12).
     cat.add("decoupling_fwd", s, |rng| {
         let inputs = xtu(rng).into_iter().map(HostInput::f32).collect();
-        Ok((
-            params.clone(),
-            Work::Flops(4.0 * terms),
-            inputs,
-            primitive(move |i| Ok(vec![Storage::decoupling_scores(&i[0], &i[1], &i[2], &dims)?])),
-        ))
+        Ok((params.clone(), Work::Flops(4.0 * terms), inputs, custom(Scores(dims))))
     })?;
     cat.add("decoupling_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = xtu(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0)));
-        Ok((
-            params,
-            Work::Flops(12.0 * terms),
-            inputs,
-            primitive(move |i| {
-                let (dx, dt, du) = Storage::decoupling_scores_backward(&i[0], &i[1], &i[2], &i[3], &dims)?;
-                Ok(vec![dx, dt, du])
-            }),
-        ))
+        Ok((params, Work::Flops(12.0 * terms), inputs, custom(ScoresBackward(dims))))
     })
 }
 
@@ -462,7 +458,7 @@ fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (channels, side, out) = (s.width, s.grid, 2 * s.grid);
     cat.add("bicubic_pos_embed", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(channels * side * side, 1.0))];
-        let run = primitive(move |i| Ok(vec![i[0].bicubic_resize(channels, side, side, out, out)?]));
+        let run = custom(BicubicResize { channels, h: side, w: side, out_h: out, out_w: out });
         let params =
             vec![("channels", channels), ("height", side), ("width", side), ("out_height", out), ("out_width", out)];
         Ok((params, Work::f32_bytes(&[channels * side * side, channels * out * out]), inputs, run))
@@ -535,28 +531,23 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     };
     cat.add("masked_bce_fwd", s, |rng| {
         let inputs = logits_labels(rng).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, primitive(|i| Ok(vec![i[0].masked_bce(&i[1])?]))))
+        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, custom(MaskedBce)))
     })?;
     cat.add("masked_bce_bwd", s, |rng| {
         let mut inputs: Vec<HostInput> = logits_labels(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(vec![1.0]));
-        let run = primitive(|i| Ok(vec![i[0].masked_bce_backward(&i[1], &i[2])?]));
+        let run = custom(MaskedBceBackward);
         Ok((params, Work::f32_bytes(&[n, n, 1, n]), inputs, run))
     })?;
     // CLIP's contrastive loss on a pre-training batch's [n, n] logits.
     let b = s.contrastive_batch;
     cat.add("contrastive_fwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0))];
-        Ok((
-            vec![("n", b)],
-            Work::f32_bytes(&[b * b, 1]),
-            inputs,
-            primitive(move |i| Ok(vec![i[0].contrastive_loss(b)?])),
-        ))
+        Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1]), inputs, custom(ContrastiveLoss { n: b })))
     })?;
     cat.add("contrastive_bwd", s, |rng| {
         let inputs = vec![HostInput::f32(rng.normal_vec(b * b, 3.0)), HostInput::f32(vec![1.0])];
-        let run = primitive(move |i| Ok(vec![i[0].contrastive_loss_backward(&i[1], b)?]));
+        let run = custom(ContrastiveLossBackward { n: b });
         Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1, b * b]), inputs, run))
     })
 }

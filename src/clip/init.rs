@@ -7,7 +7,8 @@ use super::config::ClipConfig;
 use crate::device::Device;
 use crate::nn::WeightMap;
 use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::Result;
 
 /// CLIP's initial temperature: logit_scale = ln(1 / 0.07).

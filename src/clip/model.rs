@@ -9,7 +9,8 @@ use super::weights::{canonicalize, Naming};
 use crate::autograd;
 use crate::device::Device;
 use crate::nn::{LayerNorm, Linear, Mlp, MultiHeadAttention, ResidualBlock, Transformer, WeightMap};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 

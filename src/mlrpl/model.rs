@@ -7,7 +7,8 @@ use crate::clip::tokenizer::Tokenizer;
 use crate::clip::Clip;
 use crate::optim::ParamGroup;
 use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::{bail, Result};
 
 /// kappa = exp(log_kappa) starts at 20.

@@ -3,7 +3,8 @@
 //! is one clear line for the user.
 
 use crate::device::Device;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::{anyhow, bail, Context, Result};
 use half::{bf16, f16};
 use safetensors::{Dtype as StDtype, SafeTensors};

@@ -1,7 +1,7 @@
 //! Scaled dot-product attention, `softmax(q k^T / sqrt(d) [+ causal mask]) v`,
 //! over [batch, heads, len, head_dim] tensors.
 
-use super::check_float_operands;
+use super::{check_float_operands, grads_like};
 use crate::autograd;
 use crate::backend::{AttentionSpec, Storage};
 use crate::tensor::Tensor;
@@ -46,12 +46,7 @@ impl Tensor {
                 &g.storage(),
                 &spec,
             )?;
-            let device = qs.device().clone();
-            Ok(vec![
-                Some(Tensor::from_storage(dq, qs.shape().clone(), device.clone())?),
-                Some(Tensor::from_storage(dk, ks.shape().clone(), device.clone())?),
-                Some(Tensor::from_storage(dv, vs.shape().clone(), device)?),
-            ])
+            grads_like(vec![dq, dk, dv], &[&qs, &ks, &vs])
         });
         Ok(out)
     }

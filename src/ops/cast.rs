@@ -1,7 +1,8 @@
 //! dtype conversion; the gradient is converted back.
 
 use crate::autograd;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::{bail, Result};
 
 impl Tensor {

@@ -2,7 +2,8 @@
 
 use super::{check_float_operands, check_ids};
 use crate::autograd;
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::Shape;
 use anyhow::{bail, Result};
 
 impl Tensor {

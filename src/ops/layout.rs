@@ -3,7 +3,8 @@
 use super::grad_if;
 use crate::autograd;
 use crate::backend::Storage;
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::Shape;
 use anyhow::{bail, Result};
 
 impl Tensor {

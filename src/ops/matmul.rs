@@ -5,7 +5,8 @@
 use super::{check_float_operands, grad_if};
 use crate::autograd;
 use crate::backend::GemmSpec;
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::Shape;
 use anyhow::{bail, Result};
 
 impl Tensor {

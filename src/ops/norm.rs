@@ -1,7 +1,7 @@
 //! Layer normalisation, L2 normalisation and cosine similarity over the last
 //! dimension.
 
-use super::check_float_operands;
+use super::{check_float_operands, grads_like};
 use crate::autograd;
 use crate::tensor::Tensor;
 use anyhow::{bail, Result};
@@ -25,16 +25,11 @@ impl Tensor {
         }
         let (y, mean, rstd) = self.storage().layernorm(&gamma.storage(), &beta.storage(), cols, eps)?;
         let out = Tensor::op_output(y, self.shape().clone(), &[self, gamma, beta]);
-        let (x, gamma_saved) = (self.clone(), gamma.clone());
+        let (x, gamma_saved, beta_saved) = (self.clone(), gamma.clone(), beta.clone());
         autograd::record(&out, &[self, gamma, beta], move |g, _| {
             let (dx, dgamma, dbeta) =
                 x.storage().layernorm_backward(&gamma_saved.storage(), &mean, &rstd, &g.storage(), cols)?;
-            let device = x.device().clone();
-            Ok(vec![
-                Some(Tensor::from_storage(dx, x.shape().clone(), device.clone())?),
-                Some(Tensor::from_storage(dgamma, [cols], device.clone())?),
-                Some(Tensor::from_storage(dbeta, [cols], device)?),
-            ])
+            grads_like(vec![dx, dgamma, dbeta], &[&x, &gamma_saved, &beta_saved])
         });
         Ok(out)
     }
@@ -45,10 +40,10 @@ impl Tensor {
         let (_, cols) = self.shape().rows_cols()?;
         let (y, norm) = self.storage().l2_normalize(cols, L2_EPS)?;
         let out = Tensor::op_output(y, self.shape().clone(), &[self]);
-        let (y, shape) = (out.detach(), self.shape().clone());
+        let y = out.detach();
         autograd::record(&out, &[self], move |g, _| {
             let dx = y.storage().l2_normalize_backward(&norm, &g.storage(), cols)?;
-            Ok(vec![Some(Tensor::from_storage(dx, shape, g.device().clone())?)])
+            grads_like(vec![dx], &[&y])
         });
         Ok(out)
     }

@@ -1,6 +1,6 @@
 //! Softmax over the last dimension.
 
-use super::check_float_operands;
+use super::{check_float_operands, grads_like};
 use crate::autograd;
 use crate::tensor::Tensor;
 use anyhow::Result;
@@ -13,7 +13,7 @@ impl Tensor {
         let y = out.detach();
         autograd::record(&out, &[self], move |g, _| {
             let dx = y.storage().softmax_backward(&g.storage(), cols)?;
-            Ok(vec![Some(Tensor::from_storage(dx, y.shape().clone(), y.device().clone())?)])
+            grads_like(vec![dx], &[&y])
         });
         Ok(out)
     }

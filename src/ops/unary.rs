@@ -1,7 +1,7 @@
 //! Elementwise maps: neg, exp, log, sqrt, tanh, sigmoid, QuickGELU, affine,
 //! clamp.
 
-use super::check_float_operands;
+use super::{check_float_operands, grads_like};
 use crate::autograd;
 use crate::backend::UnaryOp;
 use crate::tensor::Tensor;
@@ -63,7 +63,7 @@ fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let (input, output) = (x.clone(), out.detach());
     autograd::record(&out, &[x], move |g, _| {
         let dx = input.storage().unary_backward(&output.storage(), &g.storage(), op)?;
-        Ok(vec![Some(Tensor::from_storage(dx, input.shape().clone(), input.device().clone())?)])
+        grads_like(vec![dx], &[&input])
     });
     Ok(out)
 }

@@ -2,7 +2,8 @@
 
 use super::{check_groups, update_all, Optimizer, ParamGroup, StateBuffers};
 use crate::backend::{AdamWStep, Storage};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::DType;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 

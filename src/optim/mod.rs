@@ -12,7 +12,8 @@ pub use schedule::{CosineSchedule, Warmup};
 pub use sgd::Sgd;
 
 use crate::backend::{ParamUpdate, Storage};
-use crate::tensor::{DType, Tensor, TensorId};
+use crate::tensor::{Tensor, TensorId};
+use crate::DType;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 

@@ -3,16 +3,11 @@
 //! Ops (in [`crate::ops`]) never mutate their inputs; only the optimizer
 //! updates parameters in place.
 
-mod dtype;
-mod shape;
-
-pub use dtype::DType;
-pub use shape::Shape;
-
 use crate::autograd;
 use crate::backend::{CpuStorage, CudaStorage, Storage};
 use crate::device::Device;
 use crate::rng::Rng;
+use crate::{DType, Shape};
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Elementwise maps, broadcasting binaries and broadcast reductions.
 
 use crate::backend::{BinaryOp, UnaryOp};
-use crate::tensor::Shape;
+use crate::Shape;
 use rayon::prelude::*;
 
 /// Elements per rayon task: below this, threading costs more than it saves.

@@ -1,7 +1,7 @@
 //! Data movement: permutes, narrows, concatenations, row gathers and their
 //! scatter-add adjoint.
 
-use crate::tensor::Shape;
+use crate::Shape;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 

@@ -4,20 +4,15 @@
 //! narrows the result back to the dtype of its first float input.
 
 mod attention;
-mod decoupling;
 mod elementwise;
 pub mod gemm;
 pub mod heap;
 mod layout;
-mod loss;
 mod norm;
 mod optim;
-mod resize;
 
-use super::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp,
-};
-use crate::tensor::{DType, Shape};
+use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CustomOp, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
+use crate::{DType, Shape};
 use anyhow::{bail, Result};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -61,6 +56,15 @@ impl CpuStorage {
     /// Wraps an f32 result in the dtype of `self`.
     fn like(&self, values: Vec<f32>) -> CpuStorage {
         CpuStorage::from_f32(values, self.dtype())
+    }
+
+    /// A model op of `src/ops/custom/` on f32 views of `inputs`.
+    pub(crate) fn apply_custom(op: &dyn CustomOp, inputs: &[&CpuStorage]) -> Result<Vec<CpuStorage>> {
+        let values: Vec<Cow<[f32]>> = inputs.iter().map(|s| s.f32s()).collect();
+        let views: Vec<&[f32]> = values.iter().map(|v| v.as_ref()).collect();
+        let outputs = op.cpu(&views)?;
+        super::custom::check_outputs(op, inputs.len(), outputs.len())?;
+        Ok(outputs.into_iter().zip(inputs).map(|(out, input)| input.like(out)).collect())
     }
 
     /// Runs `update` on f32 views of `self` and the extra state buffers and
@@ -227,43 +231,6 @@ impl BackendStorage for CpuStorage {
         let (dq, dk, dv) =
             attention::backward(&q.f32s(), &k.f32s(), &v.f32s(), &out.f32s(), &lse.f32s(), &grad.f32s(), spec);
         Ok((q.like(dq), k.like(dk), v.like(dv)))
-    }
-
-    fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self> {
-        Ok(x.like(decoupling::scores(&x.f32s(), &t.f32s(), &u.f32s(), dims)))
-    }
-
-    fn decoupling_scores_backward(
-        x: &Self,
-        t: &Self,
-        u: &Self,
-        grad: &Self,
-        dims: &DecouplingDims,
-    ) -> Result<(Self, Self, Self)> {
-        let (dx, dt, du) = decoupling::scores_backward(&x.f32s(), &t.f32s(), &u.f32s(), &grad.f32s(), dims);
-        Ok((x.like(dx), t.like(dt), u.like(du)))
-    }
-
-    fn masked_bce(&self, labels: &Self) -> Result<Self> {
-        Ok(self.like(vec![loss::masked_bce(&self.f32s(), &labels.f32s())]))
-    }
-
-    fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self> {
-        let scale = grad.f32s()[0];
-        Ok(self.like(loss::masked_bce_backward(&self.f32s(), &labels.f32s(), scale)))
-    }
-
-    fn contrastive_loss(&self, n: usize) -> Result<Self> {
-        Ok(self.like(vec![loss::contrastive(&self.f32s(), n)]))
-    }
-
-    fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self> {
-        let scale = grad.f32s()[0];
-        Ok(self.like(loss::contrastive_backward(&self.f32s(), n, scale)))
-    }
-
-    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
-        Ok(self.like(resize::bicubic(&self.f32s(), channels, h, w, out_h, out_w)))
     }
 
     fn add_assign(&mut self, other: &Self) -> Result<()> {

@@ -3,7 +3,8 @@
 //! forward saves each row's log-sum-exp; the backward recomputes the
 //! probabilities from it.
 
-use super::device::{int, launch, rows_config, CudaDevice, KernelElem};
+use super::common::{int, launch, rows_config, KernelElem};
+use super::device::CudaDevice;
 use crate::backend::AttentionSpec;
 use anyhow::Result;
 use cudarc::driver::CudaSlice;

@@ -1,6 +1,7 @@
 //! Dtype conversions on the device (`kernels/cast.cu`).
 
-use super::device::{grid_for, int, launch, CudaDevice, BLOCK};
+use super::common::{grid_for, int, launch, BLOCK};
+use super::device::CudaDevice;
 use anyhow::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 

@@ -10,21 +10,15 @@ use super::blas_lt::BlasLt;
 use crate::kernels::{self, KernelImage};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::cublas::CudaBlas;
-use cudarc::cublaslt::sys::cudaDataType;
 use cudarc::driver::{
     sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
-    LaunchConfig, PinnedHostSlice, ValidAsZeroBits,
+    PinnedHostSlice, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// Threads per block of the elementwise and row kernels.
-pub const BLOCK: u32 = 256;
-/// The largest grid.x the launches use (every kernel is grid-stride).
-pub const MAX_GRID: usize = 65535;
 
 #[derive(Clone)]
 pub struct CudaDevice(Arc<Inner>);
@@ -151,53 +145,6 @@ impl Kernel {
         }
         Ok(())
     }
-}
-
-/// A grid-stride launch over `n` items with `block` threads per block.
-pub fn grid_for(n: usize, block: u32) -> LaunchConfig {
-    let blocks = n.div_ceil(block as usize).clamp(1, MAX_GRID) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// One block per row (grid-stride over rows), with `shared` dynamic bytes.
-pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1),
-        block_dim: (block, 1, 1),
-        shared_mem_bytes: shared,
-    }
-}
-
-/// A storage type of the templated kernels (`kernels/common.cuh`): f32, or
-/// bf16 as its u16 bit pattern (f16 buffers never reach these kernels).
-pub trait KernelElem: DeviceRepr {
-    /// Elements per 16-byte load.
-    const LANES: usize;
-    /// The type as cuBLASLt names it.
-    const BLAS_TYPE: cudaDataType;
-    /// The kernel instance for this type: the f32 one or the `_bf16` one.
-    fn pick(f32_kernel: &'static str, bf16_kernel: &'static str) -> &'static str;
-}
-
-impl KernelElem for f32 {
-    const LANES: usize = 4;
-    const BLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_32F;
-    fn pick(f32_kernel: &'static str, _: &'static str) -> &'static str {
-        f32_kernel
-    }
-}
-
-impl KernelElem for u16 {
-    const LANES: usize = 8;
-    const BLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_16BF;
-    fn pick(_: &'static str, bf16_kernel: &'static str) -> &'static str {
-        bf16_kernel
-    }
-}
-
-/// A size as the `int` kernels take, or an error naming what is too large.
-pub fn int(n: usize, what: &str) -> Result<i32> {
-    i32::try_from(n).map_err(|_| anyhow!("{what} = {n} is too large for the CUDA kernels (limit 2^31 - 1)"))
 }
 
 /// Pastes `kernels/*.cuh` headers in place of their `#include "name.cuh"`
@@ -619,21 +566,6 @@ impl CudaDevice {
     }
 }
 
-/// Launches `kernel` with `cfg` and the listed arguments (device buffers by
-/// reference, scalars as references to locals), mapping errors to one line
-/// naming the kernel. Expands to a call of the unsafe `LaunchArgs::launch`:
-/// use it inside `unsafe { }` with a `// SAFETY:` comment.
-macro_rules! launch {
-    ($kernel:expr, $cfg:expr; $($arg:expr),+ $(,)?) => {{
-        let kernel: &$crate::backend::cuda::device::Kernel = &$kernel;
-        let cfg: cudarc::driver::LaunchConfig = $cfg;
-        let mut builder = kernel.stream.launch_builder(&kernel.func);
-        $( cudarc::driver::PushKernelArg::arg(&mut builder, $arg); )+
-        kernel.check(builder.launch(cfg))
-    }};
-}
-pub(crate) use launch;
-
 /// The default memory pool of the context's device.
 fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
     let mut pool = std::ptr::null_mut();
@@ -689,13 +621,5 @@ mod tests {
             let left = pasted.lines().any(|l| l.trim_start().starts_with("#include"));
             assert!(!left, "{path}: an #include line is left after pasting the headers");
         }
-    }
-
-    #[test]
-    fn grids_are_clamped_and_sizes_checked() {
-        assert_eq!(grid_for(0, 256).grid_dim.0, 1);
-        assert_eq!(grid_for(257, 256).grid_dim.0, 2);
-        assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
-        assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
     }
 }

@@ -20,10 +20,11 @@
 //! places and each keeps its own transpose flag.
 
 use super::blas_lt::{Launch, LtOperands, LtShape};
-use super::device::{CudaDevice, KernelElem};
+use super::common::KernelElem;
+use super::device::CudaDevice;
 use super::elementwise;
 use crate::backend::{BinaryOp, GemmSpec};
-use crate::tensor::Shape;
+use crate::Shape;
 use anyhow::{anyhow, Result};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};

@@ -22,22 +22,22 @@
 mod attention;
 mod blas_lt;
 mod cast;
-mod decoupling;
+pub(crate) mod common;
 pub mod device;
 mod elementwise;
 mod gemm;
+mod index;
+mod l2_normalize;
+mod layernorm;
 mod layout;
-mod loss;
-mod norm;
-mod optim;
-mod resize;
+mod optimizer;
+mod reduce;
+mod softmax;
 
 pub use device::{CudaDevice, PoolMemory};
 
-use super::{
-    AdamWStep, AttentionSpec, BackendStorage, BinaryOp, DecouplingDims, GemmSpec, ParamUpdate, SgdStep, UnaryOp,
-};
-use crate::tensor::{DType, Shape};
+use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CustomOp, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
+use crate::{DType, Shape};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
 use half::{bf16, f16};
@@ -215,11 +215,11 @@ impl CudaStorage {
         update: &'a mut ParamUpdate<'_, CudaStorage>,
         grad: &'a CudaSlice<f32>,
         optimizer: &str,
-    ) -> Result<optim::UpdateBuffers<'a>> {
+    ) -> Result<optimizer::UpdateBuffers<'a>> {
         let (param, _, state, weight_decay) = update.parts::<N>(optimizer)?;
         let param = param.f32_mut("a parameter")?;
         let state = state.into_iter().map(|s| s.f32_mut("optimizer state")).collect::<Result<Vec<_>>>()?;
-        Ok(optim::UpdateBuffers { param, grad, state, weight_decay })
+        Ok(optimizer::UpdateBuffers { param, grad, state, weight_decay })
     }
 
     /// The same layout op on whatever dtype the buffer holds (the layout
@@ -233,6 +233,20 @@ impl CudaStorage {
             CudaBuffer::U32(b) => CudaBuffer::U32(Arc::new(op.apply(dev, b)?)),
         };
         Ok(CudaStorage { device: dev.clone(), buffer })
+    }
+
+    /// A model op of `src/ops/custom/` on f32 buffers of `inputs`, which
+    /// must share one device.
+    pub(crate) fn apply_custom(op: &dyn CustomOp, inputs: &[&CudaStorage]) -> Result<Vec<CudaStorage>> {
+        let Some(first) = inputs.first() else { bail!("{} needs at least one input", op.name()) };
+        for input in inputs {
+            first.same_device(input)?;
+        }
+        let values = inputs.iter().map(|s| s.f32s()).collect::<Result<Vec<_>>>()?;
+        let views: Vec<&CudaSlice<f32>> = values.iter().map(|v| &**v).collect();
+        let outputs = op.cuda(&first.device, &views)?;
+        super::custom::check_outputs(op, inputs.len(), outputs.len())?;
+        outputs.into_iter().zip(inputs).map(|(out, input)| input.like(out)).collect()
     }
 
     fn same_device(&self, other: &CudaStorage) -> Result<()> {
@@ -344,11 +358,11 @@ impl BackendStorage for CudaStorage {
     }
 
     fn broadcast_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self> {
-        self.like(elementwise::broadcast_to(&self.device, &*self.f32s()?, shape, out_shape)?)
+        self.like(reduce::broadcast_to(&self.device, &*self.f32s()?, shape, out_shape)?)
     }
 
     fn sum_to(&self, shape: &Shape, out_shape: &Shape) -> Result<Self> {
-        self.like(elementwise::sum_to(&self.device, &*self.f32s()?, shape, out_shape)?)
+        self.like(reduce::sum_to(&self.device, &*self.f32s()?, shape, out_shape)?)
     }
 
     fn permute(&self, shape: &Shape, perm: &[usize]) -> Result<Self> {
@@ -394,14 +408,14 @@ impl BackendStorage for CudaStorage {
     fn index_select(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
         if let Some(table) = self.bf16_bits() {
-            return Ok(self.bf16_buffer(layout::index_select(&self.device, table, ids.ids()?, rows, cols)?));
+            return Ok(self.bf16_buffer(index::index_select(&self.device, table, ids.ids()?, rows, cols)?));
         }
-        self.like(layout::index_select(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
+        self.like(index::index_select(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
 
     fn index_add(&self, ids: &Self, rows: usize, cols: usize) -> Result<Self> {
         self.same_device(ids)?;
-        self.like(layout::index_add(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
+        self.like(index::index_add(&self.device, &*self.f32s()?, ids.ids()?, rows, cols)?)
     }
 
     fn layernorm(&self, gamma: &Self, beta: &Self, cols: usize, eps: f32) -> Result<(Self, Self, Self)> {
@@ -409,10 +423,10 @@ impl BackendStorage for CudaStorage {
         self.same_device(beta)?;
         let dev = &self.device;
         if let (Some(x), Some(g), Some(b)) = (self.bf16_bits(), gamma.bf16_bits(), beta.bf16_bits()) {
-            let (y, mean, rstd) = norm::layernorm(dev, x, g, b, cols, eps)?;
+            let (y, mean, rstd) = layernorm::forward(dev, x, g, b, cols, eps)?;
             return Ok((self.bf16_buffer(y), CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)));
         }
-        let (y, mean, rstd) = norm::layernorm(dev, &*self.f32s()?, &*gamma.f32s()?, &*beta.f32s()?, cols, eps)?;
+        let (y, mean, rstd) = layernorm::forward(dev, &*self.f32s()?, &*gamma.f32s()?, &*beta.f32s()?, cols, eps)?;
         Ok((self.like(y)?, CudaStorage::f32_buffer(dev, mean), CudaStorage::f32_buffer(dev, rstd)))
     }
 
@@ -430,32 +444,32 @@ impl BackendStorage for CudaStorage {
         let dev = &self.device;
         let (mean, rstd) = (mean.f32s()?, rstd.f32s()?);
         if let (Some(x), Some(g), Some(dy)) = (self.bf16_bits(), gamma.bf16_bits(), grad.bf16_bits()) {
-            let (dx, dgamma, dbeta) = norm::layernorm_backward(dev, x, g, &mean, &rstd, dy, cols)?;
+            let (dx, dgamma, dbeta) = layernorm::backward(dev, x, g, &mean, &rstd, dy, cols)?;
             return Ok((self.bf16_buffer(dx), self.bf16_buffer(dgamma), self.bf16_buffer(dbeta)));
         }
         let (dx, dgamma, dbeta) =
-            norm::layernorm_backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
+            layernorm::backward(dev, &*self.f32s()?, &*gamma.f32s()?, &mean, &rstd, &*grad.f32s()?, cols)?;
         Ok((self.like(dx)?, gamma.like(dgamma)?, gamma.like(dbeta)?))
     }
 
     fn softmax(&self, cols: usize) -> Result<Self> {
-        self.like(norm::softmax(&self.device, &*self.f32s()?, cols)?)
+        self.like(softmax::forward(&self.device, &*self.f32s()?, cols)?)
     }
 
     fn softmax_backward(&self, grad: &Self, cols: usize) -> Result<Self> {
         self.same_device(grad)?;
-        self.like(norm::softmax_backward(&self.device, &*self.f32s()?, &*grad.f32s()?, cols)?)
+        self.like(softmax::backward(&self.device, &*self.f32s()?, &*grad.f32s()?, cols)?)
     }
 
     fn l2_normalize(&self, cols: usize, eps: f32) -> Result<(Self, Self)> {
-        let (y, norms) = norm::l2_normalize(&self.device, &*self.f32s()?, cols, eps)?;
+        let (y, norms) = l2_normalize::forward(&self.device, &*self.f32s()?, cols, eps)?;
         Ok((self.like(y)?, CudaStorage::f32_buffer(&self.device, norms)))
     }
 
     fn l2_normalize_backward(&self, norm: &Self, grad: &Self, cols: usize) -> Result<Self> {
         self.same_device(norm)?;
         self.same_device(grad)?;
-        self.like(norm::l2_normalize_backward(&self.device, &*self.f32s()?, &*norm.f32s()?, &*grad.f32s()?, cols)?)
+        self.like(l2_normalize::backward(&self.device, &*self.f32s()?, &*norm.f32s()?, &*grad.f32s()?, cols)?)
     }
 
     fn attention(q: &Self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
@@ -495,51 +509,6 @@ impl BackendStorage for CudaStorage {
         Ok((q.like(dq)?, k.like(dk)?, v.like(dv)?))
     }
 
-    fn decoupling_scores(x: &Self, t: &Self, u: &Self, dims: &DecouplingDims) -> Result<Self> {
-        x.same_device(t)?;
-        x.same_device(u)?;
-        x.like(decoupling::scores(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, dims)?)
-    }
-
-    fn decoupling_scores_backward(
-        x: &Self,
-        t: &Self,
-        u: &Self,
-        grad: &Self,
-        dims: &DecouplingDims,
-    ) -> Result<(Self, Self, Self)> {
-        for other in [t, u, grad] {
-            x.same_device(other)?;
-        }
-        let (dx, dt, du) =
-            decoupling::scores_backward(&x.device, &*x.f32s()?, &*t.f32s()?, &*u.f32s()?, &*grad.f32s()?, dims)?;
-        Ok((x.like(dx)?, t.like(dt)?, u.like(du)?))
-    }
-
-    fn masked_bce(&self, labels: &Self) -> Result<Self> {
-        self.same_device(labels)?;
-        self.like(loss::masked_bce(&self.device, &*self.f32s()?, &*labels.f32s()?)?.0)
-    }
-
-    fn masked_bce_backward(&self, labels: &Self, grad: &Self) -> Result<Self> {
-        self.same_device(labels)?;
-        self.same_device(grad)?;
-        self.like(loss::masked_bce_backward(&self.device, &*self.f32s()?, &*labels.f32s()?, &*grad.f32s()?)?)
-    }
-
-    fn contrastive_loss(&self, n: usize) -> Result<Self> {
-        self.like(loss::contrastive(&self.device, &*self.f32s()?, n)?)
-    }
-
-    fn contrastive_loss_backward(&self, grad: &Self, n: usize) -> Result<Self> {
-        self.same_device(grad)?;
-        self.like(loss::contrastive_backward(&self.device, &*self.f32s()?, &*grad.f32s()?, n)?)
-    }
-
-    fn bicubic_resize(&self, channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
-        self.like(resize::bicubic(&self.device, &*self.f32s()?, channels, h, w, out_h, out_w)?)
-    }
-
     fn add_assign(&mut self, other: &Self) -> Result<()> {
         self.same_device(other)?;
         let (dev, other) = (self.device.clone(), other.f32s()?);
@@ -554,7 +523,7 @@ impl BackendStorage for CudaStorage {
             .zip(&grads)
             .map(|(u, g)| CudaStorage::update_buffers::<1>(u, g, "SGD"))
             .collect::<Result<Vec<_>>>()?;
-        optim::sgd(&dev, &mut buffers, step)
+        optimizer::sgd(&dev, &mut buffers, step)
     }
 
     fn adamw_step(updates: &mut [ParamUpdate<'_, Self>], step: &AdamWStep) -> Result<()> {
@@ -565,6 +534,6 @@ impl BackendStorage for CudaStorage {
             .zip(&grads)
             .map(|(u, g)| CudaStorage::update_buffers::<2>(u, g, "AdamW"))
             .collect::<Result<Vec<_>>>()?;
-        optim::adamw(&dev, &mut buffers, step)
+        optimizer::adamw(&dev, &mut buffers, step)
     }
 }

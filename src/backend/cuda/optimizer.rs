@@ -2,7 +2,8 @@
 //! (`kernels/optimizer.cu`): one launch per [`MAX_UPDATE_TENSORS`] tensors,
 //! their buffers listed in a table passed by value.
 
-use super::device::{int, launch, CudaDevice, Kernel, BLOCK, MAX_GRID};
+use super::common::{int, launch, BLOCK, MAX_GRID};
+use super::device::{CudaDevice, Kernel};
 use crate::backend::{AdamWStep, SgdStep};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
