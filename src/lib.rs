@@ -5,14 +5,17 @@
 //! * [`Shape`], [`DType`]: what every layer below the tensor shares (the
 //!   backends take them, so they sit at the root, under both).
 //! * [`tensor`]: the [`Tensor`] handle.
-//! * [`backend`]: the storage-level [`backend::BackendStorage`] trait and its
-//!   CPU (the reference) and CUDA implementations (`docs/gpu/README.md`).
+//! * [`backend`]: the storage-level [`backend::BackendStorage`] trait of
+//!   general primitives, its CPU (the reference) and CUDA implementations
+//!   (`docs/gpu/README.md`), and [`backend::CustomOp`] for model ops.
 //! * [`autograd`]: the tape, no-grad scopes and `backward`.
-//! * [`ops`]: differentiable ops, each with its backward.
+//! * [`ops`]: differentiable ops, each with its backward; [`ops::custom`]:
+//!   the model ops with kernels of their own, CPU and CUDA side by side.
 //! * [`optim`]: SGD, AdamW and learning-rate schedules.
 //! * [`clip`], [`mlrpl`]: the CLIP towers and the MLR-PL model on them;
-//!   [`data`], [`train`], [`pretrain`], [`metrics`]: datasets, the training
-//!   loops (MLR-PL, and CLIP's contrastive pre-training) and evaluation.
+//!   [`data`], [`train`], [`metrics`]: datasets, the training loops (MLR-PL,
+//!   and CLIP's contrastive pre-training in [`train::pretrain`]) and
+//!   evaluation.
 //! * [`kernels`]: the CUDA kernels embedded by `build.rs`.
 //! * [`precision`]: `--precision`, the dtype of the frozen towers.
 
@@ -30,7 +33,6 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod precision;
-pub mod pretrain;
 pub mod rng;
 mod shape;
 pub mod tensor;

@@ -48,8 +48,8 @@ fn model(step: &WeightMap, use_sdm: bool) -> MlrplModel {
             param.copy_from(&step.get(&format!("init.{name}")).unwrap()).unwrap();
         }
     }
-    assert_close(&model.log_kappa, &step.get("init.log_kappa").unwrap(), "initial log_kappa");
-    assert_close(&model.beta, &step.get("init.beta").unwrap(), "initial beta");
+    assert_close(&model.classifier.log_kappa, &step.get("init.log_kappa").unwrap(), "initial log_kappa");
+    assert_close(&model.classifier.beta, &step.get("init.beta").unwrap(), "initial beta");
     model
 }
 
@@ -71,8 +71,8 @@ fn logits_loss_and_every_gradient_match_the_literal_pytorch_model() {
         ("b3", &sdm.b3),
         ("w4", &sdm.w4),
         ("b4", &sdm.b4),
-        ("log_kappa", &model.log_kappa),
-        ("beta", &model.beta),
+        ("log_kappa", &model.classifier.log_kappa),
+        ("beta", &model.classifier.beta),
     ];
     for (name, param) in params {
         let grad = param.grad().unwrap_or_else(|| panic!("{name} got no gradient"));

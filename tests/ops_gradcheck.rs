@@ -485,7 +485,9 @@ fn grad_clip_loss_reaches_features_and_temperature() {
     let image = Input::randn(&mut rng, &[5, 8], 1.0);
     let text = Input::randn(&mut rng, &[5, 8], 1.0);
     let log_scale = Input::new(vec![1.2], &[]);
-    gradcheck("clip_loss", 264, &[image, text, log_scale], |p| mlrpl_engine::pretrain::clip_loss(&p[0], &p[1], &p[2]));
+    gradcheck("clip_loss", 264, &[image, text, log_scale], |p| {
+        mlrpl_engine::train::pretrain::clip_loss(&p[0], &p[1], &p[2])
+    });
 }
 
 // ---------------------------------------------------------------------------

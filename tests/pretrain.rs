@@ -8,7 +8,9 @@ use mlrpl_engine::clip::{ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
-use mlrpl_engine::pretrain::{self, clip_loss, PretrainData, PretrainOptions, TrainableClip, MAX_LOG_LOGIT_SCALE};
+use mlrpl_engine::train::pretrain::{
+    self, clip_loss, PretrainData, PretrainOptions, TrainableClip, MAX_LOG_LOGIT_SCALE,
+};
 use mlrpl_engine::train::{checkpoint, Run};
 use mlrpl_engine::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};

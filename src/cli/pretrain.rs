@@ -12,7 +12,7 @@ use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::shape_siblings::ShapeSiblings;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
 use mlrpl_engine::nn::WeightMap;
-use mlrpl_engine::pretrain::{self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip};
+use mlrpl_engine::train::pretrain::{self, zero_shot_metrics, PretrainData, PretrainOptions, TrainableClip};
 use mlrpl_engine::train::{checkpoint, Run};
 use mlrpl_engine::{DType, Device};
 use serde::Serialize;

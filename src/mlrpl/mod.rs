@@ -1,11 +1,13 @@
-//! The MLR-PL model of DESIGN.md §2: a frozen CLIP, category-specific
+//! The MLR-PL model of docs/model.md: a frozen CLIP, category-specific
 //! learnable prompts, the semantic decoupling module and a cosine
 //! classifier trained with the masked BCE.
 
+mod classifier;
 mod decoupling;
 mod model;
 mod prompt;
 
+pub use classifier::CosineClassifier;
 pub use decoupling::SemanticDecoupling;
 pub use model::{MlrplConfig, MlrplModel};
 pub use prompt::{PromptConfig, PromptLearner};

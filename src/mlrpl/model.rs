@@ -1,20 +1,14 @@
 //! The whole model: frozen CLIP towers, prompt learner, semantic decoupling
-//! and the cosine classifier with learnable scale and bias (DESIGN.md §2.4).
+//! and the cosine classifier (docs/model.md).
 
-use super::{PromptConfig, PromptLearner, SemanticDecoupling};
+use super::{CosineClassifier, PromptConfig, PromptLearner, SemanticDecoupling};
 use crate::autograd::no_grad;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::Clip;
 use crate::optim::ParamGroup;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::DType;
 use anyhow::{bail, Result};
-
-/// kappa = exp(log_kappa) starts at 20.
-const INITIAL_KAPPA: f32 = 20.0;
-/// beta starts at -5, so first predictions are not saturated.
-const INITIAL_BETA: f32 = -5.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlrplConfig {
@@ -38,10 +32,7 @@ pub struct MlrplModel {
     pub class_names: Vec<String>,
     pub prompts: PromptLearner,
     pub sdm: Option<SemanticDecoupling>,
-    /// Scalar log of the cosine scale kappa.
-    pub log_kappa: Tensor,
-    /// Per-category bias [C].
-    pub beta: Tensor,
+    pub classifier: CosineClassifier,
 }
 
 impl MlrplModel {
@@ -54,9 +45,8 @@ impl MlrplModel {
             true => Some(SemanticDecoupling::new(embed, config.decoupling_width.unwrap_or(embed), rng, &device)?),
             false => None,
         };
-        let log_kappa = Tensor::full(INITIAL_KAPPA.ln(), [1], DType::F32, &device)?.into_parameter()?;
-        let beta = Tensor::full(INITIAL_BETA, [class_names.len()], DType::F32, &device)?.into_parameter()?;
-        Ok(MlrplModel { clip, class_names, prompts, sdm, log_kappa, beta })
+        let classifier = CosineClassifier::new(class_names.len(), &device)?;
+        Ok(MlrplModel { clip, class_names, prompts, sdm, classifier })
     }
 
     pub fn num_classes(&self) -> usize {
@@ -66,22 +56,28 @@ impl MlrplModel {
     /// Every trainable tensor with its checkpoint name (docs/checkpoints.md),
     /// weight-decayed ones first.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut named = vec![("prompt.ctx".to_string(), self.prompts.ctx.clone())];
-        if let Some(sdm) = &self.sdm {
-            named.extend(sdm.named_parameters().into_iter().map(|(n, t)| (format!("sdm.{n}"), t)));
-        }
-        named.push(("classifier.log_kappa".to_string(), self.log_kappa.clone()));
-        named.push(("classifier.beta".to_string(), self.beta.clone()));
-        named
+        let (decayed, not_decayed) = self.parameters_by_role();
+        decayed.into_iter().chain(not_decayed).collect()
     }
 
     /// Optimizer groups: weight decay on the prompts and the decoupling
-    /// module, none on log_kappa and beta (DESIGN.md §2.5).
+    /// module, none on the classifier's scale and bias (docs/model.md §6).
     pub fn parameter_groups(&self) -> Vec<ParamGroup> {
-        let (no_decay, decayed): (Vec<_>, Vec<_>) =
-            self.named_parameters().into_iter().partition(|(name, _)| name.starts_with("classifier."));
+        let (decayed, not_decayed) = self.parameters_by_role();
         let tensors = |v: Vec<(String, Tensor)>| v.into_iter().map(|(_, t)| t).collect();
-        vec![ParamGroup::new(tensors(decayed)), ParamGroup::no_decay(tensors(no_decay))]
+        vec![ParamGroup::new(tensors(decayed)), ParamGroup::no_decay(tensors(not_decayed))]
+    }
+
+    /// (weight-decayed, not decayed) named parameters: the features' weights
+    /// (prompt contexts, decoupling module) and the classifier's.
+    fn parameters_by_role(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+        let mut decayed = vec![("prompt.ctx".to_string(), self.prompts.ctx.clone())];
+        if let Some(sdm) = &self.sdm {
+            decayed.extend(sdm.named_parameters().into_iter().map(|(n, t)| (format!("sdm.{n}"), t)));
+        }
+        let classifier =
+            self.classifier.named_parameters().into_iter().map(|(n, t)| (format!("classifier.{n}"), t)).collect();
+        (decayed, classifier)
     }
 
     /// The frozen image encoder's outputs, recorded on no tape: the dense
@@ -102,8 +98,7 @@ impl MlrplModel {
             Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?,
             None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?,
         };
-        let cosine = visual.cosine_similarity(&text)?;
-        cosine.mul(&self.log_kappa.exp()?)?.add(&self.beta)
+        self.classifier.forward(&visual, &text)
     }
 
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {

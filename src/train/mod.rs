@@ -4,6 +4,7 @@
 //! last checkpoint kept, a JSON-lines metrics file, and `resume`.
 
 pub mod checkpoint;
+pub mod pretrain;
 
 use crate::data::augment::Augment;
 use crate::data::dataset::MultiLabelDataset;
@@ -109,7 +110,7 @@ pub fn predict(
         skip_bad_images: options.skip_bad_images,
         ..LoaderOptions::default()
     };
-    sigmoid_scores(dataset, indices, loader, model.beta.device(), |images| model.logits(images))
+    sigmoid_scores(dataset, indices, loader, model.classifier.beta.device(), |images| model.logits(images))
 }
 
 /// Evaluates `indices` of `dataset` (mAP and the threshold metrics).
@@ -276,7 +277,7 @@ pub fn train(
             optimizer.set_lr(lr);
             optimizer.zero_grad();
             // The loader assembles batches on the host; the model may live on a GPU.
-            let device = model.beta.device();
+            let device = model.classifier.beta.device();
             let (images, labels) = (batch.images.to_device(device)?, batch.labels.to_device(device)?);
             let loss = model.logits(&images)?.masked_bce_with_logits(&labels)?;
             loss.backward()?;

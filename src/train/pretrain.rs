@@ -4,7 +4,7 @@
 //! set's pretrain split (a split whose scenes the MLR-PL splits never use),
 //! with AdamW and a linear warm-up then cosine decay. Every epoch the
 //! zero-shot mAP on a validation split picks the best checkpoint; checkpoints
-//! and `--resume` work as for `train` (see `train::checkpoint`).
+//! and `--resume` work as for `train` (see [`super::checkpoint`]).
 
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::zero_shot::class_features;
