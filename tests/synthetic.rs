@@ -1,4 +1,4 @@
-//! The embedded procedural data set (src/data/synthetic.rs): determinism,
+//! The embedded procedural data set (src/data/synthetic/): determinism,
 //! labels, category balance, captions, split disjointness, tensors.
 //!
 //! `cargo test --release --test synthetic -- --ignored --nocapture` also runs
