@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/fixtures/tokenizer_ids.json: CLIP token ids from OpenAI's own
 tokenizer for a list of awkward strings, which tests/tokenizer.rs holds the
-Rust tokenizer (src/clip/tokenizer.rs) to.
+Rust tokenizer (src/clip/tokenizer/) to.
 
 Usage (from the repository root):
 
@@ -13,7 +13,7 @@ Usage (from the repository root):
         # CLIP_TOKENIZER_FIXTURE=/tmp/f.json cargo test --test tokenizer -- --ignored extra_fixture
 
     python3 tools/make_tokenizer_fixture.py --write-entities
-        # (re)writes src/clip/html_entities.rs: Python's html.entities.html5
+        # (re)writes src/clip/tokenizer/html_entities.rs: Python's html.entities.html5
         # table and ftfy's all-caps entity additions, as Rust source
 
 torch is not needed: `clip/__init__.py` of clip-anytorch imports torch, so
@@ -45,7 +45,7 @@ import unicodedata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tokenizer_ids.json")
-ENTITIES_RS = os.path.join(ROOT, "src", "clip", "html_entities.rs")
+ENTITIES_RS = os.path.join(ROOT, "src", "clip", "tokenizer", "html_entities.rs")
 CONTEXT_LENGTH = 77
 
 COCO = [
@@ -335,7 +335,7 @@ def write_entities():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write-entities", action="store_true",
-                    help="write src/clip/html_entities.rs instead of the fixture")
+                    help="write src/clip/tokenizer/html_entities.rs instead of the fixture")
     ap.add_argument("--fuzz", type=int, metavar="N",
                     help="write N random strings (a larger differential check) instead of "
                          "the fixture's list; see the ignored test `extra_fixture_from_env`")
