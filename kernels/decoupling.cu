@@ -1,5 +1,5 @@
 /*
-Semantic-decoupling scores without the [B, C, N, d] tensor (DESIGN.md 2.3
+Semantic-decoupling scores without the [B, C, N, d] tensor (docs/model.md §4
 with fc3/fc4 collapsed), forward and backward, f32
 (src/ops/custom/decoupling.rs launches them and holds the CPU reference):
   s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k]),  x [B,N,d], t [C,d], u [d].

@@ -1,5 +1,5 @@
 //! Evaluation metrics for multi-label recognition with partial labels
-//! (DESIGN §2.6): per-class average precision and mAP, and the
+//! (docs/model.md §7): per-class average precision and mAP, and the
 //! threshold-based CP, CR, CF1, OP, OR, OF1 with their top-3 versions.
 //!
 //! All values are **fractions in `[0, 1]`**; [`MultiLabelMetrics::summary_table`]
@@ -68,7 +68,7 @@
 //! ASL's follow-up code (which filters out unlabelled entries and skips classes
 //! without a positive). The figure HCP-MLR-PL logs as "mAP" is VOC2012-style
 //! interpolated AP (`Compute_mAP_VOC2012`); the non-interpolated one that
-//! DESIGN §2.6 asks for is its "averageAP".
+//! docs/model.md §7 asks for is its "averageAP".
 //!
 //! # Cost
 //!
@@ -137,7 +137,7 @@ fn ap_of_entries(entries: &mut [(f32, bool)]) -> Option<f64> {
     Some(sum / num_pos as f64)
 }
 
-/// Every metric of DESIGN §2.6, as fractions in `[0, 1]`.
+/// Every metric of docs/model.md §7, as fractions in `[0, 1]`.
 ///
 /// The plain fields use predictions `score >= threshold`; the `_top3` fields
 /// additionally require the class to be among the image's 3 highest scores.
@@ -240,13 +240,13 @@ fn top_k_mask(row: &[f32], k: usize, mask: &mut [bool]) {
     }
 }
 
-/// Computes every metric of DESIGN §2.6.
+/// Computes every metric of docs/model.md §7.
 ///
 /// * `scores`: probabilities, `[N * num_classes]` row-major (image-major).
 /// * `labels`: same shape; `1` positive, `-1` negative, `0` unknown (unknown
 ///   entries are excluded from every metric).
 /// * `threshold`: an entry is predicted positive when `score >= threshold`
-///   (DESIGN: 0.5).
+///   (docs/model.md §7: 0.5).
 ///
 /// # Errors
 ///

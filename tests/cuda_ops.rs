@@ -1,4 +1,4 @@
-//! Every backend primitive on CUDA against the CPU reference (DESIGN.md §4):
+//! Every backend primitive on CUDA against the CPU reference (docs/model.md §9):
 //! seeded random inputs, run through the Tensor ops and autograd on both
 //! devices (so the real code path is tested, backward included), relative
 //! error ||cuda - cpu|| / ||cpu|| <= 1e-4 for f32, 2e-2 for bf16 paths.

@@ -1,4 +1,4 @@
-//! A whole MLR-PL training step on CUDA against the CPU (DESIGN.md §4): the
+//! A whole MLR-PL training step on CUDA against the CPU (docs/model.md §9): the
 //! same tiny random CLIP and model on both devices, the same batch; logits,
 //! loss, every trainable gradient and the parameters after SGD steps must
 //! agree (rel. error <= 1e-4; with bf16 towers on both, 2e-2), and one epoch of `train::train` (loader on the

@@ -1,4 +1,4 @@
-//! `--precision bf16` against f32 on the CPU backend (DESIGN.md §4: bf16
+//! `--precision bf16` against f32 on the CPU backend (docs/model.md §9: bf16
 //! paths within 2e-2 of the f32 reference). The CPU stores bf16 exactly as
 //! the GPU does and rounds at the same places, so this checks the mixed
 //! precision design (which tensors are bf16, where the f32 head starts, the

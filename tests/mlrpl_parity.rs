@@ -1,4 +1,4 @@
-//! The MLR-PL model against DESIGN.md §2 written literally in PyTorch
+//! The MLR-PL model against docs/model.md written literally in PyTorch
 //! (tools/make_mlrpl_dumps.py, which materialises the [B, C, N, d] tensor):
 //! logits, loss, every trainable gradient after one step, the prompts-only
 //! variant, and the losses of 10 SGD steps; relative error <= 1e-4.

@@ -1,5 +1,5 @@
 //! Every op's forward against a plain f64 reference written with naive loops
-//! (DESIGN.md §4): relative error ||got - want|| / ||want|| <= 1e-5 for f32
+//! (docs/model.md §9): relative error ||got - want|| / ||want|| <= 1e-5 for f32
 //! compute, <= 2e-2 for bf16 storage against the f32-input reference; NaN
 //! never passes. Inputs are fresh seeded random values, one seed per test.
 
@@ -897,7 +897,7 @@ fn no_grad_forward_matches_and_records_nothing() {
     assert_eq!(out.to_vec().unwrap(), with_grad);
 }
 
-/// The decoupling scores with fc3/fc4 collapsed against DESIGN.md §2.3
+/// The decoupling scores with fc3/fc4 collapsed against docs/model.md §4
 /// written literally: z = tanh(x * t) materialised, then fc3, then fc4.
 #[test]
 fn decoupling_scores_match_literal_fc3_fc4() {

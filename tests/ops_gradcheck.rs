@@ -1,5 +1,5 @@
 //! Every differentiable op's backward against central finite differences
-//! in f64 (DESIGN.md §4), on fresh seeded random inputs, one seed per test.
+//! in f64 (docs/model.md §9), on fresh seeded random inputs, one seed per test.
 //! The method, the step and the tolerances are explained in
 //! `tests/common/mod.rs`.
 
@@ -537,7 +537,7 @@ fn grad_chain_linear_quick_gelu_layer_norm_sum() {
     });
 }
 
-/// A small version of the model's head (DESIGN.md §2.3-2.4): decoupling
+/// A small version of the model's head (docs/model.md §4-§5): decoupling
 /// attention over patches, cosine classifier with a learnable scale, masked
 /// BCE. Exercises broadcasting, softmax over a non-last axis via transpose,
 /// and many ops feeding each other.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the MLR-PL model parity fixture (tests/fixtures/mlrpl_step.safetensors).
 
-The reference is DESIGN.md §2 written literally in PyTorch on OpenAI's CLIP
+The reference is docs/model.md written literally in PyTorch on OpenAI's CLIP
 code (clip-anytorch): CoOp-style category-specific prompts ("X X ... X
 {name}." tokenized, context vectors spliced between SOT and the name), the
 full 77-token text pass, the semantic decoupling module materialising

@@ -1,12 +1,12 @@
 //! The check that comes before any timing: a device's results against the
 //! CPU backend's on the same inputs, relative error ||got - want|| / ||want||
-//! per tensor (DESIGN.md §4). A NaN or a length mismatch never passes.
+//! per tensor (docs/model.md §9). A NaN or a length mismatch never passes.
 
 use anyhow::{bail, Result};
 
 /// Relative tolerance of an f32 primitive against the CPU reference.
 pub const F32_TOLERANCE: f64 = 1e-4;
-/// Relative tolerance of a bf16 path (DESIGN.md §4): bf16 inputs, f32
+/// Relative tolerance of a bf16 path (docs/model.md §9): bf16 inputs, f32
 /// accumulation in a different order, one bf16 rounding of the output.
 pub const BF16_TOLERANCE: f64 = 2e-2;
 

@@ -1,4 +1,4 @@
-//! OpenAI's CLIP ViT towers (DESIGN.md §2.1, §2.2). For MLR-PL they are
+//! OpenAI's CLIP ViT towers (docs/model.md §2, §3). For MLR-PL they are
 //! frozen: their weights are plain tensors, so nothing is recorded on the
 //! tape unless a trainable input (prompt context) flows through them.
 //! `pretrain` builds them from parameters instead, and every op of the

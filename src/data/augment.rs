@@ -1,4 +1,4 @@
-//! Training and evaluation image transforms (DESIGN §2.5).
+//! Training and evaluation image transforms (docs/model.md §6).
 //!
 //! * Eval: bicubic resize to `R x R` ([`Preprocess::Resize`]), then CLIP
 //!   normalisation.
@@ -27,7 +27,7 @@
 //!
 //! Horizontal flip with probability 0.5 as torchvision's
 //! `RandomHorizontalFlip()` (used by HCP-MLR-PL's training transform and
-//! named by DESIGN §2.5; DualCoOp's own transform has no flip).
+//! named by docs/model.md §6; DualCoOp's own transform has no flip).
 //!
 //! # RandAugment
 //!

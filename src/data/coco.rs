@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Label rules (as HCP-MLR-PL's `datasets/coco2014.py`, the protocol of
-//! DESIGN.md §2.6):
+//! docs/model.md §7):
 //! * Classes: the file's `categories` sorted by id, which must be COCO's 80
 //!   categories with the names of [`COCO_CATEGORIES`] in that order (the
 //!   ids 1..90 with gaps map to labels 0..79).

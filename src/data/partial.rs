@@ -1,4 +1,4 @@
-//! Partial labels: the HCP-MLR-PL protocol (DESIGN §2.6).
+//! Partial labels: the HCP-MLR-PL protocol (docs/model.md §7).
 //!
 //! For a training set of `N` items and `C` classes, every (item, class) label
 //! is kept with probability `p` (the known-label proportion, `--known-ratio`)

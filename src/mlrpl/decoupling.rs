@@ -1,4 +1,4 @@
-//! The semantic decoupling module (DESIGN.md §2.3): each category's text
+//! The semantic decoupling module (docs/model.md §4): each category's text
 //! feature decides where to look in the patch feature map, giving one
 //! visual feature per category.
 

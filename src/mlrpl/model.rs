@@ -10,6 +10,9 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use anyhow::{bail, Result};
 
+/// A trainable tensor with its checkpoint name.
+type Named = (String, Tensor);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlrplConfig {
     pub prompt: PromptConfig,
@@ -55,7 +58,7 @@ impl MlrplModel {
 
     /// Every trainable tensor with its checkpoint name (docs/checkpoints.md),
     /// weight-decayed ones first.
-    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    pub fn named_parameters(&self) -> Vec<Named> {
         let (decayed, not_decayed) = self.parameters_by_role();
         decayed.into_iter().chain(not_decayed).collect()
     }
@@ -64,13 +67,13 @@ impl MlrplModel {
     /// module, none on the classifier's scale and bias (docs/model.md §6).
     pub fn parameter_groups(&self) -> Vec<ParamGroup> {
         let (decayed, not_decayed) = self.parameters_by_role();
-        let tensors = |v: Vec<(String, Tensor)>| v.into_iter().map(|(_, t)| t).collect();
+        let tensors = |v: Vec<Named>| v.into_iter().map(|(_, t)| t).collect();
         vec![ParamGroup::new(tensors(decayed)), ParamGroup::no_decay(tensors(not_decayed))]
     }
 
     /// (weight-decayed, not decayed) named parameters: the features' weights
     /// (prompt contexts, decoupling module) and the classifier's.
-    fn parameters_by_role(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+    fn parameters_by_role(&self) -> (Vec<Named>, Vec<Named>) {
         let mut decayed = vec![("prompt.ctx".to_string(), self.prompts.ctx.clone())];
         if let Some(sdm) = &self.sdm {
             decayed.extend(sdm.named_parameters().into_iter().map(|(n, t)| (format!("sdm.{n}"), t)));

@@ -1,4 +1,4 @@
-//! Category-specific prompt learning (DESIGN.md §2.2): category c reads
+//! Category-specific prompt learning (docs/model.md §3): category c reads
 //! `[SOT] ctx_c[1..M] name_c . [EOT]` through the frozen text tower, with
 //! `ctx_c` learned (one set per category, or one shared set as CoOp).
 

@@ -1,4 +1,4 @@
-//! The training loop (DESIGN.md §2.5): SGD with momentum over the MLR-PL
+//! The training loop (docs/model.md §6): SGD with momentum over the MLR-PL
 //! model's trainable tensors, warm-up then cosine decay per step, validation
 //! on a held-out part of the training split every epoch, the best and the
 //! last checkpoint kept, a JSON-lines metrics file, and `resume`.

@@ -1,6 +1,6 @@
 //! Helpers shared by the op checks (`tests/ops_forward.rs`,
 //! `tests/ops_gradcheck.rs`): tensor constructors, the relative-error
-//! comparison of DESIGN.md §4, and the finite-difference gradient checker.
+//! comparison of docs/model.md §9, and the finite-difference gradient checker.
 //!
 //! Gradient check, in short: the inputs become parameters, the op under test
 //! builds `out`, and the scalar `L = sum(out * R)` is backpropagated, where R

@@ -1,4 +1,4 @@
-//! The parity comparison of DESIGN.md §4 for the fixture tests: relative
+//! The parity comparison of docs/model.md §9 for the fixture tests: relative
 //! error ||got - want|| / ||want|| <= 1e-4 in f32; NaN never passes.
 
 use mlrpl_engine::Tensor;
