@@ -28,8 +28,9 @@ fn run_on(
         .map(|i| Tensor::from_vec(i.values.clone(), i.shape.clone(), device).unwrap().into_parameter().unwrap())
         .collect();
     let out = f(device, &params).unwrap();
-    let weights =
-        Tensor::from_vec(Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0), out.shape().clone(), device).unwrap();
+    // In the output's dtype: a bf16 output takes bf16 weights (ops refuse mixed dtypes).
+    let values = Rng::new(0x5EED).normal_vec(out.elem_count(), 1.0);
+    let weights = Tensor::from_vec_dtype(values, out.shape().clone(), out.dtype(), device).unwrap();
     out.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
     let grads = params.iter().map(|p| p.grad().map(|g| g.to_vec().unwrap())).collect();
     (out.to_vec().unwrap(), grads)

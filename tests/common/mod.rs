@@ -43,6 +43,7 @@
 
 #![allow(dead_code)]
 
+pub mod sim;
 pub mod training_step;
 
 use anyhow::{bail, Result};
@@ -365,11 +366,23 @@ where
 
 /// The GPU for a CUDA-vs-CPU test, with output poisoning on (every buffer a
 /// primitive allocates starts as NaN, so an element no kernel writes fails
-/// the comparison). Without a usable GPU it prints
-/// `<test>: SKIPPED (no CUDA GPU): <reason>` to stderr and returns None;
-/// with `MLRPL_REQUIRE_GPU=1` (set by tools/gpu-check.sh) it fails instead,
-/// so a GPU run can never pass by skipping.
+/// the comparison). Without a CUDA driver (or with `MLRPL_SIM=1`) that GPU
+/// is the simulated one of `kernels/sim/` ([`sim`]); with `MLRPL_SIM=0` and
+/// no usable GPU it prints `<test>: SKIPPED (no CUDA GPU): <reason>` to
+/// stderr and returns None; with `MLRPL_REQUIRE_GPU=1` (set by
+/// tools/gpu-check.sh) it fails instead, so a GPU run can never pass by
+/// skipping.
 pub fn cuda_or_skip(test: &str) -> Option<Device> {
+    if sim::wanted() {
+        if let Err(e) = sim::install() {
+            panic!("{test}: the simulated GPU could not be built or loaded: {e:#}");
+        }
+        static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+        ANNOUNCED.call_once(|| {
+            let line = format!("CUDA tests run on the simulated GPU ({})\n", sim::schedule());
+            std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).expect("stderr");
+        });
+    }
     match Device::cuda() {
         Ok(device) => {
             if let Device::Cuda(gpu) = &device {
