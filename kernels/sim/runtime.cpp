@@ -13,8 +13,8 @@ Configuration (read at each launch):
   MLRPL_SIM_ORDER       forward (default), reverse or random: the order of
                         blocks and of the threads within a block
   MLRPL_SIM_SEED        seed of the random order (default 1)
-  MLRPL_SIM_MAX_BLOCKS  caps grid.x at this many blocks (0: no cap), so that
-                        every grid-stride loop walks several items
+(The backend's own MLRPL_CUDA_MAX_GRID caps its grid-stride launches, so
+that every grid-stride loop walks several items.)
 */
 #include "sim.h"
 
@@ -513,10 +513,6 @@ std::string run_launch(const KernelInfo& kernel, const LaunchShape& shape, void*
     run.kernel = &kernel;
     run.params = params;
     run.shape = shape;
-    if (const char* cap = getenv("MLRPL_SIM_MAX_BLOCKS")) {
-        const unsigned m = (unsigned)strtoul(cap, nullptr, 10);
-        if (m > 0 && run.shape.grid.x > m) run.shape.grid.x = m;
-    }
 #if SIM_ASAN
     // The scheduler runs on this host thread's stack; its bounds are what
     // the fibers switch back to.

@@ -56,11 +56,13 @@ fn flags() -> Vec<&'static str> {
     f
 }
 
-/// `kernels/*.cu` and `kernels/sim/*`, sorted, with their contents.
 /// (file name, contents) of a folder's files.
 type Files = Vec<(String, String)>;
 
-fn sources() -> Result<(Files, Files)> {
+/// `kernels/*.cu` and `*.cuh`, `kernels/sim/*` and the negative controls of
+/// `tests/sim_controls/*.cu` (`tests/sim_controls.rs`), sorted, with their
+/// contents.
+fn sources() -> Result<(Files, Files, Files)> {
     let read_dir = |dir: &Path, keep: &dyn Fn(&str) -> bool| -> Result<Files> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -75,7 +77,8 @@ fn sources() -> Result<(Files, Files)> {
     };
     let kernels = read_dir(&manifest().join("kernels"), &|n| n.ends_with(".cu") || n.ends_with(".cuh"))?;
     let sim = read_dir(&manifest().join("kernels/sim"), &|_| true)?;
-    Ok((kernels, sim))
+    let controls = read_dir(&manifest().join("tests/sim_controls"), &|n| n.ends_with(".cu"))?;
+    Ok((kernels, sim, controls))
 }
 
 /// Blanks out comments, keeping line breaks (so line numbers stay).
@@ -124,6 +127,7 @@ fn strip_comments(src: &str) -> String {
 /// The two rewrites of the module doc; `next_id` numbers static shared
 /// variables across all modules.
 fn rewrite(file: &str, src: &str, next_id: &mut usize) -> Result<String> {
+    let asm_call = Regex::new(r"\basm\s*\(")?;
     let mut text = strip_comments(src);
     let dynamic = Regex::new(r"extern\s+__shared__\s+([A-Za-z_][\w:]*(?:\s+[A-Za-z_][\w:]*)*?)\s+(\w+)\s*\[\s*\]\s*;")?;
     text = dynamic.replace_all(&text, "\n#define $2 (static_cast<$1*>(::sim::shared_dynamic()))\n").into_owned();
@@ -149,7 +153,7 @@ fn rewrite(file: &str, src: &str, next_id: &mut usize) -> Result<String> {
     text = numbered(&array, &text, true);
     text = numbered(&scalar, &text, false);
     if let Some(line) = text.lines().position(|l| l.contains("__shared__")) {
-        bail!("kernels/{file}:{}: a __shared__ declaration the simulator's build cannot rewrite", line + 1);
+        bail!("{file}:{}: a __shared__ declaration the simulator's build cannot rewrite", line + 1);
     }
     let asm = Regex::new(
         r#"asm\s*(?:volatile\s*)?\(\s*"([^"]*)"\s*:\s*"=[a-z]"\s*\(([^;]*?)\)\s*:\s*"[a-z]"\s*\(([^;]*?)\)\s*\)\s*;"#,
@@ -166,12 +170,12 @@ fn rewrite(file: &str, src: &str, next_id: &mut usize) -> Result<String> {
         })
         .into_owned();
     if let Some(op) = unknown {
-        bail!("kernels/{file}: inline PTX `{op}` is not simulated (kernels/sim/cuda_sim.h, sim::ptx)");
+        bail!("{file}: inline PTX `{op}` is not simulated (kernels/sim/cuda_sim.h, sim::ptx)");
     }
-    if let Some(line) = text.lines().position(|l| Regex::new(r"\basm\s*\(").unwrap().is_match(l)) {
-        bail!("kernels/{file}:{}: an asm statement the simulator's build cannot rewrite", line + 1);
+    if let Some(line) = text.lines().position(|l| asm_call.is_match(l)) {
+        bail!("{file}:{}: an asm statement the simulator's build cannot rewrite", line + 1);
     }
-    Ok(format!("#include \"cuda_sim.h\"\n#line 1 \"kernels/{file}\"\n{text}"))
+    Ok(format!("#include \"cuda_sim.h\"\n#line 1 \"{file}\"\n{text}"))
 }
 
 fn run(cmd: &mut Command) -> Result<std::process::Output> {
@@ -184,7 +188,7 @@ fn run(cmd: &mut Command) -> Result<std::process::Output> {
 
 /// Compiles every source into `dir` (the kernels in parallel) and links the
 /// three libraries.
-fn build(dir: &Path, kernels: &[(String, String)]) -> Result<()> {
+fn build(dir: &Path, kernels: &[(String, String)], controls: &[(String, String)]) -> Result<()> {
     let cxx = compiler();
     // The rewritten headers in `dir` come before the originals.
     let include = |c: &mut Command| {
@@ -193,16 +197,21 @@ fn build(dir: &Path, kernels: &[(String, String)]) -> Result<()> {
     let entry = Regex::new(r#"extern\s+"C"\s+__attribute__\(\(used\)\)\s+void\s+(\w+)\s*\("#)?;
     let mut next_id = 0;
     for (file, src) in kernels.iter().filter(|(f, _)| f.ends_with(".cuh")) {
-        let text = rewrite(file, src, &mut next_id)?;
+        let text = rewrite(&format!("kernels/{file}"), src, &mut next_id)?;
         // A header is pasted into each kernel file; cuda_sim.h comes first there.
         std::fs::write(dir.join(file), text.replacen("#include \"cuda_sim.h\"\n", "", 1))?;
     }
     let mut jobs = Vec::new();
     let mut objects = Vec::new();
-    for (file, src) in kernels.iter().filter(|(f, _)| f.ends_with(".cu")) {
+    let modules = kernels
+        .iter()
+        .filter(|(f, _)| f.ends_with(".cu"))
+        .map(|(f, s)| (format!("kernels/{f}"), f, s))
+        .chain(controls.iter().map(|(f, s)| (format!("tests/sim_controls/{f}"), f, s)));
+    for (path, file, src) in modules {
         let module = file.trim_end_matches(".cu");
         let tu = dir.join(format!("{module}.sim.cpp"));
-        std::fs::write(&tu, rewrite(file, src, &mut next_id)?)?;
+        std::fs::write(&tu, rewrite(&path, src, &mut next_id)?)?;
         // The kernels are the extern "C" functions marked __global__, which
         // cuda_sim.h turns into __attribute__((used)); macros may define them.
         let mut pre = Command::new(&cxx);
@@ -211,7 +220,7 @@ fn build(dir: &Path, kernels: &[(String, String)]) -> Result<()> {
         let expanded = String::from_utf8_lossy(&expanded.stdout);
         let names: Vec<String> = entry.captures_iter(&expanded).map(|c| c[1].to_string()).collect();
         if names.is_empty() {
-            bail!("kernels/{file}: no extern \"C\" __global__ kernel found");
+            bail!("{path}: no extern \"C\" __global__ kernel found");
         }
         let mut registration = String::from("\n");
         for name in &names {
@@ -223,7 +232,7 @@ fn build(dir: &Path, kernels: &[(String, String)]) -> Result<()> {
         include(&mut cc);
         cc.args(flags()).arg("-c").arg(&tu).arg("-o").arg(&obj);
         cc.stderr(std::process::Stdio::piped());
-        jobs.push((cc.spawn().with_context(|| format!("starting {cxx}"))?, format!("kernels/{file}")));
+        jobs.push((cc.spawn().with_context(|| format!("starting {cxx}"))?, path));
         objects.push(obj);
     }
     let mut support = Vec::new();
@@ -263,9 +272,9 @@ fn build(dir: &Path, kernels: &[(String, String)]) -> Result<()> {
 
 /// The folder with the built libraries: built when its sources changed.
 fn built() -> Result<PathBuf> {
-    let (kernels, sim) = sources()?;
+    let (kernels, sim, controls) = sources()?;
     let mut h = DefaultHasher::new();
-    (&kernels, &sim, flags(), compiler()).hash(&mut h);
+    (&kernels, &sim, &controls, flags(), compiler()).hash(&mut h);
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mlrpl-sim");
     let dir = root.join(format!("{}-{:016x}", if asan() { "asan" } else { "plain" }, h.finish()));
     std::fs::create_dir_all(&root)?;
@@ -280,7 +289,7 @@ fn built() -> Result<PathBuf> {
         let staging = root.join(format!("staging-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)?;
-        build(&staging, &kernels)?;
+        build(&staging, &kernels, &controls)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir)?;
     }
@@ -380,9 +389,9 @@ pub fn wanted() -> bool {
 pub fn schedule() -> String {
     let var = |n: &str, d: &str| std::env::var(n).unwrap_or_else(|_| d.to_string());
     format!(
-        "order {}, max blocks {}, {}",
+        "order {}, grid-stride launches of at most {} blocks, {}",
         var("MLRPL_SIM_ORDER", "forward"),
-        var("MLRPL_SIM_MAX_BLOCKS", "unlimited"),
+        var("MLRPL_CUDA_MAX_GRID", "65535"),
         if asan() { "AddressSanitizer" } else { "no sanitizer" }
     )
 }

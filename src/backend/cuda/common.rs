@@ -5,15 +5,28 @@
 use anyhow::{anyhow, bail, Result};
 use cudarc::cublaslt::sys::cudaDataType;
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
+use std::sync::OnceLock;
 
 /// Threads per block of the elementwise and row kernels.
 pub const BLOCK: u32 = 256;
-/// The largest grid.x the launches use (every kernel is grid-stride).
-pub const MAX_GRID: usize = 65535;
+/// The hardware's largest grid.y and grid.z.
+const GRID_LIMIT: usize = 65535;
+
+/// The largest grid.x the grid-stride launches use: 65535, or
+/// `MLRPL_CUDA_MAX_GRID` blocks when set (the tests set a few, so that every
+/// grid-stride loop walks several items and every per-block partial is
+/// summed from a grid the host sized itself).
+pub fn max_grid() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let set = std::env::var("MLRPL_CUDA_MAX_GRID").ok().and_then(|v| v.parse::<usize>().ok());
+        set.map_or(GRID_LIMIT, |m| m.clamp(1, GRID_LIMIT))
+    })
+}
 
 /// A grid-stride launch over `n` items with `block` threads per block.
 pub fn grid_for(n: usize, block: u32) -> LaunchConfig {
-    let blocks = n.div_ceil(block as usize).clamp(1, MAX_GRID) as u32;
+    let blocks = n.div_ceil(block as usize).clamp(1, max_grid()) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
 }
 
@@ -25,7 +38,7 @@ pub fn single_block() -> LaunchConfig {
 /// One block per row (grid-stride over rows), with `shared` dynamic bytes.
 pub fn rows_config(rows: usize, block: u32, shared: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (rows.clamp(1, MAX_GRID) as u32, 1, 1),
+        grid_dim: (rows.clamp(1, max_grid()) as u32, 1, 1),
         block_dim: (block, 1, 1),
         shared_mem_bytes: shared,
     }
@@ -129,7 +142,7 @@ mod tests {
     fn grids_are_clamped_and_sizes_checked() {
         assert_eq!(grid_for(0, 256).grid_dim.0, 1);
         assert_eq!(grid_for(257, 256).grid_dim.0, 2);
-        assert_eq!(grid_for(1 << 40, 256).grid_dim.0, 65535);
+        assert_eq!(grid_for(1 << 40, 256).grid_dim.0 as usize, max_grid());
         assert!(int(1 << 31, "n").unwrap_err().to_string().contains("n = 2147483648"));
     }
 }

@@ -2,7 +2,7 @@
 //! (`kernels/optimizer.cu`): one launch per [`MAX_UPDATE_TENSORS`] tensors,
 //! their buffers listed in a table passed by value.
 
-use super::common::{int, launch, BLOCK, MAX_GRID};
+use super::common::{int, launch, max_grid, BLOCK};
 use super::device::{CudaDevice, Kernel};
 use crate::backend::{AdamWStep, SgdStep};
 use anyhow::{bail, Result};
@@ -112,7 +112,7 @@ fn for_each_batch(
                 guards.push(guard);
             }
         }
-        let blocks = total.div_ceil(UPDATE_CHUNK).clamp(1, MAX_GRID) as u32;
+        let blocks = total.div_ceil(UPDATE_CHUNK).clamp(1, max_grid()) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         launch_batch(&table, total as i64, cfg)?;
     }

@@ -5,7 +5,7 @@
 //! order, so the loss is bit-identical across runs.
 
 use crate::autograd;
-use crate::backend::cuda::common::{int, launch, single_block, BLOCK};
+use crate::backend::cuda::common::{int, launch, max_grid, single_block, BLOCK};
 use crate::backend::cuda::CudaDevice;
 use crate::backend::custom::{exact_inputs, CustomOp};
 use crate::backend::Storage;
@@ -126,7 +126,7 @@ const BCE_MAX_PARTIALS: usize = 1024;
 const BCE_MAX_BACKWARD_GRID: usize = 65535;
 
 fn bce_grid(n: usize, cap: usize) -> u32 {
-    n.div_ceil(4).div_ceil(BLOCK as usize).clamp(1, cap) as u32
+    n.div_ceil(4).div_ceil(BLOCK as usize).clamp(1, cap.min(max_grid())) as u32
 }
 
 /// Returns (loss [1], count [1] of known labels).
