@@ -10,6 +10,9 @@
 //!   fails, naming the kernel and the fault);
 //! * an out-of-bounds shared and global write (AddressSanitizer, in a child
 //!   process with the instrumented simulator, which must abort).
+//!
+//! And one positive check: ballot, any/all and the four shuffles exchange
+//! the right values between lanes.
 
 mod common;
 
@@ -120,6 +123,21 @@ fn a_barrier_deadlock_fails_the_launch() {
     for order in ["forward", "reverse"] {
         let err = with_order(order, || launch("control_deadlock", 64, None, 64, 1)).unwrap_err();
         assert!(err.contains("control_deadlock") && err.contains("deadlock"), "{order}: {err}");
+    }
+}
+
+#[test]
+fn warp_votes_and_shuffles_exchange_values_between_lanes() {
+    let out = with_order("reverse", || launch("control_warp_votes", 32, None, 6 * 32, 0)).unwrap();
+    let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+    for lane in 0..32u32 {
+        let at = |k: usize| bits[k * 32 + lane as usize];
+        assert_eq!(at(0), 0x4924_9249, "ballot of lane % 3 == 0, lane {lane}");
+        assert_eq!(at(1), 1, "any(lane == 5), lane {lane}");
+        assert_eq!(at(2), 0, "all(lane < 31), lane {lane}");
+        assert_eq!(at(3), if lane < 31 { lane + 1 } else { lane }, "shuffle down, lane {lane}");
+        assert_eq!(at(4), if lane > 0 { lane - 1 } else { lane }, "shuffle up, lane {lane}");
+        assert_eq!(at(5), 7, "shuffle from lane 7, lane {lane}");
     }
 }
 

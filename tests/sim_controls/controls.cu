@@ -20,6 +20,10 @@ All launches: one block.
    __shared__ float[32] (block = 32): offset 1 writes one past its end.
 6. control_global_write(out, offset): thread t writes out[t + offset] of a
    buffer of blockDim.x floats: offset 1 writes one past its end.
+7. control_warp_votes(out, unused): one warp; out[k * 32 + lane] holds, as
+   float bits, the ballot of lane % 3 == 0, any(lane == 5), all(lane < 31),
+   and the shuffles down by 1, up by 1 and from lane 7 of the lane index,
+   each after a __syncwarp.
 */
 
 extern "C" __global__ void control_block_sum(const float* x, float* out, int mode) {
@@ -72,4 +76,16 @@ extern "C" __global__ void control_shared_write(float* out, int offset) {
 
 extern "C" __global__ void control_global_write(float* out, int offset) {
     out[threadIdx.x + offset] = (float)threadIdx.x;
+}
+
+extern "C" __global__ void control_warp_votes(float* out, int) {
+    const unsigned lane = threadIdx.x;
+    const unsigned full = 0xFFFFFFFFu;
+    __syncwarp();
+    out[0 * 32 + lane] = __uint_as_float(__ballot_sync(full, lane % 3 == 0));
+    out[1 * 32 + lane] = __uint_as_float((unsigned)__any_sync(full, lane == 5));
+    out[2 * 32 + lane] = __uint_as_float((unsigned)__all_sync(full, lane < 31));
+    out[3 * 32 + lane] = __uint_as_float(__shfl_down_sync(full, lane, 1));
+    out[4 * 32 + lane] = __uint_as_float(__shfl_up_sync(full, lane, 1));
+    out[5 * 32 + lane] = __uint_as_float(__shfl_sync(full, lane, 7));
 }
