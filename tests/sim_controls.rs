@@ -11,8 +11,9 @@
 //! * an out-of-bounds shared and global write (AddressSanitizer, in a child
 //!   process with the instrumented simulator, which must abort).
 //!
-//! And one positive check: ballot, any/all and the four shuffles exchange
-//! the right values between lanes.
+//! And two positive checks: ballot, any/all and the four shuffles exchange
+//! the right values between lanes; `mma.sync.m16n8k16` (bf16) multiplies the
+//! fragments of the PTX ISA's layout.
 
 mod common;
 
@@ -138,6 +139,37 @@ fn warp_votes_and_shuffles_exchange_values_between_lanes() {
         assert_eq!(at(3), if lane < 31 { lane + 1 } else { lane }, "shuffle down, lane {lane}");
         assert_eq!(at(4), if lane > 0 { lane - 1 } else { lane }, "shuffle up, lane {lane}");
         assert_eq!(at(5), 7, "shuffle from lane 7, lane {lane}");
+    }
+}
+
+#[test]
+fn mma_sync_m16n8k16_multiplies_the_fragments_of_the_ptx_layout() {
+    let mut rng = mlrpl_engine::rng::Rng::new(16);
+    // bf16 values: f32s with their low 16 bits cleared.
+    let mut bf16 = |n: usize| -> (Vec<u16>, Vec<f32>) {
+        let v: Vec<f32> = rng.normal_vec(n, 1.0).iter().map(|x| f32::from_bits(x.to_bits() & 0xFFFF_0000)).collect();
+        (v.iter().map(|x| (x.to_bits() >> 16) as u16).collect(), v)
+    };
+    let (a_bits, a) = bf16(16 * 16);
+    let (b_bits, b) = bf16(16 * 8);
+    let c = mlrpl_engine::rng::Rng::new(17).normal_vec(16 * 8, 1.0);
+    let (stream, f) = control("control_mma");
+    let (da, db, dc) =
+        (stream.clone_htod(&a_bits).unwrap(), stream.clone_htod(&b_bits).unwrap(), stream.clone_htod(&c).unwrap());
+    let mut dd = stream.alloc_zeros::<f32>(16 * 8).unwrap();
+    let mut launch = stream.launch_builder(&f);
+    launch.arg(&da).arg(&db).arg(&dc).arg(&mut dd);
+    // SAFETY: control_mma's arguments: A 256 and B 128 bf16 bit patterns, C
+    // and D 128 floats; one warp.
+    unsafe { launch.launch(block(32)) }.unwrap_or_else(|e| panic!("{e}: {}", sim::last_fault()));
+    let got = stream.clone_dtoh(&dd).unwrap();
+    for row in 0..16 {
+        for col in 0..8 {
+            let want: f64 =
+                c[row * 8 + col] as f64 + (0..16).map(|k| a[row * 16 + k] as f64 * b[k * 8 + col] as f64).sum::<f64>();
+            let g = got[row * 8 + col] as f64;
+            assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "D[{row}][{col}] = {g}, want {want}");
+        }
     }
 }
 

@@ -10,8 +10,9 @@ Two things of a .cu file are not C++ and are rewritten by the simulator's
 build (tests/common/sim.rs) before this header sees them: __shared__
 declarations (static ones become references into the block's shared memory,
 `extern __shared__` arrays the launch's dynamic shared memory) and inline PTX
-`asm` statements (each known instruction becomes a call into sim::ptx; an
-unknown one is a build error). Everything else is defined here.
+`asm` statements (each known instruction becomes a call of the sim::ptx
+function of its name, outputs by pointer, then inputs; an unknown one is a
+build error). Everything else is defined here.
 */
 #pragma once
 
@@ -85,8 +86,11 @@ int block_barrier(BarrierKind kind, int predicate);
 // with the same mask. `value` is this lane's contribution, `source` the lane
 // whose value this lane receives (shuffles; -1: keep its own), and the
 // result is that value (shuffles) or the mask's predicate bits (ballot).
-enum WarpOp { WARP_SYNC = 0, WARP_SHFL = 1, WARP_BALLOT = 2 };
+enum WarpOp { WARP_SYNC = 0, WARP_SHFL = 1, WARP_BALLOT = 2, WARP_COLLECTIVE = 3 };
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int source);
+// A warp-wide instruction (mma): once every lane of `mask` has arrived,
+// `combine` runs once with each lane's `payload` (null outside the mask).
+void warp_collective(unsigned mask, void* payload, void (*combine)(void* const* lanes));
 
 // Static __shared__ variable `id` of `bytes` bytes in the running block:
 // allocated, NaN-filled, on the block's first use; the same for every thread.
@@ -119,7 +123,7 @@ inline float f32_from_bits(uint32_t u) {
 
 // cvt.rn.bf16.f32: round to nearest, ties to even; NaN to the canonical
 // bf16 NaN (0x7FFF).
-inline unsigned short cvt_rn_bf16_f32(float x) {
+inline unsigned short bf16_rne(float x) {
     const uint32_t u = f32_bits(x);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
         return 0x7FFF;
@@ -127,10 +131,11 @@ inline unsigned short cvt_rn_bf16_f32(float x) {
     const uint32_t rounding = 0x7FFFu + ((u >> 16) & 1u);
     return (unsigned short)((u + rounding) >> 16);
 }
+inline void cvt_rn_bf16_f32(unsigned short* out, float x) { *out = bf16_rne(x); }
 
 // cvt.rn.f16.f32: IEEE binary16, round to nearest even, overflow to inf,
 // subnormals kept, NaN to the canonical f16 NaN (0x7FFF).
-inline unsigned short cvt_rn_f16_f32(float x) {
+inline unsigned short f16_rne(float x) {
     const uint32_t u = f32_bits(x);
     const uint32_t sign = (u >> 16) & 0x8000u;
     const uint32_t abs = u & 0x7FFFFFFFu;
@@ -164,9 +169,10 @@ inline unsigned short cvt_rn_f16_f32(float x) {
     }
     return (unsigned short)(sign | v);
 }
+inline void cvt_rn_f16_f32(unsigned short* out, float x) { *out = f16_rne(x); }
 
 // cvt.f32.f16: exact widening.
-inline float cvt_f32_f16(unsigned short h) {
+inline float f16_widen(unsigned short h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t exp = (h >> 10) & 0x1Fu;
     uint32_t mant = h & 0x3FFu;
@@ -186,6 +192,14 @@ inline float cvt_f32_f16(unsigned short h) {
     }
     return f32_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
 }
+inline void cvt_f32_f16(float* out, unsigned short h) { *out = f16_widen(h); }
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: the warp computes
+// D (16 x 8) = A (16 x 16) B (16 x 8) + C, each lane holding the fragments
+// of the PTX ISA's layout (kernels/sim/runtime.cpp).
+void mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32(float* d0, float* d1, float* d2, float* d3, uint32_t a0,
+                                                         uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                                         uint32_t b1, float c0, float c1, float c2, float c3);
 
 }  // namespace ptx
 }  // namespace sim

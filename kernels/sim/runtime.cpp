@@ -114,6 +114,7 @@ struct Thread {
     unsigned mask = 0;
     uint64_t value = 0;
     int source = -1;
+    void (*combine)(void* const*) = nullptr;
     // What the barrier or warp operation returns.
     uint64_t result = 0;
     void* fake_stack = nullptr;
@@ -338,6 +339,20 @@ void try_release_warp(const Thread& t) {
             return;
         }
     }
+    if (t.op == WARP_COLLECTIVE) {
+        void* payloads[32] = {};
+        for (int i : lanes) {
+            const Thread& o = run.threads[i];
+            if (o.combine != t.combine) {
+                fail("lanes of one warp meet different warp-wide instructions");
+                return;
+            }
+            payloads[i - base] = reinterpret_cast<void*>(o.value);
+        }
+        t.combine(payloads);
+        for (int i : lanes) run.threads[i].state = State::Runnable;
+        return;
+    }
     uint64_t ballot = 0;
     for (int i : lanes) {
         if (run.threads[i].value) ballot |= 1ull << (i - base);
@@ -448,6 +463,70 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int source) {
     yield_to_scheduler(false);
     return t.result;
 }
+
+void warp_collective(unsigned mask, void* payload, void (*combine)(void* const* lanes)) {
+    Thread& t = *run.current;
+    t.combine = combine;
+    warp_op(WARP_COLLECTIVE, mask, reinterpret_cast<uint64_t>(payload), -1);
+}
+
+namespace ptx {
+
+namespace {
+
+struct MmaLane {
+    uint32_t a[4], b[2];
+    float c[4], d[4];
+};
+
+float bf16_half(uint32_t reg, int high) {
+    return f32_from_bits((high ? reg >> 16 : reg & 0xFFFFu) << 16);
+}
+
+// The m16n8k16 fragments of the PTX ISA, with g = lane / 4, q = lane % 4:
+// A (row-major 16 x 16): a0 = (g, 2q..2q+1), a1 = (g+8, 2q..), a2 = (g, 2q+8..),
+// a3 = (g+8, 2q+8..); B (16 x 8, by column): b0 = rows 2q..2q+1 of column g,
+// b1 = rows 2q+8..; C and D: c0, c1 = (g, 2q..2q+1), c2, c3 = (g+8, 2q..).
+// The lower 16 bits of a register hold the lower-indexed element.
+void mma_combine(void* const* lanes) {
+    float a[16][16], b[16][8], c[16][8];
+    for (int l = 0; l < 32; l++) {
+        const MmaLane& f = *static_cast<const MmaLane*>(lanes[l]);
+        const int g = l / 4, q = l % 4;
+        for (int r = 0; r < 4; r++) {
+            const int row = g + (r & 1) * 8, col = 2 * q + (r >> 1) * 8;
+            a[row][col] = bf16_half(f.a[r], 0);
+            a[row][col + 1] = bf16_half(f.a[r], 1);
+        }
+        for (int r = 0; r < 2; r++) {
+            b[2 * q + r * 8][g] = bf16_half(f.b[r], 0);
+            b[2 * q + r * 8 + 1][g] = bf16_half(f.b[r], 1);
+        }
+        for (int r = 0; r < 4; r++) c[g + (r >> 1) * 8][2 * q + (r & 1)] = f.c[r];
+    }
+    for (int l = 0; l < 32; l++) {
+        MmaLane& f = *static_cast<MmaLane*>(lanes[l]);
+        const int g = l / 4, q = l % 4;
+        for (int r = 0; r < 4; r++) {
+            const int row = g + (r >> 1) * 8, col = 2 * q + (r & 1);
+            double acc = c[row][col];
+            for (int k = 0; k < 16; k++) acc += (double)a[row][k] * b[k][col];
+            f.d[r] = (float)acc;
+        }
+    }
+}
+
+}  // namespace
+
+void mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32(float* d0, float* d1, float* d2, float* d3, uint32_t a0,
+                                                         uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                                         uint32_t b1, float c0, float c1, float c2, float c3) {
+    MmaLane lane{{a0, a1, a2, a3}, {b0, b1}, {c0, c1, c2, c3}, {}};
+    warp_collective(0xFFFFFFFFu, &lane, &mma_combine);
+    *d0 = lane.d[0], *d1 = lane.d[1], *d2 = lane.d[2], *d3 = lane.d[3];
+}
+
+}  // namespace ptx
 
 void* shared_static(int id, size_t bytes, size_t align) {
     for (const SharedVar& v : run.shared) {

@@ -155,27 +155,94 @@ fn rewrite(file: &str, src: &str, next_id: &mut usize) -> Result<String> {
     if let Some(line) = text.lines().position(|l| l.contains("__shared__")) {
         bail!("{file}:{}: a __shared__ declaration the simulator's build cannot rewrite", line + 1);
     }
-    let asm = Regex::new(
-        r#"asm\s*(?:volatile\s*)?\(\s*"([^"]*)"\s*:\s*"=[a-z]"\s*\(([^;]*?)\)\s*:\s*"[a-z]"\s*\(([^;]*?)\)\s*\)\s*;"#,
-    )?;
-    let known = ["cvt.rn.bf16.f32", "cvt.rn.f16.f32", "cvt.f32.f16"];
-    let mut unknown = None;
-    text = asm
-        .replace_all(&text, |c: &regex::Captures| {
-            let op = c[1].split_whitespace().next().unwrap_or_default().to_string();
-            if !known.contains(&op.as_str()) {
-                unknown.get_or_insert(op.clone());
-            }
-            format!("({}) = ::sim::ptx::{}({});", &c[2], op.replace('.', "_"), &c[3])
-        })
-        .into_owned();
-    if let Some(op) = unknown {
-        bail!("{file}: inline PTX `{op}` is not simulated (kernels/sim/cuda_sim.h, sim::ptx)");
-    }
+    let text = rewrite_asm(file, &text)?;
     if let Some(line) = text.lines().position(|l| asm_call.is_match(l)) {
         bail!("{file}:{}: an asm statement the simulator's build cannot rewrite", line + 1);
     }
     Ok(format!("#include \"cuda_sim.h\"\n#line 1 \"{file}\"\n{text}"))
+}
+
+/// The PTX instructions `kernels/sim/cuda_sim.h` implements (`sim::ptx`).
+const PTX: &[&str] =
+    &["cvt.rn.bf16.f32", "cvt.rn.f16.f32", "cvt.f32.f16", "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"];
+
+/// Splits `s` at the top-level (outside parentheses and strings) `sep`s.
+fn split_top(s: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut depth, mut in_string, mut start) = (Vec::new(), 0i32, false, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '(' if !in_string => depth += 1,
+            ')' if !in_string => depth -= 1,
+            c if c == sep && depth == 0 && !in_string => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Each `asm [volatile] ("instr ..." : "=c"(out), ... : "c"(in), ...);`
+/// becomes `::sim::ptx::instr_name(&out, ..., in, ...);`, for the
+/// instructions of [`PTX`].
+fn rewrite_asm(file: &str, text: &str) -> Result<String> {
+    let start = Regex::new(r"\basm\s*(?:volatile\s*)?\(")?;
+    let operand = Regex::new(r#"^\s*"=?\+?[a-z]"\s*\((.*)\)\s*$"#)?;
+    let (mut out, mut rest) = (String::with_capacity(text.len()), text);
+    while let Some(m) = start.find(rest) {
+        out.push_str(&rest[..m.start()]);
+        // The statement's parenthesised body, up to its matching `)`.
+        let body_start = m.end();
+        let mut depth = 1;
+        let mut end = None;
+        let mut in_string = false;
+        for (i, c) in rest[body_start..].char_indices() {
+            match c {
+                '"' => in_string = !in_string,
+                '(' if !in_string => depth += 1,
+                ')' if !in_string => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(body_start + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let line = text[..text.len() - rest.len() + m.start()].lines().count().max(1);
+        let end = end.ok_or_else(|| anyhow!("{file}:{line}: an asm statement without its closing parenthesis"))?;
+        let sections = split_top(&rest[body_start..end], ':');
+        let template: String =
+            Regex::new(r#""([^"]*)""#)?.captures_iter(sections[0]).map(|c| c[1].to_string()).collect();
+        let op = template.split_whitespace().next().unwrap_or_default().to_string();
+        if !PTX.contains(&op.as_str()) {
+            bail!("{file}:{line}: inline PTX `{op}` is not simulated (kernels/sim/cuda_sim.h, sim::ptx)");
+        }
+        let operands = |section: Option<&&str>, outputs: bool| -> Result<Vec<String>> {
+            let Some(section) = section.filter(|s| !s.trim().is_empty()) else { return Ok(Vec::new()) };
+            split_top(section, ',')
+                .into_iter()
+                .map(|o| {
+                    let expr = operand
+                        .captures(o)
+                        .ok_or_else(|| anyhow!("{file}:{line}: asm operand `{}` is not \"c\"(expression)", o.trim()))?
+                        [1]
+                    .to_string();
+                    Ok(if outputs { format!("&({expr})") } else { format!("({expr})") })
+                })
+                .collect()
+        };
+        let mut args = operands(sections.get(1), true)?;
+        args.extend(operands(sections.get(2), false)?);
+        out.push_str(&format!("::sim::ptx::{}({})", op.replace('.', "_"), args.join(", ")));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn run(cmd: &mut Command) -> Result<std::process::Output> {
@@ -296,11 +363,12 @@ fn built() -> Result<PathBuf> {
     Ok(dir)
 }
 
+static INSTALLED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+
 /// Loads the libraries into this process (once) and tells the simulated
 /// driver which embedded image is which kernel module.
 pub fn install() -> Result<&'static Path> {
-    static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| load().map_err(|e| format!("{e:#}")));
+    let dir = INSTALLED.get_or_init(|| load().map_err(|e| format!("{e:#}")));
     dir.as_deref().map_err(|e| anyhow!("{e}"))
 }
 
@@ -383,6 +451,11 @@ pub fn wanted() -> bool {
         // SAFETY: is_culib_present only tries to dlopen the driver library.
         _ => !unsafe { cudarc::driver::sys::is_culib_present() },
     }
+}
+
+/// Whether this process runs its CUDA tests on the simulator (it loaded it).
+pub fn active() -> bool {
+    INSTALLED.get().is_some_and(|d| d.is_ok())
 }
 
 /// One line describing the simulator's schedule, for the test log.

@@ -24,6 +24,12 @@ All launches: one block.
    float bits, the ballot of lane % 3 == 0, any(lane == 5), all(lane < 31),
    and the shuffles down by 1, up by 1 and from lane 7 of the lane index,
    each after a __syncwarp.
+8. control_mma(a, b, c, d): one warp computes D = A B + C with
+   mma.sync.m16n8k16 (bf16 in, f32 accumulation); A (16 x 16) and B
+   (16 x 8) are row-major bf16 bits, C and D row-major 16 x 8 f32. Each lane
+   loads and stores the fragments of the PTX ISA's layout (g = lane / 4,
+   q = lane % 4; see kernels/sim/runtime.cpp), so on a GPU this kernel also
+   checks the simulator's reading of that layout.
 */
 
 extern "C" __global__ void control_block_sum(const float* x, float* out, int mode) {
@@ -88,4 +94,30 @@ extern "C" __global__ void control_warp_votes(float* out, int) {
     out[3 * 32 + lane] = __uint_as_float(__shfl_down_sync(full, lane, 1));
     out[4 * 32 + lane] = __uint_as_float(__shfl_up_sync(full, lane, 1));
     out[5 * 32 + lane] = __uint_as_float(__shfl_sync(full, lane, 7));
+}
+
+extern "C" __global__ void control_mma(const unsigned short* a, const unsigned short* b, const float* c, float* d) {
+    const int lane = threadIdx.x, g = lane / 4, q = lane % 4;
+    unsigned ra[4], rb[2];
+    float rc[4], rd[4];
+    for (int r = 0; r < 4; r++) {
+        const int row = g + (r & 1) * 8, col = 2 * q + (r >> 1) * 8;
+        ra[r] = a[row * 16 + col] | ((unsigned)a[row * 16 + col + 1] << 16);
+    }
+    for (int r = 0; r < 2; r++) {
+        const int k = 2 * q + r * 8;
+        rb[r] = b[k * 8 + g] | ((unsigned)b[(k + 1) * 8 + g] << 16);
+    }
+    for (int r = 0; r < 4; r++) {
+        rc[r] = c[(g + (r >> 1) * 8) * 8 + 2 * q + (r & 1)];
+    }
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(rd[0]), "=f"(rd[1]), "=f"(rd[2]), "=f"(rd[3])
+        : "r"(ra[0]), "r"(ra[1]), "r"(ra[2]), "r"(ra[3]), "r"(rb[0]), "r"(rb[1]), "f"(rc[0]), "f"(rc[1]),
+          "f"(rc[2]), "f"(rc[3]));
+    for (int r = 0; r < 4; r++) {
+        d[(g + (r >> 1) * 8) * 8 + 2 * q + (r & 1)] = rd[r];
+    }
 }
