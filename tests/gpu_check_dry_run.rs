@@ -130,15 +130,18 @@ fn the_dry_run_writes_every_row_and_returns_three_files_at_most() {
     assert!(results.contains("0 check(s) did not pass"), "{results}");
     assert!(results.contains("checks the 2 kernels of kernels/*.cu"), "{results}");
     // The pip wheels' lib folder is found (unless the system's linker cache
-    // has cuBLASLt, which is then used first), and both cuBLAS libraries come
-    // from one folder.
-    let lt_line = results.lines().find(|l| l.starts_with("* libcublasLt: ")).expect("no libcublasLt line");
-    if !lt_line.contains("dynamic linker cache") {
-        let fake = root.join("site/nvidia/cublas/lib/libcublasLt.so.13");
-        assert!(lt_line.contains(&format!("`{}`", fake.display())), "{lt_line}");
-        assert!(lt_line.contains("added to LD_LIBRARY_PATH"), "{lt_line}");
+    // has cuBLAS, which is then used first) and put on LD_LIBRARY_PATH, and
+    // cuBLASLt comes from the same folder.
+    let line = |lib: &str| results.lines().find(|l| l.starts_with(&format!("* {lib}: "))).unwrap_or_default();
+    let (blas, lt) = (line("libcublas"), line("libcublasLt"));
+    if !blas.contains("dynamic linker cache") {
+        let fake = root.join("site/nvidia/cublas/lib");
+        assert!(blas.contains(&format!("`{}/libcublas.so.13`", fake.display())), "{blas}");
+        assert!(blas.contains("added to LD_LIBRARY_PATH"), "{blas}");
+        // cuBLASLt is then found in the folder just put on the path.
+        assert!(lt.contains(&format!("`{}/libcublasLt.so.13` (on LD_LIBRARY_PATH)", fake.display())), "{lt}");
     }
-    for lib in ["libcuda", "libcublas", "libnvrtc"] {
+    for lib in ["libcuda", "libcublas", "libcublasLt", "libnvrtc"] {
         assert!(results.lines().any(|l| l.starts_with(&format!("* {lib}: "))), "no {lib} line:\n{results}");
     }
 

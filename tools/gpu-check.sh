@@ -80,7 +80,7 @@ if [[ ${1:-} == --device-select ]]; then
   one_case=(bench --quick --runs 1 --filter softmax_fwd/mini-clip)
   status=0
   echo "# --device auto on the GPU machine: the GPU, no notice"
-  "$engine" --device auto "${one_case[@]}" --out "$dir/auto" 2>"$dir/auto.err"
+  "$engine" --device auto "${one_case[@]}" --out "$dir/auto" >/dev/null 2>"$dir/auto.err"
   rc=$?
   cat "$dir/auto.err"
   if [[ $rc -ne 0 ]] || grep -q '^device auto:' "$dir/auto.err"; then
@@ -88,7 +88,7 @@ if [[ ${1:-} == --device-select ]]; then
     status=1
   fi
   echo "# CUDA_VISIBLE_DEVICES= --device cuda: exit 1 with one line"
-  CUDA_VISIBLE_DEVICES='' "$engine" --device cuda "${one_case[@]}" --out "$dir/hidden" 2>"$dir/cuda.err"
+  CUDA_VISIBLE_DEVICES='' "$engine" --device cuda "${one_case[@]}" --out "$dir/hidden" >/dev/null 2>"$dir/cuda.err"
   rc=$?
   cat "$dir/cuda.err"
   if [[ $rc -ne 1 || $(grep -c . "$dir/cuda.err") -ne 1 ]] || ! grep -q '^error: --device cuda: ' "$dir/cuda.err"; then
@@ -96,7 +96,7 @@ if [[ ${1:-} == --device-select ]]; then
     status=1
   fi
   echo "# CUDA_VISIBLE_DEVICES= --device auto: the CPU, with one notice"
-  CUDA_VISIBLE_DEVICES='' "$engine" --device auto "${one_case[@]}" --out "$dir/hidden-auto" 2>"$dir/auto-cpu.err"
+  CUDA_VISIBLE_DEVICES='' "$engine" --device auto "${one_case[@]}" --out "$dir/hidden-auto" >/dev/null 2>"$dir/auto-cpu.err"
   rc=$?
   cat "$dir/auto-cpu.err"
   if [[ $rc -ne 0 || $(grep -c '^device auto: .*; running on the CPU$' "$dir/auto-cpu.err") -ne 1 ]]; then
