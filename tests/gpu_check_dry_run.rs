@@ -44,10 +44,16 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-/// A bundle folder as tools/gpu-bundle.sh leaves it, with no binaries.
-fn fake_bundle(root: &Path) -> PathBuf {
+/// A bundle folder as tools/gpu-bundle.sh leaves it, with no binaries
+/// unless `engine` gives the text of a bin/mlrpl-engine script.
+fn fake_bundle(root: &Path, engine: Option<&str>) -> PathBuf {
     let stage = root.join("stage");
     fs::create_dir_all(&stage).unwrap();
+    if let Some(script) = engine {
+        fs::create_dir_all(stage.join("bin")).unwrap();
+        fs::write(stage.join("bin/mlrpl-engine"), script).unwrap();
+        run(Command::new("chmod").arg("+x").arg(stage.join("bin/mlrpl-engine")));
+    }
     fs::copy(repo().join("tools/gpu-check.sh"), stage.join("gpu-check.sh")).unwrap();
     fs::write(stage.join("MANIFEST"), "commit: 0123abcd (dry-run test)\n").unwrap();
     fs::write(stage.join("kernel-names.txt"), "adamw_step\nlayernorm_forward\n").unwrap();
@@ -71,20 +77,26 @@ fn fake_pip_wheels(root: &Path) -> PathBuf {
 }
 
 fn dry_run(root: &Path, total_s: &str) -> (Output, PathBuf, PathBuf) {
-    let bundle = fake_bundle(root);
+    let (mut cmd, out, work) = check_command(root, None);
+    (run(cmd.env("GPU_CHECK_DRY_RUN", "1").env("TOTAL_S", total_s)), out, work)
+}
+
+/// `bash run.sh OUT` on a fresh fake bundle, with the fake pip wheels.
+fn check_command(root: &Path, engine: Option<&str>) -> (Command, PathBuf, PathBuf) {
+    let bundle = fake_bundle(root, engine);
     let site = fake_pip_wheels(root);
     let out = root.join("out");
     let work = root.join("work");
-    let output = run(Command::new("bash")
-        .arg(bundle.join("run.sh"))
+    let mut cmd = Command::new("bash");
+    cmd.arg(bundle.join("run.sh"))
         .arg(&out)
-        .env("GPU_CHECK_DRY_RUN", "1")
         .env("GPU_CHECK_WORK", &work)
-        .env("TOTAL_S", total_s)
         .env("PYTHONPATH", &site)
+        .env_remove("GPU_CHECK_DRY_RUN")
+        .env_remove("GPU_CHECK_SANITIZE_ALL")
         .env_remove("LD_LIBRARY_PATH")
-        .env_remove("CUDA_HOME"));
-    (output, out, work)
+        .env_remove("CUDA_HOME");
+    (cmd, out, work)
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -185,8 +197,71 @@ fn a_spent_time_budget_is_not_run_and_fails() {
         assert_eq!(result, "NOT RUN (time budget spent)", "{name}");
     }
     assert!(results.contains(&format!("{} check(s) did not pass", CHECKS.len())), "{results}");
-    assert!(results.contains("### probe: last lines of logs/probe.log"), "failed checks get their log tail");
+    assert!(!results.contains("### "), "a check that did not run has no log tail to show:\n{results}");
     assert!(files_in(&out).len() <= 3);
+    let _ = fs::remove_dir_all(&root);
+}
+
+/// Not a dry run, on a bundle without binaries: every check runs and fails
+/// at once, which exercises the real path (timeouts, exit codes, failure
+/// tails). A fake compute-sanitizer that refuses `--kernel-name` makes each
+/// sanitizer run once more without the kernel filter.
+#[test]
+fn failing_checks_are_rows_with_their_log_tails_and_a_refused_filter_is_retried() {
+    let root = scratch("fail");
+    let fake_bin = root.join("bin");
+    fs::create_dir_all(&fake_bin).unwrap();
+    fs::write(
+        fake_bin.join("compute-sanitizer"),
+        "#!/usr/bin/env bash\nfor a; do [[ $a == --kernel-name ]] && { echo \"unrecognised option $a\"; exit 1; }; done\n\
+         echo 'running 2 tests'; echo '========= ERROR SUMMARY: 0 errors'\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(fake_bin.join("compute-sanitizer")));
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (mut cmd, out, _) = check_command(&root, None);
+    let output = run(cmd.env("PATH", path).env("TOTAL_S", "120"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    let results = fs::read_to_string(out.join("results.md")).unwrap();
+    let rows = rows(&results);
+    let mut want: Vec<String> = CHECKS.iter().map(|c| c.to_string()).collect();
+    want.insert(CHECKS.len() - 1, "memcheck_all_kernels".into());
+    want.push("racecheck_all_kernels".into());
+    let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, want, "{results}");
+    for (name, result) in &rows {
+        if name.ends_with("_all_kernels") {
+            assert_eq!(result, "PASS", "{name}");
+        } else {
+            assert!(result.starts_with("FAIL (exit "), "{name}: {result}");
+        }
+    }
+    assert!(results.contains(&format!("{} check(s) did not pass", CHECKS.len())), "{results}");
+    assert!(results.contains("### memcheck: last lines of logs/memcheck.log"), "{results}");
+    assert!(results.contains("unrecognised option --kernel-name"), "the tail shows why:\n{results}");
+    assert!(files_in(&out).len() <= 3);
+    let _ = fs::remove_dir_all(&root);
+}
+
+/// When the engine cannot open the GPU, nothing after the probe runs.
+#[test]
+fn an_engine_that_cannot_open_the_gpu_stops_the_run_after_the_probe() {
+    let root = scratch("gate");
+    let engine =
+        "#!/usr/bin/env bash\necho 'error: --device cuda: the CUDA library libcublasLt.so (cuBLASLt) could not be \
+                  loaded' >&2\nexit 1\n";
+    let (mut cmd, out, _) = check_command(&root, Some(engine));
+    let output = run(cmd.env("TOTAL_S", "60"));
+    assert_eq!(output.status.code(), Some(1));
+    let results = fs::read_to_string(out.join("results.md")).unwrap();
+    let rows = rows(&results);
+    assert_eq!(rows.len(), CHECKS.len(), "{results}");
+    assert_eq!(rows[0], ("probe".to_string(), "FAIL (exit 1)".to_string()));
+    for (name, result) in &rows[1..] {
+        assert!(result.starts_with("NOT RUN (the engine could not open the GPU"), "{name}: {result}");
+    }
+    assert!(results.contains("libcublasLt.so (cuBLASLt) could not be loaded"), "the probe's tail:\n{results}");
     let _ = fs::remove_dir_all(&root);
 }
 
