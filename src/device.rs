@@ -2,7 +2,10 @@
 //! CUDA driver library is loaded dynamically, and its absence is an answer,
 //! not an error.
 
+use crate::backend::cuda::libs;
+pub use crate::backend::cuda::libs::CudaLibrary;
 pub use crate::backend::cuda::CudaDevice;
+use crate::kernels;
 use anyhow::{bail, Result};
 use std::fmt;
 
@@ -54,7 +57,12 @@ pub enum DeviceRequest {
 pub enum CudaProbe {
     NoDriver,
     NoDevice(String),
-    Found { devices: usize },
+    /// A GPU is there, but libraries the CUDA device needs (cuBLAS,
+    /// cuBLASLt, and NVRTC for a build with source kernels) cannot be opened.
+    MissingLibraries(Vec<CudaLibrary>),
+    Found {
+        devices: usize,
+    },
 }
 
 impl fmt::Display for CudaProbe {
@@ -62,23 +70,46 @@ impl fmt::Display for CudaProbe {
         match self {
             CudaProbe::NoDriver => f.write_str("no CUDA driver library (libcuda) was found"),
             CudaProbe::NoDevice(why) => write!(f, "the CUDA driver reports no usable GPU ({why})"),
+            CudaProbe::MissingLibraries(missing) => f.write_str(&libs::missing_message(missing)),
             CudaProbe::Found { devices } => write!(f, "{devices} CUDA GPU(s) found"),
         }
     }
 }
 
-/// Looks for the CUDA driver and a GPU without creating a context.
+/// Looks for the CUDA driver, a GPU and the libraries this build's CUDA
+/// device loads (cudarc's `is_culib_present` for each), without creating a
+/// context.
 pub fn probe_cuda() -> CudaProbe {
-    // SAFETY: is_culib_present only tries to dlopen the driver library and
-    // reports whether that worked; it has no preconditions.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    probe_with(CudaLibrary::is_present, kernels::FORM, || {
+        cudarc::driver::result::init()
+            .and_then(|_| cudarc::driver::result::device::get_count())
+            .map(|n| n.max(0) as usize)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// [`probe_cuda`] with the library look-up, the kernel form
+/// (`kernels::FORM`) and the device count given (tests pass fakes). The
+/// driver is looked for first (nothing can be asked without it), then a
+/// GPU, then the other libraries.
+pub fn probe_with(
+    present: impl Fn(CudaLibrary) -> bool,
+    kernel_form: &str,
+    count: impl FnOnce() -> Result<usize, String>,
+) -> CudaProbe {
+    if !present(CudaLibrary::Driver) {
         return CudaProbe::NoDriver;
     }
-    let count = cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count());
-    match count {
-        Ok(n) if n > 0 => CudaProbe::Found { devices: n as usize },
-        Ok(_) => CudaProbe::NoDevice("device count is 0".into()),
-        Err(e) => CudaProbe::NoDevice(e.to_string()),
+    let devices = match count() {
+        Ok(0) => return CudaProbe::NoDevice("device count is 0".into()),
+        Ok(n) => n,
+        Err(e) => return CudaProbe::NoDevice(e),
+    };
+    let missing = libs::missing_libraries(&libs::needed_libraries(kernel_form), present);
+    if missing.is_empty() {
+        CudaProbe::Found { devices }
+    } else {
+        CudaProbe::MissingLibraries(missing)
     }
 }
 
@@ -149,6 +180,34 @@ mod tests {
         assert!(auto.notice.unwrap().contains("could not create a CUDA context"));
         let picked = select_with(DeviceRequest::Auto, found, |_| Ok(Device::Cpu)).unwrap();
         assert!(picked.notice.is_none(), "auto takes the GPU without a notice");
+    }
+
+    #[test]
+    fn a_missing_library_is_named_and_auto_falls_back() {
+        let count = || Ok(1);
+        let no_lt = |lib| lib != CudaLibrary::CublasLt;
+        let probe = probe_with(no_lt, "fatbin", count);
+        assert_eq!(probe, CudaProbe::MissingLibraries(vec![CudaLibrary::CublasLt]));
+        let auto =
+            select_with(DeviceRequest::Auto, || probe.clone(), |_| unreachable!("opened without cuBLASLt")).unwrap();
+        assert_eq!(auto.device, Device::Cpu);
+        let notice = auto.notice.unwrap();
+        assert!(notice.starts_with("device auto: the CUDA library libcublasLt.so (cuBLASLt)"), "{notice}");
+        assert!(notice.ends_with("; running on the CPU") && !notice.contains('\n'), "{notice}");
+        let err = select_with(DeviceRequest::Cuda, || probe.clone(), |_| unreachable!()).unwrap_err().to_string();
+        assert!(err.starts_with("--device cuda: the CUDA library libcublasLt.so"), "{err}");
+        // NVRTC matters only when the kernels are embedded as sources.
+        let no_nvrtc = |lib| lib != CudaLibrary::Nvrtc;
+        assert_eq!(probe_with(no_nvrtc, "fatbin", count), CudaProbe::Found { devices: 1 });
+        let probe = probe_with(no_nvrtc, "source", count);
+        assert_eq!(probe, CudaProbe::MissingLibraries(vec![CudaLibrary::Nvrtc]));
+        assert!(probe.to_string().contains("libnvrtc.so (NVRTC"), "{probe}");
+        // The driver and the GPU are reported before the other libraries.
+        assert_eq!(probe_with(|_| false, "source", count), CudaProbe::NoDriver);
+        let none = probe_with(|lib| lib == CudaLibrary::Driver, "fatbin", || Ok(0));
+        assert_eq!(none, CudaProbe::NoDevice("device count is 0".into()));
+        let failed = probe_with(|_| true, "fatbin", || Err("CUDA_ERROR_NO_DEVICE".into()));
+        assert_eq!(failed, CudaProbe::NoDevice("CUDA_ERROR_NO_DEVICE".into()));
     }
 
     #[test]

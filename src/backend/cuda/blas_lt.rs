@@ -7,9 +7,10 @@
 //! shapes in every training step, so plans are made once per shape and
 //! kept; a call then only sets the bias pointer and enqueues the matmul.
 //!
-//! A shape the heuristic has no algorithm for is remembered too, and
-//! reported as [`Launch::Unsupported`], so the caller computes it another
-//! way without asking again. The cache holds at most [`MAX_PLANS`] shapes
+//! A shape the heuristic has no algorithm for, or whose heuristic query
+//! fails with any error status, is remembered too, and reported as
+//! [`Launch::Unsupported`], so the caller computes it another way (cuBLAS
+//! sgemm) without asking again. The cache holds at most [`MAX_PLANS`] shapes
 //! (a run has a few dozen; it is emptied when full).
 //!
 //! The workspace comes from the device's pool (32 MiB on Hopper, 4 MiB
@@ -56,7 +57,8 @@ const MAX_PLANS: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Launch {
     Queued,
-    /// cuBLASLt has no algorithm for this shape; nothing was queued.
+    /// cuBLASLt's heuristic gave no algorithm for this shape (none, or an
+    /// error); nothing was queued.
     Unsupported,
 }
 
@@ -132,11 +134,23 @@ struct Plan {
     algo: sys::cublasLtMatmulAlgo_t,
 }
 
+/// The algorithm of a heuristic query, or None (the caller falls back to
+/// cuBLAS sgemm, and the shape is remembered as unsupported) for any
+/// failure: no algorithm (cudarc reports `CUBLAS_STATUS_NOT_SUPPORTED`),
+/// an error status of the query itself (e.g. `CUBLAS_STATUS_INVALID_VALUE`
+/// for a layout this cuBLASLt version does not take) or of the result's
+/// `state`. A product cuBLASLt cannot plan is still a product sgemm can do.
+fn heuristic_plan(
+    heuristic: Result<sys::cublasLtMatmulHeuristicResult_t, CublasError>,
+) -> Option<sys::cublasLtMatmulAlgo_t> {
+    heuristic.ok().map(|h| h.algo)
+}
+
 /// The cuBLASLt handle of one device, its workspace and its plans.
 pub struct BlasLt {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
-    /// None: the heuristic found no algorithm for the shape.
+    /// None: the heuristic found no algorithm for the shape, or failed.
     plans: Mutex<HashMap<LtShape, Option<Plan>>>,
 }
 
@@ -179,7 +193,10 @@ impl BlasLt {
         self.plans.lock().map_or(0, |p| p.len())
     }
 
-    fn plan(&self, shape: &LtShape, bias: Option<u64>) -> Result<Plan, CublasError> {
+    /// The plan of `shape`, or None when the heuristic gave no algorithm
+    /// (see [`heuristic_plan`]); an error only when a descriptor could not
+    /// be made.
+    fn plan(&self, shape: &LtShape, bias: Option<u64>) -> Result<Option<Plan>, CublasError> {
         let desc = Desc(lt::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cudaDataType_t::CUDA_R_32F,
@@ -218,8 +235,8 @@ impl BlasLt {
             )?;
         }
         // SAFETY: every descriptor passed is live; C and D share a layout.
-        let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, desc.0, a.0, b.0, c.0, c.0, pref.0) }?;
-        Ok(Plan { desc, a, b, c, algo: heuristic.algo })
+        let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, desc.0, a.0, b.0, c.0, c.0, pref.0) };
+        Ok(heuristic_plan(heuristic).map(|algo| Plan { desc, a, b, c, algo }))
     }
 
     /// Enqueues `out = op(A) op(B) (+ bias)` on `stream`, making and caching
@@ -244,11 +261,8 @@ impl BlasLt {
         }
         let mut plans = self.plans.lock().map_err(|_| anyhow!("the cuBLASLt plan cache lock is poisoned"))?;
         if !plans.contains_key(shape) {
-            let plan = match self.plan(shape, operands.bias) {
-                Ok(plan) => Some(plan),
-                Err(CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)) => None,
-                Err(e) => return Err(anyhow!("cuBLASLt could not plan {}: {e}", what())),
-            };
+            let plan =
+                self.plan(shape, operands.bias).map_err(|e| anyhow!("cuBLASLt could not plan {}: {e}", what()))?;
             if plans.len() >= MAX_PLANS {
                 plans.clear();
             }
@@ -282,5 +296,22 @@ impl BlasLt {
         )
         .map_err(|e| anyhow!("cuBLASLt matmul {} failed: {e}", what()))?;
         Ok(Launch::Queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_heuristic_failure_is_a_fallback_and_a_result_is_a_plan() {
+        use sys::cublasStatus_t as S;
+        for status in [S::CUBLAS_STATUS_NOT_SUPPORTED, S::CUBLAS_STATUS_INVALID_VALUE, S::CUBLAS_STATUS_ARCH_MISMATCH] {
+            assert!(heuristic_plan(Err(CublasError(status))).is_none(), "{status:?} is not a fallback");
+        }
+        // SAFETY: the result is a plain C struct; all-zero bytes are a valid value.
+        let mut found: sys::cublasLtMatmulHeuristicResult_t = unsafe { std::mem::zeroed() };
+        found.algo.data[0] = 7;
+        assert_eq!(heuristic_plan(Ok(found)).map(|algo| algo.data[0]), Some(7));
     }
 }

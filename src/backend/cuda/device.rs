@@ -7,6 +7,7 @@
 //! buffers of different devices are never mixed.
 
 use super::blas_lt::BlasLt;
+use super::libs::{check_libraries, CudaLibrary};
 use crate::kernels::{self, KernelImage};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::cublas::CudaBlas;
@@ -175,12 +176,20 @@ pub fn inline_headers(source: &str, headers: &[(&str, &str)]) -> Result<String> 
 
 impl CudaDevice {
     /// The handle of GPU `ordinal`, created on first use: a context, a
-    /// stream, a cuBLAS handle. Errors are one line.
+    /// stream, a cuBLAS handle. Errors are one line; a library the device
+    /// needs (cuBLAS, cuBLASLt, NVRTC for source kernels) that cannot be
+    /// opened is one of them, found before cudarc would panic on it.
     pub fn open(ordinal: usize) -> Result<CudaDevice> {
-        let mut opened = OPENED.lock().expect("CUDA device list lock poisoned");
+        // A panic while another thread held the list (none is expected: the
+        // libraries are checked before use) leaves the list itself intact.
+        let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, dev)) = opened.iter().find(|(o, _)| *o == ordinal) {
             return Ok(dev.clone());
         }
+        if !CudaLibrary::Driver.is_present() {
+            bail!("no CUDA driver library (libcuda) was found");
+        }
+        check_libraries()?;
         let dev = CudaDevice::create(ordinal)?;
         opened.push((ordinal, dev.clone()));
         Ok(dev)

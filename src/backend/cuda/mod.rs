@@ -30,6 +30,7 @@ mod index;
 mod l2_normalize;
 mod layernorm;
 mod layout;
+pub mod libs;
 mod optimizer;
 mod reduce;
 mod softmax;
