@@ -191,6 +191,7 @@ fn split_top(s: &str, sep: char) -> Vec<&str> {
 fn rewrite_asm(file: &str, text: &str) -> Result<String> {
     let start = Regex::new(r"\basm\s*(?:volatile\s*)?\(")?;
     let operand = Regex::new(r#"^\s*"=?\+?[a-z]"\s*\((.*)\)\s*$"#)?;
+    let literal = Regex::new(r#""([^"]*)""#)?;
     let (mut out, mut rest) = (String::with_capacity(text.len()), text);
     while let Some(m) = start.find(rest) {
         out.push_str(&rest[..m.start()]);
@@ -216,8 +217,7 @@ fn rewrite_asm(file: &str, text: &str) -> Result<String> {
         let line = text[..text.len() - rest.len() + m.start()].lines().count().max(1);
         let end = end.ok_or_else(|| anyhow!("{file}:{line}: an asm statement without its closing parenthesis"))?;
         let sections = split_top(&rest[body_start..end], ':');
-        let template: String =
-            Regex::new(r#""([^"]*)""#)?.captures_iter(sections[0]).map(|c| c[1].to_string()).collect();
+        let template: String = literal.captures_iter(sections[0]).map(|c| c[1].to_string()).collect();
         let op = template.split_whitespace().next().unwrap_or_default().to_string();
         if !PTX.contains(&op.as_str()) {
             bail!("{file}:{line}: inline PTX `{op}` is not simulated (kernels/sim/cuda_sim.h, sim::ptx)");
