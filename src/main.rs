@@ -55,7 +55,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Encode(args) => cli::encode::run(args, device, precision),
         Command::ZeroShot(args) => cli::zero_shot::run(args, device, precision),
-        Command::Train(args) => cli::train::run(*args, device, precision),
+        Command::Train(args) => {
+            mlrpl_engine::train::interrupt::install();
+            cli::train::run(*args, device, precision)
+        }
         Command::Pretrain(args) => {
             cli.precision.require_f32("pretrain")?;
             cli::pretrain::run(*args, device)
@@ -72,7 +75,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<mlrpl_engine::train::interrupt::Interrupted>().is_some() {
+                ExitCode::from(mlrpl_engine::train::interrupt::EXIT_STATUS)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

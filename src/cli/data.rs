@@ -79,11 +79,7 @@ impl DataArgs {
         let classes = || -> Result<Option<Vec<String>>> {
             match &self.classes {
                 None => Ok(None),
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read class list {}", path.display()))?;
-                    Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
-                }
+                Some(path) => Ok(Some(mlrpl_engine::data::list::read_class_names(path).context("--classes")?)),
             }
         };
         Ok(match (self.dataset, part) {
@@ -110,6 +106,36 @@ impl DataArgs {
             }
         })
     }
+}
+
+/// The training and the test split must have the same classes, in the same
+/// order; otherwise an error naming both and the classes that differ.
+pub fn same_classes(train: &dyn MultiLabelDataset, test: &dyn MultiLabelDataset) -> Result<()> {
+    let (a, b) = (train.class_names(), test.class_names());
+    if a == b {
+        return Ok(());
+    }
+    let only = |x: &[String], y: &[String]| -> String {
+        let names: Vec<&str> = x.iter().filter(|n| !y.contains(n)).map(String::as_str).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let (only_train, only_test) = (only(a, b), only(b, a));
+    let detail = if only_train == "none" && only_test == "none" {
+        "the same classes in another order (give --classes to fix one order)".to_string()
+    } else {
+        format!("only in the training split: {only_train}; only in the test split: {only_test} (give --classes to use one list for both)")
+    };
+    bail!(
+        "the training split ({}, {} classes) and the test split ({}, {} classes) have different classes: {detail}",
+        train.describe(),
+        a.len(),
+        test.describe(),
+        b.len()
+    )
 }
 
 /// The bundled CLIP: one run of `mlrpl-engine pretrain` on the embedded

@@ -1,6 +1,7 @@
 //! `mlrpl-engine encode`: CLIP embeddings of images and texts, written as
 //! safetensors so anyone can check the engine against their own CLIP.
 
+use super::checks;
 use super::data::load_clip;
 use super::over_image_batches;
 use anyhow::{bail, Context, Result};
@@ -45,7 +46,15 @@ pub fn run(args: EncodeArgs, device: &Device, precision: Precision) -> Result<()
     }
     let _no_grad = no_grad();
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
-    let mode = Preprocess::ClipCenterCrop { size: args.resolution.unwrap_or(clip.config.vision.resolution()) };
+    let size = args.resolution.unwrap_or(clip.config.vision.resolution());
+    if !args.images.is_empty() {
+        let batch = args.images.len().min(super::IMAGE_BATCH);
+        checks::image_size("--resolution", size, batch, &clip.config.vision)?;
+    }
+    if !args.texts.is_empty() {
+        checks::text_vocabulary(&clip, &clip_name)?;
+    }
+    let mode = Preprocess::ClipCenterCrop { size };
     let mut outputs = Vec::new();
     if !args.images.is_empty() {
         outputs.push((
@@ -59,6 +68,11 @@ pub fn run(args: EncodeArgs, device: &Device, precision: Precision) -> Result<()
     }
     if !args.texts.is_empty() {
         outputs.push(("text_embeds".to_string(), encode_texts(&clip, &args.texts)?));
+    }
+    for (name, tensor) in &outputs {
+        if let Some(i) = tensor.to_vec()?.iter().position(|v| !v.is_finite()) {
+            bail!("{clip_name}: `{name}` element {i} is not a finite number; the CLIP's weights are broken");
+        }
     }
     let metadata = HashMap::from([
         ("clip".to_string(), clip_name),

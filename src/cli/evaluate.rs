@@ -1,6 +1,7 @@
 //! `mlrpl-engine eval` and `mlrpl-engine predict`: a trained checkpoint on a
 //! dataset split, or on images.
 
+use super::checks;
 use super::data::{clip_of_checkpoint, load_clip, DataArgs, Part};
 use super::train::ModelArgs;
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
 fn load_model(
     path: &Path,
-    clip: Option<&PathBuf>,
+    clip_path: Option<&PathBuf>,
+    batch_size: usize,
     device: &Device,
     precision: Precision,
 ) -> Result<(MlrplModel, usize)> {
@@ -27,11 +29,15 @@ fn load_model(
     let state = &loaded.state;
     let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
         .with_context(|| format!("{}: no model configuration in the checkpoint state", path.display()))?;
-    let clip = match clip {
+    let clip = match clip_path {
         Some(p) => load_clip(Some(p), device, precision)?.0,
         None => clip_of_checkpoint(&state.clip, device, precision)?,
     };
+    model_args.check().with_context(|| format!("{}: the model configuration", path.display()))?;
+    let clip_name = clip_path.map_or(state.clip.clone(), |p| p.display().to_string());
+    checks::text_vocabulary(&clip, &clip_name)?;
     let image_size = model_args.image_size.unwrap_or(clip.config.vision.resolution());
+    checks::image_size(&format!("{}: image size", path.display()), image_size, batch_size, &clip.config.vision)?;
     let model = MlrplModel::new(clip, state.class_names.clone(), &model_args.config(), &mut Rng::new(0))?;
     checkpoint::restore_params(&model.named_parameters(), &loaded.params, &path.display().to_string())?;
     Ok((model, image_size))
@@ -88,6 +94,7 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result<()> {
+    checks::at_least_one("--batch-size", args.batch_size)?;
     let part = if args.split == EvalSplit::Train { Part::Train } else { Part::Test };
     let dataset = args.data.open(part)?;
     let Some(checkpoint_path) = &args.checkpoint else {
@@ -103,9 +110,17 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
         println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
         return Ok(());
     };
-    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), device, precision)?;
+    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), args.batch_size, device, precision)?;
     if dataset.class_names() != model.class_names.as_slice() {
-        bail!("the checkpoint's classes differ from {}'s", dataset.describe());
+        bail!(
+            "the checkpoint {} has {} classes ({}), {} has {} ({})",
+            checkpoint_path.display(),
+            model.class_names.len(),
+            model.class_names.join(", "),
+            dataset.describe(),
+            dataset.class_names().len(),
+            dataset.class_names().join(", ")
+        );
     }
     let indices: Vec<usize> = (0..dataset.len()).collect();
     let options = inference_options(image_size, args.batch_size, args.data.skip_bad_images);
@@ -130,7 +145,7 @@ pub struct PredictArgs {
     #[arg(long)]
     folder: Option<PathBuf>,
     /// Probability at or above which a category is reported as present.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     threshold: f32,
     #[arg(long, default_value_t = 3)]
     top_k: usize,
@@ -138,6 +153,9 @@ pub struct PredictArgs {
     #[arg(long)]
     out: Option<PathBuf>,
 }
+
+/// Images per forward pass of `predict`.
+const PREDICT_BATCH: usize = 32;
 
 fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
@@ -155,23 +173,37 @@ fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
 /// Per image: the categories at or above the threshold and the top-k, with
 /// their probabilities, as one JSON array.
 pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> Result<()> {
+    checks::in_range("--threshold", args.threshold, 0.0, 1.0)?;
+    checks::at_least_one("--top-k", args.top_k)?;
     let mut paths = args.images.clone();
     if let Some(folder) = &args.folder {
-        paths.extend(images_in(folder)?);
+        let found = images_in(folder)?;
+        if found.is_empty() {
+            bail!("--folder {}: no .jpg, .jpeg or .png image in it", folder.display());
+        }
+        paths.extend(found);
     }
     if paths.is_empty() {
         bail!("predict: give --image or --folder");
     }
-    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), device, precision)?;
+    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let mut results = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(32) {
+    for chunk in paths.chunks(PREDICT_BATCH) {
         let mut values = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
         for path in chunk {
             values.extend(augmented_chw(&load_rgb(path)?, image_size, Augment::Eval, &mut Rng::new(0)));
         }
         let images = Tensor::from_vec(values, [chunk.len(), 3, image_size, image_size], device)?;
         let probs = model.logits(&images)?.sigmoid()?.to_vec()?;
+        if let Some(i) = probs.iter().position(|p| !p.is_finite()) {
+            bail!(
+                "{}: the model's probability for {} is {} (not a number); the checkpoint or the CLIP is broken",
+                args.checkpoint.display(),
+                chunk[i / model.num_classes()].display(),
+                probs[i]
+            );
+        }
         for (path, row) in chunk.iter().zip(probs.chunks(model.num_classes())) {
             let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
             let mut ranked: Vec<usize> = (0..row.len()).collect();

@@ -1,6 +1,7 @@
 //! Subcommand implementations of the `mlrpl-engine` binary.
 
 pub mod bench;
+pub mod checks;
 pub mod data;
 pub mod encode;
 pub mod evaluate;

@@ -113,6 +113,20 @@ impl PretrainArgs {
         if !(self.patch_loss_weight.is_finite() && self.patch_loss_weight >= 0.0) {
             bail!("--patch-loss-weight must be a finite number >= 0, got {}", self.patch_loss_weight);
         }
+        for (flag, count) in [
+            ("--embed-dim", self.embed_dim),
+            ("--vision-layers", self.vision_layers),
+            ("--text-layers", self.text_layers),
+            ("--pairs", self.pairs),
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--log-every", self.log_every),
+            ("--shape-siblings", self.shape_siblings),
+        ] {
+            super::checks::at_least_one(flag, count)?;
+        }
+        super::checks::positive("--lr", self.lr)?;
+        super::checks::in_range("--weight-decay", self.weight_decay, 0.0, 1.0)?;
         for (flag, width) in [("--vision-width", self.vision_width), ("--text-width", self.text_width)] {
             if width == 0 || width % 64 != 0 {
                 bail!("{flag} {width} must be a positive multiple of 64 (CLIP's head width)");

@@ -32,6 +32,13 @@ impl RunFolderArgs {
             }
             (None, true) => bail!("--resume needs the --run-dir of the run to continue"),
         };
+        // The folder, or a folder above it, must not be a file.
+        if let Some(file) = dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir()) {
+            if file == dir {
+                bail!("--run-dir {} is a file, not a folder", dir.display());
+            }
+            bail!("--run-dir {}: {} is a file, not a folder", dir.display(), file.display());
+        }
         if !self.resume && checkpoint::state_path(&dir, "last").exists() {
             bail!(
                 "run folder {} already holds a run; continue it with --resume or choose another --run-dir",

@@ -1,5 +1,6 @@
 //! `mlrpl-engine train`: the MLR-PL model on a dataset with partial labels.
 
+use super::checks;
 use super::data::{load_clip, DataArgs, Part};
 use super::run_folder::RunFolderArgs;
 use anyhow::{bail, Result};
@@ -39,6 +40,20 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model's flags that need no CLIP to check.
+    pub fn check(&self) -> Result<()> {
+        if let Some(width) = self.decoupling_width {
+            checks::at_least_one("--decoupling-width", width)?;
+        }
+        checks::at_least_one("--n-ctx", self.n_ctx)?;
+        if let Some(init) = &self.ctx_init {
+            if init.trim().is_empty() {
+                bail!("--ctx-init is empty; give a phrase such as \"a photo of a\" or leave it out");
+            }
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> MlrplConfig {
         MlrplConfig {
             prompt: PromptConfig { n_ctx: self.n_ctx, shared_ctx: self.shared_ctx, ctx_init: self.ctx_init.clone() },
@@ -59,7 +74,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Known-label proportion p: each training label is kept with probability p.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     known_ratio: f64,
     /// Reuse a saved label mask instead of sampling one.
     #[arg(long)]
@@ -74,16 +89,16 @@ pub struct TrainArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(long, default_value_t = 0.002, allow_negative_numbers = true)]
     lr: f32,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     weight_decay: f32,
     /// Epochs at the constant warm-up learning rate before the cosine decay.
     #[arg(long, default_value_t = 1)]
     warmup_epochs: usize,
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     warmup_lr: f32,
     /// No Cutout augmentation.
     #[arg(long)]
@@ -93,7 +108,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N,M")]
     rand_augment: Option<RandAugment>,
     /// Fraction of the training split held out for validation.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     val_fraction: f64,
     /// Data-loading threads (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -111,9 +126,33 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
+impl TrainArgs {
+    /// Every flag that needs neither the CLIP nor the data, checked before
+    /// anything is loaded.
+    fn check(&self) -> Result<()> {
+        mlrpl_engine::data::partial::check_known_ratio(self.known_ratio)?;
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            bail!(
+                "--val-fraction must be in (0, 1): training picks its best checkpoint on that held-out part, got {}",
+                self.val_fraction
+            );
+        }
+        self.model.check()?;
+        checks::at_least_one("--epochs", self.epochs)?;
+        checks::at_least_one("--batch-size", self.batch_size)?;
+        checks::at_least_one("--log-every", self.log_every)?;
+        checks::positive("--lr", self.lr)?;
+        checks::non_negative("--warmup-lr", self.warmup_lr)?;
+        if !(self.momentum >= 0.0 && self.momentum < 1.0) {
+            bail!("--momentum must be in [0, 1), got {}", self.momentum);
+        }
+        checks::in_range("--weight-decay", self.weight_decay, 0.0, 1.0)?;
+        Ok(())
+    }
+}
+
 pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result<()> {
-    mlrpl_engine::data::partial::check_known_ratio(args.known_ratio)?;
-    mlrpl_engine::data::loader::check_validation_fraction(args.val_fraction)?;
+    args.check()?;
     let run_dir = args.run_folder.resolve("train")?;
     let resume = if args.run_folder.resume { Some(checkpoint::load(&run_dir, device)?) } else { None };
     let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
@@ -123,23 +162,48 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
             run_dir.display()
         );
     }
+    checks::text_vocabulary(&clip, &clip_name)?;
     let image_size = args.model.image_size.unwrap_or(clip.config.vision.resolution());
+    checks::image_size("--image-size", image_size, args.batch_size, &clip.config.vision)?;
     let train_set = args.data.open(Part::Train)?;
     let test_set = args.data.open(Part::Test)?;
-    if train_set.class_names() != test_set.class_names() {
-        bail!("the training and test splits have different classes");
-    }
+    super::data::same_classes(&*train_set, &*test_set)?;
     let classes = train_set.class_names().to_vec();
     let mask_path = run_dir.join("label-mask.json");
     let mask = match (&args.label_mask, &resume) {
-        (Some(path), _) => LabelMask::load(path, train_set.len(), classes.len())?,
+        (Some(path), _) => {
+            let mask = LabelMask::load(path, train_set.len(), classes.len())?;
+            if mask.num_kept() == 0 {
+                bail!("--label-mask {}: every label is unknown, so there is nothing to train on", path.display());
+            }
+            mask
+        }
         (None, Some(_)) => LabelMask::load(&mask_path, train_set.len(), classes.len())?,
         (None, None) => LabelMask::sample(train_set.len(), classes.len(), args.known_ratio, args.mask_seed)?,
     };
     std::fs::create_dir_all(&run_dir)?;
     mask.save(&mask_path)?;
     let (train_indices, val_indices) = split_validation(train_set.len(), args.val_fraction, args.seed);
+    let known_positive = |i: usize| mask.apply(train_set.labels(i), i).iter().any(|&v| v > 0.0);
+    if !val_indices.iter().any(|&i| known_positive(i)) {
+        let source = match (&args.label_mask, &resume) {
+            (Some(path), _) => format!("--label-mask {}", path.display()),
+            (None, Some(_)) => format!("the run's label mask {}", mask_path.display()),
+            (None, None) => format!("the label mask sampled at --known-ratio {}", args.known_ratio),
+        };
+        bail!(
+            "{source}: none of the {} validation images (--val-fraction {}) has a known positive label, so the \
+             validation mAP that picks the best checkpoint is undefined; keep more labels or raise --val-fraction",
+            val_indices.len(),
+            args.val_fraction
+        );
+    }
     let model = MlrplModel::new(clip, classes, &args.model.config(), &mut Rng::new(args.seed))?;
+    if let Some(resumed) = &resume {
+        // Before any work: the run's tensors must fit this model.
+        let source = checkpoint::state_path(&run_dir, "last").display().to_string();
+        checkpoint::check_params(&model.named_parameters(), &resumed.params, &source)?;
+    }
     let options = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,

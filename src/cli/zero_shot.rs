@@ -1,6 +1,7 @@
 //! `mlrpl-engine zero-shot`: CLIP's zero-shot baseline, each image scored
 //! against every class name with the prompt "a photo of a {}.".
 
+use super::checks;
 use super::data::load_clip;
 use super::over_image_batches;
 use anyhow::{bail, Context, Result};
@@ -46,12 +47,17 @@ fn class_names(args: &ZeroShotArgs) -> Result<Vec<String>> {
 /// Prints, per image, the top-k classes by softmax probability over
 /// `logit_scale * cos(image, "a photo of a {class}.")`, as JSON lines.
 pub fn run(args: ZeroShotArgs, device: &Device, precision: Precision) -> Result<()> {
+    checks::at_least_one("--top-k", args.top_k)?;
     let classes = class_names(&args)?;
     let _no_grad = no_grad();
-    let (clip, _) = load_clip(args.clip.as_ref(), device, precision)?;
+    let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
+    checks::text_vocabulary(&clip, &clip_name)?;
     let text = class_features(&clip, &classes)?;
     let mode = Preprocess::ClipCenterCrop { size: clip.config.vision.resolution() };
     let probs = over_image_batches(&args.images, mode, device, |x| logits(&clip, x, &text))?.softmax()?.to_vec()?;
+    if probs.iter().any(|p| !p.is_finite()) {
+        bail!("{clip_name}: the zero-shot probabilities are not numbers; the CLIP's weights are broken");
+    }
     for (path, row) in args.images.iter().zip(probs.chunks(classes.len())) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -40,9 +40,34 @@ pub struct ClipConfig {
     pub text: TextConfig,
 }
 
-/// Number of consecutive `{prefix}{i}.` blocks present, i = 0, 1, ...
-fn count_blocks(w: &WeightMap, prefix: &str) -> usize {
-    (0..).take_while(|i| w.contains(&format!("{prefix}{i}.attn.in_proj_weight"))).count()
+/// The block numbers i of every tensor named `{prefix}{i}.…`, ascending.
+pub(crate) fn block_numbers<'a>(names: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<usize> {
+    let mut found: Vec<usize> = names
+        .filter_map(|n| n.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_once('.').and_then(|(i, _)| i.parse().ok()))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// The number of `{prefix}{i}.` blocks: one more than the highest i present.
+/// A number below it with no `{prefix}{i}.{key}` tensor (a hole, e.g. a
+/// layer's tensors removed) is an error naming the missing layer.
+pub(crate) fn count_blocks_checked(w: &WeightMap, prefix: &str, key: &str) -> Result<usize> {
+    let found = block_numbers(w.names(), prefix);
+    let Some(&last) = found.last() else { return Ok(0) };
+    if let Some(missing) = (0..=last).find(|i| !w.contains(&format!("{prefix}{i}.{key}"))) {
+        bail!(
+            "{}: layer {missing} is missing (no `{prefix}{missing}.{key}`), but layers up to {last} are present",
+            w.source().display()
+        );
+    }
+    Ok(last + 1)
+}
+
+fn count_blocks(w: &WeightMap, prefix: &str) -> Result<usize> {
+    count_blocks_checked(w, prefix, "attn.in_proj_weight")
 }
 
 fn heads(w: &WeightMap, key: &str, width: usize) -> Result<usize> {
@@ -78,7 +103,7 @@ impl ClipConfig {
         }
         let vision = VisionConfig {
             width,
-            layers: count_blocks(w, "visual.transformer.resblocks."),
+            layers: count_blocks(w, "visual.transformer.resblocks.")?,
             heads: heads(w, "vision_heads", width)?,
             patch,
             grid,
@@ -87,7 +112,7 @@ impl ClipConfig {
         let text_width = w.dims_of("ln_final.weight")?[0];
         let text = TextConfig {
             width: text_width,
-            layers: count_blocks(w, "transformer.resblocks."),
+            layers: count_blocks(w, "transformer.resblocks.")?,
             heads: heads(w, "text_heads", text_width)?,
             context_length: w.dims_of("positional_embedding")?[0],
             vocab_size: w.dims_of("token_embedding.weight")?[0],

@@ -11,7 +11,7 @@ use crate::device::Device;
 use crate::nn::{LayerNorm, Linear, Mlp, MultiHeadAttention, ResidualBlock, Transformer, WeightMap};
 use crate::tensor::Tensor;
 use crate::DType;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 
 fn layer_norm(w: &WeightMap, prefix: &str, width: usize) -> Result<LayerNorm> {
@@ -251,7 +251,15 @@ impl Clip {
     /// of `--precision bf16`).
     pub fn load_as(path: &Path, device: &Device, dtype: DType) -> Result<Clip> {
         let weights = WeightMap::load_as(path, device, dtype)?;
-        Clip::from_weights(weights).with_context(|| format!("cannot build CLIP from {}", path.display()))
+        Clip::from_weights(weights).map_err(|e| {
+            // Most errors already name the file; the others get it here.
+            let file = path.display().to_string();
+            if format!("{e:#}").contains(&file) {
+                e
+            } else {
+                e.context(format!("cannot build CLIP from {file}"))
+            }
+        })
     }
 
     pub fn from_weights(weights: WeightMap) -> Result<Clip> {

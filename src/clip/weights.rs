@@ -63,11 +63,10 @@ fn from_hugging_face(hf: &WeightMap) -> Result<WeightMap> {
     out.insert("visual.proj", transpose(&hf.get("visual_projection.weight")?)?);
     out.insert("text_projection", transpose(&hf.get("text_projection.weight")?)?);
     for (hf_tower, tower) in [("vision_model", "visual.transformer"), ("text_model", "transformer")] {
-        for i in 0.. {
+        let layers =
+            super::config::count_blocks_checked(hf, &format!("{hf_tower}.encoder.layers."), "self_attn.q_proj.weight")?;
+        for i in 0..layers {
             let hf_block = format!("{hf_tower}.encoder.layers.{i}");
-            if !hf.contains(&format!("{hf_block}.self_attn.q_proj.weight")) {
-                break;
-            }
             let block = format!("{tower}.resblocks.{i}");
             for p in ["weight", "bias"] {
                 let qkv = ["q", "k", "v"]

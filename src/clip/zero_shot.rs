@@ -19,7 +19,10 @@ pub fn encode_texts(clip: &Clip, texts: &[String]) -> Result<Tensor> {
     let context = clip.config.text.context_length;
     let tokens = texts.iter().map(|t| tokenizer.tokenize(t, context)).collect::<Result<Vec<_>>>()?;
     if let Some(bad) = tokens.iter().flatten().find(|&&id| id as usize >= clip.config.text.vocab_size) {
-        bail!("token id {bad} is outside this checkpoint's vocabulary of {}", clip.config.text.vocab_size);
+        bail!(
+            "token id {bad} is outside this checkpoint's vocabulary of {} (the rows of `token_embedding.weight`)",
+            clip.config.text.vocab_size
+        );
     }
     clip.text.encode(&tokens)
 }

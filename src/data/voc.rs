@@ -95,7 +95,7 @@ fn find_voc2007(root: &Path) -> Result<PathBuf> {
 
 /// Reads one annotation: per class, (has a non-difficult object, has a
 /// difficult object).
-fn read_annotation(path: &Path) -> Result<Vec<(bool, bool)>> {
+pub fn read_annotation(path: &Path) -> Result<Vec<(bool, bool)>> {
     let text = read_text(path, "VOC annotation file")?;
     let doc = roxmltree::Document::parse(&text)
         .map_err(|e| anyhow!("cannot parse VOC annotation file {}: {e}", path.display()))?;

@@ -45,7 +45,9 @@ impl WeightMap {
     }
 
     /// Parses safetensors `bytes` (errors call them `source`), every tensor
-    /// stored as `dtype` on `device`.
+    /// stored as `dtype` on `device`. A tensor holding NaN or an infinity is
+    /// an error naming it: no weight, checkpoint or optimizer state of the
+    /// engine is legitimately non-finite.
     pub fn from_bytes(bytes: &[u8], source: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
         let parsed = SafeTensors::deserialize(bytes).map_err(|e| {
             anyhow!("{} is not a valid safetensors file (truncated, or another format?): {e}", source.display())
@@ -55,6 +57,14 @@ impl WeightMap {
         let mut tensors = BTreeMap::new();
         for (name, view) in parsed.tensors() {
             let values = to_f32(&name, view.dtype(), view.data()).with_context(|| source.display().to_string())?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "{}: tensor `{name}` holds {} at element {i} (of {}); the file is damaged or was written from a diverged run",
+                    source.display(),
+                    values[i],
+                    values.len()
+                );
+            }
             let tensor = Tensor::from_vec_dtype(values, view.shape().to_vec(), dtype, device)?;
             tensors.insert(name, tensor);
         }
@@ -170,6 +180,10 @@ impl WeightMap {
         let tmp = path.with_extension("safetensors.tmp");
         safetensors::serialize_to_file(views, Some(metadata), &tmp)
             .map_err(|e| anyhow!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot flush {} to disk", tmp.display()))?;
+        crate::train::fault::point("tensors-tmp");
         std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     }
 }

@@ -40,6 +40,16 @@ pub struct TrainState {
     pub config: serde_json::Value,
     /// The safetensors file holding this checkpoint's tensors, relative to the JSON.
     pub tensors: String,
+    /// Steps already taken in epoch `epoch` (0-based), for a checkpoint
+    /// saved inside an epoch (Ctrl-C); 0 at an epoch boundary.
+    #[serde(default)]
+    pub epoch_step: usize,
+    /// The sum and count of the losses read in that partial epoch, so that
+    /// the resumed epoch reports the mean an uninterrupted one would.
+    #[serde(default)]
+    pub epoch_loss_sum: f64,
+    #[serde(default)]
+    pub epoch_loss_steps: usize,
 }
 
 impl TrainState {
@@ -56,6 +66,9 @@ impl TrainState {
             class_names,
             config,
             tensors: String::new(),
+            epoch_step: 0,
+            epoch_loss_sum: 0.0,
+            epoch_loss_steps: 0,
         }
     }
 }
@@ -93,11 +106,60 @@ pub fn state_path(dir: &Path, tag: &str) -> PathBuf {
     dir.join(format!("checkpoint-{tag}.json"))
 }
 
-/// Writes `contents` to `path` through a temporary file and a rename.
+/// Writes `contents` to `path` through a temporary file (flushed to disk)
+/// and a rename.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, contents)?;
+        file.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", tmp.display()))?;
+    if tmp.file_name().is_some_and(|n| n.to_string_lossy().starts_with("checkpoint-")) {
+        super::fault::point("json-tmp");
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+}
+
+/// What [`clean_leftovers`] removed.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub files: Vec<PathBuf>,
+}
+
+/// Removes what an interrupted run can leave in its folder: temporary
+/// files of a write that never finished (`*.tmp`, `.tmp*`), and tensors
+/// files (`checkpoint-<tag>-step<N>.safetensors`) that no
+/// `checkpoint-<tag>.json` names. With `fresh` (a new run in the folder)
+/// a `checkpoint-best.json` without a `checkpoint-last.json` is an
+/// interrupted first epoch's, and goes too. Never touches other files.
+pub fn clean_leftovers(dir: &Path, fresh: bool) -> Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    if !dir.is_dir() {
+        return Ok(cleaned);
+    }
+    if fresh && !state_path(dir, "last").exists() && state_path(dir, "best").exists() {
+        let best = state_path(dir, "best");
+        std::fs::remove_file(&best).with_context(|| format!("cannot remove stale {}", best.display()))?;
+        cleaned.files.push(best);
+    }
+    let named: Vec<String> =
+        ["last", "best"].iter().filter_map(|tag| read_state(&state_path(dir, tag)).ok()).map(|s| s.tensors).collect();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read run folder {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read run folder {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let temporary = name.ends_with(".tmp") || name.starts_with(".tmp");
+        let stale_tensors = name.starts_with("checkpoint-") && name.ends_with(".safetensors") && !named.contains(&name);
+        if (temporary || stale_tensors) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove leftover {}", entry.path().display()))?;
+            cleaned.files.push(entry.path());
+        }
+    }
+    cleaned.files.sort();
+    Ok(cleaned)
 }
 
 /// Saves `params` and `optimizer_state` under `tag` ("last", "best").
@@ -117,7 +179,9 @@ pub fn save(
     let metadata = HashMap::from([("format_version".to_string(), FORMAT_VERSION.to_string())]);
     WeightMap::save(&dir.join(&tensors_name), &tensors, metadata)?;
     let state = TrainState { tensors: tensors_name.clone(), ..state.clone() };
+    super::fault::point("tensors-renamed");
     write_atomically(&json_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
+    super::fault::point("json-renamed");
     if let Some(old) = previous.filter(|p| p.file_name().is_some_and(|n| n != tensors_name.as_str())) {
         // The JSON no longer names it; a failure here only leaves a stale file.
         let _ = std::fs::remove_file(old);
@@ -166,9 +230,23 @@ pub fn load(path: &Path, device: &crate::device::Device) -> Result<Loaded> {
     Ok(Loaded { state, params, optimizer_state })
 }
 
+/// Checks, without copying, that every parameter of `named` is in `saved`
+/// with its shape: an error naming `source`, the tensor and both shapes
+/// (e.g. a model flag that differs from the run's).
+pub fn check_params(named: &[(String, Tensor)], saved: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+    for (name, param) in named {
+        let value = saved.get(name).with_context(|| format!("{source}: missing tensor `{name}`"))?;
+        if value.shape() != param.shape() {
+            bail!("{source}: tensor `{name}` has shape {}, the model's is {}", value.shape(), param.shape());
+        }
+    }
+    Ok(())
+}
+
 /// Copies checkpoint tensors into the model's parameters; every parameter
 /// must be present with its shape.
 pub fn restore_params(named: &[(String, Tensor)], saved: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+    check_params(named, saved, source)?;
     for (name, param) in named {
         let value = saved.get(name).with_context(|| format!("{source}: missing tensor `{name}`"))?;
         param.copy_from(value).with_context(|| format!("{source}: tensor `{name}`"))?;

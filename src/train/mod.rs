@@ -4,6 +4,8 @@
 //! last checkpoint kept, a JSON-lines metrics file, and `resume`.
 
 pub mod checkpoint;
+pub mod fault;
+pub mod interrupt;
 pub mod pretrain;
 
 use crate::data::augment::Augment;
@@ -202,14 +204,68 @@ impl LossMeter {
     }
 }
 
-/// Appends one JSON line to the metrics file at `path`.
+/// Appends one JSON line to the metrics file at `path`, in one write (a
+/// kill leaves at most one torn last line, which [`prepare_metrics`]
+/// drops).
 pub fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open metrics file {}", path.display()))?;
-    writeln!(file, "{value}").with_context(|| format!("cannot write metrics file {}", path.display()))
+    let line = format!("{value}\n");
+    let bytes = line.as_bytes();
+    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
+        if std::env::var_os("MLRPL_FAULT").is_some() {
+            // Fault injection: half a line, then maybe a kill.
+            let half = bytes.len() / 2;
+            file.write_all(&bytes[..half])?;
+            fault::point("metrics-line");
+            return file.write_all(&bytes[half..]);
+        }
+        file.write_all(bytes)
+    };
+    write(&mut file).with_context(|| format!("cannot write metrics file {}", path.display()))
+}
+
+/// Readies the metrics file of a run that starts at `step` (0: a fresh
+/// run): every complete line about a step after `step` (written after the
+/// checkpoint the run resumes from) and a torn last line of a killed run
+/// are dropped, so that each step is logged once; a fresh run starts an
+/// empty file. Rewritten atomically.
+pub fn prepare_metrics(path: &Path, step: usize) -> Result<()> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read metrics file {}", path.display())),
+    };
+    let mut kept = String::new();
+    if step > 0 {
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if value["step"].as_u64().is_some_and(|s| s as usize <= step) {
+                kept.push_str(line);
+            }
+        }
+    }
+    if kept != text {
+        checkpoint::write_atomically(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Readies a run folder for a run that starts (`fresh`) or resumes at
+/// `step`: removes what an interrupted run left (see
+/// [`checkpoint::clean_leftovers`]), saying so, and readies the metrics
+/// file (see [`prepare_metrics`]).
+pub fn prepare_run_folder(dir: &Path, metrics: &Path, step: usize, fresh: bool) -> Result<()> {
+    let cleaned = checkpoint::clean_leftovers(dir, fresh)?;
+    if !cleaned.files.is_empty() {
+        let names: Vec<String> =
+            cleaned.files.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        eprintln!("removed what an interrupted run left in {}: {}", dir.display(), names.join(", "));
+    }
+    prepare_metrics(metrics, if fresh { 0 } else { step })
 }
 
 /// Trains `model` for `options.epochs` epochs, from `resume` when given.
@@ -227,6 +283,7 @@ pub fn train(
         bail!("no training images");
     }
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    let fresh = resume.is_none();
     let steps_per_epoch =
         if data.train_indices.len() >= options.batch_size { data.train_indices.len() / options.batch_size } else { 1 };
     let schedule = CosineSchedule {
@@ -240,15 +297,43 @@ pub fn train(
     let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
     let mut state = TrainState::new(options.seed, run.clip.clone(), model.class_names.clone(), run.config.clone());
     if let Some(loaded) = resume {
+        let source = checkpoint::state_path(&run.dir, "last").display().to_string();
         if loaded.state.class_names != model.class_names {
-            bail!("--resume: the checkpoint's classes differ from this dataset's");
+            bail!(
+                "--resume: {source} was trained on the classes {}, this dataset has {}",
+                loaded.state.class_names.join(", "),
+                model.class_names.join(", ")
+            );
         }
-        checkpoint::restore_params(&named, &loaded.params, "resumed checkpoint")?;
-        optimizer.load_state_tensors(&loaded.optimizer_state)?;
+        checkpoint::restore_params(&named, &loaded.params, &source)?;
+        if loaded.state.step > 0 {
+            // Every parameter has taken steps, so each has a momentum buffer.
+            let count = optimizer.groups().iter().map(|g| g.params.len()).sum::<usize>();
+            let missing: Vec<String> = (0..count)
+                .map(|i| format!("p{i}.momentum"))
+                .filter(|n| !loaded.optimizer_state.contains_key(n))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "{source}: the checkpoint (step {}) lacks the optimizer state {} of {} tensor(s) ({}{}); it cannot be resumed exactly",
+                    loaded.state.step,
+                    missing.len(),
+                    count,
+                    missing.iter().take(3).map(|n| format!("`{}{n}`", checkpoint::OPTIMIZER_PREFIX)).collect::<Vec<_>>().join(", "),
+                    if missing.len() > 3 { ", ..." } else { "" }
+                );
+            }
+        }
+        optimizer.load_state_tensors(&loaded.optimizer_state).with_context(|| source.clone())?;
         state = loaded.state;
-        eprintln!("resuming after epoch {} (step {})", state.epoch, state.step);
+        if state.epoch_step > 0 {
+            eprintln!("resuming in epoch {} after step {}", state.epoch + 1, state.step);
+        } else {
+            eprintln!("resuming after epoch {} (step {})", state.epoch, state.step);
+        }
     }
     let metrics_path = run.dir.join("metrics.jsonl");
+    prepare_run_folder(&run.dir, &metrics_path, state.step, fresh)?;
     let train_options = LoaderOptions {
         batch_size: options.batch_size,
         shuffle: true,
@@ -271,8 +356,31 @@ pub fn train(
         let batches = loader.num_batches();
         let started = Instant::now();
         let (mut images_seen, mut losses) = (0usize, LossMeter::default());
+        // A checkpoint saved inside this epoch: its batches are drawn again
+        // (the order depends on seed and epoch only) and skipped.
+        let skip = if epoch == start_epoch { std::mem::take(&mut state.epoch_step) } else { 0 };
+        if skip > 0 {
+            losses.epoch_sum = std::mem::take(&mut state.epoch_loss_sum);
+            losses.epoch_steps = std::mem::take(&mut state.epoch_loss_steps);
+        }
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
+            if i < skip {
+                continue;
+            }
+            if interrupt::requested() {
+                // A step boundary: i steps of this epoch are done.
+                losses.read(epoch, state.step)?;
+                let partial = TrainState {
+                    epoch_step: i,
+                    epoch_loss_sum: losses.epoch_sum,
+                    epoch_loss_steps: losses.epoch_steps,
+                    ..state.clone()
+                };
+                checkpoint::save(&run.dir, "last", &named, &optimizer.state_tensors()?, &partial)?;
+                let checkpoint = checkpoint::state_path(&run.dir, "last");
+                return Err(interrupt::Interrupted { checkpoint, step: state.step }.into());
+            }
             let lr = schedule.lr(state.step);
             optimizer.set_lr(lr);
             optimizer.zero_grad();
@@ -327,6 +435,13 @@ pub fn train(
             if improved { " (best so far)" } else { "" }
         );
         checkpoint::save_epoch(&run.dir, &named, &optimizer.state_tensors()?, &state, improved)?;
+        if interrupt::requested() && epoch + 1 < options.epochs {
+            return Err(interrupt::Interrupted {
+                checkpoint: checkpoint::state_path(&run.dir, "last"),
+                step: state.step,
+            }
+            .into());
+        }
     }
     Ok(Outcome {
         best_val_map: state.best_val_map,

@@ -251,6 +251,7 @@ pub fn pretrain(
     let pair_set: Arc<dyn MultiLabelDataset> = data.pairs.clone();
     let validation: Vec<usize> = (0..data.validation.len()).collect();
     let metrics_path = run.dir.join("metrics.jsonl");
+    crate::train::prepare_run_folder(&run.dir, &metrics_path, state.step, state.step == 0)?;
     let start_epoch = state.epoch;
     for epoch in start_epoch..options.epochs {
         let loader = Loader::new(
