@@ -80,6 +80,7 @@ fn sizes_whose_buffers_cannot_be_allocated_are_refused() {
     let dir = scratch("image-size");
     refused(&train(&dir, &["--image-size", "100000"]), &["--image-size 100000", "GiB"]);
     refused(&train(&dir, &["--image-size", "20"]), &["--image-size 20", "multiple of the CLIP's patch size 8"]);
+    refused(&train(&dir, &["--batch-size", "1000000000000"]), &["a batch of 1000000000000 images", "batch size"]);
     let out = dir.join("emb.safetensors");
     let enc = |res: &str| {
         run(&[
@@ -99,6 +100,17 @@ fn sizes_whose_buffers_cannot_be_allocated_are_refused() {
     refused(&enc("100000"), &["--resolution 100000"]);
     refused(&enc("0"), &["--resolution 0"]);
     assert!(!out.exists());
+}
+
+#[test]
+fn epoch_counts_whose_steps_overflow_are_refused_before_any_step() {
+    let max = usize::MAX.to_string();
+    let run_dir = scratch("epochs-overflow").join("run");
+    refused(&train(&run_dir, &["--epochs", &max]), &[&format!("--epochs {max}")]);
+    refused(&train(&run_dir, &["--epochs", &max, "--warmup-epochs", &max]), &[&format!("--warmup-epochs {max}")]);
+    assert!(!run_dir.join("metrics.jsonl").exists() && !run_dir.join("checkpoint-last.json").exists());
+    let out = run(&["--device", "cpu", "pretrain", "--run-dir", s(&run_dir), "--epochs", &max]);
+    refused(&out, &[&format!("--epochs {max}")]);
 }
 
 #[test]

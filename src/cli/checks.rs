@@ -73,9 +73,12 @@ pub fn image_size(flag: &str, size: usize, batch: usize, vision: &VisionConfig) 
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     match (image_batch_bytes(size, batch, vision), available_host_bytes()) {
-        (None, _) => bail!("{flag} {size}: a batch of {batch} images of that size does not fit in memory"),
+        (None, _) => bail!(
+            "{flag} {size}: a batch of {batch} images of that size does not fit in memory; lower the batch size or the image size"
+        ),
         (Some(need), Some(have)) if need > have => bail!(
-            "{flag} {size}: a batch of {batch} images of that size needs at least {:.1} GiB, more than the {:.1} GiB of memory available",
+            "{flag} {size}: a batch of {batch} images of that size needs at least {:.1} GiB, more than the {:.1} GiB of memory available; \
+             lower the batch size or the image size",
             gib(need),
             gib(have)
         ),

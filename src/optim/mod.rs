@@ -8,7 +8,7 @@ mod schedule;
 mod sgd;
 
 pub use adamw::AdamW;
-pub use schedule::{CosineSchedule, Warmup};
+pub use schedule::{epoch_steps, CosineSchedule, Warmup};
 pub use sgd::Sgd;
 
 use crate::backend::{ParamUpdate, Storage};

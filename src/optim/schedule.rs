@@ -1,6 +1,16 @@
 //! Cosine learning-rate decay after a warm-up, per optimizer step.
 
+use anyhow::{anyhow, Result};
 use std::f64::consts::PI;
+
+/// The optimizer steps of `epochs` epochs (given by `flag`) of
+/// `steps_per_epoch` steps; an error naming the flag when the count does not
+/// fit in a step counter.
+pub fn epoch_steps(flag: &str, epochs: usize, steps_per_epoch: usize) -> Result<usize> {
+    epochs.checked_mul(steps_per_epoch).ok_or_else(|| {
+        anyhow!("{flag} {epochs}: {epochs} epochs of {steps_per_epoch} steps are more steps than a run can count")
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Warmup {

@@ -16,7 +16,7 @@ use crate::data::rand_augment::RandAugment;
 use crate::device::Device;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::mlrpl::MlrplModel;
-use crate::optim::{CosineSchedule, Optimizer, Sgd, Warmup};
+use crate::optim::{epoch_steps, CosineSchedule, Optimizer, Sgd, Warmup};
 use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
 use checkpoint::TrainState;
@@ -282,17 +282,17 @@ pub fn train(
     if data.train_indices.is_empty() {
         bail!("no training images");
     }
-    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
-    let fresh = resume.is_none();
     let steps_per_epoch =
         if data.train_indices.len() >= options.batch_size { data.train_indices.len() / options.batch_size } else { 1 };
     let schedule = CosineSchedule {
         base_lr: options.lr,
         min_lr: 0.0,
         warmup: Warmup::Constant(options.warmup_lr),
-        warmup_steps: options.warmup_epochs * steps_per_epoch,
-        total_steps: options.epochs * steps_per_epoch,
+        warmup_steps: epoch_steps("--warmup-epochs", options.warmup_epochs, steps_per_epoch)?,
+        total_steps: epoch_steps("--epochs", options.epochs, steps_per_epoch)?,
     };
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+    let fresh = resume.is_none();
     let named = model.named_parameters();
     let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
     let mut state = TrainState::new(options.seed, run.clip.clone(), model.class_names.clone(), run.config.clone());

@@ -15,7 +15,7 @@ use crate::data::loader::{epoch_order, Loader, LoaderOptions};
 use crate::data::shape_siblings::ShapeSiblings;
 use crate::metrics::{evaluate, MultiLabelMetrics};
 use crate::nn::WeightMap;
-use crate::optim::{AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
+use crate::optim::{epoch_steps, AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::{append_line, sigmoid_scores, LossMeter, Outcome, Progress, Run, THRESHOLD};
@@ -234,7 +234,7 @@ pub fn pretrain(
         min_lr: 0.0,
         warmup: Warmup::Linear,
         warmup_steps: options.warmup_steps,
-        total_steps: options.epochs * steps_per_epoch,
+        total_steps: epoch_steps("--epochs", options.epochs, steps_per_epoch)?,
     };
     let mut optimizer =
         AdamW::new(model.parameter_groups(), schedule.lr(0), options.betas, options.eps, options.weight_decay)?;
