@@ -18,6 +18,7 @@
 //!   evaluation.
 //! * [`kernels`]: the CUDA kernels embedded by `build.rs`.
 //! * [`precision`]: `--precision`, the dtype of the frozen towers.
+//! * [`viz`]: pictures (PNG plots and labelled images) and their font.
 
 pub mod autograd;
 pub mod backend;
@@ -37,6 +38,7 @@ pub mod rng;
 mod shape;
 pub mod tensor;
 pub mod train;
+pub mod viz;
 
 pub use device::Device;
 pub use dtype::DType;
