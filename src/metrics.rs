@@ -183,6 +183,15 @@ struct Counts {
     ng: u64,
 }
 
+impl Counts {
+    /// Adds one known entry: whether it is a positive and whether it is predicted one.
+    fn add(&mut self, positive: bool, predicted: bool) {
+        self.ng += positive as u64;
+        self.np += predicted as u64;
+        self.nc += (positive && predicted) as u64;
+    }
+}
+
 /// `2 a b / (a + b)`, 0 when `a + b == 0`.
 fn harmonic(a: f64, b: f64) -> f64 {
     if a + b > 0.0 {
@@ -298,11 +307,8 @@ pub fn evaluate(scores: &[f32], labels: &[f32], num_classes: usize, threshold: f
             let gt = lab[c] > 0.0;
             let pred = row[c] >= threshold;
             let pred_top = pred && mask[c];
-            for (counts, p) in [(&mut at_thr[c], pred), (&mut at_top[c], pred_top)] {
-                counts.ng += gt as u64;
-                counts.np += p as u64;
-                counts.nc += (gt && p) as u64;
-            }
+            at_thr[c].add(gt, pred);
+            at_top[c].add(gt, pred_top);
         }
     }
 
@@ -340,7 +346,47 @@ pub fn evaluate(scores: &[f32], labels: &[f32], num_classes: usize, threshold: f
     })
 }
 
+/// The candidate thresholds of [`f1_threshold`]: 0.01, 0.02, ..., 0.99.
+const THRESHOLD_STEPS: u32 = 100;
+
+/// The probability threshold, among 0.01, 0.02, ..., 0.99, at which CF1
+/// over the known entries of `scores` is highest (the lowest such one on a
+/// tie): a validation split chooses it, a test split is then measured at it.
+/// Same inputs and errors as [`evaluate`].
+pub fn f1_threshold(scores: &[f32], labels: &[f32], num_classes: usize) -> Result<f32> {
+    // evaluate() checks the inputs once, so the loop below can trust them.
+    evaluate(scores, labels, num_classes, 0.5)?;
+    let mut best = (0.5f32, f64::NEG_INFINITY);
+    for step in 1..THRESHOLD_STEPS {
+        let threshold = step as f32 / THRESHOLD_STEPS as f32;
+        let mut counts = vec![Counts::default(); num_classes];
+        for (i, (&score, &label)) in scores.iter().zip(labels).enumerate() {
+            if label != 0.0 {
+                counts[i % num_classes].add(label > 0.0, score >= threshold);
+            }
+        }
+        let cf1 = rates(&counts).2;
+        if cf1 > best.1 {
+            best = (threshold, cf1);
+        }
+    }
+    Ok(best.0)
+}
+
 impl MultiLabelMetrics {
+    /// CP, CR, CF1, OP, OR, OF1 at the threshold.
+    pub fn threshold_rates(&self) -> [f64; 6] {
+        [self.cp, self.cr, self.cf1, self.op, self.or, self.of1]
+    }
+
+    /// One line of the threshold metrics in percent, e.g. for a
+    /// validation-chosen threshold: `CP 61.20 CR 40.00 CF1 48.38 OP ...`.
+    pub fn threshold_line(&self) -> String {
+        let names = ["CP", "CR", "CF1", "OP", "OR", "OF1"];
+        let cells: Vec<String> =
+            names.iter().zip(self.threshold_rates()).map(|(n, v)| format!("{n} {:.2}", 100.0 * v)).collect();
+        cells.join(" ")
+    }
     /// A compact text table, in percent: the mAP (with how many classes it
     /// averages), a row of CP CR CF1 OP OR OF1 at the threshold and one for
     /// top-3, and, when `class_names` is given, one AP row per class (`-` for
@@ -359,7 +405,7 @@ impl MultiLabelMetrics {
         );
         let _ = writeln!(out, "{:<9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}", "", "CP", "CR", "CF1", "OP", "OR", "OF1");
         for (name, v) in [
-            ("threshold", [self.cp, self.cr, self.cf1, self.op, self.or, self.of1]),
+            ("threshold", self.threshold_rates()),
             ("top-3", [self.cp_top3, self.cr_top3, self.cf1_top3, self.op_top3, self.or_top3, self.of1_top3]),
         ] {
             let cells: Vec<String> = v.iter().map(|&x| pct(x)).collect();

@@ -9,7 +9,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{assert_rel, cuda_or_skip, Input, BF16_TOL};
+use common::{assert_rel, cuda_alone_or_skip, cuda_or_skip, Input, BF16_TOL};
 use mlrpl_engine::optim::{AdamW, Optimizer, ParamGroup, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{DType, Device, Tensor};
@@ -284,8 +284,8 @@ fn bf16_matrix_products_through_cublaslt() {
 /// makes no new plan.
 #[test]
 fn cached_gemm_plans_take_each_calls_operands() {
-    let Some(gpu) = cuda_or_skip("cached_gemm_plans_take_each_calls_operands") else { return };
-    let Device::Cuda(cuda) = &gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
+    let Some(gpu) = cuda_alone_or_skip("cached_gemm_plans_take_each_calls_operands") else { return };
+    let Device::Cuda(cuda) = &*gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
     let mut rng = Rng::new(21);
     for (dtype, tol) in [(DType::F32, TOL), (DType::BF16, BF16_TOL)] {
         let mut plans = None;
@@ -433,7 +433,7 @@ fn index_tensors_move_and_reshape_exactly() {
         assert_eq!(a.to_ids().unwrap(), b.to_ids().unwrap());
     }
     let moved = cpu.to_device(&gpu).unwrap();
-    assert_eq!(moved.device(), &gpu);
+    assert_eq!(moved.device(), &*gpu);
     assert_eq!(moved.to_ids().unwrap(), cpu.to_ids().unwrap());
 }
 
@@ -468,7 +468,7 @@ fn staged_uploads_arrive_exactly() {
 
 #[test]
 fn bad_ids_and_mixed_devices_are_errors() {
-    let Some(gpu) = cuda_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };
+    let Some(gpu) = cuda_alone_or_skip("bad_ids_and_mixed_devices_are_errors") else { return };
     // The launch does not wait; the next read from the GPU reports the id,
     // once, and the device stays usable. Rows of 3 are gathered element by
     // element, rows of 8 in 16-byte packs.

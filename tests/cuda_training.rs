@@ -8,10 +8,11 @@
 mod common;
 
 use common::training_step::{assert_records_match, tiny_model, training_steps, IMAGE_SIZE};
-use common::{assert_rel, cuda_or_skip, BF16_TOL};
+use common::{assert_rel, cuda_alone_or_skip, cuda_or_skip, BF16_TOL};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::partial::LabelMask;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
+use mlrpl_engine::mlrpl::BiasInit;
 use mlrpl_engine::optim::{Optimizer, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, Run, TrainData, TrainOptions};
@@ -71,9 +72,10 @@ fn one_epoch_of_train_matches_the_cpu() {
         log_every: 1,
         skip_bad_images: false,
         progress: false,
+        bias_init: BiasInit::Prior,
     };
     let mut finals = Vec::new();
-    for device in [Device::Cpu, gpu] {
+    for device in [Device::Cpu, gpu.clone()] {
         let dir = scratch(&device.to_string().replace(':', "-"));
         let model = tiny_model(&device, Precision::F32);
         let run = Run { dir: dir.clone(), clip: "random:7".into(), config: serde_json::json!({}) };
@@ -92,8 +94,8 @@ fn one_epoch_of_train_matches_the_cpu() {
 /// cuBLASLt product reuses the plan the first step made for its shape.
 #[test]
 fn steady_state_steps_allocate_nothing_new_from_the_driver() {
-    let Some(gpu) = cuda_or_skip("steady_state_steps_allocate_nothing_new_from_the_driver") else { return };
-    let Device::Cuda(cuda) = &gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
+    let Some(gpu) = cuda_alone_or_skip("steady_state_steps_allocate_nothing_new_from_the_driver") else { return };
+    let Device::Cuda(cuda) = &*gpu else { unreachable!("cuda_or_skip returns a CUDA device") };
     let model = tiny_model(&gpu, Precision::F32);
     let mut rng = Rng::new(12);
     let batch = 8;

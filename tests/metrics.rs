@@ -4,7 +4,7 @@
 //! per-class `average_precision_score` on the known entries and a numpy
 //! reimplementation of CP/CR/CF1/OP/OR/OF1 and their top-3 versions.
 
-use mlrpl_engine::metrics::{average_precision, evaluate, MultiLabelMetrics};
+use mlrpl_engine::metrics::{average_precision, evaluate, f1_threshold, MultiLabelMetrics};
 use serde_json::Value;
 use std::path::Path;
 
@@ -400,4 +400,38 @@ fn fixture_tie_cases_have_ties() {
     distinct.sort_unstable();
     distinct.dedup();
     assert!(distinct.len() <= 11 && bits.len() == 1200, "{} distinct scores", distinct.len());
+}
+
+// ------------------------------------------------------- threshold choice
+
+#[test]
+fn f1_threshold_separates_low_positives_from_lower_negatives() {
+    // Every positive scores 0.30 or more, every negative 0.20 or less: CF1
+    // is 1 from 0.21 to 0.30, and the lowest of those is chosen.
+    let scores = [0.35, 0.10, 0.30, 0.20, 0.05, 0.40];
+    let labels = [1.0, -1.0, 1.0, -1.0, -1.0, 1.0];
+    let t = f1_threshold(&scores, &labels, 2).unwrap();
+    assert!((t - 0.21).abs() < 1e-6, "{t}");
+    assert_eq!(evaluate(&scores, &labels, 2, t).unwrap().cf1, 1.0);
+    assert!(evaluate(&scores, &labels, 2, 0.5).unwrap().cf1 < 1.0);
+}
+
+#[test]
+fn f1_threshold_beats_every_grid_point_and_ignores_unknown_entries() {
+    let (mut scores, mut labels) = pseudo_random(60, 5, 3);
+    let chosen = f1_threshold(&scores, &labels, 5).unwrap();
+    let best = evaluate(&scores, &labels, 5, chosen).unwrap().cf1;
+    for step in 1..100 {
+        assert!(evaluate(&scores, &labels, 5, step as f32 / 100.0).unwrap().cf1 <= best);
+    }
+    labels[0] = 0.0;
+    let choices: Vec<f32> = [1.0, 0.0]
+        .iter()
+        .map(|&unknown_score| {
+            scores[0] = unknown_score;
+            f1_threshold(&scores, &labels, 5).unwrap()
+        })
+        .collect();
+    assert_eq!(choices[0], choices[1], "an unknown entry's score moved the threshold");
+    assert!(f1_threshold(&[0.5], &[0.0], 1).is_err(), "no known positive");
 }

@@ -7,7 +7,7 @@ use mlrpl_engine::clip::{Clip, ClipConfig, TextConfig, VisionConfig};
 use mlrpl_engine::data::dataset::MultiLabelDataset;
 use mlrpl_engine::data::partial::LabelMask;
 use mlrpl_engine::data::synthetic::{Split, SyntheticSet};
-use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
+use mlrpl_engine::mlrpl::{BiasInit, MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, checkpoint, Run, TrainData, TrainOptions};
 use mlrpl_engine::Device;
@@ -59,6 +59,7 @@ fn options(epochs: usize) -> TrainOptions {
         log_every: 1,
         skip_bad_images: false,
         progress: false,
+        bias_init: BiasInit::Prior,
     }
 }
 
@@ -111,8 +112,14 @@ fn the_best_checkpoint_restores_the_model() {
     let fresh = tiny_model(5);
     checkpoint::restore_params(&fresh.named_parameters(), &best.params, "best").unwrap();
     let indices: Vec<usize> = (40..48).collect();
-    let a = train::evaluate_split(&fresh, &data.dataset, &indices, Some(data.mask.clone()), &options(1)).unwrap();
+    let chosen = best.state.best_threshold.expect("the best checkpoint records its validation threshold");
+    assert!(chosen > 0.0 && chosen < 1.0, "{chosen}");
+    let mask = Some(data.mask.clone());
+    let (a, at_chosen) =
+        train::evaluate_split(&fresh, &data.dataset, &indices, mask, &options(1), Some(chosen)).unwrap();
     assert!((a.map - outcome.best_val_map.unwrap()).abs() < 1e-9, "{} vs {:?}", a.map, outcome.best_val_map);
+    // 0.5 is one of the thresholds the choice weighed on these images.
+    assert!(at_chosen.unwrap().cf1 >= a.cf1, "the chosen threshold is worse than 0.5 on the split that chose it");
     let mut missing = best.params.clone();
     missing.remove("sdm.fc2.weight");
     let err = checkpoint::restore_params(&fresh.named_parameters(), &missing, "ckpt.json").unwrap_err();

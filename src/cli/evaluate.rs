@@ -9,22 +9,23 @@ use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::zero_shot::PROMPT;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
 use mlrpl_engine::data::image::load_rgb;
-use mlrpl_engine::mlrpl::MlrplModel;
+use mlrpl_engine::mlrpl::{BiasInit, MlrplModel};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::pretrain::zero_shot_metrics;
-use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions};
+use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions, THRESHOLD};
 use mlrpl_engine::{Device, Precision, Tensor};
 use std::path::{Path, PathBuf};
 
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
-/// checkpoint names, or `--clip`), prompts, decoupling module, classifier.
+/// checkpoint names, or `--clip`), prompts, decoupling module, classifier;
+/// with its input size and its validation-chosen threshold (if recorded).
 fn load_model(
     path: &Path,
     clip_path: Option<&PathBuf>,
     batch_size: usize,
     device: &Device,
     precision: Precision,
-) -> Result<(MlrplModel, usize)> {
+) -> Result<(MlrplModel, usize, Option<f32>)> {
     let loaded = checkpoint::load(path, device)?;
     let state = &loaded.state;
     let model_args: ModelArgs = serde_json::from_value(state.config["model"].clone())
@@ -40,7 +41,7 @@ fn load_model(
     checks::image_size(&format!("{}: image size", path.display()), image_size, batch_size, &clip.config.vision)?;
     let model = MlrplModel::new(clip, state.class_names.clone(), &model_args.config(), &mut Rng::new(0))?;
     checkpoint::restore_params(&model.named_parameters(), &loaded.params, &path.display().to_string())?;
-    Ok((model, image_size))
+    Ok((model, image_size, state.best_threshold))
 }
 
 fn inference_options(image_size: usize, batch_size: usize, skip_bad_images: bool) -> TrainOptions {
@@ -60,6 +61,7 @@ fn inference_options(image_size: usize, batch_size: usize, skip_bad_images: bool
         log_every: 1,
         skip_bad_images,
         progress: false,
+        bias_init: BiasInit::Constant,
     }
 }
 
@@ -110,7 +112,8 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
         println!("(threshold metrics count sigmoid(logit_scale * cos) >= 0.5 as present, which an uncalibrated zero-shot classifier does not mean; compare mAP and top-3)");
         return Ok(());
     };
-    let (model, image_size) = load_model(checkpoint_path, args.clip.as_ref(), args.batch_size, device, precision)?;
+    let (model, image_size, chosen) =
+        load_model(checkpoint_path, args.clip.as_ref(), args.batch_size, device, precision)?;
     if dataset.class_names() != model.class_names.as_slice() {
         bail!(
             "the checkpoint {} has {} classes ({}), {} has {} ({})",
@@ -124,9 +127,12 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
     }
     let indices: Vec<usize> = (0..dataset.len()).collect();
     let options = inference_options(image_size, args.batch_size, args.data.skip_bad_images);
-    let metrics = evaluate_split(&model, &dataset, &indices, None, &options)?;
+    let (metrics, at_chosen) = evaluate_split(&model, &dataset, &indices, None, &options, chosen)?;
     println!("{} ({} images):", dataset.describe(), indices.len());
     println!("{}", metrics.summary_table(args.per_class_ap.then_some(&model.class_names[..])));
+    if let (Some(threshold), Some(at)) = (chosen, at_chosen) {
+        println!("at the validation-chosen threshold {threshold:.2}: {}", at.threshold_line());
+    }
     Ok(())
 }
 
@@ -144,9 +150,11 @@ pub struct PredictArgs {
     /// A folder whose .jpg/.jpeg/.png files are all predicted.
     #[arg(long)]
     folder: Option<PathBuf>,
-    /// Probability at or above which a category is reported as present.
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    threshold: f32,
+    /// Probability at or above which a category is reported as present
+    /// (default: the threshold the run chose on its validation part, or 0.5
+    /// for a checkpoint that records none).
+    #[arg(long, allow_negative_numbers = true)]
+    threshold: Option<f32>,
     #[arg(long, default_value_t = 3)]
     top_k: usize,
     /// Write the JSON here instead of standard output.
@@ -173,7 +181,9 @@ fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
 /// Per image: the categories at or above the threshold and the top-k, with
 /// their probabilities, as one JSON array.
 pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> Result<()> {
-    checks::in_range("--threshold", args.threshold, 0.0, 1.0)?;
+    if let Some(threshold) = args.threshold {
+        checks::in_range("--threshold", threshold, 0.0, 1.0)?;
+    }
     checks::at_least_one("--top-k", args.top_k)?;
     let mut paths = args.images.clone();
     if let Some(folder) = &args.folder {
@@ -186,7 +196,9 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
     if paths.is_empty() {
         bail!("predict: give --image or --folder");
     }
-    let (model, image_size) = load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
+    let (model, image_size, chosen) =
+        load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
+    let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let mut results = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(PREDICT_BATCH) {
@@ -208,9 +220,11 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
             let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
             let mut ranked: Vec<usize> = (0..row.len()).collect();
             ranked.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let present: Vec<_> = ranked.iter().copied().filter(|&c| row[c] >= args.threshold).map(entry).collect();
+            let present: Vec<_> = ranked.iter().copied().filter(|&c| row[c] >= threshold).map(entry).collect();
             let top: Vec<_> = ranked.iter().copied().take(args.top_k).map(entry).collect();
-            results.push(serde_json::json!({ "image": path.display().to_string(), "present": present, "top": top }));
+            results.push(serde_json::json!({
+                "image": path.display().to_string(), "threshold": threshold, "present": present, "top": top,
+            }));
         }
     }
     let json = serde_json::to_string_pretty(&results)?;

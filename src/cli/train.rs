@@ -8,7 +8,7 @@ use clap::Args;
 use mlrpl_engine::data::loader::split_validation;
 use mlrpl_engine::data::partial::LabelMask;
 use mlrpl_engine::data::rand_augment::RandAugment;
-use mlrpl_engine::mlrpl::{MlrplConfig, MlrplModel, PromptConfig};
+use mlrpl_engine::mlrpl::{BiasInit, MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, checkpoint, evaluate_split, Run, TrainData, TrainOptions};
 use mlrpl_engine::{Device, Precision};
@@ -100,6 +100,11 @@ pub struct TrainArgs {
     warmup_epochs: usize,
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     warmup_lr: f32,
+    /// How the classifier's bias starts: `prior`, the log-odds of each class's
+    /// known positives less its mean initial logit (so the first predictions
+    /// match the base rates); `constant`, -5 (docs/model.md §5).
+    #[arg(long, value_enum, default_value_t = BiasInit::Prior)]
+    bias_init: BiasInit,
     /// No Cutout augmentation.
     #[arg(long)]
     no_cutout: bool,
@@ -220,6 +225,7 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
         log_every: args.log_every,
         skip_bad_images: args.data.skip_bad_images,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        bias_init: args.bias_init,
     };
     eprintln!(
         "training on {} ({} images, {} for validation), {} classes, known-label proportion {:.2}, {precision}, run folder {}",
@@ -231,7 +237,7 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
         run_dir.display()
     );
     let all_test: Vec<usize> = (0..test_set.len()).collect();
-    let untrained = evaluate_split(&model, &test_set, &all_test, None, &options)?;
+    let (untrained, _) = evaluate_split(&model, &test_set, &all_test, None, &options, None)?;
     let mut config = serde_json::to_value(&args)?;
     config["precision"] = serde_json::json!(precision.frozen_dtype().to_string());
     let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
@@ -240,14 +246,18 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     super::report_gpu_memory(device)?;
     let best = checkpoint::load(&checkpoint::state_path(&run_dir, "best"), device)?;
     checkpoint::restore_params(&model.named_parameters(), &best.params, "best checkpoint")?;
-    let tested = evaluate_split(&model, &test_set, &all_test, None, &options)?;
+    let chosen = best.state.best_threshold;
+    let (tested, at_chosen) = evaluate_split(&model, &test_set, &all_test, None, &options, chosen)?;
     println!(
         "best checkpoint: epoch {} (validation mAP {:.2}), {}",
         outcome.best_epoch.unwrap_or(0),
         100.0 * outcome.best_val_map.unwrap_or(0.0),
         checkpoint::state_path(&run_dir, "best").display()
     );
-    let summary = serde_json::json!({ "untrained": untrained, "trained": tested, "class_names": model.class_names });
+    let summary = serde_json::json!({
+        "untrained": untrained, "trained": tested, "class_names": model.class_names,
+        "val_threshold": chosen, "trained_at_val_threshold": at_chosen,
+    });
     let summary_path = run_dir.join("test-metrics.json");
     checkpoint::write_atomically(&summary_path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
@@ -255,5 +265,8 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
         "test split, trained model:\n{}",
         tested.summary_table(args.per_class_ap.then_some(&model.class_names[..]))
     );
+    if let (Some(threshold), Some(at)) = (chosen, at_chosen) {
+        println!("at the validation-chosen threshold {threshold:.2}: {}", at.threshold_line());
+    }
     Ok(())
 }

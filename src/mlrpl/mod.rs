@@ -7,7 +7,7 @@ mod decoupling;
 mod model;
 mod prompt;
 
-pub use classifier::CosineClassifier;
+pub use classifier::{BiasInit, CosineClassifier};
 pub use decoupling::SemanticDecoupling;
 pub use model::{MlrplConfig, MlrplModel};
 pub use prompt::{PromptConfig, PromptLearner};

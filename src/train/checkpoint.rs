@@ -50,6 +50,11 @@ pub struct TrainState {
     pub epoch_loss_sum: f64,
     #[serde(default)]
     pub epoch_loss_steps: usize,
+    /// The probability threshold that maximised CF1 on the validation part
+    /// at the best epoch (`metrics::f1_threshold`); `predict` and `eval`
+    /// use it. None in checkpoints older than it, and in pre-training.
+    #[serde(default)]
+    pub best_threshold: Option<f32>,
 }
 
 impl TrainState {
@@ -69,6 +74,7 @@ impl TrainState {
             epoch_step: 0,
             epoch_loss_sum: 0.0,
             epoch_loss_steps: 0,
+            best_threshold: None,
         }
     }
 }

@@ -14,8 +14,8 @@ use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::partial::LabelMask;
 use crate::data::rand_augment::RandAugment;
 use crate::device::Device;
-use crate::metrics::{evaluate, MultiLabelMetrics};
-use crate::mlrpl::MlrplModel;
+use crate::metrics::{evaluate, f1_threshold, MultiLabelMetrics};
+use crate::mlrpl::{BiasInit, MlrplModel};
 use crate::optim::{epoch_steps, CosineSchedule, Optimizer, Sgd, Warmup};
 use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
@@ -49,6 +49,8 @@ pub struct TrainOptions {
     pub skip_bad_images: bool,
     /// Print a progress line to stderr.
     pub progress: bool,
+    /// How a fresh run starts the classifier's bias.
+    pub bias_init: BiasInit,
 }
 
 /// What a run trains and validates on.
@@ -74,25 +76,37 @@ pub struct Outcome {
     pub epochs_run: usize,
 }
 
-/// `sigmoid(logits(images))` [N, C] of `indices` of `dataset` and their
-/// labels (after `options.label_mask` when given), in order, with the
+/// `outputs(images)` (e.g. logits [N, C]) of `indices` of `dataset` and
+/// their labels (after `options.label_mask` when given), in order, with the
 /// evaluation preprocessing, the images on `device`, and no tape.
-pub fn sigmoid_scores(
+pub fn batched_outputs(
     dataset: &Arc<dyn MultiLabelDataset>,
     indices: &[usize],
     options: LoaderOptions,
     device: &Device,
-    logits: impl Fn(&Tensor) -> Result<Tensor>,
+    outputs: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let _no_grad = crate::autograd::no_grad();
     let loader = Loader::new(dataset.clone(), indices.to_vec(), LoaderOptions { augment: Augment::Eval, ..options })?;
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     for batch in loader {
         let batch = batch?;
-        scores.extend(logits(&batch.images.to_device(device)?)?.sigmoid()?.to_vec()?);
+        scores.extend(outputs(&batch.images.to_device(device)?)?.to_vec()?);
         labels.extend(batch.labels.to_vec()?);
     }
     Ok((scores, labels))
+}
+
+/// How a training run's loader reads `mask`ed items for inference.
+fn inference_loader(options: &TrainOptions, mask: Option<Arc<LabelMask>>) -> LoaderOptions {
+    LoaderOptions {
+        batch_size: options.batch_size,
+        workers: options.workers,
+        image_size: options.image_size,
+        label_mask: mask,
+        skip_bad_images: options.skip_bad_images,
+        ..LoaderOptions::default()
+    }
 }
 
 /// Sigmoid probabilities [N, C] of `indices` and their labels (after
@@ -104,27 +118,52 @@ pub fn predict(
     mask: Option<Arc<LabelMask>>,
     options: &TrainOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let loader = LoaderOptions {
-        batch_size: options.batch_size,
-        workers: options.workers,
-        image_size: options.image_size,
-        label_mask: mask,
-        skip_bad_images: options.skip_bad_images,
-        ..LoaderOptions::default()
-    };
-    sigmoid_scores(dataset, indices, loader, model.classifier.beta.device(), |images| model.logits(images))
+    let loader = inference_loader(options, mask);
+    batched_outputs(dataset, indices, loader, model.classifier.beta.device(), |images| model.logits(images)?.sigmoid())
 }
 
-/// Evaluates `indices` of `dataset` (mAP and the threshold metrics).
+/// Training images whose initial logits set the prior bias: enough for a
+/// stable mean per class, a small part of an epoch.
+const PRIOR_BIAS_IMAGES: usize = 256;
+
+/// Sets the classifier's bias from each class's share of positives among
+/// the known training labels (docs/model.md §5), measured on the first
+/// [`PRIOR_BIAS_IMAGES`] training images; a class without a known label
+/// takes the share over all classes.
+fn init_prior_bias(model: &MlrplModel, data: &TrainData, options: &TrainOptions) -> Result<()> {
+    let classes = model.num_classes();
+    let (mut positives, mut known) = (vec![0usize; classes], vec![0usize; classes]);
+    for &item in &data.train_indices {
+        for (c, &label) in data.mask.apply(data.dataset.labels(item), item).iter().enumerate() {
+            known[c] += (label != 0.0) as usize;
+            positives[c] += (label > 0.0) as usize;
+        }
+    }
+    let pooled = positives.iter().sum::<usize>() as f64 / known.iter().sum::<usize>().max(1) as f64;
+    let priors: Vec<f64> =
+        positives.iter().zip(&known).map(|(&p, &k)| if k > 0 { p as f64 / k as f64 } else { pooled }).collect();
+    let sample = &data.train_indices[..data.train_indices.len().min(PRIOR_BIAS_IMAGES)];
+    let device = model.classifier.beta.device();
+    let (logits, _) =
+        batched_outputs(&data.dataset, sample, inference_loader(options, None), device, |images| model.logits(images))
+            .context("the prior bias")?;
+    model.classifier.set_prior_bias(&logits, &priors)
+}
+
+/// Evaluates `indices` of `dataset`: mAP and the threshold metrics at
+/// [`THRESHOLD`], and also at `chosen` (a validation-chosen threshold) when given.
 pub fn evaluate_split(
     model: &MlrplModel,
     dataset: &Arc<dyn MultiLabelDataset>,
     indices: &[usize],
     mask: Option<Arc<LabelMask>>,
     options: &TrainOptions,
-) -> Result<MultiLabelMetrics> {
+    chosen: Option<f32>,
+) -> Result<(MultiLabelMetrics, Option<MultiLabelMetrics>)> {
     let (scores, labels) = predict(model, dataset, indices, mask, options)?;
-    evaluate(&scores, &labels, model.num_classes(), THRESHOLD)
+    let classes = model.num_classes();
+    let at_chosen = chosen.map(|t| evaluate(&scores, &labels, classes, t)).transpose()?;
+    Ok((evaluate(&scores, &labels, classes, THRESHOLD)?, at_chosen))
 }
 
 /// Where a training loop is, for its progress bar.
@@ -293,6 +332,9 @@ pub fn train(
     };
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
     let fresh = resume.is_none();
+    if fresh && options.bias_init == BiasInit::Prior {
+        init_prior_bias(model, data, options)?;
+    }
     let named = model.named_parameters();
     let mut optimizer = Sgd::new(model.parameter_groups(), schedule.lr(0), options.momentum, options.weight_decay)?;
     let mut state = TrainState::new(options.seed, run.clip.clone(), model.class_names.clone(), run.config.clone());
@@ -416,14 +458,20 @@ pub fn train(
         if options.progress {
             eprintln!();
         }
-        let val = evaluate_split(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options)
-            .context("validation")?;
+        let (scores, labels) =
+            predict(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options).context("validation")?;
+        let val = evaluate(&scores, &labels, model.num_classes(), THRESHOLD).context("validation")?;
+        let threshold = f1_threshold(&scores, &labels, model.num_classes()).context("validation")?;
         let improved = state.finish_epoch(epoch, val.map);
+        if improved {
+            state.best_threshold = Some(threshold);
+        }
         append_line(
             &metrics_path,
             &serde_json::json!({
                 "epoch": state.epoch, "step": state.step, "train_loss": losses.epoch_mean(),
-                "val_map": val.map, "val_cf1": val.cf1, "val_of1": val.of1, "best": improved,
+                "val_map": val.map, "val_cf1": val.cf1, "val_of1": val.of1, "val_threshold": threshold,
+                "best": improved,
             }),
         )?;
         eprintln!(

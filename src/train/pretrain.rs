@@ -18,7 +18,7 @@ use crate::nn::WeightMap;
 use crate::optim::{epoch_steps, AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::{append_line, sigmoid_scores, LossMeter, Outcome, Progress, Run, THRESHOLD};
+use crate::train::{append_line, batched_outputs, LossMeter, Outcome, Progress, Run, THRESHOLD};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,8 +154,8 @@ pub fn zero_shot_metrics(
     let classes = class_features(clip, dataset.class_names())?;
     let loader =
         LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
-    let (scores, labels) = sigmoid_scores(dataset, indices, loader, classes.device(), |images| {
-        crate::clip::zero_shot::logits(clip, images, &classes)
+    let (scores, labels) = batched_outputs(dataset, indices, loader, classes.device(), |images| {
+        crate::clip::zero_shot::logits(clip, images, &classes)?.sigmoid()
     })?;
     evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
 }

@@ -371,8 +371,38 @@ where
 /// no usable GPU it prints `<test>: SKIPPED (no CUDA GPU): <reason>` to
 /// stderr and returns None; with `MLRPL_REQUIRE_GPU=1` (set by
 /// tools/gpu-check.sh) it fails instead, so a GPU run can never pass by
-/// skipping.
-pub fn cuda_or_skip(test: &str) -> Option<Device> {
+/// skipping. Tests of one binary may hold it side by side.
+pub fn cuda_or_skip(test: &str) -> Option<GpuTest> {
+    let shared = DEVICE_USE.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cuda_device(test).map(|device| GpuTest { device, _shared: Some(shared), _alone: None })
+}
+
+/// [`cuda_or_skip`] for a test that measures what the device shares between
+/// the tests of a binary (the memory pool's bytes, the cuBLASLt plan count,
+/// the deferred index-fault flag): it runs with no other CUDA test beside it.
+pub fn cuda_alone_or_skip(test: &str) -> Option<GpuTest> {
+    let alone = DEVICE_USE.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cuda_device(test).map(|device| GpuTest { device, _shared: None, _alone: Some(alone) })
+}
+
+/// The test binary's CUDA tests take it shared, or alone to measure.
+static DEVICE_USE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A CUDA device held by one test, shared or alone, until it is dropped.
+pub struct GpuTest {
+    device: Device,
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    _alone: Option<std::sync::RwLockWriteGuard<'static, ()>>,
+}
+
+impl std::ops::Deref for GpuTest {
+    type Target = Device;
+    fn deref(&self) -> &Device {
+        &self.device
+    }
+}
+
+fn cuda_device(test: &str) -> Option<Device> {
     if sim::wanted() {
         if let Err(e) = sim::install() {
             panic!("{test}: the simulated GPU could not be built or loaded: {e:#}");
