@@ -100,10 +100,10 @@ pub struct TrainArgs {
     warmup_epochs: usize,
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     warmup_lr: f32,
-    /// How the classifier's bias starts: `prior`, the log-odds of each class's
-    /// known positives less its mean initial logit (so the first predictions
-    /// match the base rates); `constant`, -5 (docs/model.md §5).
-    #[arg(long, value_enum, default_value_t = BiasInit::Prior)]
+    /// How the classifier's bias starts: `constant`, -5 (docs/model.md §5);
+    /// `prior`, the log-odds of each class's known positives less its mean
+    /// initial logit (so the first predictions match the base rates).
+    #[arg(long, value_enum, default_value_t = BiasInit::Constant)]
     bias_init: BiasInit,
     /// No Cutout augmentation.
     #[arg(long)]
