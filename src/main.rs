@@ -37,6 +37,8 @@ enum Command {
     Eval(cli::evaluate::EvalArgs),
     /// Predict the categories of images with a trained checkpoint (JSON out).
     Predict(cli::evaluate::PredictArgs),
+    /// Draw where a checkpoint looks for each predicted category: attention heat maps over images (PNG).
+    Explain(cli::explain::ExplainArgs),
     /// Encode images and texts with a CLIP checkpoint (embeddings as safetensors).
     Encode(cli::encode::EncodeArgs),
     /// Zero-shot classification of images with CLIP and the prompt "a photo of a {}.".
@@ -65,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval(args) => cli::evaluate::run_eval(args, device, precision),
         Command::Predict(args) => cli::evaluate::run_predict(args, device, precision),
+        Command::Explain(args) => cli::explain::run(args, device, precision),
         Command::Bench(args) => cli::bench::run(args, device, precision),
     }
 }

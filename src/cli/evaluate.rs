@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mlrpl_engine::clip::zero_shot::PROMPT;
 use mlrpl_engine::data::augment::{augmented_chw, Augment};
-use mlrpl_engine::data::image::load_rgb;
+use mlrpl_engine::data::image::{load_rgb, RgbImage};
 use mlrpl_engine::mlrpl::{BiasInit, MlrplModel};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::pretrain::zero_shot_metrics;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier;
 /// with its input size and its validation-chosen threshold (if recorded).
-fn load_model(
+pub(super) fn load_model(
     path: &Path,
     clip_path: Option<&PathBuf>,
     batch_size: usize,
@@ -144,12 +144,8 @@ pub struct PredictArgs {
     /// CLIP weights, when not where the checkpoint says.
     #[arg(long)]
     clip: Option<PathBuf>,
-    /// An image (JPEG or PNG); repeatable.
-    #[arg(long = "image")]
-    images: Vec<PathBuf>,
-    /// A folder whose .jpg/.jpeg/.png files are all predicted.
-    #[arg(long)]
-    folder: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: ImageInputs,
     /// Probability at or above which a category is reported as present
     /// (default: the threshold the run chose on its validation part, or 0.5
     /// for a checkpoint that records none).
@@ -162,8 +158,62 @@ pub struct PredictArgs {
     out: Option<PathBuf>,
 }
 
-/// Images per forward pass of `predict`.
-const PREDICT_BATCH: usize = 32;
+/// Images given by `--image` and `--folder` (`predict`, `explain`).
+#[derive(Args, Debug)]
+pub struct ImageInputs {
+    /// An image (JPEG or PNG); repeatable.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// A folder whose .jpg/.jpeg/.png files are all taken.
+    #[arg(long)]
+    folder: Option<PathBuf>,
+}
+
+impl ImageInputs {
+    /// The `--image` files, then the folder's images in name order; an
+    /// error when there are none.
+    pub fn paths(&self, command: &str) -> Result<Vec<PathBuf>> {
+        let mut paths = self.images.clone();
+        if let Some(folder) = &self.folder {
+            let found = images_in(folder)?;
+            if found.is_empty() {
+                bail!("--folder {}: no .jpg, .jpeg or .png image in it", folder.display());
+            }
+            paths.extend(found);
+        }
+        if paths.is_empty() {
+            bail!("{command}: give --image or --folder");
+        }
+        Ok(paths)
+    }
+}
+
+/// Images per forward pass of `predict` and `explain`.
+pub(super) const PREDICT_BATCH: usize = 32;
+
+/// The model input [B, 3, size, size] of decoded images: resized as in
+/// evaluation, CLIP-normalised.
+pub(super) fn model_input(images: &[RgbImage], image_size: usize, device: &Device) -> Result<Tensor> {
+    let mut values = Vec::with_capacity(images.len() * 3 * image_size * image_size);
+    for image in images {
+        values.extend(augmented_chw(image, image_size, Augment::Eval, &mut Rng::new(0)));
+    }
+    Tensor::from_vec(values, [images.len(), 3, image_size, image_size], device)
+}
+
+/// Fails on the first probability (row-major [images, classes]) that is
+/// not a number, naming the image: a broken checkpoint or CLIP.
+pub(super) fn check_finite(probabilities: &[f32], classes: usize, paths: &[PathBuf], checkpoint: &Path) -> Result<()> {
+    match probabilities.iter().position(|p| !p.is_finite()) {
+        None => Ok(()),
+        Some(i) => bail!(
+            "{}: the model's probability for {} is {} (not a number); the checkpoint or the CLIP is broken",
+            checkpoint.display(),
+            paths[i / classes].display(),
+            probabilities[i]
+        ),
+    }
+}
 
 fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
@@ -185,37 +235,16 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
         checks::in_range("--threshold", threshold, 0.0, 1.0)?;
     }
     checks::at_least_one("--top-k", args.top_k)?;
-    let mut paths = args.images.clone();
-    if let Some(folder) = &args.folder {
-        let found = images_in(folder)?;
-        if found.is_empty() {
-            bail!("--folder {}: no .jpg, .jpeg or .png image in it", folder.display());
-        }
-        paths.extend(found);
-    }
-    if paths.is_empty() {
-        bail!("predict: give --image or --folder");
-    }
+    let paths = args.inputs.paths("predict")?;
     let (model, image_size, chosen) =
         load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
     let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let mut results = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(PREDICT_BATCH) {
-        let mut values = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
-        for path in chunk {
-            values.extend(augmented_chw(&load_rgb(path)?, image_size, Augment::Eval, &mut Rng::new(0)));
-        }
-        let images = Tensor::from_vec(values, [chunk.len(), 3, image_size, image_size], device)?;
-        let probs = model.logits(&images)?.sigmoid()?.to_vec()?;
-        if let Some(i) = probs.iter().position(|p| !p.is_finite()) {
-            bail!(
-                "{}: the model's probability for {} is {} (not a number); the checkpoint or the CLIP is broken",
-                args.checkpoint.display(),
-                chunk[i / model.num_classes()].display(),
-                probs[i]
-            );
-        }
+        let images = chunk.iter().map(|path| load_rgb(path)).collect::<Result<Vec<_>>>()?;
+        let probs = model.logits(&model_input(&images, image_size, device)?)?.sigmoid()?.to_vec()?;
+        check_finite(&probs, model.num_classes(), chunk, &args.checkpoint)?;
         for (path, row) in chunk.iter().zip(probs.chunks(model.num_classes())) {
             let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
             let mut ranked: Vec<usize> = (0..row.len()).collect();

@@ -5,6 +5,7 @@ pub mod checks;
 pub mod data;
 pub mod encode;
 pub mod evaluate;
+pub mod explain;
 pub mod pretrain;
 pub mod run_folder;
 pub mod train;

@@ -55,19 +55,23 @@ impl SemanticDecoupling {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
-    /// Patch features X [B, N, D] and text features T [C, D] -> one visual
-    /// feature per category [B, C, D]:
-    /// `s = fc4(fc3(tanh(fc1(X) * fc2(T))))`, softmax over positions,
-    /// attention-weighted sum of X. fc3 and fc4 are collapsed
-    /// (`s = (W3^T w4) . z + w4 . b3 + b4`), so the [B, C, N, d] tensor z is
-    /// never built; the parameters stay as written.
-    pub fn forward(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
+    /// Where each category looks: patch features X [B, N, D] and text
+    /// features T [C, D] -> attention [B, C, N], each row a softmax over the
+    /// N positions of `s = fc4(fc3(tanh(fc1(X) * fc2(T))))`. fc3 and fc4 are
+    /// collapsed (`s = (W3^T w4) . z + w4 . b3 + b4`), so the [B, C, N, d]
+    /// tensor z is never built; the parameters stay as written.
+    pub fn attention(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
         let width = self.w3.dims()[0];
         let x = patches.linear(&self.w1, None)?;
         let t = text.linear(&self.w2, None)?;
         let u = self.w4.matmul(&self.w3)?.reshape([width])?;
         let shift = self.w4.matmul(&self.b3.reshape([width, 1])?)?.reshape([1])?.add(&self.b4)?;
-        let attention = x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()?;
-        attention.matmul(patches)
+        x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()
+    }
+
+    /// One visual feature per category [B, C, D]: the [`Self::attention`]-
+    /// weighted sum of the patch features X [B, N, D].
+    pub fn forward(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
+        self.attention(patches, text)?.matmul(patches)
     }
 }

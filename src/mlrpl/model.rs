@@ -8,7 +8,7 @@ use crate::clip::Clip;
 use crate::optim::ParamGroup;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// A trainable tensor with its checkpoint name.
 type Named = (String, Tensor);
@@ -92,16 +92,40 @@ impl MlrplModel {
 
     /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
     pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self.logits_and_attention(tokens, false)?.0)
+    }
+
+    /// Probabilities [B, C] of images and, from the same pass, the
+    /// decoupling module's attention [B, C, N] over the N image patches
+    /// (each row sums to 1): what `explain` draws. An error for a model
+    /// without the module (`--no-sdm`), which has no attention.
+    pub fn probabilities_and_attention(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.sdm.is_none() {
+            bail!("the model has no semantic decoupling module (trained with --no-sdm), so no attention to show");
+        }
+        let (logits, attention) = self.logits_and_attention(&self.image_tokens(images)?, true)?;
+        Ok((logits.sigmoid()?, attention.context("the decoupling module gave no attention")?))
+    }
+
+    /// Logits [B, C] and, when `keep_attention` and the model has the
+    /// decoupling module, its attention [B, C, N]. Without `keep_attention`
+    /// the module runs as one `forward` (which a backend may fuse).
+    fn logits_and_attention(&self, tokens: &Tensor, keep_attention: bool) -> Result<(Tensor, Option<Tensor>)> {
         let &[b, l, d] = tokens.dims() else {
             bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape())
         };
         let text = self.prompts.text_features(&self.clip.text)?;
         let classes = self.num_classes();
-        let visual = match &self.sdm {
-            Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?,
-            None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?,
+        let (visual, attention) = match &self.sdm {
+            Some(sdm) if keep_attention => {
+                let patches = tokens.narrow(1, 1, l - 1)?;
+                let attention = sdm.attention(&patches, &text)?;
+                (attention.matmul(&patches)?, Some(attention))
+            }
+            Some(sdm) => (sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?, None),
+            None => (tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?, None),
         };
-        self.classifier.forward(&visual, &text)
+        Ok((self.classifier.forward(&visual, &text)?, attention))
     }
 
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
