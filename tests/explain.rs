@@ -29,7 +29,8 @@ fn model(device: &Device, use_sdm: bool) -> MlrplModel {
         text: TextConfig { width: 64, layers: 1, heads: 1, context_length: 77, vocab_size: 49408, embed_dim: 32 },
     };
     let clip = Clip::from_weights(init_weights(&config, 7, device).unwrap()).unwrap();
-    let config = MlrplConfig { prompt: PromptConfig { n_ctx: 2, ..Default::default() }, decoupling_width: Some(16), use_sdm };
+    let config =
+        MlrplConfig { prompt: PromptConfig { n_ctx: 2, ..Default::default() }, decoupling_width: Some(16), use_sdm };
     let classes = CLASSES.iter().map(|c| c.to_string()).collect();
     MlrplModel::new(clip, classes, &config, &mut Rng::new(3)).unwrap()
 }
@@ -139,7 +140,8 @@ fn explain_refuses_a_no_sdm_checkpoint_and_an_unknown_class_in_one_line() {
     let tiny = tiny();
     let dir = scratch("explain-no-sdm");
     let run_dir = dir.join("run");
-    let out = tiny_run::engine_command().args(tiny.train_args(&run_dir, &["--epochs", "1", "--no-sdm"])).output().unwrap();
+    let out =
+        tiny_run::engine_command().args(tiny.train_args(&run_dir, &["--epochs", "1", "--no-sdm"])).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let image = tiny.dir.join("test0.png");
     let explain = |checkpoint: &Path, extra: &[&str]| {

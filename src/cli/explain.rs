@@ -78,11 +78,14 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
         .iter()
         .map(|name| match model.class_names.iter().position(|c| c == name) {
             Some(c) => Ok(c),
-            None => bail!("--class {name:?}: the checkpoint has no such category (it has {})", model.class_names.join(", ")),
+            None => {
+                bail!("--class {name:?}: the checkpoint has no such category (it has {})", model.class_names.join(", "))
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}: cannot make the folder", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("--out {}: cannot make the folder", args.out.display()))?;
     let mut written = HashSet::new();
     let mut write = |canvas: mlrpl_engine::viz::Canvas, path: PathBuf| -> Result<PathBuf> {
         if !written.insert(path.clone()) {
@@ -96,7 +99,8 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
     let classes = model.num_classes();
     for chunk in paths.chunks(PREDICT_BATCH) {
         let images = chunk.iter().map(|path| load_rgb(path)).collect::<Result<Vec<_>>>()?;
-        let (probabilities, attention) = model.probabilities_and_attention(&model_input(&images, image_size, device)?)?;
+        let (probabilities, attention) =
+            model.probabilities_and_attention(&model_input(&images, image_size, device)?)?;
         let patches = attention.dims()[2];
         let grid = (patches as f64).sqrt().round() as usize;
         if grid * grid != patches {

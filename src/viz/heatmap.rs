@@ -145,7 +145,7 @@ pub fn draw_row(panels: &[Panel]) -> Result<Canvas> {
         blit(&mut canvas, &panel.image, left + (PANEL - panel.image.width) / 2, top + (PANEL - panel.image.height) / 2);
     }
     let bar_width = PANEL - 2 * MARGIN;
-    let bar_data = (0..12).flat_map(|_| (0..bar_width).flat_map(|x| colour(x as f32 / (bar_width - 1) as f32)));
+    let bar_data = (0..12).flat_map(|_| (0..bar_width).flat_map(move |x| colour(x as f32 / (bar_width - 1) as f32)));
     let bar = RgbImage::new(bar_width, 12, bar_data.collect())?;
     let bar_top = top + PANEL + 8;
     blit(&mut canvas, &bar, 2 * MARGIN, bar_top);
@@ -187,7 +187,8 @@ mod tests {
         map[hot.0 * grid + hot.1] = 1.0;
         let side = grid * cell;
         let values = upsample_bilinear(&map, grid, side, side);
-        let (argmax, peak) = values.iter().enumerate().fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m });
+        let (argmax, peak) =
+            values.iter().enumerate().fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m });
         let (x, y) = (argmax % side, argmax / side);
         assert_eq!((y / cell, x / cell), hot, "the brightest pixel ({x}, {y}) is outside the hot patch");
         assert!(peak > 0.9, "peak {peak}");
@@ -196,7 +197,10 @@ mod tests {
             for col in 0..grid {
                 let far = row.abs_diff(hot.0) > 1 || col.abs_diff(hot.1) > 1;
                 if far {
-                    assert!(block(&values, side, cell, (row, col)).iter().all(|&v| v == 0.0), "patch ({row}, {col}) lit");
+                    assert!(
+                        block(&values, side, cell, (row, col)).iter().all(|&v| v == 0.0),
+                        "patch ({row}, {col}) lit"
+                    );
                 }
             }
         }
@@ -222,17 +226,24 @@ mod tests {
         let image = RgbImage::new(32, 32, vec![100; 32 * 32 * 3]).unwrap();
         let overlaid = overlay(&image, &[0.0, 0.0, 0.0, 1.0], 2);
         let brightness = |x, y| overlaid.pixel(x, y).iter().map(|&v| v as u32).sum::<u32>();
-        assert!(brightness(28, 28) > brightness(3, 3) + 200, "{:?} vs {:?}", overlaid.pixel(28, 28), overlaid.pixel(3, 3));
-        assert_eq!(overlaid.pixel(28, 28), std::array::from_fn(|k| (0.4 * 100.0 + 0.6 * colour(1.0)[k] as f32).round() as u8));
+        assert!(
+            brightness(28, 28) > brightness(3, 3) + 200,
+            "{:?} vs {:?}",
+            overlaid.pixel(28, 28),
+            overlaid.pixel(3, 3)
+        );
+        assert_eq!(
+            overlaid.pixel(28, 28),
+            std::array::from_fn(|k| (0.4 * 100.0 + 0.6 * colour(1.0)[k] as f32).round() as u8)
+        );
     }
 
     #[test]
     fn a_row_has_its_size_its_images_and_its_text() {
         let image = fit_to_panel(&RgbImage::new(64, 32, vec![0; 64 * 32 * 3]).unwrap());
         assert_eq!((image.width, image.height), (PANEL, PANEL / 2));
-        let panels: Vec<Panel> = (0..2)
-            .map(|k| Panel::attention(&image, &[0.1, 0.2, 0.3, 0.4], 2, &format!("class {k}"), 0.5))
-            .collect();
+        let panels: Vec<Panel> =
+            (0..2).map(|k| Panel::attention(&image, &[0.1, 0.2, 0.3, 0.4], 2, &format!("class {k}"), 0.5)).collect();
         assert_eq!(panels[0].subtitle, "peak patch: 40% of the attention");
         let canvas = draw_row(&panels).unwrap();
         assert_eq!((canvas.width as usize, canvas.height as usize), row_size(2));
