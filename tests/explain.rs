@@ -125,6 +125,7 @@ fn explain_writes_a_picture_per_chosen_category_and_a_row_per_image() {
         assert_eq!(png_size(&all.join(format!("{stem}-grid.png"))), row_size(1 + CLASSES.len()));
     }
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "one line per image");
+    assert!(String::from_utf8_lossy(&run(&["--help"]).stdout).contains("explain"), "--help lacks explain");
 
     // Nothing reaches probability 1: the top-1 category, and the asked one.
     let top = out_dir.join("top");

@@ -80,16 +80,17 @@ pub fn fit_to_panel(image: &RgbImage) -> RgbImage {
     resize_bicubic(image, scale(image.width), scale(image.height))
 }
 
-/// `image` with the attention `map` (`grid x grid` weights over its
-/// patches) upsampled onto it, coloured relative to the map's peak and
-/// blended in at [`ALPHA`].
+/// `image` in grey (so that colour means attention only) with the
+/// attention `map` (`grid x grid` weights over its patches) upsampled onto
+/// it, coloured relative to the map's peak and blended in at [`ALPHA`].
 pub fn overlay(image: &RgbImage, map: &[f32], grid: usize) -> RgbImage {
     let values = upsample_bilinear(map, grid, image.width, image.height);
     let peak = map.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
     let mut out = image.clone();
     for (pixel, value) in out.data.chunks_mut(3).zip(values) {
+        let grey = 0.299 * pixel[0] as f32 + 0.587 * pixel[1] as f32 + 0.114 * pixel[2] as f32;
         for (channel, tint) in pixel.iter_mut().zip(colour(value / peak)) {
-            *channel = ((1.0 - ALPHA) * *channel as f32 + ALPHA * tint as f32).round() as u8;
+            *channel = ((1.0 - ALPHA) * grey + ALPHA * tint as f32).round() as u8;
         }
     }
     out
@@ -106,13 +107,14 @@ pub struct Panel {
 impl Panel {
     /// The panel of a category: `image` (already [`fit_to_panel`]) under the
     /// category's attention `map`, titled with its name and probability;
-    /// the subtitle gives the peak patch's share of the attention.
+    /// the subtitle gives the peak patch's share of the attention and the
+    /// share of each patch under uniform attention, to compare.
     pub fn attention(image: &RgbImage, map: &[f32], grid: usize, class: &str, probability: f32) -> Panel {
         let peak = map.iter().copied().fold(0.0, f32::max);
         Panel {
             image: overlay(image, map, grid),
             title: format!("{class}  p = {probability:.2}"),
-            subtitle: format!("peak patch: {:.0}% of the attention", 100.0 * peak),
+            subtitle: format!("peak patch {:.1}% (uniform {:.1}%)", 100.0 * peak, 100.0 / map.len() as f32),
         }
     }
 }
@@ -223,20 +225,16 @@ mod tests {
     }
 
     #[test]
-    fn the_overlay_is_brighter_where_the_attention_is() {
-        let image = RgbImage::new(32, 32, vec![100; 32 * 32 * 3]).unwrap();
-        let overlaid = overlay(&image, &[0.0, 0.0, 0.0, 1.0], 2);
-        let brightness = |x, y| overlaid.pixel(x, y).iter().map(|&v| v as u32).sum::<u32>();
-        assert!(
-            brightness(28, 28) > brightness(3, 3) + 200,
-            "{:?} vs {:?}",
-            overlaid.pixel(28, 28),
-            overlaid.pixel(3, 3)
-        );
-        assert_eq!(
-            overlaid.pixel(28, 28),
-            std::array::from_fn(|k| (0.4 * 100.0 + 0.6 * colour(1.0)[k] as f32).round() as u8)
-        );
+    fn the_overlay_is_the_colour_map_over_the_image_in_grey() {
+        // Red, whose grey level is 0.299 * 200 + 0.587 * 60 + 0.114 * 60.
+        let red: Vec<u8> = [200, 60, 60].repeat(32 * 32);
+        let overlaid = overlay(&RgbImage::new(32, 32, red).unwrap(), &[0.0, 0.0, 0.0, 1.0], 2);
+        let grey = 0.299 * 200.0 + 0.701 * 60.0;
+        let want = |value: f32| colour(value).map(|c| (1.0 - ALPHA) * grey + ALPHA * c as f32);
+        for ((x, y), value) in [((28, 28), 1.0), ((3, 3), 0.0)] {
+            let got = overlaid.pixel(x, y);
+            assert!(got.iter().zip(want(value)).all(|(&g, w)| (g as f32 - w).abs() <= 1.0), "({x}, {y}): {got:?}");
+        }
     }
 
     #[test]
@@ -245,7 +243,7 @@ mod tests {
         assert_eq!((image.width, image.height), (PANEL, PANEL / 2));
         let panels: Vec<Panel> =
             (0..2).map(|k| Panel::attention(&image, &[0.1, 0.2, 0.3, 0.4], 2, &format!("class {k}"), 0.5)).collect();
-        assert_eq!(panels[0].subtitle, "peak patch: 40% of the attention");
+        assert_eq!(panels[0].subtitle, "peak patch 40.0% (uniform 25.0%)");
         let canvas = draw_row(&panels).unwrap();
         assert_eq!((canvas.width as usize, canvas.height as usize), row_size(2));
         let pixel = |x: usize, y: usize| {
