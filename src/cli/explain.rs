@@ -84,6 +84,12 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
         })
         .collect::<Result<Vec<_>>>()?;
     let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
+    let source = match (args.threshold, chosen) {
+        (Some(_), _) => "--threshold",
+        (None, Some(_)) => "the threshold the run chose on validation",
+        (None, None) => "the default threshold",
+    };
+    eprintln!("drawing the categories with probability >= {threshold:.2} ({source}), or the most probable one");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out {}: cannot make the folder", args.out.display()))?;
     let mut written = HashSet::new();
