@@ -2,7 +2,8 @@
 //! the patches from the same pass as the probabilities, the same on the
 //! (simulated) GPU as on the CPU; the binary writes valid PNGs of the
 //! expected sizes, one per chosen category and one row per image, and
-//! refuses a `--no-sdm` checkpoint in one line.
+//! refuses a `--no-sdm` checkpoint, an unknown `--class` and two images of
+//! one name in one line.
 
 mod common;
 mod tiny_run;
@@ -137,7 +138,7 @@ fn explain_writes_a_picture_per_chosen_category_and_a_row_per_image() {
 }
 
 #[test]
-fn explain_refuses_a_no_sdm_checkpoint_and_an_unknown_class_in_one_line() {
+fn explain_refuses_a_no_sdm_checkpoint_an_unknown_class_and_twin_names_in_one_line() {
     let tiny = tiny();
     let dir = scratch("explain-no-sdm");
     let run_dir = dir.join("run");
@@ -156,5 +157,10 @@ fn explain_refuses_a_no_sdm_checkpoint_and_an_unknown_class_in_one_line() {
     assert!(err.contains("--no-sdm") && err.contains(no_sdm.to_str().unwrap()), "{err}");
     let err = one_line_failure(&explain(&tiny.trained().join("checkpoint-best.json"), &["--class", "purple"]));
     assert!(err.contains("--class \"purple\"") && err.contains("blue, green, red"), "{err}");
+    let twin = dir.join("test0.png");
+    std::fs::copy(&image, &twin).unwrap();
+    let err =
+        one_line_failure(&explain(&tiny.trained().join("checkpoint-best.json"), &["--image", twin.to_str().unwrap()]));
+    assert!(err.contains(twin.to_str().unwrap()) && err.contains("rename one"), "{err}");
     assert!(!dir.join("test0-grid.png").exists(), "a refused run wrote pictures");
 }

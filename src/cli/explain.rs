@@ -11,7 +11,7 @@ use mlrpl_engine::data::image::load_rgb;
 use mlrpl_engine::train::THRESHOLD;
 use mlrpl_engine::viz::heatmap::{draw_row, fit_to_panel, Panel};
 use mlrpl_engine::{Device, Precision};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -60,11 +60,28 @@ fn file_part(name: &str) -> String {
     name.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
+/// Fails when two `(file-name part, what it comes from)` pairs share the
+/// part: their pictures would overwrite each other.
+fn distinct(what: &str, parts: &[(String, String)]) -> Result<()> {
+    let mut seen = HashMap::new();
+    for (part, source) in parts {
+        if let Some(other) = seen.insert(part, source) {
+            bail!("{what} {other:?} and {source:?} would both write the pictures named {part:?}; rename one");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<()> {
     if let Some(threshold) = args.threshold {
         checks::in_range("--threshold", threshold, 0.0, 1.0)?;
     }
     let paths = args.inputs.paths("explain")?;
+    let stems: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| (p.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned()), p.display().to_string()))
+        .collect();
+    distinct("the images", &stems)?;
     let checkpoint = &args.checkpoint;
     let (model, image_size, chosen) = load_model(checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
     if model.sdm.is_none() {
@@ -73,6 +90,8 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
             checkpoint.display()
         );
     }
+    let class_parts: Vec<(String, String)> = model.class_names.iter().map(|c| (file_part(c), c.clone())).collect();
+    distinct("the categories", &class_parts)?;
     let extra = args
         .classes
         .iter()
@@ -92,18 +111,10 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
     eprintln!("drawing the categories with probability >= {threshold:.2} ({source}), or the most probable one");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out {}: cannot make the folder", args.out.display()))?;
-    let mut written = HashSet::new();
-    let mut write = |canvas: mlrpl_engine::viz::Canvas, path: PathBuf| -> Result<PathBuf> {
-        if !written.insert(path.clone()) {
-            bail!("two pictures would be {}: give the images different file names", path.display());
-        }
-        canvas.save_png(&path)?;
-        Ok(path)
-    };
 
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let classes = model.num_classes();
-    for chunk in paths.chunks(PREDICT_BATCH) {
+    for (chunk, chunk_stems) in paths.chunks(PREDICT_BATCH).zip(stems.chunks(PREDICT_BATCH)) {
         let images = chunk.iter().map(|path| load_rgb(path)).collect::<Result<Vec<_>>>()?;
         let (probabilities, attention) =
             model.probabilities_and_attention(&model_input(&images, image_size, device)?)?;
@@ -114,21 +125,21 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
         }
         let (probabilities, attention) = (probabilities.to_vec()?, attention.to_vec()?);
         check_finite(&probabilities, classes, chunk, checkpoint)?;
-        for (k, (path, image)) in chunk.iter().zip(&images).enumerate() {
+        for (k, ((path, image), (stem, _))) in chunk.iter().zip(&images).zip(chunk_stems).enumerate() {
             let row = &probabilities[k * classes..(k + 1) * classes];
             let fitted = fit_to_panel(image);
-            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy());
             let mut panels = vec![Panel { image: fitted.clone(), title: "input".into(), subtitle: file_name(path) }];
             let mut summary = Vec::new();
             for c in chosen_classes(row, threshold, &extra) {
                 let map = &attention[(k * classes + c) * patches..(k * classes + c + 1) * patches];
                 let panel = Panel::attention(&fitted, map, grid, &model.class_names[c], row[c]);
-                let file = args.out.join(format!("{stem}-class-{}.png", file_part(&model.class_names[c])));
-                write(draw_row(std::slice::from_ref(&panel))?, file)?;
+                let file = args.out.join(format!("{stem}-class-{}.png", class_parts[c].0));
+                draw_row(std::slice::from_ref(&panel))?.save_png(&file)?;
                 summary.push(format!("{} {:.2}", model.class_names[c], row[c]));
                 panels.push(panel);
             }
-            let grid_file = write(draw_row(&panels)?, args.out.join(format!("{stem}-grid.png")))?;
+            let grid_file = args.out.join(format!("{stem}-grid.png"));
+            draw_row(&panels)?.save_png(&grid_file)?;
             println!("{}: {} -> {}", path.display(), summary.join(", "), grid_file.display());
         }
     }
