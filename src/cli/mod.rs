@@ -6,6 +6,7 @@ pub mod data;
 pub mod encode;
 pub mod evaluate;
 pub mod pretrain;
+pub mod report;
 pub mod run_folder;
 pub mod train;
 pub mod zero_shot;

@@ -3,6 +3,8 @@
 //! crate; text uses the embedded DejaVu Sans (`assets/fonts/`), so a
 //! picture looks the same on every machine and needs no system fonts.
 
+pub mod plots;
+
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::path::Path;

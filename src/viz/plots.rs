@@ -1,0 +1,484 @@
+//! The plots of training runs: loss, learning rate and validation mAP from
+//! a run's `metrics.jsonl` (one run, or several on the same axes), each
+//! class's test AP as bars, and test mAP against the known-label proportion
+//! (one line per method). `train` draws its own run's plots into its run
+//! folder; `mlrpl-engine report` compares runs (docs/report.md).
+
+use super::{drawing, Canvas, FONT};
+use anyhow::{bail, Context, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Width and height of the line plots, in pixels.
+pub const LINE_PLOT_SIZE: (u32, u32) = (1000, 600);
+/// The plots `train` keeps in its run folder, redrawn after every epoch.
+pub const CURVE_PLOTS: [&str; 3] = ["loss.png", "lr.png", "val-map.png"];
+/// The per-class test AP bars `train` draws at the end.
+pub const TEST_AP_PLOT: &str = "test-ap.png";
+/// `report`'s plot of test mAP against the known-label proportion.
+pub const KNOWN_LABELS_PLOT: &str = "map-vs-known-labels.png";
+
+/// One colour per run or method (Tableau 10), in order; they repeat after ten.
+pub const COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The colour of the `index`-th run or method.
+pub fn colour(index: usize) -> RGBColor {
+    COLOURS[index % COLOURS.len()]
+}
+
+/// A logged training step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepPoint {
+    pub step: f64,
+    /// Mean loss of the steps since the previous logged one.
+    pub loss: f64,
+    pub lr: f64,
+}
+
+/// The end of an epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: f64,
+    pub step: f64,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Validation mAP (0..1): `val_map` of `train`, `val_zero_shot_map` of `pretrain`.
+    pub val_map: f64,
+}
+
+/// A run's curves, read from its metrics file.
+#[derive(Clone, Debug)]
+pub struct RunCurves {
+    /// The legend's name of the run: its folder's name.
+    pub name: String,
+    pub steps: Vec<StepPoint>,
+    pub epochs: Vec<EpochPoint>,
+    /// Whether the validation figure is pre-training's zero-shot mAP.
+    pub zero_shot: bool,
+}
+
+impl RunCurves {
+    /// The curves of the run in folder `dir`, from its `metrics.jsonl`; an
+    /// error naming the file (and line) when it is missing, is not JSON
+    /// lines as `train` writes them, or holds no step. A torn last line (a
+    /// run killed while writing it) is left out, as `train --resume` does.
+    pub fn read(dir: &Path) -> Result<RunCurves> {
+        let path = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .file_name()
+            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let mut curves = RunCurves { name, steps: Vec::new(), epochs: Vec::new(), zero_shot: false };
+        for (number, line) in text.split_inclusive('\n').enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value = match serde_json::from_str(line) {
+                Ok(value) => value,
+                Err(_) if !line.ends_with('\n') => break, // torn by a kill
+                Err(e) => bail!("{} line {}: not a JSON object ({e})", path.display(), number + 1),
+            };
+            let field = |key: &str| value.get(key).and_then(serde_json::Value::as_f64);
+            let missing = |what: &str| format!("{} line {}: {what}", path.display(), number + 1);
+            if value.get("loss").is_some() {
+                let (Some(step), Some(loss), Some(lr)) = (field("step"), field("loss"), field("lr")) else {
+                    bail!(missing("a step line needs the numbers step, loss and lr"));
+                };
+                curves.steps.push(StepPoint { step, loss, lr });
+            } else if value.get("train_loss").is_some() {
+                let val = field("val_map").or(field("val_zero_shot_map"));
+                curves.zero_shot |= value.get("val_zero_shot_map").is_some();
+                let (Some(epoch), Some(step), Some(train_loss), Some(val_map)) =
+                    (field("epoch"), field("step"), field("train_loss"), val)
+                else {
+                    bail!(missing("an epoch line needs the numbers epoch, step, train_loss and val_map"));
+                };
+                curves.epochs.push(EpochPoint { epoch, step, train_loss, val_map });
+            } else {
+                bail!(missing("neither a step line (loss) nor an epoch line (train_loss)"));
+            }
+        }
+        if curves.steps.is_empty() && curves.epochs.is_empty() {
+            bail!("{}: no training step logged yet", path.display());
+        }
+        Ok(curves)
+    }
+}
+
+/// Redraws the [`CURVE_PLOTS`] of the run in `dir` from its metrics file.
+pub fn write_run_curves(dir: &Path) -> Result<()> {
+    draw_curves(&[RunCurves::read(dir)?], dir).map(|_| ())
+}
+
+/// Draws the [`CURVE_PLOTS`] of `runs` (each run one colour, the same on
+/// every plot) into `out_dir`; returns the files written.
+pub fn draw_curves(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let about = match runs {
+        [run] => run.name.clone(),
+        _ => format!("{} runs", runs.len()),
+    };
+    let [loss, lr, val] = CURVE_PLOTS.map(|name| out_dir.join(name));
+    draw_loss(runs, &format!("Training loss: {about}"), &loss)?;
+    draw_lr(runs, &format!("Learning rate: {about}"), &lr)?;
+    draw_val_map(runs, &format!("Validation mAP per epoch: {about}"), &val)?;
+    Ok(vec![loss, lr, val])
+}
+
+/// A line of the legend: a short stroke in `style`.
+fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style)
+}
+
+/// `lo..hi` of `values`, widened by 5% each way (and to a visible span when
+/// all are equal); `0..1` when there are none.
+fn span(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 0.0..1.0;
+    }
+    let pad = if hi - lo > 0.0 { 0.05 * (hi - lo) } else { (0.1 * hi.abs()).max(1e-3) };
+    lo - pad..hi + pad
+}
+
+/// Whole numbers only (epochs, steps): a tick between two is left blank.
+fn whole(value: &f64) -> String {
+    if (value - value.round()).abs() < 1e-6 {
+        format!("{value:.0}")
+    } else {
+        String::new()
+    }
+}
+
+/// A white canvas of `size`, `draw` on its area, written to `path`.
+fn picture(
+    size: (u32, u32),
+    path: &Path,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut canvas = Canvas::new(size.0, size.1);
+    {
+        let area = canvas.area();
+        drawing(area.fill(&WHITE))?;
+        draw(&area)?;
+        drawing(area.present())?;
+    }
+    save_atomically(&canvas, path)
+}
+
+/// Writes `canvas` as a PNG through a temporary file and a rename, so a
+/// run killed while drawing leaves the previous picture (and a `.tmp` that
+/// `train --resume` removes), never a torn one.
+fn save_atomically(canvas: &Canvas, path: &Path) -> Result<()> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &canvas.rgb,
+        canvas.width,
+        canvas.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::train::checkpoint::write_atomically(path, &png)
+}
+
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart with `title` over `x` and `y`, its mesh labelled `x_desc` and
+/// `y_desc` and its numbers formatted by `x_format` and `y_format`.
+struct Axes<'f> {
+    title: &'f str,
+    x: Range<f64>,
+    y: Range<f64>,
+    x_desc: &'f str,
+    y_desc: &'f str,
+    x_format: &'f dyn Fn(&f64) -> String,
+    y_format: &'f dyn Fn(&f64) -> String,
+}
+
+fn chart<'a, 'b: 'a>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, axes: &Axes<'_>) -> Result<Chart<'a, 'b>> {
+    let mut chart = drawing(
+        ChartBuilder::on(area)
+            .caption(axes.title, (FONT, 26))
+            .margin(20)
+            .x_label_area_size(56)
+            .y_label_area_size(90)
+            .build_cartesian_2d(axes.x.clone(), axes.y.clone()),
+    )?;
+    drawing(
+        chart
+            .configure_mesh()
+            .x_desc(axes.x_desc)
+            .y_desc(axes.y_desc)
+            .axis_desc_style((FONT, 20))
+            .label_style((FONT, 16))
+            .x_label_formatter(axes.x_format)
+            .y_label_formatter(axes.y_format)
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw(),
+    )?;
+    Ok(chart)
+}
+
+/// The legend, in a box at `position`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    drawing(
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(160, 160, 160))
+            .label_font((FONT, 17))
+            .margin(12)
+            .draw(),
+    )
+}
+
+fn draw_loss(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
+    let steps = runs.iter().flat_map(|r| r.steps.iter().map(|p| p.step).chain(r.epochs.iter().map(|p| p.step)));
+    let losses = runs.iter().flat_map(|r| r.steps.iter().map(|p| p.loss).chain(r.epochs.iter().map(|p| p.train_loss)));
+    let axes = Axes {
+        title,
+        x: 0.0..span(steps).end,
+        y: span(losses),
+        x_desc: "optimizer step",
+        y_desc: "training loss",
+        x_format: &whole,
+        y_format: &|v| format!("{v:.3}"),
+    };
+    picture(LINE_PLOT_SIZE, path, |area| {
+        let mut chart = chart(area, &axes)?;
+        let single = runs.len() == 1;
+        for (i, run) in runs.iter().enumerate() {
+            let thin = colour(i).mix(0.45).stroke_width(1);
+            let thick = colour(i).stroke_width(3);
+            let logged = drawing(chart.draw_series(LineSeries::new(run.steps.iter().map(|p| (p.step, p.loss)), thin)))?;
+            if single {
+                logged.label("loss per logged step").legend(legend_line(thin));
+            }
+            let means = run.epochs.iter().map(|p| (p.step, p.train_loss));
+            let epoch_means = drawing(chart.draw_series(LineSeries::new(means, thick).point_size(4)))?;
+            if single {
+                epoch_means.label("mean over the epoch").legend(legend_line(thick));
+            } else {
+                epoch_means.label(&run.name).legend(legend_line(thick));
+            }
+        }
+        if !single {
+            // The two line kinds, in grey, for every run's colour.
+            let grey = RGBColor(110, 110, 110);
+            let none = std::iter::empty::<(f64, f64)>;
+            drawing(chart.draw_series(LineSeries::new(none(), grey.mix(0.45).stroke_width(1))))?
+                .label("thin: per logged step")
+                .legend(legend_line(grey.mix(0.45).stroke_width(1)));
+            drawing(chart.draw_series(LineSeries::new(none(), grey.stroke_width(3))))?
+                .label("thick: mean over the epoch")
+                .legend(legend_line(grey.stroke_width(3)));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}
+
+fn draw_lr(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
+    let steps = runs.iter().flat_map(|r| r.steps.iter().map(|p| p.step));
+    let rates = runs.iter().flat_map(|r| r.steps.iter().map(|p| p.lr));
+    let axes = Axes {
+        title,
+        x: 0.0..span(steps).end,
+        y: 0.0..span(rates).end,
+        x_desc: "optimizer step",
+        y_desc: "learning rate",
+        x_format: &whole,
+        y_format: &|v| if *v == 0.0 { "0".to_string() } else { format!("{v:.1e}") },
+    };
+    picture(LINE_PLOT_SIZE, path, |area| {
+        let mut chart = chart(area, &axes)?;
+        for (i, run) in runs.iter().enumerate() {
+            let style = colour(i).stroke_width(3);
+            drawing(chart.draw_series(LineSeries::new(run.steps.iter().map(|p| (p.step, p.lr)), style)))?
+                .label(&run.name)
+                .legend(legend_line(style));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}
+
+fn draw_val_map(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
+    let epochs = runs.iter().flat_map(|r| r.epochs.iter().map(|p| p.epoch));
+    let maps = runs.iter().flat_map(|r| r.epochs.iter().map(|p| 100.0 * p.val_map));
+    let last_epoch = span(epochs).end.ceil().max(1.0);
+    let y = span(maps);
+    let y_desc = if runs.iter().all(|r| r.zero_shot) { "zero-shot validation mAP (%)" } else { "validation mAP (%)" };
+    let axes = Axes {
+        title,
+        x: 0.5..last_epoch + 0.5,
+        y: y.start.max(0.0)..y.end.min(100.0),
+        x_desc: "epoch",
+        y_desc,
+        x_format: &whole,
+        y_format: &|v| format!("{v:.1}"),
+    };
+    picture(LINE_PLOT_SIZE, path, |area| {
+        let mut chart = chart(area, &axes)?;
+        for (i, run) in runs.iter().enumerate() {
+            let style = colour(i).stroke_width(3);
+            let points = run.epochs.iter().map(|p| (p.epoch, 100.0 * p.val_map));
+            drawing(chart.draw_series(LineSeries::new(points, style).point_size(5)))?
+                .label(&run.name)
+                .legend(legend_line(style));
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
+
+/// Draws each class's AP (0..1; None: no positive in the split) as a
+/// horizontal bar, the first class at the top, with the mean (mAP) as a
+/// dashed line, under `title`, to `path`. The height grows with the number
+/// of classes so that every name stays legible.
+pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title: &str, path: &Path) -> Result<()> {
+    if per_class_ap.len() != class_names.len() || class_names.is_empty() {
+        bail!("{}: {} class APs for {} class names", path.display(), per_class_ap.len(), class_names.len());
+    }
+    let classes = class_names.len();
+    let known: Vec<f64> = per_class_ap.iter().flatten().copied().collect();
+    let map = 100.0 * known.iter().sum::<f64>() / known.len().max(1) as f64;
+    let size = (LINE_PLOT_SIZE.0, 150 + 30 * classes as u32);
+    // Row r from the bottom holds class `classes - 1 - r`.
+    let row = |c: usize| (classes - 1 - c) as i32;
+    picture(size, path, |area| {
+        let longest = class_names.iter().map(|n| n.chars().count()).max().unwrap_or(1) as u32;
+        let mut chart = drawing(
+            ChartBuilder::on(area)
+                .caption(title, (FONT, 26))
+                .margin(20)
+                .x_label_area_size(56)
+                .y_label_area_size(30 + 10 * longest.min(40))
+                .build_cartesian_2d(0.0..100.0, (0..classes as i32).into_segmented()),
+        )?;
+        drawing(
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc("average precision (%)")
+                .axis_desc_style((FONT, 20))
+                .label_style((FONT, 16))
+                .y_labels(classes)
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(r) => class_names[classes - 1 - *r as usize].clone(),
+                    _ => String::new(),
+                })
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw(),
+        )?;
+        let bars = per_class_ap.iter().enumerate().filter_map(|(c, ap)| ap.map(|ap| (row(c), 100.0 * ap)));
+        drawing(chart.draw_series(Histogram::horizontal(&chart).style(colour(0).filled()).margin(4).data(bars)))?;
+        let value_font = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        let none_font = value_font.color(&RGBColor(120, 120, 120));
+        for (c, ap) in per_class_ap.iter().enumerate() {
+            let (text, x, font) = match ap {
+                Some(ap) => (format!("{:.1}", 100.0 * ap), (100.0 * ap).min(90.0) + 1.0, value_font.clone()),
+                None => ("no positive in the split".to_string(), 1.0, none_font.clone()),
+            };
+            drawing(chart.draw_series(std::iter::once(Text::new(text, (x, SegmentValue::CenterOf(row(c))), font))))?;
+        }
+        let dashed = BLACK.stroke_width(2);
+        let mean_line = (0..classes as i32).map(|r| (map, SegmentValue::Exact(r))).chain([(map, SegmentValue::Last)]);
+        drawing(chart.draw_series(DashedLineSeries::new(mean_line, 8, 6, dashed)))?
+            .label(format!("mAP {map:.2}"))
+            .legend(legend_line(dashed));
+        drawing(
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(RGBColor(160, 160, 160))
+                .label_font((FONT, 17))
+                .margin(12)
+                .draw(),
+        )
+    })
+}
+
+/// One finished run's point on the known-label plot.
+#[derive(Clone, Debug)]
+pub struct KnownLabelPoint {
+    /// The line it belongs to, e.g. "full method".
+    pub method: String,
+    /// Known-label proportion p (0..1].
+    pub known: f64,
+    /// Test mAP (0..1).
+    pub test_map: f64,
+}
+
+/// Draws test mAP against the known-label proportion, one line per method
+/// (in the order they first appear); runs of one method at the same
+/// proportion are averaged, the average labelled with its value.
+pub fn draw_known_labels(points: &[KnownLabelPoint], title: &str, path: &Path) -> Result<()> {
+    if points.is_empty() {
+        bail!("{}: no finished run to plot", path.display());
+    }
+    let mut methods: Vec<&str> = Vec::new();
+    for point in points {
+        if !methods.contains(&point.method.as_str()) {
+            methods.push(&point.method);
+        }
+    }
+    // Per method: (p, mean test mAP in %), sorted by p.
+    let lines: Vec<Vec<(f64, f64)>> = methods
+        .iter()
+        .map(|&method| {
+            let mut at: Vec<(f64, Vec<f64>)> = Vec::new();
+            for point in points.iter().filter(|p| p.method == method) {
+                match at.iter_mut().find(|(p, _)| (p - point.known).abs() < 1e-9) {
+                    Some((_, maps)) => maps.push(100.0 * point.test_map),
+                    None => at.push((point.known, vec![100.0 * point.test_map])),
+                }
+            }
+            at.sort_by(|a, b| a.0.total_cmp(&b.0));
+            at.into_iter().map(|(p, maps)| (p, maps.iter().sum::<f64>() / maps.len() as f64)).collect()
+        })
+        .collect();
+    let y = span(lines.iter().flatten().map(|&(_, m)| m));
+    let pad = 0.1 * (y.end - y.start); // room for the value labels
+    let axes = Axes {
+        title,
+        x: 0.0..1.0,
+        y: (y.start - pad).max(0.0)..(y.end + pad).min(100.0),
+        x_desc: "known-label proportion p",
+        y_desc: "test mAP (%)",
+        x_format: &|v| format!("{v:.1}"),
+        y_format: &|v| format!("{v:.1}"),
+    };
+    picture(LINE_PLOT_SIZE, path, |area| {
+        let mut chart = chart(area, &axes)?;
+        for (i, (method, line)) in methods.iter().zip(&lines).enumerate() {
+            let style = colour(i).stroke_width(3);
+            drawing(chart.draw_series(LineSeries::new(line.iter().copied(), style).point_size(6)))?
+                .label(*method)
+                .legend(legend_line(style));
+            let font = (FONT, 15).into_font().color(&colour(i)).pos(Pos::new(HPos::Center, VPos::Bottom));
+            drawing(chart.draw_series(
+                line.iter().map(|&(p, m)| Text::new(format!("{m:.1}"), (p, m + 0.25 * pad), font.clone())),
+            ))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
