@@ -141,6 +141,13 @@ pub fn draw_curves(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(vec![loss, lr, val])
 }
 
+/// The line of the `index`-th of `count` runs: earlier runs are drawn
+/// wider, so a curve that another one covers (two runs with the same
+/// learning-rate schedule) still shows at its edges.
+fn run_line(index: usize, count: usize) -> ShapeStyle {
+    colour(index).stroke_width(2 + 2 * count.saturating_sub(index + 1).min(3) as u32)
+}
+
 /// A line of the legend: a short stroke in `style`.
 fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style)
@@ -211,6 +218,18 @@ struct Axes<'f> {
     y_desc: &'f str,
     x_format: &'f dyn Fn(&f64) -> String,
     y_format: &'f dyn Fn(&f64) -> String,
+    /// Lines of the legend, which goes in room added above the data.
+    legend_lines: usize,
+}
+
+/// About the height of a line plot's drawing area, in pixels.
+const LINE_PLOT_AREA_HEIGHT: f64 = 430.0;
+
+/// `y` extended upwards by room for a legend of `lines` lines (in the
+/// upper right corner), so that the legend never covers a curve.
+fn with_legend_room(y: &Range<f64>, lines: usize) -> Range<f64> {
+    let share = ((24 * lines + 30) as f64 / LINE_PLOT_AREA_HEIGHT).min(0.6);
+    y.start..y.end + (y.end - y.start) * share / (1.0 - share)
 }
 
 fn chart<'a, 'b: 'a>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, axes: &Axes<'_>) -> Result<Chart<'a, 'b>> {
@@ -220,7 +239,7 @@ fn chart<'a, 'b: 'a>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, axes: &Axe
             .margin(20)
             .x_label_area_size(56)
             .y_label_area_size(90)
-            .build_cartesian_2d(axes.x.clone(), axes.y.clone()),
+            .build_cartesian_2d(axes.x.clone(), with_legend_room(&axes.y, axes.legend_lines)),
     )?;
     drawing(
         chart
@@ -238,12 +257,22 @@ fn chart<'a, 'b: 'a>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, axes: &Axe
     Ok(chart)
 }
 
-/// The legend, in a box at `position`.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+/// A filled dot of `radius` pixels at each of `points`.
+fn dots(
+    chart: &mut Chart<'_, '_>,
+    points: impl Iterator<Item = (f64, f64)>,
+    colour: RGBColor,
+    radius: u32,
+) -> Result<()> {
+    drawing(chart.draw_series(points.map(|p| Circle::new(p, radius, colour.filled())))).map(|_| ())
+}
+
+/// The legend, in a box in the room [`with_legend_room`] made.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
     drawing(
         chart
             .configure_series_labels()
-            .position(position)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(160, 160, 160))
             .label_font((FONT, 17))
@@ -262,25 +291,27 @@ fn draw_loss(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
         x_desc: "optimizer step",
         y_desc: "training loss",
         x_format: &whole,
-        y_format: &|v| format!("{v:.3}"),
+        y_format: &|v| format!("{v:.2}"),
+        legend_lines: if runs.len() == 1 { 2 } else { runs.len() + 2 },
     };
     picture(LINE_PLOT_SIZE, path, |area| {
         let mut chart = chart(area, &axes)?;
         let single = runs.len() == 1;
         for (i, run) in runs.iter().enumerate() {
             let thin = colour(i).mix(0.45).stroke_width(1);
-            let thick = colour(i).stroke_width(3);
+            let thick = run_line(i, runs.len());
             let logged = drawing(chart.draw_series(LineSeries::new(run.steps.iter().map(|p| (p.step, p.loss)), thin)))?;
             if single {
                 logged.label("loss per logged step").legend(legend_line(thin));
             }
             let means = run.epochs.iter().map(|p| (p.step, p.train_loss));
-            let epoch_means = drawing(chart.draw_series(LineSeries::new(means, thick).point_size(4)))?;
+            let epoch_means = drawing(chart.draw_series(LineSeries::new(means.clone(), thick)))?;
             if single {
                 epoch_means.label("mean over the epoch").legend(legend_line(thick));
             } else {
                 epoch_means.label(&run.name).legend(legend_line(thick));
             }
+            dots(&mut chart, means, colour(i), 5)?;
         }
         if !single {
             // The two line kinds, in grey, for every run's colour.
@@ -293,7 +324,7 @@ fn draw_loss(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
                 .label("thick: mean over the epoch")
                 .legend(legend_line(grey.stroke_width(3)));
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)
+        legend(&mut chart)
     })
 }
 
@@ -308,16 +339,17 @@ fn draw_lr(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
         y_desc: "learning rate",
         x_format: &whole,
         y_format: &|v| if *v == 0.0 { "0".to_string() } else { format!("{v:.1e}") },
+        legend_lines: runs.len(),
     };
     picture(LINE_PLOT_SIZE, path, |area| {
         let mut chart = chart(area, &axes)?;
         for (i, run) in runs.iter().enumerate() {
-            let style = colour(i).stroke_width(3);
+            let style = run_line(i, runs.len());
             drawing(chart.draw_series(LineSeries::new(run.steps.iter().map(|p| (p.step, p.lr)), style)))?
                 .label(&run.name)
                 .legend(legend_line(style));
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)
+        legend(&mut chart)
     })
 }
 
@@ -335,24 +367,27 @@ fn draw_val_map(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
         y_desc,
         x_format: &whole,
         y_format: &|v| format!("{v:.1}"),
+        legend_lines: runs.len(),
     };
     picture(LINE_PLOT_SIZE, path, |area| {
         let mut chart = chart(area, &axes)?;
         for (i, run) in runs.iter().enumerate() {
-            let style = colour(i).stroke_width(3);
+            let style = run_line(i, runs.len());
             let points = run.epochs.iter().map(|p| (p.epoch, 100.0 * p.val_map));
-            drawing(chart.draw_series(LineSeries::new(points, style).point_size(5)))?
+            drawing(chart.draw_series(LineSeries::new(points.clone(), style)))?
                 .label(&run.name)
                 .legend(legend_line(style));
+            dots(&mut chart, points, colour(i), 5)?;
         }
-        legend(&mut chart, SeriesLabelPosition::LowerRight)
+        legend(&mut chart)
     })
 }
 
 /// Draws each class's AP (0..1; None: no positive in the split) as a
 /// horizontal bar, the first class at the top, with the mean (mAP) as a
-/// dashed line, under `title`, to `path`. The height grows with the number
-/// of classes so that every name stays legible.
+/// dashed line labelled in a row above the bars, under `title`, to `path`.
+/// The height grows with the number of classes so that every name stays
+/// legible.
 pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title: &str, path: &Path) -> Result<()> {
     if per_class_ap.len() != class_names.len() || class_names.is_empty() {
         bail!("{}: {} class APs for {} class names", path.display(), per_class_ap.len(), class_names.len());
@@ -361,7 +396,8 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
     let known: Vec<f64> = per_class_ap.iter().flatten().copied().collect();
     let map = 100.0 * known.iter().sum::<f64>() / known.len().max(1) as f64;
     let size = (LINE_PLOT_SIZE.0, 150 + 30 * classes as u32);
-    // Row r from the bottom holds class `classes - 1 - r`.
+    // Rows count from the bottom: row r holds class `classes - 1 - r`, and
+    // row `classes` (the segmented axis's last, past the classes) the mAP label.
     let row = |c: usize| (classes - 1 - c) as i32;
     picture(size, path, |area| {
         let longest = class_names.iter().map(|n| n.chars().count()).max().unwrap_or(1) as u32;
@@ -380,9 +416,12 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
                 .x_desc("average precision (%)")
                 .axis_desc_style((FONT, 20))
                 .label_style((FONT, 16))
-                .y_labels(classes)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_labels(classes + 1)
                 .y_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(r) => class_names[classes - 1 - *r as usize].clone(),
+                    SegmentValue::CenterOf(r) if (0..classes as i32).contains(r) => {
+                        class_names[classes - 1 - *r as usize].clone()
+                    }
                     _ => String::new(),
                 })
                 .light_line_style(RGBColor(235, 235, 235))
@@ -390,30 +429,25 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
         )?;
         let bars = per_class_ap.iter().enumerate().filter_map(|(c, ap)| ap.map(|ap| (row(c), 100.0 * ap)));
         drawing(chart.draw_series(Histogram::horizontal(&chart).style(colour(0).filled()).margin(4).data(bars)))?;
-        let value_font = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
-        let none_font = value_font.color(&RGBColor(120, 120, 120));
+        // The value beside its bar, or inside its end (in white) when the bar nearly fills the row.
+        let beside = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        let inside = beside.color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center));
         for (c, ap) in per_class_ap.iter().enumerate() {
-            let (text, x, font) = match ap {
-                Some(ap) => (format!("{:.1}", 100.0 * ap), (100.0 * ap).min(90.0) + 1.0, value_font.clone()),
-                None => ("no positive in the split".to_string(), 1.0, none_font.clone()),
+            let (text, x, font) = match ap.map(|ap| 100.0 * ap) {
+                Some(ap) if ap > 90.0 => (format!("{ap:.1}"), ap - 1.0, inside.clone()),
+                Some(ap) => (format!("{ap:.1}"), ap + 1.0, beside.clone()),
+                None => ("no positive in the split".to_string(), 1.0, beside.color(&RGBColor(120, 120, 120))),
             };
             drawing(chart.draw_series(std::iter::once(Text::new(text, (x, SegmentValue::CenterOf(row(c))), font))))?;
         }
-        let dashed = BLACK.stroke_width(2);
-        let mean_line = (0..classes as i32).map(|r| (map, SegmentValue::Exact(r))).chain([(map, SegmentValue::Last)]);
-        drawing(chart.draw_series(DashedLineSeries::new(mean_line, 8, 6, dashed)))?
-            .label(format!("mAP {map:.2}"))
-            .legend(legend_line(dashed));
-        drawing(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(160, 160, 160))
-                .label_font((FONT, 17))
-                .margin(12)
-                .draw(),
-        )
+        let mean_line = (0..=classes as i32).map(|r| (map, SegmentValue::Exact(r)));
+        drawing(chart.draw_series(DashedLineSeries::new(mean_line, 8, 6, BLACK.stroke_width(2))))?;
+        // Left of the line when the right has no room.
+        let (x, side) = if map > 80.0 { (map - 1.0, HPos::Right) } else { (map + 1.0, HPos::Left) };
+        let label_font = (FONT, 17).into_font().color(&BLACK).pos(Pos::new(side, VPos::Center));
+        let label = Text::new(format!("mAP {map:.2}"), (x, SegmentValue::CenterOf(classes as i32)), label_font);
+        drawing(chart.draw_series(std::iter::once(label)))?;
+        Ok(())
     })
 }
 
@@ -466,19 +500,21 @@ pub fn draw_known_labels(points: &[KnownLabelPoint], title: &str, path: &Path) -
         y_desc: "test mAP (%)",
         x_format: &|v| format!("{v:.1}"),
         y_format: &|v| format!("{v:.1}"),
+        legend_lines: methods.len(),
     };
     picture(LINE_PLOT_SIZE, path, |area| {
         let mut chart = chart(area, &axes)?;
         for (i, (method, line)) in methods.iter().zip(&lines).enumerate() {
-            let style = colour(i).stroke_width(3);
-            drawing(chart.draw_series(LineSeries::new(line.iter().copied(), style).point_size(6)))?
+            let style = run_line(i, methods.len());
+            drawing(chart.draw_series(LineSeries::new(line.iter().copied(), style)))?
                 .label(*method)
                 .legend(legend_line(style));
+            dots(&mut chart, line.iter().copied(), colour(i), 7)?;
             let font = (FONT, 15).into_font().color(&colour(i)).pos(Pos::new(HPos::Center, VPos::Bottom));
             drawing(chart.draw_series(
                 line.iter().map(|&(p, m)| Text::new(format!("{m:.1}"), (p, m + 0.25 * pad), font.clone())),
             ))?;
         }
-        legend(&mut chart, SeriesLabelPosition::LowerRight)
+        legend(&mut chart)
     })
 }
