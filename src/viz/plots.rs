@@ -354,9 +354,8 @@ fn draw_lr(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
 }
 
 fn draw_val_map(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
-    let epochs = runs.iter().flat_map(|r| r.epochs.iter().map(|p| p.epoch));
+    let last_epoch = runs.iter().flat_map(|r| r.epochs.iter().map(|p| p.epoch)).fold(1.0, f64::max);
     let maps = runs.iter().flat_map(|r| r.epochs.iter().map(|p| 100.0 * p.val_map));
-    let last_epoch = span(epochs).end.ceil().max(1.0);
     let y = span(maps);
     let y_desc = if runs.iter().all(|r| r.zero_shot) { "zero-shot validation mAP (%)" } else { "validation mAP (%)" };
     let axes = Axes {
@@ -383,6 +382,9 @@ fn draw_val_map(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
     })
 }
 
+/// The AP axis runs past 100 % to leave a column for the values.
+const AP_AXIS_END: f64 = 110.0;
+
 /// Draws each class's AP (0..1; None: no positive in the split) as a
 /// horizontal bar, the first class at the top, with the mean (mAP) as a
 /// dashed line labelled in a row above the bars, under `title`, to `path`.
@@ -407,7 +409,7 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
                 .margin(20)
                 .x_label_area_size(56)
                 .y_label_area_size(30 + 10 * longest.min(40))
-                .build_cartesian_2d(0.0..100.0, (0..classes as i32).into_segmented()),
+                .build_cartesian_2d(0.0..AP_AXIS_END, (0..classes as i32).into_segmented()),
         )?;
         drawing(
             chart
@@ -416,7 +418,7 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
                 .x_desc("average precision (%)")
                 .axis_desc_style((FONT, 20))
                 .label_style((FONT, 16))
-                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_label_formatter(&|v| if *v <= 100.0 { format!("{v:.0}") } else { String::new() })
                 .y_labels(classes + 1)
                 .y_label_formatter(&|v| match v {
                     SegmentValue::CenterOf(r) if (0..classes as i32).contains(r) => {
@@ -429,14 +431,13 @@ pub fn draw_class_ap(per_class_ap: &[Option<f64>], class_names: &[String], title
         )?;
         let bars = per_class_ap.iter().enumerate().filter_map(|(c, ap)| ap.map(|ap| (row(c), 100.0 * ap)));
         drawing(chart.draw_series(Histogram::horizontal(&chart).style(colour(0).filled()).margin(4).data(bars)))?;
-        // The value beside its bar, or inside its end (in white) when the bar nearly fills the row.
-        let beside = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
-        let inside = beside.color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center));
+        // The values in a column right of 100 %, where no bar reaches.
+        let value_font = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        let none_font = value_font.color(&RGBColor(120, 120, 120)).pos(Pos::new(HPos::Left, VPos::Center));
         for (c, ap) in per_class_ap.iter().enumerate() {
-            let (text, x, font) = match ap.map(|ap| 100.0 * ap) {
-                Some(ap) if ap > 90.0 => (format!("{ap:.1}"), ap - 1.0, inside.clone()),
-                Some(ap) => (format!("{ap:.1}"), ap + 1.0, beside.clone()),
-                None => ("no positive in the split".to_string(), 1.0, beside.color(&RGBColor(120, 120, 120))),
+            let (text, x, font) = match ap {
+                Some(ap) => (format!("{:.1}", 100.0 * ap), AP_AXIS_END - 1.0, value_font.clone()),
+                None => ("no positive in the split".to_string(), 1.0, none_font.clone()),
             };
             drawing(chart.draw_series(std::iter::once(Text::new(text, (x, SegmentValue::CenterOf(row(c))), font))))?;
         }
