@@ -90,10 +90,20 @@ impl RunCurves {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: serde_json::Value = match serde_json::from_str(line) {
+            let value: serde_json::Value = match serde_json::from_str(line.trim_end()) {
                 Ok(value) => value,
                 Err(_) if !line.ends_with('\n') => break, // torn by a kill
-                Err(e) => bail!("{} line {}: not a JSON object ({e})", path.display(), number + 1),
+                Err(e) => {
+                    // serde's own position is "line 1" of the one line: keep the column.
+                    let problem = e.to_string();
+                    let problem = problem.rsplit_once(" at line ").map_or(problem.as_str(), |(what, _)| what);
+                    bail!(
+                        "{} line {}: not a JSON object ({problem}, column {})",
+                        path.display(),
+                        number + 1,
+                        e.column()
+                    )
+                }
             };
             let field = |key: &str| value.get(key).and_then(serde_json::Value::as_f64);
             let missing = |what: &str| format!("{} line {}: {what}", path.display(), number + 1);
