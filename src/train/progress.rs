@@ -38,8 +38,12 @@ impl Progress {
     /// elsewhere.
     pub fn new(label: &str, total: usize, done: usize, unit: &'static str) -> Progress {
         let start = done as u64;
-        let (bar, output) = if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        // Set up hidden, shown on a terminal once it has its label and count.
+        let bar = ProgressBar::hidden();
+        bar.set_length(total as u64);
+        bar.set_position(start);
+        bar.set_prefix(label.to_string());
+        let output = if std::io::stderr().is_terminal() {
             let template = format!("{{prefix:.bold}} [{{bar:24.cyan/blue}}] {{pos}}/{{len}} {unit}  {{msg}}  {{left}}");
             // The template is a constant of this function: a typo is a bug, not a user error.
             let style = ProgressStyle::with_template(&template)
@@ -51,13 +55,11 @@ impl Progress {
                     }
                 });
             bar.set_style(style);
-            (bar, Output::Bar)
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            Output::Bar
         } else {
-            (ProgressBar::hidden(), Output::Plain(Mutex::new(None)))
+            Output::Plain(Mutex::new(None))
         };
-        bar.set_length(total as u64);
-        bar.set_position(start);
-        bar.set_prefix(label.to_string());
         Progress { bar, label: label.to_string(), unit, start, output }
     }
 
