@@ -151,11 +151,16 @@ pub fn draw_curves(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(vec![loss, lr, val])
 }
 
-/// The line of the `index`-th of `count` runs: earlier runs are drawn
-/// wider, so a curve that another one covers (two runs with the same
-/// learning-rate schedule) still shows at its edges.
+/// The line of the `index`-th of `count` runs: earlier runs are drawn up
+/// to 3 pixels wider, so a curve that a later one covers (two runs with
+/// the same learning-rate schedule) still shows at its edge.
 fn run_line(index: usize, count: usize) -> ShapeStyle {
-    colour(index).stroke_width(2 + 2 * count.saturating_sub(index + 1).min(3) as u32)
+    colour(index).stroke_width(2 + count.saturating_sub(index + 1).min(3) as u32)
+}
+
+/// The legend's line of the `index`-th run: one width for all.
+fn run_legend(index: usize) -> ShapeStyle {
+    colour(index).stroke_width(3)
 }
 
 /// A line of the legend: a short stroke in `style`.
@@ -319,7 +324,7 @@ fn draw_loss(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
             if single {
                 epoch_means.label("mean over the epoch").legend(legend_line(thick));
             } else {
-                epoch_means.label(&run.name).legend(legend_line(thick));
+                epoch_means.label(&run.name).legend(legend_line(run_legend(i)));
             }
             dots(&mut chart, means, colour(i), 5)?;
         }
@@ -357,7 +362,7 @@ fn draw_lr(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
             let style = run_line(i, runs.len());
             drawing(chart.draw_series(LineSeries::new(run.steps.iter().map(|p| (p.step, p.lr)), style)))?
                 .label(&run.name)
-                .legend(legend_line(style));
+                .legend(legend_line(run_legend(i)));
         }
         legend(&mut chart)
     })
@@ -385,7 +390,7 @@ fn draw_val_map(runs: &[RunCurves], title: &str, path: &Path) -> Result<()> {
             let points = run.epochs.iter().map(|p| (p.epoch, 100.0 * p.val_map));
             drawing(chart.draw_series(LineSeries::new(points.clone(), style)))?
                 .label(&run.name)
-                .legend(legend_line(style));
+                .legend(legend_line(run_legend(i)));
             dots(&mut chart, points, colour(i), 5)?;
         }
         legend(&mut chart)
@@ -519,7 +524,7 @@ pub fn draw_known_labels(points: &[KnownLabelPoint], title: &str, path: &Path) -
             let style = run_line(i, methods.len());
             drawing(chart.draw_series(LineSeries::new(line.iter().copied(), style)))?
                 .label(*method)
-                .legend(legend_line(style));
+                .legend(legend_line(run_legend(i)));
             dots(&mut chart, line.iter().copied(), colour(i), 7)?;
             let font = (FONT, 15).into_font().color(&colour(i)).pos(Pos::new(HPos::Center, VPos::Bottom));
             drawing(chart.draw_series(
