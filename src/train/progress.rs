@@ -128,9 +128,13 @@ impl Progress {
     }
 
     /// Plain output: prints the current line when it is the first, `last`,
-    /// or [`PLAIN_EVERY`] after the previous one.
+    /// or [`PLAIN_EVERY`] after the previous one; a full count waits for the
+    /// last line.
     fn plain_line(&self, last: bool) {
         let Output::Plain(printed) = &self.output else { return };
+        if !last && self.bar.length().is_some_and(|total| self.bar.position() >= total) {
+            return;
+        }
         let mut printed = printed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if last || printed.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
             eprintln!("{}", self.text(last));
