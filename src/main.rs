@@ -45,9 +45,14 @@ enum Command {
     ZeroShot(cli::zero_shot::ZeroShotArgs),
     /// Kernel microbenchmarks (checked against the CPU backend first) and end-to-end figures.
     Bench(cli::bench::BenchArgs),
+    /// Plot runs on the same axes (loss, learning rate, validation mAP) and test mAP against the known-label proportion.
+    Report(cli::report::ReportArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Report(args) = &cli.command {
+        return cli::report::run(args); // reads files only: no device
+    }
     let selection = device::select(cli.device, device::probe_cuda)?;
     if let Some(notice) = &selection.notice {
         eprintln!("{notice}");
@@ -69,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => cli::evaluate::run_predict(args, device, precision),
         Command::Explain(args) => cli::explain::run(args, device, precision),
         Command::Bench(args) => cli::bench::run(args, device, precision),
+        Command::Report(_) => unreachable!("report runs before the device is chosen"),
     }
 }
 

@@ -9,6 +9,7 @@ mod tiny_run;
 
 use mlrpl_engine::nn::WeightMap;
 use mlrpl_engine::rng::Rng;
+use mlrpl_engine::viz::plots;
 use mlrpl_engine::Device;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -61,6 +62,8 @@ fn assert_no_leftovers(dir: &Path) {
         let expected =
             ["checkpoint-last.json", "checkpoint-best.json", "metrics.jsonl", "label-mask.json", "test-metrics.json"]
                 .contains(&name.as_str())
+                || plots::CURVE_PLOTS.contains(&name.as_str())
+                || name == plots::TEST_AP_PLOT
                 || named.contains(&name);
         assert!(expected, "leftover {name} in {}", dir.display());
     }

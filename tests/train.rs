@@ -127,17 +127,6 @@ fn the_best_checkpoint_restores_the_model() {
 }
 
 #[test]
-fn the_progress_bar_fills_with_the_epoch() {
-    let line = |done| train::Progress { epoch: 1, epochs: 5, done, total: 48 }.line(0.25, 2e-3, 180.0, "img/s");
-    let bar = |l: String| l.split(['[', ']']).nth(1).unwrap().to_string();
-    assert_eq!(bar(line(0)), ".".repeat(24));
-    assert_eq!(bar(line(24)), format!("{}{}", "#".repeat(12), ".".repeat(12)));
-    assert_eq!(bar(line(48)), "#".repeat(24));
-    let full = line(48);
-    assert!(full.starts_with("\repoch 2/5 [") && full.contains("48/48 loss 0.2500 lr 2.00e-3 180.0 img/s"), "{full:?}");
-}
-
-#[test]
 fn loss_meter_reads_window_means_and_names_the_steps_of_a_bad_loss() {
     let scalar = |v: f32| mlrpl_engine::Tensor::from_vec(vec![v], mlrpl_engine::Shape::scalar(), &Device::Cpu).unwrap();
     let mut meter = train::LossMeter::default();

@@ -6,7 +6,7 @@
 #   * the full method (`train`),
 # all on the bundled CLIP with every other flag at its default. Writes the
 # table between the demo-table markers of README.md and the raw figures to
-# docs/benchmarks/demo-embedded.json.
+# docs/benchmarks/demo-embedded.json, and the runs' plots to runs/demo-*/report/.
 #
 # Usage: bash tools/demo-table.sh [extra train flags...]
 set -euo pipefail
@@ -22,6 +22,8 @@ for p in 0.1 0.5 0.9; do
     "$bin" train --no-sdm --known-ratio "$p" --run-dir "$runs/prompts-$p" "$@"
     "$bin" train --known-ratio "$p" --run-dir "$runs/full-$p" "$@"
 done
+# Their curves and test mAP against p, one line per method (docs/report.md).
+"$bin" report "$runs"/full-* "$runs"/prompts-* --out "$runs/report"
 
 python3 - "$runs" "$*" <<'EOF'
 import json, re, subprocess, sys, datetime, pathlib

@@ -9,6 +9,7 @@ use mlrpl_engine::bench;
 use mlrpl_engine::bench::report::{utc_now, BenchReport, RunInfo, FORMAT_VERSION};
 use mlrpl_engine::bench::timing::Plan;
 use mlrpl_engine::clip::Clip;
+use mlrpl_engine::train::progress::Progress;
 use mlrpl_engine::{Device, Precision};
 use std::path::PathBuf;
 
@@ -63,10 +64,19 @@ pub fn run(args: BenchArgs, device: &Device, precision: Precision) -> Result<()>
     };
     eprintln!("bench on {}; check: {}", info.device, info.reference);
     let clip = |d: &Device| -> Result<Clip> { Ok(load_clip(None, d, precision)?.0) };
+    let total = selection.cases.len() + selection.end_to_end.len();
+    let progress = Progress::new("bench", total, 0, "benchmarks");
+    let mut done = 0;
     let figures = bench::run(&selection, &plan, device, precision, &clip, |f| {
         let check = f.check_error.map_or_else(String::new, |e| format!(", check error {e:.1e}"));
-        eprintln!("  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}", f.id, f.shape, f.ms, f.throughput, f.unit);
+        progress.println(&format!(
+            "  {:<36} {:<42} {:>10.4} ms {:>10.2} {}{check}",
+            f.id, f.shape, f.ms, f.throughput, f.unit
+        ));
+        done += 1;
+        progress.set(done, Some(format!("last: {}", f.id)));
     })?;
+    progress.finish();
     let report = BenchReport { format_version: FORMAT_VERSION, info, figures };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let json_path = args.out.join("bench.json");

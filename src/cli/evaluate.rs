@@ -12,6 +12,7 @@ use mlrpl_engine::data::image::{load_rgb, RgbImage};
 use mlrpl_engine::mlrpl::{BiasInit, MlrplModel};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::pretrain::zero_shot_metrics;
+use mlrpl_engine::train::progress::Progress;
 use mlrpl_engine::train::{checkpoint, evaluate_split, TrainOptions, THRESHOLD};
 use mlrpl_engine::{Device, Precision, Tensor};
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ fn inference_options(image_size: usize, batch_size: usize, skip_bad_images: bool
         seed: 0,
         log_every: 1,
         skip_bad_images,
-        progress: false,
+        progress: true,
         bias_init: BiasInit::Constant,
     }
 }
@@ -102,7 +103,7 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
     let Some(checkpoint_path) = &args.checkpoint else {
         let (clip, clip_name) = load_clip(args.clip.as_ref(), device, precision)?;
         let indices: Vec<usize> = (0..dataset.len()).collect();
-        let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0)?;
+        let metrics = zero_shot_metrics(&clip, &dataset, &indices, args.batch_size, 0, true)?;
         println!(
             "{} ({} images), zero-shot {clip_name} with the prompt {PROMPT:?}:",
             dataset.describe(),
@@ -240,6 +241,7 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
         load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
     let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
     let _no_grad = mlrpl_engine::autograd::no_grad();
+    let progress = Progress::new("predict", paths.len(), 0, "images");
     let mut results = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(PREDICT_BATCH) {
         let images = chunk.iter().map(|path| load_rgb(path)).collect::<Result<Vec<_>>>()?;
@@ -255,7 +257,9 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
                 "image": path.display().to_string(), "threshold": threshold, "present": present, "top": top,
             }));
         }
+        progress.add(chunk.len());
     }
+    progress.finish();
     let json = serde_json::to_string_pretty(&results)?;
     match &args.out {
         Some(out) => checkpoint::write_atomically(out, json.as_bytes())?,

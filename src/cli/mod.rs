@@ -7,6 +7,7 @@ pub mod encode;
 pub mod evaluate;
 pub mod explain;
 pub mod pretrain;
+pub mod report;
 pub mod run_folder;
 pub mod train;
 pub mod zero_shot;

@@ -195,7 +195,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
         workers: args.workers,
         seed: args.seed,
         log_every: args.log_every,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: true,
         group_by_count: args.group_by_count,
         patch_loss_weight: args.patch_loss_weight,
     };
@@ -244,7 +244,7 @@ pub fn run(mut args: PretrainArgs, device: &Device) -> Result<()> {
     let exported = Clip::load(&out, device)?;
     let test = embedded_set(Part::Test)?;
     let all: Vec<usize> = (0..test.len()).collect();
-    let test_map = zero_shot_metrics(&exported, &test, &all, EVAL_BATCH_SIZE, args.workers)?.map;
+    let test_map = zero_shot_metrics(&exported, &test, &all, EVAL_BATCH_SIZE, args.workers, true)?.map;
     let card = Card {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seed: args.seed,

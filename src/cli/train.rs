@@ -11,6 +11,7 @@ use mlrpl_engine::data::rand_augment::RandAugment;
 use mlrpl_engine::mlrpl::{BiasInit, MlrplConfig, MlrplModel, PromptConfig};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::train::{self, checkpoint, evaluate_split, Run, TrainData, TrainOptions};
+use mlrpl_engine::viz::plots;
 use mlrpl_engine::{Device, Precision};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -224,7 +225,7 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
         seed: args.seed,
         log_every: args.log_every,
         skip_bad_images: args.data.skip_bad_images,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: true,
         bias_init: args.bias_init,
     };
     eprintln!(
@@ -240,6 +241,7 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let (untrained, _) = evaluate_split(&model, &test_set, &all_test, None, &options, None)?;
     let mut config = serde_json::to_value(&args)?;
     config["precision"] = serde_json::json!(precision.frozen_dtype().to_string());
+    let known_label_proportion = mask.kept_fraction();
     let data = TrainData { dataset: train_set, train_indices, val_indices, mask: Arc::new(mask) };
     let run = Run { dir: run_dir.clone(), clip: clip_name, config };
     let outcome = train::train(&model, &data, &options, &run, resume)?;
@@ -257,9 +259,17 @@ pub fn run(mut args: TrainArgs, device: &Device, precision: Precision) -> Result
     let summary = serde_json::json!({
         "untrained": untrained, "trained": tested, "class_names": model.class_names,
         "val_threshold": chosen, "trained_at_val_threshold": at_chosen,
+        "known_label_proportion": known_label_proportion,
     });
     let summary_path = run_dir.join("test-metrics.json");
     checkpoint::write_atomically(&summary_path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    let run_name = run_dir.file_name().map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into());
+    let title = format!("Test AP per class: {run_name} (best checkpoint, epoch {})", outcome.best_epoch.unwrap_or(0));
+    if let Err(e) =
+        plots::draw_class_ap(&tested.per_class_ap, &model.class_names, &title, &run_dir.join(plots::TEST_AP_PLOT))
+    {
+        eprintln!("warning: the test AP plot was not drawn: {e:#}");
+    }
     println!("test split, untrained model: mAP {:.2}", 100.0 * untrained.map);
     println!(
         "test split, trained model:\n{}",

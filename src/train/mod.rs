@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod fault;
 pub mod interrupt;
 pub mod pretrain;
+pub mod progress;
 
 use crate::data::augment::Augment;
 use crate::data::dataset::MultiLabelDataset;
@@ -20,6 +21,7 @@ use crate::optim::{epoch_steps, CosineSchedule, Optimizer, Sgd, Warmup};
 use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
 use checkpoint::TrainState;
+use progress::{step_figures, Progress};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +49,8 @@ pub struct TrainOptions {
     /// Steps between two lines of the metrics file.
     pub log_every: usize,
     pub skip_bad_images: bool,
-    /// Print a progress line to stderr.
+    /// Show progress on stderr ([`progress`]): the training steps, and the
+    /// images of an evaluation outside the training loop.
     pub progress: bool,
     /// How a fresh run starts the classifier's bias.
     pub bias_init: BiasInit,
@@ -78,22 +81,27 @@ pub struct Outcome {
 
 /// `outputs(images)` (e.g. logits [N, C]) of `indices` of `dataset` and
 /// their labels (after `options.label_mask` when given), in order, with the
-/// evaluation preprocessing, the images on `device`, and no tape.
+/// evaluation preprocessing, the images on `device`, and no tape; with
+/// `show_progress`, the images counted on stderr.
 pub fn batched_outputs(
     dataset: &Arc<dyn MultiLabelDataset>,
     indices: &[usize],
     options: LoaderOptions,
     device: &Device,
+    show_progress: bool,
     outputs: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let _no_grad = crate::autograd::no_grad();
     let loader = Loader::new(dataset.clone(), indices.to_vec(), LoaderOptions { augment: Augment::Eval, ..options })?;
+    let progress = if show_progress { Progress::new("evaluate", indices.len(), 0, "images") } else { Progress::off() };
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     for batch in loader {
         let batch = batch?;
         scores.extend(outputs(&batch.images.to_device(device)?)?.to_vec()?);
         labels.extend(batch.labels.to_vec()?);
+        progress.add(batch.len());
     }
+    progress.finish();
     Ok((scores, labels))
 }
 
@@ -119,7 +127,8 @@ pub fn predict(
     options: &TrainOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let loader = inference_loader(options, mask);
-    batched_outputs(dataset, indices, loader, model.classifier.beta.device(), |images| model.logits(images)?.sigmoid())
+    let device = model.classifier.beta.device();
+    batched_outputs(dataset, indices, loader, device, options.progress, |images| model.logits(images)?.sigmoid())
 }
 
 /// Training images whose initial logits set the prior bias: enough for a
@@ -145,8 +154,10 @@ fn init_prior_bias(model: &MlrplModel, data: &TrainData, options: &TrainOptions)
     let sample = &data.train_indices[..data.train_indices.len().min(PRIOR_BIAS_IMAGES)];
     let device = model.classifier.beta.device();
     let (logits, _) =
-        batched_outputs(&data.dataset, sample, inference_loader(options, None), device, |images| model.logits(images))
-            .context("the prior bias")?;
+        batched_outputs(&data.dataset, sample, inference_loader(options, None), device, false, |images| {
+            model.logits(images)
+        })
+        .context("the prior bias")?;
     model.classifier.set_prior_bias(&logits, &priors)
 }
 
@@ -164,35 +175,6 @@ pub fn evaluate_split(
     let classes = model.num_classes();
     let at_chosen = chosen.map(|t| evaluate(&scores, &labels, classes, t)).transpose()?;
     Ok((evaluate(&scores, &labels, classes, THRESHOLD)?, at_chosen))
-}
-
-/// Where a training loop is, for its progress bar.
-pub struct Progress {
-    /// 0-based.
-    pub epoch: usize,
-    pub epochs: usize,
-    /// Steps done in this epoch.
-    pub done: usize,
-    pub total: usize,
-}
-
-impl Progress {
-    const BAR_WIDTH: usize = 24;
-
-    /// `\repoch 2/5 [#########...............]  23/56 loss 0.4512 lr 2.0e-3 180.2 img/s`,
-    /// to be printed without a newline over the previous one.
-    pub fn line(&self, loss: f64, lr: f32, rate: f64, unit: &str) -> String {
-        let filled = (Self::BAR_WIDTH * self.done).checked_div(self.total).unwrap_or(0).min(Self::BAR_WIDTH);
-        format!(
-            "\repoch {}/{} [{}{}] {:>4}/{} loss {loss:.4} lr {lr:.2e} {rate:.1} {unit} ",
-            self.epoch + 1,
-            self.epochs,
-            "#".repeat(filled),
-            ".".repeat(Self::BAR_WIDTH - filled),
-            self.done,
-            self.total
-        )
-    }
 }
 
 /// The training loss, summed on the model's device between reads: reading a
@@ -388,6 +370,13 @@ pub fn train(
         skip_bad_images: options.skip_bad_images,
         ..LoaderOptions::default()
     };
+    let progress = if options.progress {
+        Progress::new("train", schedule.total_steps, state.step, "steps")
+    } else {
+        Progress::off()
+    };
+    // Validation inside the loop shows no count of its own.
+    let validation_options = TrainOptions { progress: false, ..options.clone() };
     let start_epoch = state.epoch;
     for epoch in start_epoch..options.epochs {
         let loader = Loader::new(
@@ -435,16 +424,15 @@ pub fn train(
             losses.add(&loss)?;
             state.step += 1;
             images_seen += batch.len();
+            progress.set(state.step, None);
             let logged = state.step.is_multiple_of(options.log_every.max(1));
             if !logged && i + 1 < batches {
                 continue;
             }
             let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            if options.progress {
-                let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: batches };
-                eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "img/s"));
-            }
+            let figures = step_figures(epoch, options.epochs, losses.epoch_mean(), lr, rate, "img/s");
+            progress.set(state.step, Some(figures));
             if logged {
                 append_line(
                     &metrics_path,
@@ -455,11 +443,9 @@ pub fn train(
         // Steps after the last read (when the loader yielded fewer batches
         // than it announced) still count, and a non-finite loss still stops.
         losses.read(epoch, state.step)?;
-        if options.progress {
-            eprintln!();
-        }
         let (scores, labels) =
-            predict(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), options).context("validation")?;
+            predict(model, &data.dataset, &data.val_indices, Some(data.mask.clone()), &validation_options)
+                .context("validation")?;
         let val = evaluate(&scores, &labels, model.num_classes(), THRESHOLD).context("validation")?;
         let threshold = f1_threshold(&scores, &labels, model.num_classes()).context("validation")?;
         let improved = state.finish_epoch(epoch, val.map);
@@ -474,15 +460,16 @@ pub fn train(
                 "best": improved,
             }),
         )?;
-        eprintln!(
+        progress.println(&format!(
             "epoch {}/{}: train loss {:.4}, validation mAP {:.2}{}",
             state.epoch,
             options.epochs,
             losses.epoch_mean(),
             100.0 * val.map,
             if improved { " (best so far)" } else { "" }
-        );
+        ));
         checkpoint::save_epoch(&run.dir, &named, &optimizer.state_tensors()?, &state, improved)?;
+        write_run_plots(&run.dir, &progress);
         if interrupt::requested() && epoch + 1 < options.epochs {
             return Err(interrupt::Interrupted {
                 checkpoint: checkpoint::state_path(&run.dir, "last"),
@@ -491,9 +478,19 @@ pub fn train(
             .into());
         }
     }
+    progress.finish();
     Ok(Outcome {
         best_val_map: state.best_val_map,
         best_epoch: state.best_epoch,
         epochs_run: options.epochs - start_epoch,
     })
+}
+
+/// Redraws the run's curves from its metrics file (after every epoch, so an
+/// interrupted run has them). A plot that fails is reported and training
+/// goes on: the pictures are a view of the metrics file, which is intact.
+pub fn write_run_plots(dir: &Path, progress: &Progress) {
+    if let Err(e) = crate::viz::plots::write_run_curves(dir) {
+        progress.println(&format!("warning: the run's plots were not drawn: {e:#}"));
+    }
 }

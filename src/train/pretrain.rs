@@ -18,7 +18,8 @@ use crate::nn::WeightMap;
 use crate::optim::{epoch_steps, AdamW, CosineSchedule, Optimizer, ParamGroup, Warmup};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::{append_line, batched_outputs, LossMeter, Outcome, Progress, Run, THRESHOLD};
+use crate::train::progress::{step_figures, Progress};
+use crate::train::{append_line, batched_outputs, write_run_plots, LossMeter, Outcome, Run, THRESHOLD};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +42,7 @@ pub struct PretrainOptions {
     pub seed: u64,
     /// Steps between two lines of the metrics file.
     pub log_every: usize,
-    /// Print a progress line to stderr.
+    /// Show the steps' progress on stderr ([`crate::train::progress`]).
     pub progress: bool,
     /// Fill each batch with scenes of one object count
     /// ([`count_grouped_order`]).
@@ -142,19 +143,21 @@ pub fn pair_loss(
 }
 
 /// Zero-shot metrics of `clip` on `indices` of `dataset` (the prompt "a
-/// photo of a {}." per class), with no tape.
+/// photo of a {}." per class), with no tape; with `show_progress`, the
+/// images counted on stderr.
 pub fn zero_shot_metrics(
     clip: &Clip,
     dataset: &Arc<dyn MultiLabelDataset>,
     indices: &[usize],
     batch_size: usize,
     workers: usize,
+    show_progress: bool,
 ) -> Result<MultiLabelMetrics> {
     let _no_grad = crate::autograd::no_grad();
     let classes = class_features(clip, dataset.class_names())?;
     let loader =
         LoaderOptions { batch_size, workers, image_size: clip.config.vision.resolution(), ..LoaderOptions::default() };
-    let (scores, labels) = batched_outputs(dataset, indices, loader, classes.device(), |images| {
+    let (scores, labels) = batched_outputs(dataset, indices, loader, classes.device(), show_progress, |images| {
         crate::clip::zero_shot::logits(clip, images, &classes)?.sigmoid()
     })?;
     evaluate(&scores, &labels, classes.dims()[0], THRESHOLD)
@@ -252,6 +255,11 @@ pub fn pretrain(
     let validation: Vec<usize> = (0..data.validation.len()).collect();
     let metrics_path = run.dir.join("metrics.jsonl");
     crate::train::prepare_run_folder(&run.dir, &metrics_path, state.step, state.step == 0)?;
+    let progress = if options.progress {
+        Progress::new("pretrain", schedule.total_steps, state.step, "steps")
+    } else {
+        Progress::off()
+    };
     let start_epoch = state.epoch;
     for epoch in start_epoch..options.epochs {
         let loader = Loader::new(
@@ -289,16 +297,15 @@ pub fn pretrain(
             losses.add(&loss)?;
             state.step += 1;
             pairs_seen += batch.len();
+            progress.set(state.step, None);
             let logged = state.step.is_multiple_of(options.log_every.max(1));
             if !logged && i + 1 < steps_per_epoch {
                 continue;
             }
             let Some(loss) = losses.read(epoch, state.step)? else { continue };
             let rate = pairs_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            if options.progress {
-                let progress = Progress { epoch, epochs: options.epochs, done: i + 1, total: steps_per_epoch };
-                eprint!("{}", progress.line(losses.epoch_mean(), lr, rate, "pairs/s"));
-            }
+            progress
+                .set(state.step, Some(step_figures(epoch, options.epochs, losses.epoch_mean(), lr, rate, "pairs/s")));
             if logged {
                 let scale = model.log_logit_scale()?.scalar()?.exp();
                 append_line(
@@ -311,11 +318,9 @@ pub fn pretrain(
             }
         }
         losses.read(epoch, state.step)?; // any steps after the last read
-        if options.progress {
-            eprintln!();
-        }
-        let val = zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers)
-            .context("zero-shot validation")?;
+        let val =
+            zero_shot_metrics(&model.clip, &data.validation, &validation, options.batch_size, options.workers, false)
+                .context("zero-shot validation")?;
         let improved = state.finish_epoch(epoch, val.map);
         let train_loss = losses.epoch_mean();
         append_line(
@@ -325,16 +330,18 @@ pub fn pretrain(
                 "val_zero_shot_map": val.map, "best": improved,
             }),
         )?;
-        eprintln!(
+        progress.println(&format!(
             "epoch {}/{}: train loss {train_loss:.4}, zero-shot validation mAP {:.2}{} ({:.0} s)",
             state.epoch,
             options.epochs,
             100.0 * val.map,
             if improved { " (best so far)" } else { "" },
             started.elapsed().as_secs_f64()
-        );
+        ));
         checkpoint::save_epoch(&run.dir, &model.named, &optimizer.state_tensors()?, &state, improved)?;
+        write_run_plots(&run.dir, &progress);
     }
+    progress.finish();
     Ok(Outcome {
         best_val_map: state.best_val_map,
         best_epoch: state.best_epoch,

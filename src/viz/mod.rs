@@ -4,6 +4,7 @@
 //! picture looks the same on every machine and needs no system fonts.
 
 pub mod heatmap;
+pub mod plots;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
