@@ -60,14 +60,16 @@ impl SemanticDecoupling {
     /// `s = fc4(fc3(tanh(fc1(X) * fc2(T))))`, softmax over positions,
     /// attention-weighted sum of X. fc3 and fc4 are collapsed
     /// (`s = (W3^T w4) . z + w4 . b3 + b4`), so the [B, C, N, d] tensor z is
-    /// never built; the parameters stay as written.
+    /// never built; the parameters stay as written. One fused op
+    /// (`Tensor::decoupling_attention`) computes the scores, the softmax and
+    /// the weighted sum; the constant `w4 . b3 + b4` cancels in the softmax
+    /// (its parameters get their exact zero gradient).
     pub fn forward(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
         let width = self.w3.dims()[0];
         let x = patches.linear(&self.w1, None)?;
         let t = text.linear(&self.w2, None)?;
         let u = self.w4.matmul(&self.w3)?.reshape([width])?;
         let shift = self.w4.matmul(&self.b3.reshape([width, 1])?)?.reshape([1])?.add(&self.b4)?;
-        let attention = x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()?;
-        attention.matmul(patches)
+        x.decoupling_attention(&t, &u, &shift, patches)
     }
 }
