@@ -633,3 +633,46 @@ fn grad_decoupling_through_fc3_fc4_and_pooling() {
         a.matmul(&p[0])
     });
 }
+
+// ---------------------------------------------------------------------------
+// Fused decoupling cross-attention (issue 16, part 2).
+
+/// Every input of the fused op, patches included; N across none of the
+/// tiles, D unlike d. The shift's gradient is exactly 0 (it cancels in the
+/// softmax), which finite differences confirm.
+#[test]
+fn grad_decoupling_attention() {
+    let mut rng = Rng::new(290);
+    let (b, c, n, d, e) = (2, 3, 5, 4, 3);
+    let inputs = [
+        Input::randn(&mut rng, &[b, n, d], 1.0),
+        Input::randn(&mut rng, &[c, d], 1.0),
+        Input::randn(&mut rng, &[d], 0.5),
+        Input::randn(&mut rng, &[1], 1.0),
+        Input::randn(&mut rng, &[b, n, e], 1.0),
+    ];
+    gradcheck("decoupling_attention", 290, &inputs, |p| p[0].decoupling_attention(&p[1], &p[2], &p[3], &p[4]));
+}
+
+/// The module as the model runs it: fc1 and fc2 on the same patch and text
+/// features, fc3 and fc4 collapsed, the patches also the pooled values.
+#[test]
+fn grad_decoupling_attention_through_the_module_parameters() {
+    let mut rng = Rng::new(291);
+    let (b, c, n, e, d) = (2, 3, 4, 5, 3);
+    let inputs = [
+        Input::randn(&mut rng, &[b, n, e], 1.0),
+        Input::randn(&mut rng, &[c, e], 1.0),
+        Input::randn(&mut rng, &[d, e], 0.5),
+        Input::randn(&mut rng, &[d, e], 0.5),
+        Input::randn(&mut rng, &[d, d], 0.5),
+        Input::randn(&mut rng, &[1, d], 0.5),
+    ];
+    gradcheck("decoupling_attention module", 291, &inputs, |p| {
+        let x = p[0].linear(&p[2], None)?;
+        let t = p[1].linear(&p[3], None)?;
+        let u = p[5].matmul(&p[4])?.reshape([d])?;
+        let shift = Tensor::zeros([1], DType::F32, p[0].device())?;
+        x.decoupling_attention(&t, &u, &shift, &p[0])
+    });
+}
