@@ -976,7 +976,8 @@ fn decoupling_attention_matches_softmax_of_scores_times_patches() {
             for ci in 0..c {
                 let s: Vec<f64> = (0..n)
                     .map(|ni| {
-                        let term = |k: usize| u[k] as f64 * (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh();
+                        let term =
+                            |k: usize| u[k] as f64 * (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh();
                         shift[0] as f64 + (0..d).map(term).sum::<f64>()
                     })
                     .collect();
@@ -990,12 +991,23 @@ fn decoupling_attention_matches_softmax_of_scores_times_patches() {
                 }
             }
         }
-        let (xt, tt, ut, st, pt) =
-            (tensor(x, &[b, n, d]), tensor(t, &[c, d]), tensor(u, &[d]), tensor(shift, &[1]), tensor(patches, &[b, n, e]));
+        let (xt, tt, ut, st, pt) = (
+            tensor(x, &[b, n, d]),
+            tensor(t, &[c, d]),
+            tensor(u, &[d]),
+            tensor(shift, &[1]),
+            tensor(patches, &[b, n, e]),
+        );
         let fused = xt.decoupling_attention(&tt, &ut, &st, &pt).unwrap();
         assert_tensor("decoupling_attention", &fused, &want, &[b, c, e], F32_TOL);
         let unfused = xt.decoupling_scores(&tt, &ut).unwrap().add(&st).unwrap().softmax().unwrap().matmul(&pt).unwrap();
-        assert_tensor("decoupling_attention vs separate ops", &fused, &to_f64(&unfused.to_vec().unwrap()), &[b, c, e], F32_TOL);
+        assert_tensor(
+            "decoupling_attention vs separate ops",
+            &fused,
+            &to_f64(&unfused.to_vec().unwrap()),
+            &[b, c, e],
+            F32_TOL,
+        );
     }
 }
 

@@ -484,7 +484,12 @@ fn decoupling_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let params = attention_params(&dims);
     cat.add("decoupling_attention_fwd", s, |rng| {
         let inputs = attention_inputs(rng, &dims).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::Flops(attention_flops(&dims, true, false)), inputs, custom(DecouplingAttention(dims))))
+        Ok((
+            params.clone(),
+            Work::Flops(attention_flops(&dims, true, false)),
+            inputs,
+            custom(DecouplingAttention(dims)),
+        ))
     })?;
     cat.add("decoupling_attention_bwd", s, |rng| {
         let [x, t, u, patches] = attention_inputs(rng, &dims);
@@ -516,8 +521,7 @@ fn decoupling_attention_steps(cat: &mut Catalogue, s: &Setup) -> Result<()> {
                 let [x, t, u, patches, dout] = &*i else { bail!("{op} takes x, t, u, patches and dout") };
                 let mut outputs = Storage::apply_custom(&DecouplingAttention(dims), &[x, t, u, patches])?;
                 let backward = DecouplingAttentionBackward { dims, patch_grad: false };
-                let grads =
-                    Storage::apply_custom(&backward, &[x, t, u, patches, &outputs[0], &outputs[1], dout])?;
+                let grads = Storage::apply_custom(&backward, &[x, t, u, patches, &outputs[0], &outputs[1], dout])?;
                 outputs.extend(grads);
                 Ok(outputs)
             });

@@ -75,14 +75,26 @@ impl Tensor {
     /// f32 only: the towers hand f32 features to the head (docs/model.md).
     pub fn decoupling_attention(&self, t: &Tensor, u: &Tensor, shift: &Tensor, patches: &Tensor) -> Result<Tensor> {
         let x = self;
-        let shapes = || format!("x {}, t {}, u {}, shift {}, patches {}", x.shape(), t.shape(), u.shape(), shift.shape(), patches.shape());
+        let shapes = || {
+            format!(
+                "x {}, t {}, u {}, shift {}, patches {}",
+                x.shape(),
+                t.shape(),
+                u.shape(),
+                shift.shape(),
+                patches.shape()
+            )
+        };
         if [x, t, u, shift, patches].iter().any(|a| a.dtype() != DType::F32) {
             bail!("decoupling_attention: expected f32 tensors (the head computes in f32); got {}", shapes());
         }
         let (&[batch, positions, width], &[classes, t_width], &[u_width], &[1], &[p_batch, p_positions, embed]) =
             (x.dims(), t.dims(), u.dims(), shift.dims(), patches.dims())
         else {
-            bail!("decoupling_attention: expected x [B, N, d], t [C, d], u [d], shift [1], patches [B, N, D]; got {}", shapes());
+            bail!(
+                "decoupling_attention: expected x [B, N, d], t [C, d], u [d], shift [1], patches [B, N, D]; got {}",
+                shapes()
+            );
         };
         if t_width != width || u_width != width || p_batch != batch || p_positions != positions {
             bail!("decoupling_attention: sizes disagree: {}", shapes());
@@ -99,13 +111,22 @@ impl Tensor {
         .map_err(|_| anyhow::anyhow!("decoupling_attention returns out and lse"))?;
         let out = Tensor::op_output(out, Shape::new(vec![batch, classes, embed]), &[x, t, u, shift, patches]);
         let lse = Tensor::from_storage(lse, [batch, classes], x.device().clone())?;
-        let (xs, ts, us, shifts, ps, outs) = (x.clone(), t.clone(), u.clone(), shift.clone(), patches.clone(), out.clone());
+        let (xs, ts, us, shifts, ps, outs) =
+            (x.clone(), t.clone(), u.clone(), shift.clone(), patches.clone(), out.clone());
         autograd::record(&out, &[x, t, u, shift, patches], move |g, needs| {
             let patch_grad = needs.get(4).copied().unwrap_or(false);
             let op = DecouplingAttentionBackward { dims, patch_grad };
             let grads = Storage::apply_custom(
                 &op,
-                &[&xs.storage(), &ts.storage(), &us.storage(), &ps.storage(), &outs.storage(), &lse.storage(), &g.storage()],
+                &[
+                    &xs.storage(),
+                    &ts.storage(),
+                    &us.storage(),
+                    &ps.storage(),
+                    &outs.storage(),
+                    &lse.storage(),
+                    &g.storage(),
+                ],
             )?;
             let mut grads = grads.into_iter();
             let mut next = |like: &Tensor| -> Result<Tensor> {
@@ -184,20 +205,23 @@ fn cpu_forward(x: &[f32], t: &[f32], u: &[f32], patches: &[f32], dims: &Attentio
     let mut lse = vec![0.0; batch * classes];
     // Scratch per worker thread: one category's tanh terms and scores.
     let scratch = || (vec![0.0; positions * width], vec![0.0; positions]);
-    out.par_chunks_mut(embed).zip(lse.par_iter_mut()).enumerate().for_each_init(scratch, |(z, s), (bc, (out_bc, lse_bc))| {
-        let (b, c) = (bc / classes, bc % classes);
-        let x_b = &x[b * positions * width..][..positions * width];
-        scores_of_category(x_b, &t[c * width..][..width], u, z, s);
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for (s_n, patch) in s.iter().zip(patches[b * positions * embed..].chunks_exact(embed)) {
-            let p = (s_n - max).exp();
-            sum += p;
-            out_bc.iter_mut().zip(patch).for_each(|(o, &v)| *o += p * v);
-        }
-        out_bc.iter_mut().for_each(|o| *o /= sum);
-        *lse_bc = max + sum.ln();
-    });
+    out.par_chunks_mut(embed).zip(lse.par_iter_mut()).enumerate().for_each_init(
+        scratch,
+        |(z, s), (bc, (out_bc, lse_bc))| {
+            let (b, c) = (bc / classes, bc % classes);
+            let x_b = &x[b * positions * width..][..positions * width];
+            scores_of_category(x_b, &t[c * width..][..width], u, z, s);
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for (s_n, patch) in s.iter().zip(patches[b * positions * embed..].chunks_exact(embed)) {
+                let p = (s_n - max).exp();
+                sum += p;
+                out_bc.iter_mut().zip(patch).for_each(|(o, &v)| *o += p * v);
+            }
+            out_bc.iter_mut().for_each(|o| *o /= sum);
+            *lse_bc = max + sum.ln();
+        },
+    );
     (out, lse)
 }
 

@@ -45,7 +45,10 @@ impl Tensor {
             bail!("masked_bce_with_logits: labels must not require grad");
         }
         if self.elem_count() > MAX_ENTRIES {
-            bail!("masked_bce_with_logits: {} entries, more than the {MAX_ENTRIES} it counts exactly", self.elem_count());
+            bail!(
+                "masked_bce_with_logits: {} entries, more than the {MAX_ENTRIES} it counts exactly",
+                self.elem_count()
+            );
         }
         let logits = self.to_dtype(DType::F32)?;
         let labels = labels.to_dtype(DType::F32)?;
