@@ -637,9 +637,7 @@ fn grad_decoupling_through_fc3_fc4_and_pooling() {
 // ---------------------------------------------------------------------------
 // Fused decoupling cross-attention (issue 16, part 2).
 
-/// Every input of the fused op, patches included; N across none of the
-/// tiles, D unlike d. The shift's gradient is exactly 0 (it cancels in the
-/// softmax), which finite differences confirm.
+/// Every input of the fused op but the shift, patches included; D unlike d.
 #[test]
 fn grad_decoupling_attention() {
     let mut rng = Rng::new(290);
@@ -648,10 +646,36 @@ fn grad_decoupling_attention() {
         Input::randn(&mut rng, &[b, n, d], 1.0),
         Input::randn(&mut rng, &[c, d], 1.0),
         Input::randn(&mut rng, &[d], 0.5),
-        Input::randn(&mut rng, &[1], 1.0),
         Input::randn(&mut rng, &[b, n, e], 1.0),
     ];
-    gradcheck("decoupling_attention", 290, &inputs, |p| p[0].decoupling_attention(&p[1], &p[2], &p[3], &p[4]));
+    gradcheck("decoupling_attention", 290, &inputs, |p| {
+        let shift = Tensor::from_vec(vec![0.7], [1], p[0].device())?;
+        p[0].decoupling_attention(&p[1], &p[2], &shift, &p[3])
+    });
+}
+
+/// The shift cancels in the softmax: the output does not move with it and
+/// its gradient is exactly 0 (finite differences would only say "about").
+#[test]
+fn decoupling_attention_shift_changes_nothing_and_gets_a_zero_gradient() {
+    let mut rng = Rng::new(292);
+    let (b, c, n, d) = (2, 3, 5, 4);
+    let x = Tensor::from_vec(rng.normal_vec(b * n * d, 1.0), [b, n, d], &dev()).unwrap();
+    let t = Tensor::from_vec(rng.normal_vec(c * d, 1.0), [c, d], &dev()).unwrap();
+    let u = Tensor::from_vec(rng.normal_vec(d, 0.5), [d], &dev()).unwrap();
+    let patches =
+        Tensor::from_vec(rng.normal_vec(b * n * d, 1.0), [b, n, d], &dev()).unwrap().into_parameter().unwrap();
+    let out = |shift: f32| {
+        let shift = Tensor::from_vec(vec![shift], [1], &dev()).unwrap().into_parameter().unwrap();
+        let out = x.decoupling_attention(&t, &u, &shift, &patches).unwrap();
+        (out, shift)
+    };
+    let (base, shift) = out(0.0);
+    let (moved, _) = out(3.5);
+    assert_eq!(base.to_vec().unwrap(), moved.to_vec().unwrap());
+    base.sum_all().unwrap().backward().unwrap();
+    assert_eq!(shift.grad().unwrap().to_vec().unwrap(), vec![0.0]);
+    assert!(patches.grad().unwrap().to_vec().unwrap().iter().any(|&g| g != 0.0));
 }
 
 /// The module as the model runs it: fc1 and fc2 on the same patch and text
