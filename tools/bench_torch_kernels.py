@@ -57,12 +57,13 @@ def randn(*shape, dev, requires_grad=False, std=1.0):
     return (torch.randn(*shape, device=dev, dtype=DTYPE) * std).requires_grad_(requires_grad)
 
 
-def backward_of(forward, inputs, impl):
-    """Times the backward of `forward(*inputs)` only: the graph is built
-    once and kept."""
+def backward_of(forward, inputs, impl, grad_inputs=None):
+    """Times the backward of `forward(*inputs)` only (into grad_inputs,
+    default all inputs): the graph is built once and kept."""
     out = forward(*inputs)
     grad = torch.randn_like(out)
-    return Op(lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True), impl + " backward (autograd.grad)")
+    targets = inputs if grad_inputs is None else grad_inputs
+    return Op(lambda: torch.autograd.grad(out, targets, grad, retain_graph=True), impl + " backward (autograd.grad)")
 
 
 def quick_gelu(x):
@@ -188,7 +189,7 @@ def build(op, p, dev):
         if step:
             return step_of(decoupling_attention, (x, t, u, patches), (x, t, u), impl)
         if grad:
-            return backward_of(decoupling_attention, (x, t, u, patches), impl)
+            return backward_of(decoupling_attention, (x, t, u, patches), impl, (x, t, u))
         return Op(lambda: decoupling_attention(x, t, u, patches), impl)
     if op.startswith("decoupling"):
         b, c, n, d = p["batch"], p["classes"], p["positions"], p["width"]
