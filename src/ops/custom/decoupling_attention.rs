@@ -166,11 +166,9 @@ impl CustomOp for DecouplingAttentionBackward {
 
     fn cpu(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let [x, t, u, patches, _out, lse, dout] = exact_inputs(self, inputs)?;
-        let grads = cpu_backward(x, t, u, patches, lse, dout, &self.dims);
+        let grads = cpu_backward(x, t, u, patches, lse, dout, &self.dims, self.patch_grad);
         let mut outputs = vec![grads.dx, grads.dt, grads.du];
-        if self.patch_grad {
-            outputs.push(grads.dpatches);
-        }
+        outputs.extend(grads.dpatches);
         Ok(outputs)
     }
 
@@ -229,13 +227,15 @@ struct Gradients {
     dx: Vec<f32>,
     dt: Vec<f32>,
     du: Vec<f32>,
-    dpatches: Vec<f32>,
+    /// When asked for.
+    dpatches: Option<Vec<f32>>,
 }
 
 /// The backward on the host, one task per image: for each category the
 /// scores and tanh terms are recomputed once, `P = exp(s - lse)` and
 /// `ds = P (dout . X - dout . out)`, where `dout . out = sum_n P dout . X`
 /// is formed from the same dot products.
+#[allow(clippy::too_many_arguments)]
 fn cpu_backward(
     x: &[f32],
     t: &[f32],
@@ -244,15 +244,16 @@ fn cpu_backward(
     lse: &[f32],
     dout: &[f32],
     dims: &AttentionDims,
+    patch_grad: bool,
 ) -> Gradients {
     let AttentionDims { batch, classes, positions, width, embed } = *dims;
     let mut dx = vec![0.0; batch * positions * width];
-    let mut dpatches = vec![0.0; batch * positions * embed];
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(positions * width)
-        .zip(dpatches.par_chunks_mut(positions * embed))
         .enumerate()
-        .map(|(b, (dx_b, dpatches_b))| {
+        .map(|(b, dx_b)| {
+            // This image's patch gradient, empty when not asked for.
+            let mut dpatches_b = vec![0.0; if patch_grad { positions * embed } else { 0 }];
             let x_b = &x[b * positions * width..][..positions * width];
             let patches_b = &patches[b * positions * embed..][..positions * embed];
             let mut dt = vec![0.0; classes * width];
@@ -273,22 +274,26 @@ fn cpu_backward(
                 let dt_c = &mut dt[c * width..][..width];
                 for n in 0..positions {
                     let p = s[n];
-                    dpatches_b[n * embed..][..embed].iter_mut().zip(dout_bc).for_each(|(d, &g)| *d += p * g);
+                    if patch_grad {
+                        dpatches_b[n * embed..][..embed].iter_mut().zip(dout_bc).for_each(|(d, &g)| *d += p * g);
+                    }
                     let ds = p * (dp[n] - delta);
                     let row = n * width..(n + 1) * width;
                     add_term_gradients(ds, &z[row.clone()], &x_b[row.clone()], t_c, u, &mut dx_b[row], dt_c, &mut du);
                 }
             }
-            (dt, du)
+            (dt, du, dpatches_b)
         })
         .collect();
     let mut dt = vec![0.0; classes * width];
     let mut du = vec![0.0; width];
-    for (pt, pu) in partials {
+    let mut dpatches = Vec::with_capacity(if patch_grad { batch * positions * embed } else { 0 });
+    for (pt, pu, pp) in partials {
         dt.iter_mut().zip(pt).for_each(|(a, b)| *a += b);
         du.iter_mut().zip(pu).for_each(|(a, b)| *a += b);
+        dpatches.extend(pp);
     }
-    Gradients { dx, dt, du, dpatches }
+    Gradients { dx, dt, du, dpatches: patch_grad.then_some(dpatches) }
 }
 
 /// One block per (8 categories, image); the kernels need exactly `BLOCK` threads.
