@@ -3,7 +3,9 @@ Semantic-decoupling scores without the [B, C, N, d] tensor (docs/model.md §4
 with fc3/fc4 collapsed), forward and backward, f32
 (src/ops/custom/decoupling.rs launches them and holds the CPU reference):
   s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k]),  x [B,N,d], t [C,d], u [d].
-The tanh is recomputed in the backward, never stored.
+The tanh is recomputed in the backward, never stored. The backward kernels
+are also the last step of kernels/decoupling_attention.cu's backward (with
+its score gradients as grad).
 
 1. decoupling_forward(x, t, u, s, B, C, N, d): one warp per score
    (b, c, n); block = 256 (8 warps), grid = min(ceil(B C N / 8), 65535),

@@ -591,3 +591,93 @@ fn sgd_and_adamw_steps_with_accumulated_gradients() {
     let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else { return };
     optimizers_match(&gpu, optimizer_run, |i| format!("record {i}"));
 }
+
+// ---------------------------------------------------------------------------
+// Fused decoupling cross-attention and one-pass masked BCE (issue 16, parts 2
+// and 4).
+
+/// x, t, u, shift and patches of a decoupling attention of (B, C, N, d, D).
+fn attention_inputs(rng: &mut Rng, (b, c, n, d, e): (usize, usize, usize, usize, usize)) -> [Input; 5] {
+    [
+        randn(rng, &[b, n, d]),
+        randn(rng, &[c, d]),
+        Input::randn(rng, &[d], 0.3),
+        randn(rng, &[1]),
+        randn(rng, &[b, n, e]),
+    ]
+}
+
+/// Shapes off every tile: N across a 32-position tile boundary or below
+/// one, C = 1, C = 9 and C = 81 (partial 8-category tiles), B = 1, d and D
+/// not multiples of 4 nor of the 32-element chunk, D > 256 (several output
+/// columns a thread).
+const AWKWARD_ATTENTION: [(usize, usize, usize, usize, usize); 5] =
+    [(2, 3, 13, 40, 24), (1, 1, 33, 7, 5), (2, 9, 70, 33, 300), (1, 81, 5, 6, 3), (3, 8, 32, 32, 64)];
+
+#[test]
+fn decoupling_attention_forward_and_backward() {
+    let Some(gpu) = cuda_or_skip("decoupling_attention_forward_and_backward") else { return };
+    let mut rng = Rng::new(40);
+    for shape in AWKWARD_ATTENTION {
+        let inputs = attention_inputs(&mut rng, shape);
+        check(&gpu, &format!("decoupling_attention {shape:?}"), &inputs, |_, t| {
+            t[0].decoupling_attention(&t[1], &t[2], &t[3], &t[4])
+        });
+    }
+}
+
+/// Patches without a gradient (the model's frozen tower): dx, dt and du only.
+#[test]
+fn decoupling_attention_with_constant_patches() {
+    let Some(gpu) = cuda_or_skip("decoupling_attention_with_constant_patches") else { return };
+    let mut rng = Rng::new(41);
+    let [x, t, u, shift, patches] = attention_inputs(&mut rng, (2, 9, 40, 20, 12));
+    check(&gpu, "decoupling_attention, constant patches", &[x, t, u, shift], |dev, p| {
+        let patches = Tensor::from_vec(patches.values.clone(), patches.shape.clone(), dev)?;
+        p[0].decoupling_attention(&p[1], &p[2], &p[3], &patches)
+    });
+}
+
+/// The fused op equals the scores, softmax and matmul as separate ops on
+/// the GPU (the CPU side is in tests/ops_forward.rs).
+#[test]
+fn decoupling_attention_equals_softmax_of_scores_times_patches_on_cuda() {
+    let Some(gpu) = cuda_or_skip("decoupling_attention_equals_softmax_of_scores_times_patches_on_cuda") else {
+        return;
+    };
+    let mut rng = Rng::new(42);
+    for shape in AWKWARD_ATTENTION {
+        let t: Vec<Tensor> = attention_inputs(&mut rng, shape)
+            .iter()
+            .map(|i| Tensor::from_vec(i.values.clone(), i.shape.clone(), &gpu).unwrap())
+            .collect();
+        let fused = t[0].decoupling_attention(&t[1], &t[2], &t[3], &t[4]).unwrap();
+        let attention = t[0].decoupling_scores(&t[1], &t[2]).unwrap().add(&t[3]).unwrap().softmax().unwrap();
+        let unfused = attention.matmul(&t[4]).unwrap();
+        assert_rel(&format!("fused vs unfused {shape:?}"), &fused.to_vec().unwrap(), &unfused.to_vec().unwrap(), TOL);
+    }
+}
+
+/// The one-pass masked BCE: bf16 logits (widened on the tape), a length
+/// with a scalar tail, more blocks than one, and a bit-identical loss from
+/// run to run (the last block sums the partials in block order).
+#[test]
+fn masked_bce_one_pass_bf16_tails_and_determinism() {
+    let Some(gpu) = cuda_or_skip("masked_bce_one_pass_bf16_tails_and_determinism") else { return };
+    let mut rng = Rng::new(43);
+    let logits = Input::randn(&mut rng, &[67, 81], 3.0);
+    let y = labels(&mut rng, 67 * 81);
+    check_at(&gpu, "masked_bce, bf16 logits", std::slice::from_ref(&logits), BF16_TOL, |dev, t| {
+        bf16(&t[0])?.masked_bce_with_logits(&Tensor::from_vec(y.clone(), [67, 81], dev)?)
+    });
+    let tail = Input::randn(&mut rng, &[4099], 3.0);
+    let tail_y = labels(&mut rng, 4099);
+    check(&gpu, "masked_bce, 4099 entries", std::slice::from_ref(&tail), |dev, t| {
+        t[0].masked_bce_with_logits(&Tensor::from_vec(tail_y.clone(), [4099], dev)?)
+    });
+    let x = Tensor::from_vec(tail.values.clone(), [4099], &gpu).unwrap();
+    let labels = Tensor::from_vec(tail_y, [4099], &gpu).unwrap();
+    let first = x.masked_bce_with_logits(&labels).unwrap().scalar().unwrap();
+    let again = x.masked_bce_with_logits(&labels).unwrap().scalar().unwrap();
+    assert_eq!(first.to_bits(), again.to_bits(), "masked BCE loss differs between runs: {first} vs {again}");
+}

@@ -955,3 +955,78 @@ fn contrastive_loss_averages_both_cross_entropies() {
         assert!(tensor(vec![0.0; len], &bad).contrastive_loss().is_err(), "shape {bad:?} must be rejected");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Fused decoupling cross-attention (issue 16, part 2).
+
+/// The fused op against docs/model.md §4 in f64 (scores, shift, softmax over
+/// positions, weighted sum of the patches) and against the same through
+/// the separate ops (scores, softmax, matmul), on shapes off every tile.
+#[test]
+fn decoupling_attention_matches_softmax_of_scores_times_patches() {
+    let mut rng = Rng::new(150);
+    for (b, c, n, d, e) in [(2, 3, 5, 6, 4), (1, 1, 33, 7, 5), (2, 9, 3, 33, 2)] {
+        let x = rng.normal_vec(b * n * d, 1.0);
+        let t = rng.normal_vec(c * d, 1.0);
+        let u = rng.normal_vec(d, 0.5);
+        let shift = rng.normal_vec(1, 1.0);
+        let patches = rng.normal_vec(b * n * e, 1.0);
+        let mut want = vec![0.0f64; b * c * e];
+        for bi in 0..b {
+            for ci in 0..c {
+                let s: Vec<f64> = (0..n)
+                    .map(|ni| {
+                        let term =
+                            |k: usize| u[k] as f64 * (x[(bi * n + ni) * d + k] as f64 * t[ci * d + k] as f64).tanh();
+                        shift[0] as f64 + (0..d).map(term).sum::<f64>()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = s.iter().map(|v| (v - max).exp()).sum();
+                for (ni, sv) in s.iter().enumerate() {
+                    let p = (sv - max).exp() / total;
+                    for j in 0..e {
+                        want[(bi * c + ci) * e + j] += p * patches[(bi * n + ni) * e + j] as f64;
+                    }
+                }
+            }
+        }
+        let (xt, tt, ut, st, pt) = (
+            tensor(x, &[b, n, d]),
+            tensor(t, &[c, d]),
+            tensor(u, &[d]),
+            tensor(shift, &[1]),
+            tensor(patches, &[b, n, e]),
+        );
+        let fused = xt.decoupling_attention(&tt, &ut, &st, &pt).unwrap();
+        assert_tensor("decoupling_attention", &fused, &want, &[b, c, e], F32_TOL);
+        let unfused = xt.decoupling_scores(&tt, &ut).unwrap().add(&st).unwrap().softmax().unwrap().matmul(&pt).unwrap();
+        assert_tensor(
+            "decoupling_attention vs separate ops",
+            &fused,
+            &to_f64(&unfused.to_vec().unwrap()),
+            &[b, c, e],
+            F32_TOL,
+        );
+    }
+}
+
+#[test]
+fn decoupling_attention_refuses_bad_shapes_and_dtypes() {
+    let z = |shape: &[usize]| tensor(vec![0.5; shape.iter().product()], shape);
+    let (x, t, u, s, p) = (z(&[2, 3, 4]), z(&[5, 4]), z(&[4]), z(&[1]), z(&[2, 3, 6]));
+    assert!(x.decoupling_attention(&t, &u, &s, &p).is_ok());
+    let cases = [
+        ("t width", x.decoupling_attention(&z(&[5, 3]), &u, &s, &p)),
+        ("u width", x.decoupling_attention(&t, &z(&[3]), &s, &p)),
+        ("shift of two", x.decoupling_attention(&t, &u, &z(&[2]), &p)),
+        ("patch batch", x.decoupling_attention(&t, &u, &s, &z(&[1, 3, 6]))),
+        ("patch positions", x.decoupling_attention(&t, &u, &s, &z(&[2, 2, 6]))),
+        ("no position", z(&[2, 0, 4]).decoupling_attention(&t, &u, &s, &z(&[2, 0, 6]))),
+        ("bf16", x.to_dtype(DType::BF16).unwrap().decoupling_attention(&t, &u, &s, &p)),
+    ];
+    for (what, result) in cases {
+        let err = result.expect_err(what).to_string();
+        assert!(err.starts_with("decoupling_attention:"), "{what}: {err}");
+    }
+}

@@ -633,3 +633,70 @@ fn grad_decoupling_through_fc3_fc4_and_pooling() {
         a.matmul(&p[0])
     });
 }
+
+// ---------------------------------------------------------------------------
+// Fused decoupling cross-attention (issue 16, part 2).
+
+/// Every input of the fused op but the shift, patches included; D unlike d.
+#[test]
+fn grad_decoupling_attention() {
+    let mut rng = Rng::new(290);
+    let (b, c, n, d, e) = (2, 3, 5, 4, 3);
+    let inputs = [
+        Input::randn(&mut rng, &[b, n, d], 1.0),
+        Input::randn(&mut rng, &[c, d], 1.0),
+        Input::randn(&mut rng, &[d], 0.5),
+        Input::randn(&mut rng, &[b, n, e], 1.0),
+    ];
+    gradcheck("decoupling_attention", 290, &inputs, |p| {
+        let shift = Tensor::from_vec(vec![0.7], [1], p[0].device())?;
+        p[0].decoupling_attention(&p[1], &p[2], &shift, &p[3])
+    });
+}
+
+/// The shift cancels in the softmax: the output does not move with it and
+/// its gradient is exactly 0 (finite differences would only say "about").
+#[test]
+fn decoupling_attention_shift_changes_nothing_and_gets_a_zero_gradient() {
+    let mut rng = Rng::new(292);
+    let (b, c, n, d) = (2, 3, 5, 4);
+    let x = Tensor::from_vec(rng.normal_vec(b * n * d, 1.0), [b, n, d], &dev()).unwrap();
+    let t = Tensor::from_vec(rng.normal_vec(c * d, 1.0), [c, d], &dev()).unwrap();
+    let u = Tensor::from_vec(rng.normal_vec(d, 0.5), [d], &dev()).unwrap();
+    let patches =
+        Tensor::from_vec(rng.normal_vec(b * n * d, 1.0), [b, n, d], &dev()).unwrap().into_parameter().unwrap();
+    let out = |shift: f32| {
+        let shift = Tensor::from_vec(vec![shift], [1], &dev()).unwrap().into_parameter().unwrap();
+        let out = x.decoupling_attention(&t, &u, &shift, &patches).unwrap();
+        (out, shift)
+    };
+    let (base, shift) = out(0.0);
+    let (moved, _) = out(3.5);
+    assert_eq!(base.to_vec().unwrap(), moved.to_vec().unwrap());
+    base.sum_all().unwrap().backward().unwrap();
+    assert_eq!(shift.grad().unwrap().to_vec().unwrap(), vec![0.0]);
+    assert!(patches.grad().unwrap().to_vec().unwrap().iter().any(|&g| g != 0.0));
+}
+
+/// The module as the model runs it: fc1 and fc2 on the same patch and text
+/// features, fc3 and fc4 collapsed, the patches also the pooled values.
+#[test]
+fn grad_decoupling_attention_through_the_module_parameters() {
+    let mut rng = Rng::new(291);
+    let (b, c, n, e, d) = (2, 3, 4, 5, 3);
+    let inputs = [
+        Input::randn(&mut rng, &[b, n, e], 1.0),
+        Input::randn(&mut rng, &[c, e], 1.0),
+        Input::randn(&mut rng, &[d, e], 0.5),
+        Input::randn(&mut rng, &[d, e], 0.5),
+        Input::randn(&mut rng, &[d, d], 0.5),
+        Input::randn(&mut rng, &[1, d], 0.5),
+    ];
+    gradcheck("decoupling_attention module", 291, &inputs, |p| {
+        let x = p[0].linear(&p[2], None)?;
+        let t = p[1].linear(&p[3], None)?;
+        let u = p[5].matmul(&p[4])?.reshape([d])?;
+        let shift = Tensor::zeros([1], DType::F32, p[0].device())?;
+        x.decoupling_attention(&t, &u, &shift, &p[0])
+    });
+}

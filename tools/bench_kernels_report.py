@@ -53,6 +53,7 @@ def report(engine, torch_doc):
         "the ratios compare different devices.**\n"
     )
     impls = "\n".join(f"* `{f['id']}`: {f['impl']}" for f in torch_doc["figures"])
+    bandwidth = copy_bandwidth_lines(engine, torch_doc)
     return f"""# Kernel benchmarks: engine vs PyTorch
 
 **{len(ratios)} ops timed on both sides; geometric mean of torch time / engine time: {geomean:.2f}x (> 1: engine faster).**
@@ -74,10 +75,26 @@ the engine's work (bytes each tensor read or written once, or FLOPs) for both si
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
+{bandwidth}
 PyTorch calls:
 
 {impls}
 """
+
+
+def copy_bandwidth_lines(engine, torch_doc):
+    """The masked BCE steps' GB/s as a share of the copy bandwidth PyTorch
+    measured on its device (issue 16's target: >= 80%), or nothing when
+    torch.json has no copy figure."""
+    copy = torch_doc.get("copy_bandwidth")
+    if not copy:
+        return ""
+    lines = [f"Copy bandwidth ({copy['impl']}, bytes read plus written): {copy['gb_per_s']:.0f} GB/s on {torch_doc['device']}.", ""]
+    for fig in engine["figures"]:
+        if fig["op"] == "masked_bce_step" and fig["unit"] == "GB/s":
+            share = fig["throughput"] / copy["gb_per_s"]
+            lines.append(f"* `{fig['id']}` ({fig['shape']}): {fig['throughput']:.0f} GB/s, {100 * share:.0f}% of the copy bandwidth")
+    return "\n".join(lines) + "\n"
 
 
 def main():

@@ -57,12 +57,13 @@ def randn(*shape, dev, requires_grad=False, std=1.0):
     return (torch.randn(*shape, device=dev, dtype=DTYPE) * std).requires_grad_(requires_grad)
 
 
-def backward_of(forward, inputs, impl):
-    """Times the backward of `forward(*inputs)` only: the graph is built
-    once and kept."""
+def backward_of(forward, inputs, impl, grad_inputs=None):
+    """Times the backward of `forward(*inputs)` only (into grad_inputs,
+    default all inputs): the graph is built once and kept."""
     out = forward(*inputs)
     grad = torch.randn_like(out)
-    return Op(lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True), impl + " backward (autograd.grad)")
+    targets = inputs if grad_inputs is None else grad_inputs
+    return Op(lambda: torch.autograd.grad(out, targets, grad, retain_graph=True), impl + " backward (autograd.grad)")
 
 
 def quick_gelu(x):
@@ -73,6 +74,44 @@ def decoupling_scores(x, t, u):
     # s[b,c,n] = sum_k u[k] tanh(x[b,n,k] t[c,k]); PyTorch has no fused form,
     # so [B, C, N, d] is materialised.
     return torch.tanh(x[:, None, :, :] * t[None, :, None, :]) @ u
+
+
+def decoupling_attention(x, t, u, patches):
+    # The engine's fused op with the same fc3/fc4 collapse, as PyTorch
+    # writes it: the [B, C, N, d] tanh terms are materialised; the constant
+    # w4.b3 + b4 cancels in the softmax and is left out on both sides.
+    scores = torch.tanh(x[:, None, :, :] * t[None, :, None, :]) @ u
+    return torch.softmax(scores, -1) @ patches
+
+
+def decoupling_module(patches, text, w1, w2, w3, b3, w4, b4):
+    # The literal semantic decoupling module: fc1..fc4 with fc3 on the
+    # [B, C, N, d] tensor.
+    x = F.linear(patches, w1)
+    t = F.linear(text, w2)
+    z = torch.tanh(x[:, None, :, :] * t[None, :, None, :])
+    scores = F.linear(F.linear(z, w3, b3), w4, b4).squeeze(-1)
+    return torch.softmax(scores, -1) @ patches
+
+
+def step_of(forward, inputs, grad_inputs, impl):
+    """Forward then backward (into grad_inputs) per call: the graph is
+    rebuilt each time, as the engine's step case does."""
+    grad = torch.randn_like(forward(*inputs))
+
+    def call():
+        torch.autograd.grad(forward(*inputs), grad_inputs, grad)
+
+    return Op(call, impl + ", forward + backward (autograd.grad)")
+
+
+def copy_bandwidth(dev, warmup, runs, min_sample_ms):
+    """GB/s of dst.copy_(src) on 256 MiB of f32, bytes read plus written:
+    the reference of the masked BCE's bandwidth target."""
+    n = 64 << 20
+    src, dst = torch.randn(n, device=dev), torch.empty(n, device=dev)
+    timing = measure(lambda: dst.copy_(src), dev, warmup, runs, min_sample_ms)
+    return {"bytes": 8 * n, "impl": "dst.copy_(src), 256 MiB f32", "gb_per_s": 8 * n / (timing["ms"] * 1e-3) / 1e9, **timing}
 
 
 def masked_bce(logits, labels):
@@ -133,6 +172,25 @@ def build(op, p, dev):
             grad = op.endswith("_bwd")
             x = randn(p["rows"], p["cols"], dev=dev, requires_grad=grad)
             return backward_of(fwd, (x,), impl) if grad else Op(lambda: fwd(x), impl)
+    if op.startswith("decoupling_attention"):
+        b, c, n, d, e = p["batch"], p["classes"], p["positions"], p["width"], p["embed"]
+        step = op.startswith("decoupling_attention_step")
+        grad = op.endswith("_bwd") or step
+        patches = randn(b, n, e, dev=dev)
+        if op == "decoupling_attention_step_vs_module":
+            text = randn(c, e, dev=dev)
+            params = [randn(*shape, dev=dev, requires_grad=True, std=std) for shape, std in
+                      (((d, e), e ** -0.5), ((d, e), e ** -0.5), ((d, d), d ** -0.5), ((d,), d ** -0.5), ((1, d), d ** -0.5), ((1,), d ** -0.5))]
+            impl = "literal module: fc1, fc2, tanh, fc3 and fc4 on [B, C, N, d], softmax, @ patches"
+            return step_of(decoupling_module, (patches, text, *params), params, impl)
+        x, t = randn(b, n, d, dev=dev, requires_grad=grad), randn(c, d, dev=dev, requires_grad=grad)
+        u = randn(d, dev=dev, requires_grad=grad, std=d ** -0.5)
+        impl = "softmax(tanh(x[:,None] * t[None,:,None]) @ u) @ patches (same collapse)"
+        if step:
+            return step_of(decoupling_attention, (x, t, u, patches), (x, t, u), impl)
+        if grad:
+            return backward_of(decoupling_attention, (x, t, u, patches), impl, (x, t, u))
+        return Op(lambda: decoupling_attention(x, t, u, patches), impl)
     if op.startswith("decoupling"):
         b, c, n, d = p["batch"], p["classes"], p["positions"], p["width"]
         grad = op.endswith("_bwd")
@@ -141,10 +199,12 @@ def build(op, p, dev):
         return backward_of(decoupling_scores, (x, t, u), impl) if grad else Op(lambda: decoupling_scores(x, t, u), impl)
     if op.startswith("masked_bce"):
         n = p["batch"] * p["classes"]
-        grad = op.endswith("_bwd")
+        grad = op != "masked_bce_fwd"
         logits, labels = randn(n, dev=dev, requires_grad=grad, std=2.0), labels_of(n, dev)
         fwd = lambda x: masked_bce(x, labels)  # noqa: E731
         impl = "masked F.binary_cross_entropy_with_logits"
+        if op == "masked_bce_step":
+            return step_of(fwd, (logits,), (logits,), impl)
         return backward_of(fwd, (logits,), impl) if grad else Op(lambda: fwd(logits), impl)
     if op.startswith("contrastive"):
         grad = op.endswith("_bwd")
@@ -285,6 +345,9 @@ def main():
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
+    copy = copy_bandwidth(dev, warmup, runs, min_sample_ms)
+    print(f"  copy bandwidth: {copy['gb_per_s']:.0f} GB/s ({copy['impl']})", file=sys.stderr)
+
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.engine)), "torch.json")
     doc = {
         "format_version": FORMAT_VERSION,
@@ -299,6 +362,7 @@ def main():
         "min_sample_ms": min_sample_ms,
         "figures": figures,
         "skipped": skipped,
+        "copy_bandwidth": copy,
     }
     with open(out, "w") as f:
         json.dump(doc, f, indent=2)

@@ -217,6 +217,9 @@ inline int __syncthreads_count(int p) { return ::sim::block_barrier(::sim::BARRI
 inline int __syncthreads_or(int p) { return ::sim::block_barrier(::sim::BARRIER_OR, p != 0); }
 inline int __syncthreads_and(int p) { return ::sim::block_barrier(::sim::BARRIER_AND, p != 0); }
 inline void __syncwarp(unsigned mask = 0xFFFFFFFFu) { ::sim::warp_op(::sim::WARP_SYNC, mask, 0, -1); }
+// Blocks run one after another on one host thread, so every global write is
+// visible to the blocks that run after it: the fence has nothing to order.
+inline void __threadfence() {}
 
 namespace sim {
 

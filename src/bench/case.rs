@@ -73,7 +73,8 @@ pub type Primitive = Box<dyn Fn(&mut [Storage]) -> Result<Vec<Storage>>>;
 pub struct Case {
     /// The primitive and direction, e.g. `layernorm_bwd`.
     pub op: &'static str,
-    /// Which model's shapes: `mini-clip` or `vit-b32`.
+    /// Which model's shapes (`mini-clip`, `vit-b32`, `vit-b16-448`), or
+    /// the sizes of a case that is not a model's (`b64-c80`).
     pub setup: &'static str,
     /// Named sizes, in the order they are printed; the PyTorch script
     /// rebuilds the same op from these.

@@ -24,6 +24,7 @@ use crate::nn::LayerNorm;
 use crate::ops::custom::bicubic::BicubicResize;
 use crate::ops::custom::contrastive_loss::{ContrastiveLoss, ContrastiveLossBackward};
 use crate::ops::custom::decoupling::{DecouplingDims, Scores, ScoresBackward};
+use crate::ops::custom::decoupling_attention::{AttentionDims, DecouplingAttention, DecouplingAttentionBackward};
 use crate::ops::custom::masked_bce::{MaskedBce, MaskedBceBackward};
 use crate::ops::L2_EPS;
 use crate::rng::Rng;
@@ -112,6 +113,30 @@ pub const VIT_B32: Setup = Setup {
 
 pub const SETUPS: [Setup; 2] = [MINI_CLIP, VIT_B32];
 
+/// An MLR-PL run on a ViT-B/16 CLIP at 448 px (28 x 28 = 784 patches),
+/// COCO's 80 classes, batch 32, embedding D = d = 512: the decoupling
+/// attention's target shapes (issue 16). Only the decoupling attention's
+/// forward+backward cases run at it (they run at the other setups too).
+pub const VIT_B16_448: Setup = Setup {
+    name: "vit-b16-448",
+    batch: 32,
+    tokens: 785,
+    width: 768,
+    embed: 512,
+    classes: 80,
+    text_tokens: 24,
+    text_width: 512,
+    n_ctx: 16,
+    grid: 28,
+    contrastive_batch: 256,
+};
+
+/// (batch, classes) of the one-pass masked BCE cases: the issue's B = 64,
+/// C = 80 (20 KB of logits: launch-bound, no bandwidth to speak of) and
+/// larger label matrices, where the pass can approach the copy bandwidth.
+const MASKED_BCE_SIZES: [(&str, usize, usize); 3] =
+    [("b64-c80", 64, 80), ("b256-c1000", 256, 1000), ("b4096-c1000", 4096, 1000)];
+
 /// A seed from the case id (FNV-1a), so inputs do not depend on which other
 /// cases run.
 fn seed_of(id: &str) -> u64 {
@@ -153,12 +178,22 @@ struct Catalogue<'a> {
 
 impl Catalogue<'_> {
     fn add(&mut self, op: &'static str, setup: &Setup, build: impl FnOnce(&mut Rng) -> Result<Built>) -> Result<()> {
-        let id = case_id(op, setup.name);
+        self.add_named(op, setup.name, build)
+    }
+
+    /// A case whose sizes are not a model's (`setup` names them).
+    fn add_named(
+        &mut self,
+        op: &'static str,
+        setup: &'static str,
+        build: impl FnOnce(&mut Rng) -> Result<Built>,
+    ) -> Result<()> {
+        let id = case_id(op, setup);
         if self.filter.is_some_and(|f| !id.contains(f)) {
             return Ok(());
         }
         let (params, work, inputs, run) = build(&mut Rng::new(seed_of(&id)))?;
-        self.cases.push(Case { op, setup: setup.name, params, work, inputs, run });
+        self.cases.push(Case { op, setup, params, work, inputs, run });
         Ok(())
     }
 }
@@ -175,6 +210,8 @@ pub fn cases(filter: Option<&str>) -> Result<Vec<Case>> {
         losses(&mut cat, s)?;
         optimizers(&mut cat, s)?;
     }
+    decoupling_attention_steps(&mut cat, &VIT_B16_448)?;
+    masked_bce_steps(&mut cat)?;
     Ok(cat.cases)
 }
 
@@ -395,7 +432,104 @@ fn decoupling(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let mut inputs: Vec<HostInput> = xtu(rng).into_iter().map(HostInput::f32).collect();
         inputs.push(HostInput::f32(rng.normal_vec(dims.batch * dims.classes * dims.positions, 1.0)));
         Ok((params, Work::Flops(12.0 * terms), inputs, custom(ScoresBackward(dims))))
-    })
+    })?;
+    decoupling_attention(cat, s)
+}
+
+fn attention_dims(s: &Setup) -> AttentionDims {
+    AttentionDims { batch: s.batch, classes: s.classes, positions: s.patches(), width: s.embed, embed: s.embed }
+}
+
+fn attention_params(dims: &AttentionDims) -> Vec<(&'static str, usize)> {
+    vec![
+        ("batch", dims.batch),
+        ("classes", dims.classes),
+        ("positions", dims.positions),
+        ("width", dims.width),
+        ("embed", dims.embed),
+    ]
+}
+
+/// x, t, u and the patches of a decoupling attention; u at the scale of
+/// `W3^T w4` under the nn.Linear initialisation, so the scores are O(1).
+fn attention_inputs(rng: &mut Rng, dims: &AttentionDims) -> [Vec<f32>; 4] {
+    let x = rng.normal_vec(dims.batch * dims.positions * dims.width, 1.0);
+    let t = rng.normal_vec(dims.classes * dims.width, 1.0);
+    let u = rng.normal_vec(dims.width, 1.0 / (dims.width as f32).sqrt());
+    [x, t, u, rng.normal_vec(dims.batch * dims.positions * dims.embed, 1.0)]
+}
+
+/// Nominal counts (tanh counted as one operation): per (b, c, n, k) term
+/// the forward's 4 (as `decoupling_fwd`) and the backward's 12 (as
+/// `decoupling_bwd`); per (b, c, n, j) the pooling's multiply-add and the
+/// backward's `dout . X`, 2 each.
+fn attention_flops(dims: &AttentionDims, forward: bool, backward: bool) -> f64 {
+    let terms = (dims.batch * dims.classes * dims.positions * dims.width) as f64;
+    let pooled = (dims.batch * dims.classes * dims.positions * dims.embed) as f64;
+    let mut flops = 0.0;
+    if forward {
+        flops += 4.0 * terms + 2.0 * pooled;
+    }
+    if backward {
+        flops += 12.0 * terms + 2.0 * pooled;
+    }
+    flops
+}
+
+/// The fused decoupling attention (`ops/custom/decoupling_attention.rs`) at
+/// the model's shapes: forward, and backward without the patches' gradient
+/// (the frozen tower's features need none).
+fn decoupling_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
+    let dims = attention_dims(s);
+    let params = attention_params(&dims);
+    cat.add("decoupling_attention_fwd", s, |rng| {
+        let inputs = attention_inputs(rng, &dims).into_iter().map(HostInput::f32).collect();
+        Ok((
+            params.clone(),
+            Work::Flops(attention_flops(&dims, true, false)),
+            inputs,
+            custom(DecouplingAttention(dims)),
+        ))
+    })?;
+    cat.add("decoupling_attention_bwd", s, |rng| {
+        let [x, t, u, patches] = attention_inputs(rng, &dims);
+        let [out, lse] = DecouplingAttention(dims)
+            .cpu(&[&x, &t, &u, &patches])?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("decoupling_attention returns out and lse"))?;
+        let dout = rng.normal_vec(dims.batch * dims.classes * dims.embed, 1.0);
+        let inputs = [x, t, u, patches, out, lse, dout].into_iter().map(HostInput::f32).collect();
+        let run = custom(DecouplingAttentionBackward { dims, patch_grad: false });
+        Ok((params, Work::Flops(attention_flops(&dims, false, true)), inputs, run))
+    })?;
+    decoupling_attention_steps(cat, s)
+}
+
+/// Forward then backward (into x, t and u) of the fused decoupling
+/// attention in one call, the issue's target figure. The same engine call
+/// is timed twice, once per PyTorch form it is compared with
+/// (`tools/bench_torch_kernels.py`): `decoupling_attention_step` against
+/// PyTorch with the same fc3/fc4 collapse, `decoupling_attention_step_vs_module`
+/// against the literal module (fc1..fc4 on [B, C, N, d]).
+fn decoupling_attention_steps(cat: &mut Catalogue, s: &Setup) -> Result<()> {
+    let dims = attention_dims(s);
+    for op in ["decoupling_attention_step", "decoupling_attention_step_vs_module"] {
+        cat.add(op, s, |rng| {
+            let [x, t, u, patches] = attention_inputs(rng, &dims);
+            let dout = rng.normal_vec(dims.batch * dims.classes * dims.embed, 1.0);
+            let inputs = [x, t, u, patches, dout].into_iter().map(HostInput::f32).collect();
+            let run = primitive(move |i| {
+                let [x, t, u, patches, dout] = &*i else { bail!("{op} takes x, t, u, patches and dout") };
+                let mut outputs = Storage::apply_custom(&DecouplingAttention(dims), &[x, t, u, patches])?;
+                let backward = DecouplingAttentionBackward { dims, patch_grad: false };
+                let grads = Storage::apply_custom(&backward, &[x, t, u, patches, &outputs[0], &outputs[1], dout])?;
+                outputs.extend(grads);
+                Ok(outputs)
+            });
+            Ok((attention_params(&dims), Work::Flops(attention_flops(&dims, true, true)), inputs, run))
+        })?;
+    }
+    Ok(())
 }
 
 fn elementwise(cat: &mut Catalogue, s: &Setup) -> Result<()> {
@@ -524,20 +658,20 @@ fn layout(cat: &mut Catalogue, s: &Setup) -> Result<()> {
 fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let n = s.batch * s.classes;
     let params = vec![("batch", s.batch), ("classes", s.classes)];
-    // Labels in {-1, 0, 1}: about a third unknown.
-    let logits_labels = |rng: &mut Rng| {
-        let labels: Vec<f32> = (0..n).map(|_| rng.below(3) as f32 - 1.0).collect();
-        [rng.normal_vec(n, 2.0), labels]
-    };
+    // The forward reads logits and labels and writes the loss and the saved
+    // gradient and count; the backward reads those and writes the gradient.
     cat.add("masked_bce_fwd", s, |rng| {
-        let inputs = logits_labels(rng).into_iter().map(HostInput::f32).collect();
-        Ok((params.clone(), Work::f32_bytes(&[n, n, 1]), inputs, custom(MaskedBce)))
+        let inputs = bce_inputs(rng, n).into_iter().map(HostInput::f32).collect();
+        Ok((params.clone(), Work::f32_bytes(&[n, n, 1, n + 1]), inputs, custom(MaskedBce)))
     })?;
     cat.add("masked_bce_bwd", s, |rng| {
-        let mut inputs: Vec<HostInput> = logits_labels(rng).into_iter().map(HostInput::f32).collect();
-        inputs.push(HostInput::f32(vec![1.0]));
-        let run = custom(MaskedBceBackward);
-        Ok((params, Work::f32_bytes(&[n, n, 1, n]), inputs, run))
+        let [logits, labels] = bce_inputs(rng, n);
+        let [_, saved] = MaskedBce
+            .cpu(&[&logits, &labels])?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("masked_bce returns the loss and its saved state"))?;
+        let inputs = vec![HostInput::f32(saved), HostInput::f32(vec![1.0])];
+        Ok((params, Work::f32_bytes(&[n + 1, 1, n]), inputs, custom(MaskedBceBackward)))
     })?;
     // CLIP's contrastive loss on a pre-training batch's [n, n] logits.
     let b = s.contrastive_batch;
@@ -550,6 +684,36 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let run = custom(ContrastiveLossBackward { n: b });
         Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1, b * b]), inputs, run))
     })
+}
+
+/// Logits and labels in {-1, 0, 1} (about a third unknown) of `n` entries.
+fn bce_inputs(rng: &mut Rng, n: usize) -> [Vec<f32>; 2] {
+    let labels: Vec<f32> = (0..n).map(|_| rng.below(3) as f32 - 1.0).collect();
+    [rng.normal_vec(n, 2.0), labels]
+}
+
+/// The masked BCE's forward then backward in one call, the issue's
+/// bandwidth figure: the logits and labels read once, the saved gradient
+/// written and read once, the gradient written (5 n floats of traffic; the
+/// report sets the achieved GB/s beside the copy bandwidth PyTorch measures
+/// on the same device, bytes read plus written as here).
+fn masked_bce_steps(cat: &mut Catalogue) -> Result<()> {
+    for (name, batch, classes) in MASKED_BCE_SIZES {
+        let n = batch * classes;
+        cat.add_named("masked_bce_step", name, |rng| {
+            let mut inputs: Vec<HostInput> = bce_inputs(rng, n).into_iter().map(HostInput::f32).collect();
+            inputs.push(HostInput::f32(vec![1.0]));
+            let run = primitive(|i| {
+                let [logits, labels, grad] = &*i else { bail!("masked_bce_step takes logits, labels and dloss") };
+                let mut outputs = Storage::apply_custom(&MaskedBce, &[logits, labels])?;
+                let dlogits = Storage::apply_custom(&MaskedBceBackward, &[&outputs[1], grad])?;
+                outputs.extend(dlogits);
+                Ok(outputs)
+            });
+            Ok((vec![("batch", batch), ("classes", classes)], Work::f32_bytes(&[n, n, n + 1, n + 1, n]), inputs, run))
+        })?;
+    }
+    Ok(())
 }
 
 /// The inputs of a fused optimizer update, `k` tensors each of parameters,
@@ -646,6 +810,21 @@ mod tests {
         assert_eq!(ln.len(), 1);
         assert_eq!(ln[0].shape(), "rows=1600 cols=768");
         assert!(cases(Some("no-such-op")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_masked_bce_step_runs_on_the_cpu_and_matches_its_two_halves() {
+        let [case] = <[Case; 1]>::try_from(cases(Some("masked_bce_step/b64-c80")).unwrap()).ok().unwrap();
+        let mut inputs: Vec<Storage> = case.inputs.iter().map(|i| i.upload(&crate::Device::Cpu).unwrap()).collect();
+        let outputs = (case.run)(&mut inputs).unwrap();
+        let [loss, saved, dlogits] = <[Storage; 3]>::try_from(outputs).ok().unwrap();
+        let host = |s: &Storage| s.to_host_f32().unwrap();
+        let (loss, saved, dlogits) = (host(&loss), host(&saved), host(&dlogits));
+        let known = *saved.last().unwrap();
+        assert!(known > 0.0 && loss[0] > 0.0 && loss[0].is_finite());
+        for (d, r) in dlogits.iter().zip(&saved) {
+            assert_eq!(*d, r * (1.0 / known));
+        }
     }
 
     #[test]

@@ -55,23 +55,34 @@ impl SemanticDecoupling {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
-    /// Where each category looks: patch features X [B, N, D] and text
-    /// features T [C, D] -> attention [B, C, N], each row a softmax over the
-    /// N positions of `s = fc4(fc3(tanh(fc1(X) * fc2(T))))`. fc3 and fc4 are
-    /// collapsed (`s = (W3^T w4) . z + w4 . b3 + b4`), so the [B, C, N, d]
-    /// tensor z is never built; the parameters stay as written.
-    pub fn attention(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
+    /// The collapsed score terms of patch features X [B, N, D] and text
+    /// features T [C, D]: `s = fc4(fc3(tanh(fc1(X) * fc2(T))))` is
+    /// `u . tanh(x * t) + shift` with x = fc1(X), t = fc2(T), u = W3^T w4 and
+    /// shift = w4 . b3 + b4, so the [B, C, N, d] tensor z is never built; the
+    /// parameters stay as written. Returns (x, t, u, shift).
+    fn score_terms(&self, patches: &Tensor, text: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let width = self.w3.dims()[0];
         let x = patches.linear(&self.w1, None)?;
         let t = text.linear(&self.w2, None)?;
         let u = self.w4.matmul(&self.w3)?.reshape([width])?;
         let shift = self.w4.matmul(&self.b3.reshape([width, 1])?)?.reshape([1])?.add(&self.b4)?;
+        Ok((x, t, u, shift))
+    }
+
+    /// Where each category looks: attention [B, C, N], each row the softmax
+    /// of the scores over the N positions (for pictures: `explain`).
+    pub fn attention(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
+        let (x, t, u, shift) = self.score_terms(patches, text)?;
         x.decoupling_scores(&t, &u)?.add(&shift)?.softmax()
     }
 
     /// One visual feature per category [B, C, D]: the [`Self::attention`]-
-    /// weighted sum of the patch features X [B, N, D].
+    /// weighted sum of the patch features X [B, N, D], by one fused op
+    /// (`Tensor::decoupling_attention`: scores, online softmax and weighted
+    /// sum); the constant shift cancels in the softmax (its parameters get
+    /// their exact zero gradient).
     pub fn forward(&self, patches: &Tensor, text: &Tensor) -> Result<Tensor> {
-        self.attention(patches, text)?.matmul(patches)
+        let (x, t, u, shift) = self.score_terms(patches, text)?;
+        x.decoupling_attention(&t, &u, &shift, patches)
     }
 }

@@ -135,6 +135,7 @@ fn cpu_scores_backward(
         .map(|(b, dx_b)| {
             let mut dt = vec![0.0; classes * width];
             let mut du = vec![0.0; width];
+            let mut z = vec![0.0; width];
             for c in 0..classes {
                 let tc = &t[c * width..(c + 1) * width];
                 let dt_c = &mut dt[c * width..(c + 1) * width];
@@ -144,14 +145,8 @@ fn cpu_scores_backward(
                         continue;
                     }
                     let xn = &x[(b * positions + n) * width..][..width];
-                    let dx_n = &mut dx_b[n * width..(n + 1) * width];
-                    for k in 0..width {
-                        let z = (xn[k] * tc[k]).tanh();
-                        du[k] += g * z;
-                        let dpre = g * u[k] * (1.0 - z * z);
-                        dx_n[k] += dpre * tc[k];
-                        dt_c[k] += dpre * xn[k];
-                    }
+                    z.iter_mut().zip(xn.iter().zip(tc)).for_each(|(z, (x, t))| *z = (x * t).tanh());
+                    add_term_gradients(g, &z, xn, tc, u, &mut dx_b[n * width..(n + 1) * width], dt_c, &mut du);
                 }
             }
             (dt, du)
@@ -164,6 +159,28 @@ fn cpu_scores_backward(
         du.iter_mut().zip(pu).for_each(|(a, b)| *a += b);
     }
     (dx, dt, du)
+}
+
+/// Adds one score's gradient `g` to the gradients of its terms: with
+/// `z = tanh(x t)` (one position's x row, one category's t row), `du += g z`,
+/// and with `dpre = g u (1 - z^2)`, `dx += dpre t` and `dt += dpre x`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_term_gradients(
+    g: f32,
+    z: &[f32],
+    x: &[f32],
+    t: &[f32],
+    u: &[f32],
+    dx: &mut [f32],
+    dt: &mut [f32],
+    du: &mut [f32],
+) {
+    for k in 0..z.len() {
+        du[k] += g * z[k];
+        let dpre = g * u[k] * (1.0 - z[k] * z[k]);
+        dx[k] += dpre * t[k];
+        dt[k] += dpre * x[k];
+    }
 }
 
 /// Scores per block of the forward (one warp each).
@@ -201,8 +218,9 @@ fn cuda_scores(
     Ok(s)
 }
 
-/// Returns (dx [B, N, d], dt [C, d], du [d]).
-fn cuda_scores_backward(
+/// Returns (dx [B, N, d], dt [C, d], du [d]); also the last step of
+/// [`super::decoupling_attention`]'s backward, with its score gradients.
+pub(crate) fn cuda_scores_backward(
     dev: &CudaDevice,
     x: &CudaSlice<f32>,
     t: &CudaSlice<f32>,

@@ -7,4 +7,5 @@
 pub mod bicubic;
 pub mod contrastive_loss;
 pub mod decoupling;
+pub mod decoupling_attention;
 pub mod masked_bce;
