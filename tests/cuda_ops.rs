@@ -591,3 +591,88 @@ fn sgd_and_adamw_steps_with_accumulated_gradients() {
     let Some(gpu) = cuda_or_skip("sgd_and_adamw_steps_with_accumulated_gradients") else { return };
     optimizers_match(&gpu, optimizer_run, |i| format!("record {i}"));
 }
+
+// ---------------------------------------------------------------------------
+// Flash attention (kernels/flash_attention.cu): bf16 heads of width 64 on
+// tensor cores, called through the backend so that lse is compared too.
+
+use mlrpl_engine::backend::{AttentionSpec, CpuStorage, CudaStorage, Storage};
+
+/// `values` stored as bf16 on `device`.
+fn bf16_storage(device: &Device, values: &[f32]) -> Storage {
+    match device {
+        Device::Cpu => Storage::Cpu(CpuStorage::from_f32(values.to_vec(), DType::BF16)),
+        Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_f32(gpu, values, DType::BF16).unwrap()),
+    }
+}
+
+/// out, lse, dq, dk, dv of bf16 attention at `spec` on `device`, from
+/// inputs seeded by `seed` (the backward takes this device's out and lse).
+fn flash_run(device: &Device, spec: &AttentionSpec, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let q_elems = spec.batch_heads * spec.q_len * spec.head_dim;
+    let kv_elems = spec.batch_heads * spec.kv_len * spec.head_dim;
+    let [q, k, v, grad] = [q_elems, kv_elems, kv_elems, q_elems].map(|n| bf16_storage(device, &rng.normal_vec(n, 1.0)));
+    let (out, lse) = Storage::attention(&q, &k, &v, spec).unwrap();
+    let (dq, dk, dv) = Storage::attention_backward(&q, &k, &v, &out, &lse, &grad, spec).unwrap();
+    [out, lse, dq, dk, dv].iter().map(|s| s.to_host_f32().unwrap()).collect()
+}
+
+/// Flash attention forward (out, lse) and backward (dq, dk, dv) on the GPU
+/// against the CPU's bf16 storage (2e-2), for each (bh, q_len, kv_len, causal).
+fn check_flash(gpu: &Device, shapes: &[(usize, usize, usize, bool)]) {
+    for (i, &(batch_heads, q_len, kv_len, causal)) in shapes.iter().enumerate() {
+        let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim: 64, causal, scale: 0.125 };
+        let seed = 0xF1A5 + i as u64;
+        let (want, got) = (flash_run(&Device::Cpu, &spec, seed), flash_run(gpu, &spec, seed));
+        for ((name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
+            let what = format!("flash attention bh {batch_heads}, {q_len} x {kv_len}, causal {causal}: {name}");
+            assert_rel(&what, g, w, BF16_TOL);
+        }
+    }
+}
+
+/// The vision tower's sequences: B/32@224, B/16@224, B/16@448.
+#[test]
+fn flash_attention_at_the_vision_lengths() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_the_vision_lengths") else { return };
+    check_flash(&gpu, &[(2, 50, 50, false), (1, 197, 197, false), (1, 785, 785, false)]);
+}
+
+/// The text tower's causal prompts: the full context and a truncated one.
+#[test]
+fn flash_attention_at_the_text_lengths() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_the_text_lengths") else { return };
+    check_flash(&gpu, &[(2, 77, 77, true), (3, 20, 20, true)]);
+}
+
+/// One query or key, lengths one off a tile (63, 65) and odd (15, 17), q_len
+/// != kv_len, and 13 heads.
+#[test]
+fn flash_attention_at_awkward_shapes() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_awkward_shapes") else { return };
+    check_flash(
+        &gpu,
+        &[
+            (1, 1, 1, false),
+            (1, 1, 1, true),
+            (1, 1, 65, false),
+            (2, 17, 1, false),
+            (13, 15, 17, false),
+            (13, 17, 17, true),
+            (1, 63, 65, false),
+            (1, 65, 63, false),
+            (1, 63, 63, true),
+            (1, 65, 65, true),
+        ],
+    );
+}
+
+/// Two runs give the same bits (no atomics, fixed summation order).
+#[test]
+fn flash_attention_is_deterministic() {
+    let Some(gpu) = cuda_or_skip("flash_attention_is_deterministic") else { return };
+    let spec = AttentionSpec { batch_heads: 2, q_len: 70, kv_len: 70, head_dim: 64, causal: true, scale: 0.125 };
+    let bits = |run: Vec<Vec<f32>>| run.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect::<Vec<Vec<u32>>>();
+    assert_eq!(bits(flash_run(&gpu, &spec, 3)), bits(flash_run(&gpu, &spec, 3)));
+}
