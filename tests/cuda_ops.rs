@@ -625,8 +625,14 @@ fn check_flash(gpu: &Device, shapes: &[(usize, usize, usize, bool)]) {
         let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim: 64, causal, scale: 0.125 };
         let seed = 0xF1A5 + i as u64;
         let (want, got) = (flash_run(&Device::Cpu, &spec, seed), flash_run(gpu, &spec, seed));
-        for ((name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
+        for ((&name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
             let what = format!("flash attention bh {batch_heads}, {q_len} x {kv_len}, causal {causal}: {name}");
+            if kv_len == 1 && (name == "dq" || name == "dk") {
+                // One key: p = 1, so dS = dP - delta = 0 and both are rounding
+                // noise around zero on either device (no relative error).
+                assert!(g.iter().all(|x| x.abs() <= 1e-3), "{what}: {g:?} is not ~0");
+                continue;
+            }
             assert_rel(&what, g, w, BF16_TOL);
         }
     }
