@@ -679,6 +679,7 @@ fn flash_attention_at_awkward_shapes() {
 fn flash_attention_is_deterministic() {
     let Some(gpu) = cuda_or_skip("flash_attention_is_deterministic") else { return };
     let spec = AttentionSpec { batch_heads: 2, q_len: 70, kv_len: 70, head_dim: 64, causal: true, scale: 0.125 };
-    let bits = |run: Vec<Vec<f32>>| run.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect::<Vec<Vec<u32>>>();
+    let bits =
+        |run: Vec<Vec<f32>>| run.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect::<Vec<Vec<u32>>>();
     assert_eq!(bits(flash_run(&gpu, &spec, 3)), bits(flash_run(&gpu, &spec, 3)));
 }
