@@ -618,15 +618,23 @@ fn flash_run(device: &Device, spec: &AttentionSpec, seed: u64) -> Vec<Vec<f32>> 
     [out, lse, dq, dk, dv].iter().map(|s| s.to_host_f32().unwrap()).collect()
 }
 
-/// Flash attention forward (out, lse) and backward (dq, dk, dv) on the GPU
-/// against the CPU's bf16 storage (2e-2), for each (bh, q_len, kv_len, causal).
+/// bf16 attention forward (out, lse) and backward (dq, dk, dv) on the GPU
+/// against the CPU's bf16 storage (2e-2), for each (bh, q_len, kv_len,
+/// causal) at head width 64 (the flash kernels).
 fn check_flash(gpu: &Device, shapes: &[(usize, usize, usize, bool)]) {
+    check_bf16_attention(gpu, 64, shapes)
+}
+
+/// [`check_flash`] at `head_dim`.
+fn check_bf16_attention(gpu: &Device, head_dim: usize, shapes: &[(usize, usize, usize, bool)]) {
     for (i, &(batch_heads, q_len, kv_len, causal)) in shapes.iter().enumerate() {
-        let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim: 64, causal, scale: 0.125 };
+        let scale = (head_dim as f32).powf(-0.5);
+        let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim, causal, scale };
         let seed = 0xF1A5 + i as u64;
         let (want, got) = (flash_run(&Device::Cpu, &spec, seed), flash_run(gpu, &spec, seed));
         for ((&name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
-            let what = format!("flash attention bh {batch_heads}, {q_len} x {kv_len}, causal {causal}: {name}");
+            let what =
+                format!("bf16 attention bh {batch_heads}, {q_len} x {kv_len} x {head_dim}, causal {causal}: {name}");
             if kv_len == 1 && (name == "dq" || name == "dk") {
                 // One key: p = 1, so dS = dP - delta = 0 and both are rounding
                 // noise around zero on either device (no relative error).
@@ -672,6 +680,14 @@ fn flash_attention_at_awkward_shapes() {
             (1, 65, 65, true),
         ],
     );
+}
+
+/// bf16 attention at other head widths keeps the row kernels of
+/// `attention.cu` (their `_bf16` instances), which the tests above no longer reach.
+#[test]
+fn bf16_attention_at_other_head_widths() {
+    let Some(gpu) = cuda_or_skip("bf16_attention_at_other_head_widths") else { return };
+    check_bf16_attention(&gpu, 32, &[(2, 70, 70, false), (3, 9, 9, true)]);
 }
 
 /// Two runs give the same bits (no atomics, fixed summation order).
