@@ -62,7 +62,9 @@ pub fn forward(
     let kernel = dev.kernel("flash_attention", "flash_attention_forward")?;
     // SAFETY: q and out hold bh * q_len * 64 bf16, k and v bh * kv_len * 64
     // (shapes checked by ops::attention, head width by `handles`), lse
-    // bh * q_len f32; the kernel's shared memory is static (18 KiB).
+    // bh * q_len f32; each is a whole allocation (the driver aligns those
+    // to 256 bytes), so the kernel's 16-byte loads of 128-byte rows are
+    // aligned; its shared memory is static (18 KiB).
     unsafe {
         launch!(kernel, rows_config(query_tiles, THREADS, 0); q, k, v, &mut out, &mut lse, &bh, &q_len, &kv_len, &causal, &spec.scale)
     }?;
