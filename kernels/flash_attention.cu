@@ -10,11 +10,11 @@ log-sum-exp, the backward recomputes the probabilities from it.
 Tiles of 64 queries and 64 keys; a block is 4 warps (128 threads), each warp
 owns 16 rows of the block's tile. Products are mma.sync m16n8k16 (bf16
 operands, f32 accumulators) whose fragments are plain 32-bit shared-memory
-loads of row-major tiles with a row stride of 72 elements (144 bytes: the
-32 lanes of a fragment load hit 32 different banks); an operand the mma
-needs by column of its row-major tile (V, and Q, grad, K in the backward's
-second products) joins two 16-bit loads per register, also free of bank
-conflicts at this stride (ldmatrix.trans would do it in one instruction;
+loads of tiles with a row stride of 72 elements (144 bytes: the 32 lanes
+of a fragment load hit 32 different banks). An operand the mma takes by
+column of its row-major tile (V, and Q, grad, K in the backward's second
+products) is staged transposed, by conflict-free 16-bit stores, and then
+read the same way (ldmatrix.trans would read the row-major tile directly;
 the simulator does not have it yet). No [q_len, kv_len] matrix exists
 anywhere; the scores of one 64 x 64 tile (or 16 x 16 chunk) live in
 registers. Softmax works in base 2: scores are
@@ -24,7 +24,7 @@ Rows and keys past q_len / kv_len are staged as zeros and masked (p = 0).
 1. flash_attention_forward(q, k, v, out, lse, bh, q_len, kv_len, causal, scale)
    grid = min(bh * ceil(q_len / 64), max grid) (grid-stride over (head,
    query tile) items), block = 128, static shared 2 tiles (18 KiB): K
-   (Q on the way to registers) and V. Each warp keeps its Q fragments in
+   (Q on the way to registers) and V transposed. Each warp keeps its Q fragments in
    registers and, over the key tiles (up to the diagonal when causal):
    S = Q K^T (mma), masks,
    running row max m and partial row sums l (online softmax: O and l
@@ -33,17 +33,19 @@ Rows and keys past q_len / kv_len are staged as zeros and masked (p = 0).
 2. flash_attention_backward_delta(out, grad, delta, rows)
    One warp per row (grid-stride, block 256): WRITES delta = rowsum(grad * out).
 3. flash_attention_backward_dkdv(q, k, v, grad, lse, delta, dk, dv, ...)
-   One block per (head, key tile), grid-stride as 1, static shared 2 tiles
-   and 2 x 64 floats (18.5 KiB): Q and grad (K and V on the way to
-   registers), and the query tile's lse and delta. Each warp keeps its 16
+   One block per (head, key tile), grid-stride as 1, static shared 4 tiles
+   and 2 x 64 floats (36.5 KiB): Q and grad, each also transposed (K and V
+   pass through them on the way to registers), and the query tile's lse and
+   delta. Each warp keeps its 16
    keys' K and V fragments in registers and walks the query tiles (from the diagonal when causal) in
    chunks of 16 queries: S^T = K Q^T, dP^T = V grad^T, P^T = exp2(S^T c -
    lse), dS^T = P^T (dP^T - delta) (mma, then elementwise), dV += P^T grad,
    dK += dS^T Q (mma, P and dS rounded to bf16). WRITES dv and dk = scale dK
    for every key row < kv_len. Must run after 2 on the same stream.
 4. flash_attention_backward_dq(q, k, v, grad, lse, delta, dq, ...)
-   One block per (head, query tile), grid-stride as 1, static shared 2
-   tiles (18 KiB): K and V (Q and grad on the way to registers). Each warp
+   One block per (head, query tile), grid-stride as 1, static shared 3
+   tiles (27 KiB): K, K transposed and V (Q and grad pass through K and V
+   on the way to registers). Each warp
    keeps its 16 queries' Q and grad fragments in registers and walks the key tiles (up to the diagonal when
    causal) in chunks of 16 keys: S, dP, P, dS as in 3 and dQ += dS K.
    WRITES dq = scale dQ for every row < q_len. Must run after 2.
@@ -106,15 +108,6 @@ __device__ __forceinline__ void load_b(const bf16_raw* tile, int n0, int k0, con
     b[1] = load_pair(p + 8);
 }
 
-// The same fragment of a matrix stored [k][n] (B row-major): each register
-// joins two rows, four 16-bit loads (lanes g = 2j and 2j + 1 share a word,
-// the rest fall in 16 different banks at this stride).
-__device__ __forceinline__ void load_b_rows(const bf16_raw* tile, int k0, int n0, const Lane& l, unsigned b[2]) {
-    const bf16_raw* p = tile + (k0 + 2 * l.t) * STRIDE + n0 + l.g;
-    b[0] = (unsigned)p[0] | ((unsigned)p[STRIDE] << 16);
-    b[1] = (unsigned)p[8 * STRIDE] | ((unsigned)p[9 * STRIDE] << 16);
-}
-
 // The A fragments of a warp's 16 rows x 64 columns (4 k-steps of 16).
 __device__ __forceinline__ void load_rows(const bf16_raw* tile, int m0, const Lane& l, unsigned a[4][4]) {
 #pragma unroll
@@ -144,6 +137,27 @@ __device__ __forceinline__ void stage_tile(const bf16_bits* __restrict__ head, i
             v = *reinterpret_cast<const uint4*>(head + (long long)(row0 + r) * HEAD + c);
         }
         *reinterpret_cast<uint4*>(tile + r * STRIDE + c) = v;
+    }
+}
+
+// The same rows into `columns` as [col][row] (the transposed tile, so that
+// an operand the mma takes by column is read like one taken by row). A
+// warp moves one 8-column chunk of 32 consecutive rows, so each of its
+// 16-bit stores covers 64 contiguous bytes: no bank conflicts.
+__device__ __forceinline__ void stage_columns(const bf16_bits* __restrict__ head, int row0, int len,
+                                              bf16_raw* columns) {
+    for (int idx = threadIdx.x; idx < TILE * HEAD / 8; idx += THREADS) {
+        const int r = idx % TILE;
+        const int c = idx / TILE * 8;
+        Pack16<bf16_bits> v;
+        v.raw = make_uint4(0u, 0u, 0u, 0u);
+        if (row0 + r < len) {
+            v.raw = *reinterpret_cast<const uint4*>(head + (long long)(row0 + r) * HEAD + c);
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            columns[(c + e) * STRIDE + r] = v.v[e].bits;
+        }
     }
 }
 
@@ -185,9 +199,9 @@ flash_attention_forward(const bf16_bits* __restrict__ q, const bf16_bits* __rest
                         const bf16_bits* __restrict__ v, bf16_bits* __restrict__ out, float* __restrict__ lse, int bh,
                         int q_len, int kv_len, int causal, float scale) {
     __shared__ uint4 k_words[TILE_WORDS];
-    __shared__ uint4 v_words[TILE_WORDS];
+    __shared__ uint4 vt_words[TILE_WORDS];
     bf16_raw* ks = reinterpret_cast<bf16_raw*>(k_words);
-    bf16_raw* vs = reinterpret_cast<bf16_raw*>(v_words);
+    bf16_raw* vts = reinterpret_cast<bf16_raw*>(vt_words);
     const Lane l;
     const int warp_row = (threadIdx.x >> 5) * 16;
     const float scale2 = scale * LOG2E;
@@ -212,7 +226,7 @@ flash_attention_forward(const bf16_bits* __restrict__ q, const bf16_bits* __rest
             const int k0 = kt * TILE;
             __syncthreads();  // the previous key tile (or Q) is consumed
             stage_tile(k + h * kv_len * HEAD, k0, kv_len, ks);
-            stage_tile(v + h * kv_len * HEAD, k0, kv_len, vs);
+            stage_columns(v + h * kv_len * HEAD, k0, kv_len, vts);
             __syncthreads();
             float s[8][4] = {};
 #pragma unroll
@@ -265,7 +279,7 @@ flash_attention_forward(const bf16_bits* __restrict__ q, const bf16_bits* __rest
 #pragma unroll
                 for (int n = 0; n < 8; ++n) {
                     unsigned b[2];
-                    load_b_rows(vs, kc * 16, n * 8, l, b);
+                    load_b(vts, n * 8, kc * 16, l, b);
                     mma_bf16(o[n], pa, b);
                 }
             }
@@ -325,11 +339,15 @@ flash_attention_backward_dkdv(const bf16_bits* __restrict__ q, const bf16_bits* 
                               bf16_bits* __restrict__ dk, bf16_bits* __restrict__ dv, int bh, int q_len, int kv_len,
                               int causal, float scale) {
     __shared__ uint4 q_words[TILE_WORDS];
+    __shared__ uint4 qt_words[TILE_WORDS];
     __shared__ uint4 g_words[TILE_WORDS];
+    __shared__ uint4 gt_words[TILE_WORDS];
     __shared__ float lse2_s[TILE];
     __shared__ float delta_s[TILE];
     bf16_raw* qs = reinterpret_cast<bf16_raw*>(q_words);
+    bf16_raw* qts = reinterpret_cast<bf16_raw*>(qt_words);
     bf16_raw* gs = reinterpret_cast<bf16_raw*>(g_words);
+    bf16_raw* gts = reinterpret_cast<bf16_raw*>(gt_words);
     const Lane l;
     const int warp_row = (threadIdx.x >> 5) * 16;
     const float scale2 = scale * LOG2E;
@@ -353,7 +371,9 @@ flash_attention_backward_dkdv(const bf16_bits* __restrict__ q, const bf16_bits* 
             const int q0 = qt * TILE;
             __syncthreads();  // the previous query tile (or K and V) is consumed
             stage_tile(q + h * q_len * HEAD, q0, q_len, qs);
+            stage_columns(q + h * q_len * HEAD, q0, q_len, qts);
             stage_tile(grad + h * q_len * HEAD, q0, q_len, gs);
+            stage_columns(grad + h * q_len * HEAD, q0, q_len, gts);
             for (int i = threadIdx.x; i < TILE; i += THREADS) {
                 const bool in = q0 + i < q_len;
                 lse2_s[i] = in ? lse[h * q_len + q0 + i] * LOG2E : 0.0f;
@@ -393,9 +413,9 @@ flash_attention_backward_dkdv(const bf16_bits* __restrict__ q, const bf16_bits* 
 #pragma unroll
                 for (int n = 0; n < 8; ++n) {
                     unsigned b[2];
-                    load_b_rows(gs, c0, n * 8, l, b);
+                    load_b(gts, n * 8, c0, l, b);
                     mma_bf16(dv_acc[n], pa, b);
-                    load_b_rows(qs, c0, n * 8, l, b);
+                    load_b(qts, n * 8, c0, l, b);
                     mma_bf16(dk_acc[n], dsa, b);
                 }
             }
@@ -413,8 +433,10 @@ flash_attention_backward_dq(const bf16_bits* __restrict__ q, const bf16_bits* __
                             const float* __restrict__ lse, const float* __restrict__ delta,
                             bf16_bits* __restrict__ dq, int bh, int q_len, int kv_len, int causal, float scale) {
     __shared__ uint4 k_words[TILE_WORDS];
+    __shared__ uint4 kt_words[TILE_WORDS];
     __shared__ uint4 v_words[TILE_WORDS];
     bf16_raw* ks = reinterpret_cast<bf16_raw*>(k_words);
+    bf16_raw* kts = reinterpret_cast<bf16_raw*>(kt_words);
     bf16_raw* vs = reinterpret_cast<bf16_raw*>(v_words);
     const Lane l;
     const int warp_row = (threadIdx.x >> 5) * 16;
@@ -445,6 +467,7 @@ flash_attention_backward_dq(const bf16_bits* __restrict__ q, const bf16_bits* __
             const int k0 = kt * TILE;
             __syncthreads();  // the previous key tile (or Q and grad) is consumed
             stage_tile(k + h * kv_len * HEAD, k0, kv_len, ks);
+            stage_columns(k + h * kv_len * HEAD, k0, kv_len, kts);
             stage_tile(v + h * kv_len * HEAD, k0, kv_len, vs);
             __syncthreads();
 #pragma unroll 1
@@ -477,7 +500,7 @@ flash_attention_backward_dq(const bf16_bits* __restrict__ q, const bf16_bits* __
 #pragma unroll
                 for (int n = 0; n < 8; ++n) {
                     unsigned b[2];
-                    load_b_rows(ks, c0, n * 8, l, b);
+                    load_b(kts, n * 8, c0, l, b);
                     mma_bf16(dq_acc[n], dsa, b);
                 }
             }

@@ -97,14 +97,14 @@ pub fn backward(
     let dkdv_kernel = dev.kernel("flash_attention", "flash_attention_backward_dkdv")?;
     // SAFETY: sizes as in `forward`, grad like q, dk and dv like k; delta
     // was written by the launch above on the same stream; static shared
-    // memory (18.5 KiB).
+    // memory (36.5 KiB).
     unsafe {
         launch!(dkdv_kernel, rows_config(key_tiles, THREADS, 0);
             q, k, v, grad, lse, &delta, &mut dk, &mut dv, &bh, &q_len, &kv_len, &causal, &spec.scale)
     }?;
     let query_tiles = tiles(spec, spec.q_len)?;
     let dq_kernel = dev.kernel("flash_attention", "flash_attention_backward_dq")?;
-    // SAFETY: as the launch above, dq like q; static shared memory (18 KiB).
+    // SAFETY: as the launch above, dq like q; static shared memory (27 KiB).
     unsafe {
         launch!(dq_kernel, rows_config(query_tiles, THREADS, 0);
             q, k, v, grad, lse, &delta, &mut dq, &bh, &q_len, &kv_len, &causal, &spec.scale)
