@@ -608,7 +608,7 @@ fn bf16_storage(device: &Device, values: &[f32]) -> Storage {
 
 /// out, lse, dq, dk, dv of bf16 attention at `spec` on `device`, from
 /// inputs seeded by `seed` (the backward takes this device's out and lse).
-fn flash_run(device: &Device, spec: &AttentionSpec, seed: u64) -> Vec<Vec<f32>> {
+fn bf16_attention_run(device: &Device, spec: &AttentionSpec, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(seed);
     let q_elems = spec.batch_heads * spec.q_len * spec.head_dim;
     let kv_elems = spec.batch_heads * spec.kv_len * spec.head_dim;
@@ -631,7 +631,7 @@ fn check_bf16_attention(gpu: &Device, head_dim: usize, shapes: &[(usize, usize, 
         let scale = (head_dim as f32).powf(-0.5);
         let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim, causal, scale };
         let seed = 0xF1A5 + i as u64;
-        let (want, got) = (flash_run(&Device::Cpu, &spec, seed), flash_run(gpu, &spec, seed));
+        let (want, got) = (bf16_attention_run(&Device::Cpu, &spec, seed), bf16_attention_run(gpu, &spec, seed));
         for ((&name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
             let what =
                 format!("bf16 attention bh {batch_heads}, {q_len} x {kv_len} x {head_dim}, causal {causal}: {name}");
@@ -697,5 +697,5 @@ fn flash_attention_is_deterministic() {
     let spec = AttentionSpec { batch_heads: 2, q_len: 70, kv_len: 70, head_dim: 64, causal: true, scale: 0.125 };
     let bits =
         |run: Vec<Vec<f32>>| run.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect::<Vec<Vec<u32>>>();
-    assert_eq!(bits(flash_run(&gpu, &spec, 3)), bits(flash_run(&gpu, &spec, 3)));
+    assert_eq!(bits(bf16_attention_run(&gpu, &spec, 3)), bits(bf16_attention_run(&gpu, &spec, 3)));
 }
