@@ -20,6 +20,8 @@ anywhere; the scores of one 64 x 64 tile (or 16 x 16 chunk) live in
 registers. Softmax works in base 2: scores are
 multiplied by scale * log2(e) and exp2f'd; lse is stored in natural units.
 Rows and keys past q_len / kv_len are staged as zeros and masked (p = 0).
+Causal: blocks stop at the diagonal tile, and on it a warp skips the 8- or
+16-wide slices that are masked for all its rows (warp-uniform branches).
 
 1. flash_attention_forward(q, k, v, out, lse, bh, q_len, kv_len, causal, scale)
    grid = min(bh * ceil(q_len / 64), max grid) (grid-stride over (head,
@@ -228,14 +230,19 @@ flash_attention_forward(const bf16_bits* __restrict__ q, const bf16_bits* __rest
             stage_tile(k + h * kv_len * HEAD, k0, kv_len, ks);
             stage_columns(v + h * kv_len * HEAD, k0, kv_len, vts);
             __syncthreads();
+            // Key columns of 8 this warp can see: on the causal diagonal tile
+            // those up to its last row (the rest stay masked), else all.
+            const int seen_cols = causal && k0 == q0 ? warp_row / 8 + 2 : 8;
             float s[8][4] = {};
 #pragma unroll
             for (int n = 0; n < 8; ++n) {
+                if (n < seen_cols) {
 #pragma unroll
-                for (int kc = 0; kc < 4; ++kc) {
-                    unsigned b[2];
-                    load_b(ks, n * 8, kc * 16, l, b);
-                    mma_bf16(s[n], qa[kc], b);
+                    for (int kc = 0; kc < 4; ++kc) {
+                        unsigned b[2];
+                        load_b(ks, n * 8, kc * 16, l, b);
+                        mma_bf16(s[n], qa[kc], b);
+                    }
                 }
             }
             float tile_max[2] = {neg_inf(), neg_inf()};
@@ -274,6 +281,9 @@ flash_attention_forward(const bf16_bits* __restrict__ q, const bf16_bits* __rest
             }
 #pragma unroll
             for (int kc = 0; kc < 4; ++kc) {
+                if (2 * kc >= seen_cols) {
+                    continue;  // p = 0 there
+                }
                 unsigned pa[4];
                 to_a(s[2 * kc], s[2 * kc + 1], pa);
 #pragma unroll
@@ -382,6 +392,9 @@ flash_attention_backward_dkdv(const bf16_bits* __restrict__ q, const bf16_bits* 
             __syncthreads();
 #pragma unroll 1
             for (int c0 = 0; c0 < TILE; c0 += 16) {
+                if (causal && q0 == k0 && c0 < warp_row) {
+                    continue;  // on the diagonal tile these queries precede all of the warp's keys
+                }
                 // Transposed scores: rows are this warp's keys, columns queries.
                 float st[2][4] = {};
                 float dpt[2][4] = {};
@@ -472,6 +485,9 @@ flash_attention_backward_dq(const bf16_bits* __restrict__ q, const bf16_bits* __
             __syncthreads();
 #pragma unroll 1
             for (int c0 = 0; c0 < TILE; c0 += 16) {
+                if (causal && k0 == q0 && c0 > warp_row) {
+                    continue;  // on the diagonal tile these keys follow all of the warp's queries
+                }
                 float s[2][4] = {};
                 float dp[2][4] = {};
 #pragma unroll
