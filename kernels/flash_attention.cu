@@ -17,38 +17,38 @@ products) is staged transposed, by conflict-free 16-bit stores, and then
 read the same way (ldmatrix.trans would read the row-major tile directly;
 the simulator does not have it yet). No [q_len, kv_len] matrix exists
 anywhere; the scores of one 64 x 64 tile (or 16 x 16 chunk) live in
-registers. Softmax works in base 2: scores are
-multiplied by scale * log2(e) and exp2f'd; lse is stored in natural units.
-Rows and keys past q_len / kv_len are staged as zeros and masked (p = 0).
-Causal: blocks stop at the diagonal tile, and on it a warp skips the 8- or
-16-wide slices that are masked for all its rows (warp-uniform branches).
+registers. Softmax works in base 2: scores are multiplied by
+scale * log2(e) and exp2f'd; lse is stored in natural units. Rows and keys
+past q_len / kv_len are staged as zeros and masked (p = 0). Causal: blocks
+stop at the diagonal tile, and on it a warp skips the 8- or 16-wide slices
+that are masked for all its rows (warp-uniform branches).
 
 1. flash_attention_forward(q, k, v, out, lse, bh, q_len, kv_len, causal, scale)
    grid = min(bh * ceil(q_len / 64), max grid) (grid-stride over (head,
-   query tile) items), block = 128, static shared 2 tiles (18 KiB): K
-   (Q on the way to registers) and V transposed. Each warp keeps its Q fragments in
-   registers and, over the key tiles (up to the diagonal when causal):
-   S = Q K^T (mma), masks,
-   running row max m and partial row sums l (online softmax: O and l
-   rescaled by exp2(m_old - m_new)), P rounded to bf16 and O += P V (mma).
-   WRITES out = O / l (bf16) and lse = (m + log2 l) ln 2 for every row < q_len.
+   query tile) items), block = 128, static shared 2 tiles (18 KiB): K (Q
+   on the way to registers) and V transposed. Each warp keeps its Q
+   fragments in registers and, over the key tiles (up to the diagonal when
+   causal): S = Q K^T (mma), masks, running row max m and partial row sums
+   l (online softmax: O and l rescaled by exp2(m_old - m_new)), P rounded
+   to bf16 and O += P V (mma). WRITES out = O / l (bf16) and
+   lse = (m + log2 l) ln 2 for every row < q_len.
 2. flash_attention_backward_delta(out, grad, delta, rows)
    One warp per row (grid-stride, block 256): WRITES delta = rowsum(grad * out).
 3. flash_attention_backward_dkdv(q, k, v, grad, lse, delta, dk, dv, ...)
    One block per (head, key tile), grid-stride as 1, static shared 4 tiles
    and 2 x 64 floats (36.5 KiB): Q and grad, each also transposed (K and V
    pass through them on the way to registers), and the query tile's lse and
-   delta. Each warp keeps its 16
-   keys' K and V fragments in registers and walks the query tiles (from the diagonal when causal) in
-   chunks of 16 queries: S^T = K Q^T, dP^T = V grad^T, P^T = exp2(S^T c -
-   lse), dS^T = P^T (dP^T - delta) (mma, then elementwise), dV += P^T grad,
+   delta. Each warp keeps its 16 keys' K and V fragments in registers and
+   walks the query tiles (from the diagonal when causal) in chunks of 16
+   queries: S^T = K Q^T, dP^T = V grad^T, P^T = exp2(S^T c - lse),
+   dS^T = P^T (dP^T - delta) (mma, then elementwise), dV += P^T grad,
    dK += dS^T Q (mma, P and dS rounded to bf16). WRITES dv and dk = scale dK
    for every key row < kv_len. Must run after 2 on the same stream.
 4. flash_attention_backward_dq(q, k, v, grad, lse, delta, dq, ...)
    One block per (head, query tile), grid-stride as 1, static shared 3
    tiles (27 KiB): K, K transposed and V (Q and grad pass through K and V
-   on the way to registers). Each warp
-   keeps its 16 queries' Q and grad fragments in registers and walks the key tiles (up to the diagonal when
+   on the way to registers). Each warp keeps its 16 queries' Q and grad
+   fragments in registers and walks the key tiles (up to the diagonal when
    causal) in chunks of 16 keys: S, dP, P, dS as in 3 and dQ += dS K.
    WRITES dq = scale dQ for every row < q_len. Must run after 2.
 Determinism: every output element is written once with `=` by the one
