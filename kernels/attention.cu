@@ -3,10 +3,12 @@ Scaled dot-product attention, forward and backward, over bh independent
 heads: q [bh, q_len, hd], k and v [bh, kv_len, hd], f32; every kernel also
 in bf16 (`_bf16`: q, k, v, out, grad, dq, dk, dv bf16, widened on load and
 rounded once on store; scores, sums, lse and delta f32)
-(src/backend/cuda/attention.rs launches them). Causal: query i sees keys
-j <= i only (q_len == kv_len). The forward saves only each query row's
-log-sum-exp; the backward recomputes probabilities from it, the same
-contract as src/backend/cpu/attention.rs.
+(src/backend/cuda/attention.rs launches them). The backend sends bf16
+attention of head width 64 to the tensor-core kernels of
+kernels/flash_attention.cu instead; f32 and other widths run here.
+Causal: query i sees keys j <= i only (q_len == kv_len). The forward saves
+only each query row's log-sum-exp; the backward recomputes probabilities
+from it, the same contract as src/backend/cpu/attention.rs.
 
 This is the straightforward version, not a tiled flash kernel: one block
 per query row (or key row) holding that row's scores in shared memory, so

@@ -10,6 +10,7 @@ mod common;
 
 use anyhow::Result;
 use common::{assert_rel, cuda_alone_or_skip, cuda_or_skip, Input, BF16_TOL};
+use mlrpl_engine::backend::{AttentionSpec, CpuStorage, CudaStorage, Storage};
 use mlrpl_engine::optim::{AdamW, Optimizer, ParamGroup, Sgd};
 use mlrpl_engine::rng::Rng;
 use mlrpl_engine::{DType, Device, Tensor};
@@ -680,4 +681,111 @@ fn masked_bce_one_pass_bf16_tails_and_determinism() {
     let first = x.masked_bce_with_logits(&labels).unwrap().scalar().unwrap();
     let again = x.masked_bce_with_logits(&labels).unwrap().scalar().unwrap();
     assert_eq!(first.to_bits(), again.to_bits(), "masked BCE loss differs between runs: {first} vs {again}");
+}
+
+// ---------------------------------------------------------------------------
+// Flash attention (kernels/flash_attention.cu): bf16 heads of width 64 on
+// tensor cores, called through the backend so that lse is compared too.
+
+
+/// `values` stored as bf16 on `device`.
+fn bf16_storage(device: &Device, values: &[f32]) -> Storage {
+    match device {
+        Device::Cpu => Storage::Cpu(CpuStorage::from_f32(values.to_vec(), DType::BF16)),
+        Device::Cuda(gpu) => Storage::Cuda(CudaStorage::from_f32(gpu, values, DType::BF16).unwrap()),
+    }
+}
+
+/// out, lse, dq, dk, dv of bf16 attention at `spec` on `device`, from
+/// inputs seeded by `seed` (the backward takes this device's out and lse).
+fn bf16_attention_run(device: &Device, spec: &AttentionSpec, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let q_elems = spec.batch_heads * spec.q_len * spec.head_dim;
+    let kv_elems = spec.batch_heads * spec.kv_len * spec.head_dim;
+    let [q, k, v, grad] = [q_elems, kv_elems, kv_elems, q_elems].map(|n| bf16_storage(device, &rng.normal_vec(n, 1.0)));
+    let (out, lse) = Storage::attention(&q, &k, &v, spec).unwrap();
+    let (dq, dk, dv) = Storage::attention_backward(&q, &k, &v, &out, &lse, &grad, spec).unwrap();
+    [out, lse, dq, dk, dv].iter().map(|s| s.to_host_f32().unwrap()).collect()
+}
+
+/// bf16 attention forward (out, lse) and backward (dq, dk, dv) on the GPU
+/// against the CPU's bf16 storage (2e-2), for each (bh, q_len, kv_len,
+/// causal) at head width 64 (the flash kernels).
+fn check_flash(gpu: &Device, shapes: &[(usize, usize, usize, bool)]) {
+    check_bf16_attention(gpu, 64, shapes)
+}
+
+/// [`check_flash`] at `head_dim`.
+fn check_bf16_attention(gpu: &Device, head_dim: usize, shapes: &[(usize, usize, usize, bool)]) {
+    for (i, &(batch_heads, q_len, kv_len, causal)) in shapes.iter().enumerate() {
+        let scale = (head_dim as f32).powf(-0.5);
+        let spec = AttentionSpec { batch_heads, q_len, kv_len, head_dim, causal, scale };
+        let seed = 0xF1A5 + i as u64;
+        let (want, got) = (bf16_attention_run(&Device::Cpu, &spec, seed), bf16_attention_run(gpu, &spec, seed));
+        for ((&name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
+            let what =
+                format!("bf16 attention bh {batch_heads}, {q_len} x {kv_len} x {head_dim}, causal {causal}: {name}");
+            if kv_len == 1 && (name == "dq" || name == "dk") {
+                // One key: p = 1, so dS = dP - delta = 0 and both are rounding
+                // noise around zero on either device (no relative error).
+                assert!(g.iter().all(|x| x.abs() <= 1e-3), "{what}: {g:?} is not ~0");
+                continue;
+            }
+            assert_rel(&what, g, w, BF16_TOL);
+        }
+    }
+}
+
+/// The vision tower's sequences: B/32@224, B/16@224, B/16@448.
+#[test]
+fn flash_attention_at_the_vision_lengths() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_the_vision_lengths") else { return };
+    check_flash(&gpu, &[(2, 50, 50, false), (1, 197, 197, false), (1, 785, 785, false)]);
+}
+
+/// The text tower's causal prompts: the full context and a truncated one.
+#[test]
+fn flash_attention_at_the_text_lengths() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_the_text_lengths") else { return };
+    check_flash(&gpu, &[(2, 77, 77, true), (3, 20, 20, true)]);
+}
+
+/// One query or key, lengths one off a tile (63, 65) and odd (15, 17), q_len
+/// != kv_len, and 13 heads.
+#[test]
+fn flash_attention_at_awkward_shapes() {
+    let Some(gpu) = cuda_or_skip("flash_attention_at_awkward_shapes") else { return };
+    check_flash(
+        &gpu,
+        &[
+            (1, 1, 1, false),
+            (1, 1, 1, true),
+            (1, 1, 65, false),
+            (2, 17, 1, false),
+            (13, 15, 17, false),
+            (13, 17, 17, true),
+            (1, 63, 65, false),
+            (1, 65, 63, false),
+            (1, 63, 63, true),
+            (1, 65, 65, true),
+        ],
+    );
+}
+
+/// bf16 attention at other head widths keeps the row kernels of
+/// `attention.cu` (their `_bf16` instances), which the tests above no longer reach.
+#[test]
+fn bf16_attention_at_other_head_widths() {
+    let Some(gpu) = cuda_or_skip("bf16_attention_at_other_head_widths") else { return };
+    check_bf16_attention(&gpu, 32, &[(2, 70, 70, false), (3, 9, 9, true)]);
+}
+
+/// Two runs give the same bits (no atomics, fixed summation order).
+#[test]
+fn flash_attention_is_deterministic() {
+    let Some(gpu) = cuda_or_skip("flash_attention_is_deterministic") else { return };
+    let spec = AttentionSpec { batch_heads: 2, q_len: 70, kv_len: 70, head_dim: 64, causal: true, scale: 0.125 };
+    let bits =
+        |run: Vec<Vec<f32>>| run.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect::<Vec<Vec<u32>>>();
+    assert_eq!(bits(bf16_attention_run(&gpu, &spec, 3)), bits(bf16_attention_run(&gpu, &spec, 3)));
 }

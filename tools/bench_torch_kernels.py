@@ -148,6 +148,23 @@ def build(op, p, dev):
         finally:
             DTYPE = torch.float32
         return built and Op(built.call, built.impl + " (bf16)")
+    if op.startswith("flash_attention"):
+        # The engine's tensor-core kernels against PyTorch's flash backend,
+        # forced (an error, not a fallback, where it cannot run): bf16
+        # [1, heads, len, 64], the layout that backend takes.
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        causal = "causal" in op
+        bh, lq, lk, hd = p["batch_heads"], p["q_len"], p["kv_len"], p["head_dim"]
+        grad = "_bwd_" in op
+        q, k, v = (randn(1, bh, n, hd, dev=dev, requires_grad=grad) for n in (lq, lk, lk))
+
+        def fwd(q, k, v):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        impl = f"F.scaled_dot_product_attention(is_causal={causal}) under sdpa_kernel(FLASH_ATTENTION)"
+        return backward_of(fwd, (q, k, v), impl) if grad else Op(lambda: fwd(q, k, v), impl)
     if op.startswith("attention"):
         causal = "causal" in op
         bh, lq, lk, hd = p["batch_heads"], p["q_len"], p["kv_len"], p["head_dim"]

@@ -203,6 +203,7 @@ pub fn cases(filter: Option<&str>) -> Result<Vec<Case>> {
     let mut cat = Catalogue { filter, cases: Vec::new() };
     for s in &SETUPS {
         matrix_and_attention(&mut cat, s)?;
+        flash_attention(&mut cat, s)?;
         normalisations(&mut cat, s)?;
         decoupling(&mut cat, s)?;
         elementwise(&mut cat, s)?;
@@ -249,29 +250,51 @@ fn matrix_and_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         cat,
         s,
         ("attention_fwd", "attention_bwd", Some("attention_fwd_bf16")),
-        s.batch * s.heads(),
-        s.tokens,
-        false,
+        (s.batch * s.heads(), s.tokens, false),
+        HostInput::f32,
     )?;
     attention(
         cat,
         s,
         ("attention_causal_fwd", "attention_causal_bwd", None),
-        s.classes * s.text_heads(),
-        s.text_tokens,
-        true,
+        (s.classes * s.text_heads(), s.text_tokens, true),
+        HostInput::f32,
     )
 }
 
-/// The forward and backward cases `ops.0` and `ops.1`, and the forward on
-/// bf16 inputs as `ops.2` when given.
+/// The tensor-core flash kernels (bf16, head width 64; `flash_attention.cu`
+/// on CUDA) forward and backward at the sequences of issue 16: the vision
+/// tower of B/32@224, B/16@224 and B/16@448 (50, 197, 785 tokens; batch 32,
+/// 32 and 4) and the text tower's causal prompts (77, the full context, and
+/// the 20 left after truncation) over this setup's classes. Listed once,
+/// under the ViT-B/32 setup (every shape is a ViT-B one: 12 heads, 8 for text).
+fn flash_attention(cat: &mut Catalogue, s: &Setup) -> Result<()> {
+    if s.name != VIT_B32.name {
+        return Ok(());
+    }
+    let text_heads = s.classes * s.text_heads();
+    let shapes = [
+        ("flash_attention_fwd_l50_bf16", "flash_attention_bwd_l50_bf16", (32 * s.heads(), 50, false)),
+        ("flash_attention_fwd_l197_bf16", "flash_attention_bwd_l197_bf16", (32 * s.heads(), 197, false)),
+        ("flash_attention_fwd_l785_bf16", "flash_attention_bwd_l785_bf16", (4 * s.heads(), 785, false)),
+        ("flash_attention_causal_fwd_l77_bf16", "flash_attention_causal_bwd_l77_bf16", (text_heads, 77, true)),
+        ("flash_attention_causal_fwd_l20_bf16", "flash_attention_causal_bwd_l20_bf16", (text_heads, 20, true)),
+    ];
+    for (forward, backward, shape) in shapes {
+        attention(cat, s, (forward, backward, None), shape, HostInput::bf16)?;
+    }
+    Ok(())
+}
+
+/// The forward and backward cases `ops.0` and `ops.1` over (heads, len,
+/// causal) with inputs stored by `store` (f32 or bf16; lse stays f32), and
+/// the forward on bf16 inputs as `ops.2` when given.
 fn attention(
     cat: &mut Catalogue,
     s: &Setup,
     ops: (&'static str, &'static str, Option<&'static str>),
-    heads: usize,
-    len: usize,
-    causal: bool,
+    (heads, len, causal): (usize, usize, bool),
+    store: fn(Vec<f32>) -> HostInput,
 ) -> Result<()> {
     let spec = AttentionSpec {
         batch_heads: heads,
@@ -293,7 +316,7 @@ fn attention(
         Ok(vec![out, lse])
     };
     cat.add(ops.0, s, |rng| {
-        let inputs = qkv(rng).into_iter().map(HostInput::f32).collect();
+        let inputs = qkv(rng).into_iter().map(store).collect();
         Ok((params.clone(), forward_work, inputs, primitive(forward)))
     })?;
     if let Some(op) = ops.2 {
@@ -303,17 +326,11 @@ fn attention(
         })?;
     }
     cat.add(ops.1, s, |rng| {
-        let [q, k, v] = qkv(rng);
-        let (out, lse) = CpuStorage::attention(&cpu(&q), &cpu(&k), &cpu(&v), &spec)?;
+        let [q, k, v] = qkv(rng).map(store);
+        let stored = |x: &HostInput| CpuStorage::from_f32(x.values.clone(), x.dtype);
+        let (out, lse) = CpuStorage::attention(&stored(&q), &stored(&k), &stored(&v), &spec)?;
         let grad = rng.normal_vec(elems, 1.0);
-        let inputs = vec![
-            HostInput::f32(q),
-            HostInput::f32(k),
-            HostInput::f32(v),
-            host(&out)?,
-            host(&lse)?,
-            HostInput::f32(grad),
-        ];
+        let inputs = vec![q, k, v, store(out.to_host_f32()?), host(&lse)?, store(grad)];
         // Recomputed Q K^T, dV, dP, dQ, dK: five multiply-adds.
         let work = Work::Flops(10.0 * pairs * HEAD_DIM as f64);
         Ok((

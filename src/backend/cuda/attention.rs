@@ -1,7 +1,8 @@
 //! Scaled dot-product attention (`kernels/attention.cu`): one block per
 //! query row (key row for dk/dv), the row's scores in shared memory. The
 //! forward saves each row's log-sum-exp; the backward recomputes the
-//! probabilities from it.
+//! probabilities from it. f32 attention and bf16 at head widths other than
+//! 64 (bf16 at 64 goes to `flash_attention.rs`).
 
 use super::common::{int, launch, rows_config, KernelElem};
 use super::device::CudaDevice;

@@ -7,7 +7,8 @@
 //! `--precision bf16` run reads and writes bf16 directly: GEMMs (cuBLASLt,
 //! f32 accumulation), unary maps, broadcasting binaries, the row gather,
 //! layernorm and attention, forward and backward (the `_bf16` kernel
-//! instances: widened on load, computed in f32, rounded once on store).
+//! instances: widened on load, computed in f32, rounded once on store;
+//! attention with head width 64 runs the tensor-core flash kernels).
 //! Every other primitive widens a bf16/f16 operand with a cast kernel, runs
 //! in f32 and narrows its output back to the dtype of the first float
 //! input. Either way the result is what the CPU reference computes, up to
@@ -25,6 +26,7 @@ mod cast;
 pub(crate) mod common;
 pub mod device;
 mod elementwise;
+mod flash_attention;
 mod gemm;
 mod index;
 mod l2_normalize;
@@ -477,7 +479,11 @@ impl BackendStorage for CudaStorage {
         q.same_device(k)?;
         q.same_device(v)?;
         if let (Some(qb), Some(kb), Some(vb)) = (q.bf16_bits(), k.bf16_bits(), v.bf16_bits()) {
-            let (out, lse) = attention::forward(&q.device, qb, kb, vb, spec)?;
+            let (out, lse) = if flash_attention::handles(spec) {
+                flash_attention::forward(&q.device, qb, kb, vb, spec)?
+            } else {
+                attention::forward(&q.device, qb, kb, vb, spec)?
+            };
             return Ok((q.bf16_buffer(out), CudaStorage::f32_buffer(&q.device, lse)));
         }
         let (out, lse) = attention::forward(&q.device, &*q.f32s()?, &*k.f32s()?, &*v.f32s()?, spec)?;
@@ -502,7 +508,11 @@ impl BackendStorage for CudaStorage {
             (q.bf16_bits(), k.bf16_bits(), v.bf16_bits(), out.bf16_bits(), grad.bf16_bits())
         {
             let saved = attention::Saved { q: qb, k: kb, v: vb, out: ob, lse: &lse };
-            let (dq, dk, dv) = attention::backward(dev, &saved, gb, spec)?;
+            let (dq, dk, dv) = if flash_attention::handles(spec) {
+                flash_attention::backward(dev, &saved, gb, spec)?
+            } else {
+                attention::backward(dev, &saved, gb, spec)?
+            };
             return Ok((q.bf16_buffer(dq), q.bf16_buffer(dk), q.bf16_buffer(dv)));
         }
         let saved = attention::Saved { q: &*q.f32s()?, k: &*k.f32s()?, v: &*v.f32s()?, out: &*out.f32s()?, lse: &lse };
