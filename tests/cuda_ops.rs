@@ -687,7 +687,6 @@ fn masked_bce_one_pass_bf16_tails_and_determinism() {
 // Flash attention (kernels/flash_attention.cu): bf16 heads of width 64 on
 // tensor cores, called through the backend so that lse is compared too.
 
-
 /// `values` stored as bf16 on `device`.
 fn bf16_storage(device: &Device, values: &[f32]) -> Storage {
     match device {
