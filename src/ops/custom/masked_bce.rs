@@ -35,7 +35,8 @@ impl Tensor {
     /// Mean binary cross-entropy of these logits over the entries whose
     /// label is +1 or -1; label 0 (unknown) entries are ignored. Returns a
     /// scalar; 0 with a zero gradient when no label is known (never NaN).
-    /// Computed in f32 (bf16 logits are widened on the tape).
+    /// Computed in f32 (bf16 logits are widened on the tape); the loss comes
+    /// back in the logits' dtype, like every op on bf16 storage.
     pub fn masked_bce_with_logits(&self, labels: &Tensor) -> Result<Tensor> {
         check_float_operands("masked_bce_with_logits", &[self])?;
         if labels.shape() != self.shape() {
@@ -60,7 +61,7 @@ impl Tensor {
         autograd::record(&out, &[&logits], move |g, _| {
             grads_like(vec![single(Storage::apply_custom(&MaskedBceBackward, &[&saved, &g.storage()])?)?], &[&inputs])
         });
-        Ok(out)
+        out.to_dtype(self.dtype())
     }
 }
 
