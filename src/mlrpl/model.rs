@@ -92,16 +92,31 @@ impl MlrplModel {
 
     /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
     pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let text = self.text_features()?;
+        self.classify(&self.visual_features(tokens, &text)?, &text)
+    }
+
+    /// One text feature per category through the frozen text tower: [C, D].
+    pub fn text_features(&self) -> Result<Tensor> {
+        self.prompts.text_features(&self.clip.text)
+    }
+
+    /// One visual feature per category [B, C, D] from the image tokens and
+    /// the text features: the semantic decoupling module's, or the class
+    /// token for every category without it (`--no-sdm`).
+    pub fn visual_features(&self, tokens: &Tensor, text: &Tensor) -> Result<Tensor> {
         let &[b, l, d] = tokens.dims() else {
             bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape())
         };
-        let text = self.prompts.text_features(&self.clip.text)?;
-        let classes = self.num_classes();
-        let visual = match &self.sdm {
-            Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?,
-            None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?,
-        };
-        self.classifier.forward(&visual, &text)
+        match &self.sdm {
+            Some(sdm) => sdm.forward(&tokens.narrow(1, 1, l - 1)?, text),
+            None => tokens.narrow(1, 0, 1)?.broadcast_to(&[b, self.num_classes(), d].into()),
+        }
+    }
+
+    /// Logits [B, C] from the per-category visual and text features.
+    pub fn classify(&self, visual: &Tensor, text: &Tensor) -> Result<Tensor> {
+        self.classifier.forward(visual, text)
     }
 
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
