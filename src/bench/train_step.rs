@@ -103,7 +103,8 @@ impl Scenario {
     /// [`Scenario::export`] wrote to `path`.
     pub fn load(clip: Clip, config: &StepConfig, path: &Path, device: &Device) -> Result<Scenario> {
         let file = WeightMap::load(path, device)?;
-        let names = file.metadata().get("classes").with_context(|| format!("{}: no `classes` metadata", path.display()))?;
+        let names =
+            file.metadata().get("classes").with_context(|| format!("{}: no `classes` metadata", path.display()))?;
         let class_names: Vec<String> =
             serde_json::from_str(names).with_context(|| format!("{}: `classes` is not a JSON list", path.display()))?;
         let images = file.get_shaped("images", &[config.batch, 3, config.image_size, config.image_size])?;
@@ -128,7 +129,8 @@ impl Scenario {
     /// Writes the images, labels, class names and initial trainable
     /// parameters (under their checkpoint names) to `path`, f32.
     pub fn export(&self, path: &Path) -> Result<()> {
-        let mut tensors = vec![("images".to_string(), self.images.clone()), ("labels".to_string(), self.labels.clone())];
+        let mut tensors =
+            vec![("images".to_string(), self.images.clone()), ("labels".to_string(), self.labels.clone())];
         tensors.extend(self.model.named_parameters());
         let metadata = HashMap::from([
             ("classes".to_string(), serde_json::to_string(&self.model.class_names)?),
@@ -311,7 +313,7 @@ fn matrix_rate(s: &Scenario, device: &Device) -> Result<MatrixRate> {
     let a = Tensor::randn([m, k], 1.0, &mut rng, device)?.to_dtype(dtype)?;
     let b = Tensor::randn([k, n], 1.0, &mut rng, device)?.to_dtype(dtype)?;
     let _no_grad = no_grad();
-    let mut time = || -> Result<f64> {
+    let time = || -> Result<f64> {
         synchronize(device)?;
         let started = Instant::now();
         std::hint::black_box(a.matmul(&b)?);
@@ -371,12 +373,11 @@ pub fn step_flops(s: &Scenario) -> StepFlops {
         + 2.0 * b * n * (3 * v.patch * v.patch * v.width) as f64
         + 2.0 * b * (n + 1.0) * (v.width * v.embed_dim) as f64;
     let len = s.text_length();
-    let text_forward =
-        transformer_flops(t.layers, s.model.num_classes(), len, t.width, true) + 2.0 * c * (t.width * t.embed_dim) as f64;
+    let text_forward = transformer_flops(t.layers, s.model.num_classes(), len, t.width, true)
+        + 2.0 * c * (t.width * t.embed_dim) as f64;
     // Input gradients of the linear layers cost their forward; attention's
     // dQ, dK and dV cost twice its forward.
-    let text_backward = text_forward
-        + t.layers as f64 * 4.0 * c * (len * len) as f64 * 0.5 * t.width as f64;
+    let text_backward = text_forward + t.layers as f64 * 4.0 * c * (len * len) as f64 * 0.5 * t.width as f64;
     let d = s.model.sdm.as_ref().map_or(0.0, |sdm| sdm.w1.dims()[0] as f64);
     let decoupling_forward = match s.model.sdm {
         Some(_) => 2.0 * b * n * embed * d + 2.0 * c * embed * d + 2.0 * b * c * n * d + 2.0 * b * c * n * embed,
@@ -450,7 +451,11 @@ impl E2eFigures {
         }
         out += &format!(
             "matrix rate {:.1} GFLOP/s ({} {}); {} {:.0} MiB\n",
-            self.matrix_rate.gflops, self.matrix_rate.shape, self.matrix_rate.dtype, self.peak_memory_kind, self.peak_memory_mib
+            self.matrix_rate.gflops,
+            self.matrix_rate.shape,
+            self.matrix_rate.dtype,
+            self.peak_memory_kind,
+            self.peak_memory_mib
         );
         out
     }

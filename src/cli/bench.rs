@@ -168,7 +168,8 @@ fn run_e2e(args: &BenchArgs, device: &Device, precision: Precision) -> Result<()
                 weights.names().map(|n| Ok((n.to_string(), weights.get(n)?))).collect::<Result<_>>()?;
             let path = dir.join("clip.safetensors");
             let metadata = HashMap::from([("generator".to_string(), clip_name.clone())]);
-            WeightMap::save(&path, &tensors, metadata).with_context(|| format!("--export: writing {}", path.display()))?;
+            WeightMap::save(&path, &tensors, metadata)
+                .with_context(|| format!("--export: writing {}", path.display()))?;
         }
         eprintln!("wrote the inputs of {clip_name} to {}", dir.display());
         return Ok(());
