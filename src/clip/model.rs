@@ -22,10 +22,10 @@ fn layer_norm(w: &WeightMap, prefix: &str, width: usize) -> Result<LayerNorm> {
 }
 
 fn linear(w: &WeightMap, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get_shaped(&format!("{prefix}.weight"), &[out, inp])?,
-        bias: Some(w.get_shaped(&format!("{prefix}.bias"), &[out])?),
-    })
+    Linear::new(
+        w.get_shaped(&format!("{prefix}.weight"), &[out, inp])?,
+        Some(w.get_shaped(&format!("{prefix}.bias"), &[out])?),
+    )
 }
 
 fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: usize) -> Result<Transformer> {
@@ -35,10 +35,10 @@ fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: 
             Ok(ResidualBlock {
                 ln_1: layer_norm(w, &format!("{p}.ln_1"), width)?,
                 attn: MultiHeadAttention {
-                    in_proj: Linear {
-                        weight: w.get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
-                        bias: Some(w.get_shaped(&format!("{p}.attn.in_proj_bias"), &[3 * width])?),
-                    },
+                    in_proj: Linear::new(
+                        w.get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
+                        Some(w.get_shaped(&format!("{p}.attn.in_proj_bias"), &[3 * width])?),
+                    )?,
                     out_proj: linear(w, &format!("{p}.attn.out_proj"), width, width)?,
                     heads,
                 },
