@@ -156,25 +156,44 @@ fn synchronize(device: &Device) -> Result<()> {
     }
 }
 
-/// Wall-clock time per phase, the device synchronised at each boundary.
+/// CPU time of the whole process (every thread), milliseconds: unlike the
+/// wall clock, it does not grow while other processes hold the cores.
+fn process_cpu_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid, exclusive pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
+}
+
+/// Wall-clock and process CPU time per phase, the device synchronised at
+/// each boundary.
 struct Laps<'a> {
     device: &'a Device,
     last: Instant,
+    last_cpu: f64,
     ms: [f64; PHASES.len()],
+    cpu_ms: [f64; PHASES.len()],
 }
 
 impl<'a> Laps<'a> {
     fn start(device: &'a Device) -> Result<Laps<'a>> {
         synchronize(device)?;
-        Ok(Laps { device, last: Instant::now(), ms: [0.0; PHASES.len()] })
+        Ok(Laps {
+            device,
+            last: Instant::now(),
+            last_cpu: process_cpu_ms(),
+            ms: [0.0; PHASES.len()],
+            cpu_ms: [0.0; PHASES.len()],
+        })
     }
 
     /// Ends `phase` (its work done on the device) and starts the next.
     fn lap(&mut self, phase: usize) -> Result<()> {
         synchronize(self.device)?;
-        let now = Instant::now();
+        let (now, cpu) = (Instant::now(), process_cpu_ms());
         self.ms[phase] += (now - self.last).as_secs_f64() * 1e3;
-        self.last = now;
+        self.cpu_ms[phase] += cpu - self.last_cpu;
+        (self.last, self.last_cpu) = (now, cpu);
         Ok(())
     }
 }
@@ -241,6 +260,9 @@ pub struct E2eFigures {
     pub train: StepFigures,
     /// Mean milliseconds per phase over the timed steps.
     pub phases_ms: BTreeMap<&'static str, f64>,
+    /// Mean process CPU milliseconds (all threads) per phase: on a shared
+    /// machine, a measure of the work that other processes barely change.
+    pub phases_cpu_ms: BTreeMap<&'static str, f64>,
     pub inference: StepFigures,
     pub matrix_rate: MatrixRate,
     /// MiB: the process's peak resident set on the CPU, the memory pool's
@@ -264,13 +286,15 @@ pub fn run(s: &Scenario, config: &StepConfig, device: &Device) -> Result<E2eFigu
         let loss = train_step(s, &mut sgd, &mut Laps::start(device)?)?;
         first_loss.get_or_insert(loss.scalar()? as f64);
     }
-    let (mut step_ms, mut phase_sums) = (Vec::with_capacity(steps), [0.0; PHASES.len()]);
+    let (mut step_ms, mut phase_sums, mut cpu_sums) =
+        (Vec::with_capacity(steps), [0.0; PHASES.len()], [0.0; PHASES.len()]);
     for _ in 0..steps {
         let started = Instant::now();
         let mut laps = Laps::start(device)?;
         train_step(s, &mut sgd, &mut laps)?;
         step_ms.push(started.elapsed().as_secs_f64() * 1e3);
         phase_sums.iter_mut().zip(laps.ms).for_each(|(sum, ms)| *sum += ms);
+        cpu_sums.iter_mut().zip(laps.cpu_ms).for_each(|(sum, ms)| *sum += ms);
     }
     let infer = || -> Result<f64> {
         let _no_grad = no_grad();
@@ -294,6 +318,7 @@ pub fn run(s: &Scenario, config: &StepConfig, device: &Device) -> Result<E2eFigu
         first_loss: first_loss.context("no step ran")?,
         train: StepFigures::new(&step_ms, config.batch, flops.train(), rate),
         phases_ms: PHASES.iter().zip(phase_sums).map(|(&p, sum)| (p, sum / steps as f64)).collect(),
+        phases_cpu_ms: PHASES.iter().zip(cpu_sums).map(|(&p, sum)| (p, sum / steps as f64)).collect(),
         inference: StepFigures::new(&infer_ms, config.batch, flops.inference(), rate),
         matrix_rate,
         peak_memory_mib,
@@ -302,8 +327,8 @@ pub fn run(s: &Scenario, config: &StepConfig, device: &Device) -> Result<E2eFigu
 }
 
 /// The rate of the step's most common matrix product, the image tower's
-/// MLP expansion (B (N + 1) x W x 4W, in the towers' dtype): the median of
-/// five after two untimed ones.
+/// MLP expansion (B (N + 1) x W x 4W, in the towers' dtype): the fastest
+/// of five after two untimed ones (the rate the device can reach).
 fn matrix_rate(s: &Scenario, device: &Device) -> Result<MatrixRate> {
     let vision = &s.model.clip.vision.config;
     let grid = s.images.dims()[2] / vision.patch;
@@ -323,7 +348,7 @@ fn matrix_rate(s: &Scenario, device: &Device) -> Result<MatrixRate> {
     for _ in 0..2 {
         time()?;
     }
-    let seconds = median(&(0..5).map(|_| time()).collect::<Result<Vec<f64>>>()?);
+    let seconds = (0..5).map(|_| time()).collect::<Result<Vec<f64>>>()?.into_iter().fold(f64::INFINITY, f64::min);
     Ok(MatrixRate {
         shape: format!("{m}x{k}x{n}"),
         dtype: dtype.to_string(),
@@ -444,10 +469,18 @@ impl E2eFigures {
             );
         }
         let sum: f64 = self.phases_ms.values().sum();
-        out += &format!("phases (mean ms; sum {sum:.1}, step mean {:.1}):\n", self.train.mean_ms);
+        let cpu_sum: f64 = self.phases_cpu_ms.values().sum();
+        out += &format!(
+            "phases (mean ms; sum {sum:.1}, step mean {:.1}; process CPU ms, all threads):\n",
+            self.train.mean_ms
+        );
         for phase in PHASES {
-            let ms = self.phases_ms[phase];
-            out += &format!("  {phase:<11} {ms:>9.1} ms {:>5.1}%\n", 100.0 * ms / sum.max(1e-12));
+            let (ms, cpu) = (self.phases_ms[phase], self.phases_cpu_ms[phase]);
+            out += &format!(
+                "  {phase:<11} {ms:>9.1} ms {:>5.1}%  cpu {cpu:>9.1} ms {:>5.1}%\n",
+                100.0 * ms / sum.max(1e-12),
+                100.0 * cpu / cpu_sum.max(1e-12)
+            );
         }
         out += &format!(
             "matrix rate {:.1} GFLOP/s ({} {}); {} {:.0} MiB\n",
