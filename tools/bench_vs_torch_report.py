@@ -60,6 +60,12 @@ def main():
         inf = {s: med(runs, s, "inference") for s in SIDES}
         peak = {s: max(r["peak_memory_mib"] for r in runs[s]) for s in SIDES}
         mfu = statistics.median(r["train"]["mfu"] for r in runs["engine"])
+        # Process CPU time per step, all threads: what other processes on a
+        # shared machine change least (the engine's is the sum of its phases').
+        cpu = {"engine": statistics.median(sum(r["phases_cpu_ms"].values()) for r in runs["engine"])}
+        for s in ["optimized", "literal"]:
+            seen = [r["train_cpu_ms"] for r in runs[s] if "train_cpu_ms" in r]
+            cpu[s] = statistics.median(seen) if seen else float("nan")
         per_round = " / ".join(f'{o["train"]["median_ms"] / e["train"]["median_ms"]:.2f}'
                                for e, o in zip(runs["engine"], runs["optimized"]))
         rows.append(
@@ -67,7 +73,8 @@ def main():
             f"({batch / ms['optimized'] * 1e3:.2f}) | {ms['literal']:.0f} ({batch / ms['literal'] * 1e3:.2f}) | "
             f"**{ms['optimized'] / ms['engine']:.2f}x** ({per_round}) | **{ms['literal'] / ms['engine']:.2f}x** | "
             f"{inf['engine']:.0f} / {inf['optimized']:.0f} / {inf['literal']:.0f} | "
-            f"{peak['engine']:.0f} / {peak['optimized']:.0f} / {peak['literal']:.0f} | {100 * mfu:.1f}% |")
+            f"{peak['engine']:.0f} / {peak['optimized']:.0f} / {peak['literal']:.0f} | "
+            f"{cpu['engine']:.0f} / {cpu['optimized']:.0f} / {cpu['literal']:.0f} | {100 * mfu:.1f}% |")
         losses = {s: runs[s][0]["first_loss"] for s in SIDES}
         worst = max(rel(losses["engine"], losses["literal"]), rel(losses["engine"], losses["optimized"]),
                     rel(losses["optimized"], losses["literal"]))
@@ -117,11 +124,13 @@ Target ({E["BENCH_DEVICE"]}): {target}.
 | other processes' CPU share | {" / ".join(loads)} |
 
 Training step, ms (images/s); inference step (logits, no tape) ms; peak memory MiB (CPU: the process's peak
-resident set; GPU: the engine's pool peak in use, torch's `max_memory_allocated`); MFU: the engine's step
-model FLOPs (matrix products) per second over its measured matrix rate.
+resident set; GPU: the engine's pool peak in use, torch's `max_memory_allocated`); CPU ms / step: process CPU
+time of all threads (spin-waits included; on a loaded machine the figure other processes change least);
+MFU: the engine's step model FLOPs (matrix products) per second over its measured matrix rate (measured in
+the same process, fastest of five: on a loaded machine it can come out low and the MFU above 100%).
 
-| config | engine | torch optimized | torch literal | engine vs optimized (per round) | engine vs literal | inference e / o / l | peak MiB e / o / l | engine MFU |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| config | engine | torch optimized | torch literal | engine vs optimized (per round) | engine vs literal | inference e / o / l | peak MiB e / o / l | CPU ms / step e / o / l | engine MFU |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
 First step's loss (same weights, batch and initial parameters):

@@ -312,11 +312,12 @@ def main():
         compiled = trial_ms["compiled"] < trial_ms["eager"]
         head["loss"] = head["loss"] if compiled else eager_loss
 
-    train_ms, phase_ms = [], {p: [] for p in PHASES}
+    train_ms, train_cpu_ms, phase_ms = [], [], {p: [] for p in PHASES}
     for _ in range(max(1, args.steps)):
         synchronize(device)
-        laps = [time.perf_counter()]
+        laps, cpu = [time.perf_counter()], time.process_time()
         step(laps)
+        train_cpu_ms.append((time.process_time() - cpu) * 1e3)
         train_ms.append((laps[-1] - laps[0]) * 1e3)
         for p, a, b in zip(PHASES, laps, laps[1:]):
             phase_ms[p].append((b - a) * 1e3)
@@ -352,6 +353,8 @@ def main():
         "first_loss": first_loss,
         "train": figures(train_ms),
         "phases_ms": {p: statistics.mean(v) for p, v in phase_ms.items()},
+        # Process CPU time of all threads (OpenMP's spin-waits included).
+        "train_cpu_ms": statistics.mean(train_cpu_ms),
         "inference": figures(infer_ms),
         "peak_memory_mib": peak,
         "peak_memory_kind": peak_kind,
