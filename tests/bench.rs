@@ -72,6 +72,85 @@ fn the_end_to_end_figures_are_images_per_second() {
     assert!(f["throughput"].as_f64().unwrap() > 0.0, "{f}");
 }
 
+/// `bench --e2e --json` on the bundled CLIP, a tiny batch, `extra` flags
+/// added: the report's `figures`.
+fn e2e_figures(extra: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--device", "cpu", "bench", "--e2e", "--batch", "2", "--classes", "3", "--json"];
+    all.extend(extra);
+    let run = engine(&all);
+    assert!(run.status.success(), "bench --e2e failed: {}", stderr(&run));
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).expect("bench --e2e --json prints JSON");
+    assert_eq!(json["device_kind"], "cpu");
+    json["figures"].clone()
+}
+
+#[test]
+fn the_e2e_step_reports_its_phases_and_they_add_up_to_the_step() {
+    let f = e2e_figures(&["--runs", "3", "--warmup", "1"]);
+    assert_eq!(f["config"]["batch"], 2);
+    assert_eq!(f["config"]["image_size"], 64, "the bundled CLIP's resolution");
+    // SOT, 16 context vectors, the class name's tokens, ".", EOT.
+    assert!(f["text_length"].as_u64().unwrap() >= 20, "{f}");
+    let loss = f["first_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{f}");
+    for kind in ["train", "inference"] {
+        let step = &f[kind];
+        let ms = step["median_ms"].as_f64().unwrap();
+        assert!(ms > 0.0 && step["min_ms"].as_f64().unwrap() <= ms, "{kind}: {step}");
+        let rate = step["images_per_s"].as_f64().unwrap();
+        assert!((rate - 2.0 / ms * 1e3).abs() < 1e-6 * rate, "{kind}: {step}");
+        let mfu = step["mfu"].as_f64().unwrap();
+        assert!(mfu > 0.0 && mfu.is_finite() && step["model_gflop"].as_f64().unwrap() > 0.0, "{kind}: {step}");
+    }
+    assert!(
+        f["train"]["model_gflop"].as_f64().unwrap() > f["inference"]["model_gflop"].as_f64().unwrap(),
+        "a training step also runs the backward: {f}"
+    );
+    let phases = f["phases_ms"].as_object().unwrap();
+    let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    for phase in ["vision", "text", "decoupling", "loss", "backward", "optimizer"] {
+        assert!(names.contains(&phase), "{phase} missing: {names:?}");
+    }
+    let sum: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(phases.values().all(|v| v.as_f64().unwrap() >= 0.0), "{phases:?}");
+    // The step's own clock also sees the glue between phases, a few
+    // microseconds; the phases must account for nearly all of it.
+    let step = f["train"]["mean_ms"].as_f64().unwrap();
+    assert!(sum <= step * 1.000_001 && sum >= 0.95 * step, "phases {sum} ms against the step's {step} ms: {phases:?}");
+    assert!(f["peak_memory_mib"].as_f64().unwrap() > 1.0, "{f}");
+    assert!(f["matrix_rate"]["gflops"].as_f64().unwrap() > 0.0, "{f}");
+}
+
+#[test]
+fn exported_inputs_give_the_first_loss_of_the_run_that_wrote_them() {
+    let dir = scratch("e2e-export");
+    let export = engine(&[
+        "--device",
+        "cpu",
+        "bench",
+        "--e2e",
+        "--batch",
+        "2",
+        "--classes",
+        "3",
+        "--seed",
+        "5",
+        "--export",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "--export failed: {}", stderr(&export));
+    assert!(!dir.join("clip.safetensors").exists(), "a CLIP file is written for --model only");
+    let inputs = dir.join("inputs.safetensors");
+    let seeded = e2e_figures(&["--seed", "5", "--runs", "1", "--warmup", "1"])["first_loss"].as_f64().unwrap();
+    let loaded = e2e_figures(&["--inputs", inputs.to_str().unwrap(), "--runs", "1", "--warmup", "1"])["first_loss"]
+        .as_f64()
+        .unwrap();
+    let other = e2e_figures(&["--seed", "6", "--runs", "1", "--warmup", "1"])["first_loss"].as_f64().unwrap();
+    assert_eq!(seeded, loaded, "the same batch and parameters from the file");
+    assert_ne!(seeded, other, "another seed draws another batch");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_filter_that_matches_nothing_is_an_error_naming_it() {
     let out = engine(&[

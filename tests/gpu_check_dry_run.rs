@@ -25,6 +25,7 @@ const CHECKS: &[&str] = &[
     "bench_torch",
     "bench_report",
     "kernels_nvrtc",
+    "bench_e2e",
     "memcheck",
     "racecheck",
 ];

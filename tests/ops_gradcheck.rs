@@ -352,6 +352,26 @@ fn grad_linear_without_bias() {
     gradcheck("linear", 249, &[x, w], |p| p[0].linear(&p[1], None));
 }
 
+#[test]
+fn grad_linear_frozen_through_the_input_only() {
+    // W and b frozen (plain tensors), W^T stored beside W: the input
+    // gradient must still be g W, and the output must equal `linear`'s.
+    let mut rng = Rng::new(250);
+    let x = Input::randn(&mut rng, &[2, 3, 6], 1.0);
+    let (w, b) = (rng.normal_vec(4 * 6, 0.5), rng.normal_vec(4, 1.0));
+    gradcheck("linear_frozen", 250, &[x], |p| {
+        let weight = Tensor::from_vec(w.clone(), [4, 6], p[0].device())?;
+        let bias = Tensor::from_vec(b.clone(), [4], p[0].device())?;
+        let weight_t = weight.transpose(0, 1)?;
+        let frozen = p[0].linear_frozen(&weight, &weight_t, Some(&bias))?;
+        let plain = p[0].linear(&weight, Some(&bias))?;
+        let (got, want) = (frozen.to_vec()?, plain.to_vec()?);
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        anyhow::ensure!(worst <= 1e-5, "linear_frozen differs from linear by {worst}");
+        Ok(frozen)
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Normalisations, softmax, attention.
 

@@ -130,7 +130,7 @@ export_machine_info() {
     BENCH_CORES="$(nproc)"
     BENCH_FLAGS="$(grep -m1 -o -w -E 'avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
     BENCH_KERNEL="$(uname -sr)"
-    BENCH_RUSTC="$(rustc --version)"
+    BENCH_RUSTC="$(rustc --version 2>/dev/null || echo "no rustc on this machine")"
     BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
     export BENCH_CPU BENCH_CPUFAM BENCH_CORES BENCH_FLAGS BENCH_KERNEL BENCH_RUSTC BENCH_DATE
 }

@@ -12,6 +12,8 @@
 #                                  the fatbins), which the sanitizers check
 #       gpu-check.sh               the script to run there
 #       tools/bench_*.py           the PyTorch side of `bench` and its report
+#       tools/bench-vs-torch.sh,   the MLR-PL step against PyTorch (bench_e2e)
+#       tools/torch_reference.py
 #       MANIFEST                   commit, date, toolchains, files, sizes, sha256
 #   gpu-bundle/run.sh          entry script: unpacks the archive, runs gpu-check.sh
 #   gpu-bundle/MANIFEST        the same MANIFEST, plus the archive's size
@@ -86,6 +88,8 @@ strip --strip-debug "$stage/bin/mlrpl-engine" "$stage"/tests/*
 cp kernels/*.cu kernels/*.cuh "$stage/kernels/"
 cp tools/gpu-check.sh "$stage/"
 cp tools/bench_torch_kernels.py tools/bench_kernels_report.py "$stage/tools/"
+cp tools/bench-vs-torch.sh tools/bench-lib.sh tools/torch_reference.py tools/bench_vs_torch_report.py \
+  tools/bench_report.py "$stage/tools/"
 chmod +x "$stage/gpu-check.sh"
 
 # The kernels' entry points, for the sanitizers' --kernel-name filter: each

@@ -50,6 +50,11 @@
 #     bench_torch    tools/bench_torch_kernels.py: the same cases with PyTorch
 #     bench_report   tools/bench_kernels_report.py: torch / engine per case
 #     kernels_nvrtc  the NVRTC fallback compiles every kernel
+#     bench_e2e      tools/bench-vs-torch.sh --device cuda --rounds 1: the
+#                    MLR-PL training step (bench --e2e) against PyTorch
+#                    literal and optimized, ViT-B/16 at 448 (batch 32, 80
+#                    classes), at 224 (batch 64) and ViT-B/32 at 224 (batch
+#                    128, 20 classes); its table goes into results.md
 #   sanitizers (last; limited to the kernels of kernels/*.cu listed in the
 #   bundle's kernel-names.txt, so cuBLAS's kernels run uninstrumented):
 #     memcheck       compute-sanitizer --tool memcheck on the training-step
@@ -287,6 +292,8 @@ check bench runs 90 "$engine" --device cuda bench --quick --out "$work/bench" --
 check bench_torch runs 60 "$python" "$bundle/tools/bench_torch_kernels.py" --engine "$work/bench/bench.json"
 check bench_report runs 15 "$python" "$bundle/tools/bench_kernels_report.py" "$work/bench"
 check kernels_nvrtc runs 60 "$tests/kernels_nvrtc" --test-threads=1
+check bench_e2e runs 150 bash "$bundle/tools/bench-vs-torch.sh" --device cuda --engine "$engine" --python "$python" \
+  --rounds 1 --wait-idle 0 --out "$work/e2e/benchmarks.md"
 
 # ---- sanitizers ------------------------------------------------------------
 step_tests=("$tests/cuda_training" training_step_matches_the_cpu --test-threads=1)
@@ -321,6 +328,12 @@ rm -rf "$work/run-bf16" "$work/run-f32"
     tail -n 12 "$logs/$name.log" | cut -c1-240
     echo '```'
   done
+  if [[ -f $work/e2e/benchmarks.md ]]; then
+    echo
+    echo "## bench_e2e: tools/bench-vs-torch.sh"
+    echo
+    head -n 40 "$work/e2e/benchmarks.md"
+  fi
   if [[ -f $work/bench/report.md ]]; then
     echo
     echo "## bench/report.md"

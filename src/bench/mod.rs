@@ -10,6 +10,8 @@
 //!
 //! * [`kernels`]: the cases (primitive, shapes of two models, inputs, work);
 //! * [`end_to_end`]: a training step and the image encoder, images/s;
+//! * [`train_step`]: `--e2e`, the MLR-PL training and inference steps of a
+//!   configuration given by flags, phase by phase;
 //! * [`check`], [`timing`], [`report`]: the comparison, the clock, the output.
 
 pub mod case;
@@ -18,6 +20,7 @@ pub mod end_to_end;
 pub mod kernels;
 pub mod report;
 pub mod timing;
+pub mod train_step;
 
 use crate::backend::Storage;
 use crate::clip::Clip;

@@ -131,3 +131,31 @@ impl ClipConfig {
         Ok(ClipConfig { vision, text })
     }
 }
+
+/// The random-weight CLIP sizes `bench --e2e --model` names: OpenAI's
+/// released ViT checkpoints' shapes.
+pub const NAMED_SIZES: [&str; 3] = ["vit-b32", "vit-b16", "vit-l14"];
+
+impl ClipConfig {
+    /// The shapes of OpenAI's checkpoint called `name` (one of [`NAMED_SIZES`]).
+    pub fn named(name: &str) -> Result<ClipConfig> {
+        // (vision width, vision layers, patch, grid at 224, embed, text width)
+        let (width, layers, patch, grid, embed_dim, text_width) = match name {
+            "vit-b32" => (768, 12, 32, 7, 512, 512),
+            "vit-b16" => (768, 12, 16, 14, 512, 512),
+            "vit-l14" => (1024, 24, 14, 16, 768, 768),
+            other => bail!("unknown CLIP size {other:?}; known: {}", NAMED_SIZES.join(", ")),
+        };
+        Ok(ClipConfig {
+            vision: VisionConfig { width, layers, heads: width / HEAD_WIDTH, patch, grid, embed_dim },
+            text: TextConfig {
+                width: text_width,
+                layers: 12,
+                heads: text_width / HEAD_WIDTH,
+                context_length: 77,
+                vocab_size: 49408,
+                embed_dim,
+            },
+        })
+    }
+}

@@ -22,10 +22,10 @@ fn layer_norm(w: &WeightMap, prefix: &str, width: usize) -> Result<LayerNorm> {
 }
 
 fn linear(w: &WeightMap, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get_shaped(&format!("{prefix}.weight"), &[out, inp])?,
-        bias: Some(w.get_shaped(&format!("{prefix}.bias"), &[out])?),
-    })
+    Linear::new(
+        w.get_shaped(&format!("{prefix}.weight"), &[out, inp])?,
+        Some(w.get_shaped(&format!("{prefix}.bias"), &[out])?),
+    )
 }
 
 fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: usize) -> Result<Transformer> {
@@ -35,10 +35,10 @@ fn transformer(w: &WeightMap, prefix: &str, width: usize, layers: usize, heads: 
             Ok(ResidualBlock {
                 ln_1: layer_norm(w, &format!("{p}.ln_1"), width)?,
                 attn: MultiHeadAttention {
-                    in_proj: Linear {
-                        weight: w.get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
-                        bias: Some(w.get_shaped(&format!("{p}.attn.in_proj_bias"), &[3 * width])?),
-                    },
+                    in_proj: Linear::new(
+                        w.get_shaped(&format!("{p}.attn.in_proj_weight"), &[3 * width, width])?,
+                        Some(w.get_shaped(&format!("{p}.attn.in_proj_bias"), &[3 * width])?),
+                    )?,
                     out_proj: linear(w, &format!("{p}.attn.out_proj"), width, width)?,
                     heads,
                 },
@@ -201,14 +201,34 @@ impl TextTower {
     pub fn encode(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
         let eot = Self::eot_positions(tokens);
         let len = eot.iter().max().map_or(0, |m| m + 1);
-        self.encode_embeddings(&self.embed(tokens, len)?, &eot, |_, _| {})
+        self.encode_pooled(&self.embed(tokens, len)?, &eot)
     }
 
-    /// The text transformer on token embeddings x [T, L, width] (prompt
-    /// learning feeds learned context vectors here), pooled at `eot`: [T,
-    /// embed_dim], f32. It runs in the weights' dtype (x is converted to it;
+    /// The text transformer on token embeddings x [T, L, width], pooled at
+    /// `eot`: [T, embed_dim], f32, with `on_block` seeing every block's
+    /// whole output. It runs in the weights' dtype (x is converted to it;
     /// the gradient comes back in x's own dtype).
     pub fn encode_embeddings(&self, x: &Tensor, eot: &[usize], on_block: impl FnMut(usize, &Tensor)) -> Result<Tensor> {
+        let (x, rows) = self.positioned(x, eot)?;
+        let x = self.transformer.forward_with(&x, true, on_block)?;
+        let &[t, len, width] = x.dims() else { unreachable!("positioned checked the rank") };
+        self.project(&x.reshape([t * len, width])?.index_select(&rows)?)
+    }
+
+    /// [`TextTower::encode_embeddings`] without the per-block view, for
+    /// prompt learning: the last block computes its attention output
+    /// projection and MLP for the EOT rows only, the only ones pooled (the
+    /// other rows of its output feed nothing), so the text pass does about
+    /// 1/L_t less work forward and backward.
+    pub fn encode_pooled(&self, x: &Tensor, eot: &[usize]) -> Result<Tensor> {
+        let (x, rows) = self.positioned(x, eot)?;
+        self.project(&self.transformer.forward_rows(&x, true, &rows)?)
+    }
+
+    /// x [T, L, width] checked against the tower and `eot`, in the weights'
+    /// dtype with the positional embeddings added, and the flat row index
+    /// (t L + eot_t) of each sequence's EOT.
+    fn positioned(&self, x: &Tensor, eot: &[usize]) -> Result<(Tensor, Tensor)> {
         let &[t, len, width] = x.dims() else { bail!("text embeddings must be [T, L, W], got shape {}", x.shape()) };
         if width != self.config.width || len > self.config.context_length || eot.len() != t {
             bail!(
@@ -223,11 +243,14 @@ impl TextTower {
             bail!("EOT position {bad} is outside the {len} positions given");
         }
         let x = x.to_dtype(self.token_embedding.dtype())?.add(&self.positional_embedding.narrow(0, 0, len)?)?;
-        let x = self.transformer.forward_with(&x, true, on_block)?;
         let rows: Vec<u32> = eot.iter().enumerate().map(|(i, &e)| (i * len + e) as u32).collect();
         let rows = Tensor::from_ids(rows, [t], x.device())?;
-        let pooled = x.reshape([t * len, width])?.index_select(&rows)?;
-        self.ln_final.forward(&pooled)?.matmul(&self.text_projection)?.to_dtype(DType::F32)
+        Ok((x, rows))
+    }
+
+    /// `ln_final` and `text_projection` of pooled rows [T, width]: [T, embed_dim], f32.
+    fn project(&self, pooled: &Tensor) -> Result<Tensor> {
+        self.ln_final.forward(pooled)?.matmul(&self.text_projection)?.to_dtype(DType::F32)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::clip::Clip;
 use crate::optim::ParamGroup;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 /// A trainable tensor with its checkpoint name.
 type Named = (String, Tensor);
@@ -92,7 +92,8 @@ impl MlrplModel {
 
     /// Logits [B, C] from the image tokens of [`Self::image_tokens`].
     pub fn logits_from_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self.logits_and_attention(tokens, false)?.0)
+        let text = self.text_features()?;
+        self.classify(&self.visual_features(tokens, &text)?, &text)
     }
 
     /// Probabilities [B, C] of images and, from the same pass, the
@@ -100,35 +101,53 @@ impl MlrplModel {
     /// (each row sums to 1): what `explain` draws. An error for a model
     /// without the module (`--no-sdm`), which has no attention.
     pub fn probabilities_and_attention(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
-        if self.sdm.is_none() {
+        let Some(sdm) = &self.sdm else {
             bail!("the model has no semantic decoupling module (trained with --no-sdm), so no attention to show");
-        }
-        let (logits, attention) = self.logits_and_attention(&self.image_tokens(images)?, true)?;
-        Ok((logits.sigmoid()?, attention.context("the decoupling module gave no attention")?))
+        };
+        let patches = patch_tokens(&self.image_tokens(images)?)?;
+        let text = self.text_features()?;
+        let attention = sdm.attention(&patches, &text)?;
+        let logits = self.classify(&attention.matmul(&patches)?, &text)?;
+        Ok((logits.sigmoid()?, attention))
     }
 
-    /// Logits [B, C] and, when `keep_attention` and the model has the
-    /// decoupling module, its attention [B, C, N]. Without `keep_attention`
-    /// the module runs as one `forward` (which a backend may fuse).
-    fn logits_and_attention(&self, tokens: &Tensor, keep_attention: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let &[b, l, d] = tokens.dims() else {
-            bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape())
-        };
-        let text = self.prompts.text_features(&self.clip.text)?;
-        let classes = self.num_classes();
-        let (visual, attention) = match &self.sdm {
-            Some(sdm) if keep_attention => {
-                let patches = tokens.narrow(1, 1, l - 1)?;
-                let attention = sdm.attention(&patches, &text)?;
-                (attention.matmul(&patches)?, Some(attention))
+    /// One text feature per category through the frozen text tower: [C, D].
+    pub fn text_features(&self) -> Result<Tensor> {
+        self.prompts.text_features(&self.clip.text)
+    }
+
+    /// One visual feature per category [B, C, D] from the image tokens and
+    /// the text features: the semantic decoupling module's (one `forward`,
+    /// which a backend may fuse), or the class token for every category
+    /// without it (`--no-sdm`).
+    pub fn visual_features(&self, tokens: &Tensor, text: &Tensor) -> Result<Tensor> {
+        match &self.sdm {
+            Some(sdm) => sdm.forward(&patch_tokens(tokens)?, text),
+            None => {
+                let [b, _, d] = token_dims(tokens)?;
+                tokens.narrow(1, 0, 1)?.broadcast_to(&[b, self.num_classes(), d].into())
             }
-            Some(sdm) => (sdm.forward(&tokens.narrow(1, 1, l - 1)?, &text)?, None),
-            None => (tokens.narrow(1, 0, 1)?.broadcast_to(&[b, classes, d].into())?, None),
-        };
-        Ok((self.classifier.forward(&visual, &text)?, attention))
+        }
+    }
+
+    /// Logits [B, C] from the per-category visual and text features.
+    pub fn classify(&self, visual: &Tensor, text: &Tensor) -> Result<Tensor> {
+        self.classifier.forward(visual, text)
     }
 
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
         self.logits_from_tokens(&self.image_tokens(images)?)
     }
+}
+
+/// The patch tokens [B, N, D] of image tokens [B, 1 + N, D] (class token first).
+fn patch_tokens(tokens: &Tensor) -> Result<Tensor> {
+    let [_, l, _] = token_dims(tokens)?;
+    tokens.narrow(1, 1, l - 1)
+}
+
+/// [B, 1 + N, D] of image tokens, or an error naming their shape.
+fn token_dims(tokens: &Tensor) -> Result<[usize; 3]> {
+    let &[b, l, d] = tokens.dims() else { bail!("image tokens must be [B, 1 + N, D], got shape {}", tokens.shape()) };
+    Ok([b, l, d])
 }

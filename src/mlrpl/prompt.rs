@@ -125,6 +125,6 @@ impl PromptLearner {
 
     /// One text feature per category through the frozen tower: [C, D].
     pub fn text_features(&self, text: &TextTower) -> Result<Tensor> {
-        text.encode_embeddings(&self.embeddings()?, &self.eot, |_, _| {})
+        text.encode_pooled(&self.embeddings()?, &self.eot)
     }
 }

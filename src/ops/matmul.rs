@@ -26,6 +26,38 @@ impl Tensor {
         }
         gemm(self, weight, bias, false, true)
     }
+
+    /// [`Tensor::linear`] of a frozen layer that also keeps `weight_t` =
+    /// W^T [in, out]: the forward product reads W^T as stored and the input
+    /// gradient `g W` reads W as stored, so neither product transposes an
+    /// operand (the CPU GEMM packs a transposed right operand at about half
+    /// its rate, docs/benchmarks/clip-cpu.md). The weights get no gradient.
+    pub fn linear_frozen(&self, weight: &Tensor, weight_t: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (&[out_w, in_w], &[in_t, out_t]) = (weight.dims(), weight_t.dims()) else {
+            bail!("linear_frozen: weights must be 2-D, got shapes {} and {}", weight.shape(), weight_t.shape());
+        };
+        if (out_w, in_w) != (out_t, in_t) || weight.requires_grad() || weight_t.requires_grad() {
+            bail!("linear_frozen: {} must be the transpose of {}, both frozen", weight_t.shape(), weight.shape());
+        }
+        if let Some(b) = bias.filter(|b| b.dims() != [out_w] || b.requires_grad()) {
+            bail!(
+                "linear_frozen: bias shape {} does not match weight shape {} (or it is trainable)",
+                b.shape(),
+                weight.shape()
+            );
+        }
+        let out = {
+            let _no_grad = autograd::no_grad();
+            gemm(self, weight_t, bias, false, false)?
+        };
+        if !(autograd::is_grad_enabled() && self.requires_grad()) {
+            return Ok(out);
+        }
+        let out = out.with_shape(out.shape().clone(), true);
+        let weight = weight.clone();
+        autograd::record(&out, &[self], move |g, _| Ok(vec![Some(gemm(g, &weight, None, false, false)?)]));
+        Ok(out)
+    }
 }
 
 /// `op(a) @ op(b) (+ bias)` where `op` transposes the last two dims when
