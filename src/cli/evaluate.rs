@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// A trained model rebuilt from its checkpoint: CLIP (the one the
 /// checkpoint names, or `--clip`), prompts, decoupling module, classifier;
 /// with its input size and its validation-chosen threshold (if recorded).
-pub(super) fn load_model(
+fn load_model(
     path: &Path,
     clip_path: Option<&PathBuf>,
     batch_size: usize,
@@ -139,12 +139,8 @@ pub fn run_eval(args: EvalArgs, device: &Device, precision: Precision) -> Result
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint state file (checkpoint-best.json) or a run folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CLIP weights, when not where the checkpoint says.
-    #[arg(long)]
-    clip: Option<PathBuf>,
+    #[command(flatten)]
+    model: TrainedModelArgs,
     #[command(flatten)]
     inputs: ImageInputs,
     /// Probability at or above which a category is reported as present
@@ -157,6 +153,25 @@ pub struct PredictArgs {
     /// Write the JSON here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// A trained checkpoint and the CLIP it runs on (`predict`, `explain`).
+#[derive(Args, Debug)]
+pub struct TrainedModelArgs {
+    /// A checkpoint state file (checkpoint-best.json) or a run folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// CLIP weights, when not where the checkpoint says.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+}
+
+impl TrainedModelArgs {
+    /// The model, its input size and its validation-chosen threshold (see
+    /// [`load_model`]), checked for batches of [`PREDICT_BATCH`] images.
+    pub(super) fn load(&self, device: &Device, precision: Precision) -> Result<(MlrplModel, usize, Option<f32>)> {
+        load_model(&self.checkpoint, self.clip.as_ref(), PREDICT_BATCH, device, precision)
+    }
 }
 
 /// Images given by `--image` and `--folder` (`predict`, `explain`).
@@ -237,8 +252,7 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
     }
     checks::at_least_one("--top-k", args.top_k)?;
     let paths = args.inputs.paths("predict")?;
-    let (model, image_size, chosen) =
-        load_model(&args.checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
+    let (model, image_size, chosen) = args.model.load(device, precision)?;
     let threshold = args.threshold.or(chosen).unwrap_or(THRESHOLD);
     let _no_grad = mlrpl_engine::autograd::no_grad();
     let progress = Progress::new("predict", paths.len(), 0, "images");
@@ -246,7 +260,7 @@ pub fn run_predict(args: PredictArgs, device: &Device, precision: Precision) -> 
     for chunk in paths.chunks(PREDICT_BATCH) {
         let images = chunk.iter().map(|path| load_rgb(path)).collect::<Result<Vec<_>>>()?;
         let probs = model.logits(&model_input(&images, image_size, device)?)?.sigmoid()?.to_vec()?;
-        check_finite(&probs, model.num_classes(), chunk, &args.checkpoint)?;
+        check_finite(&probs, model.num_classes(), chunk, &args.model.checkpoint)?;
         for (path, row) in chunk.iter().zip(probs.chunks(model.num_classes())) {
             let entry = |c: usize| serde_json::json!({ "class": model.class_names[c], "probability": row[c] });
             let mut ranked: Vec<usize> = (0..row.len()).collect();

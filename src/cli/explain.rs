@@ -4,7 +4,7 @@
 //! itself first and every chosen category after it.
 
 use super::checks;
-use super::evaluate::{check_finite, load_model, model_input, ImageInputs, PREDICT_BATCH};
+use super::evaluate::{check_finite, model_input, ImageInputs, TrainedModelArgs, PREDICT_BATCH};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlrpl_engine::data::image::load_rgb;
@@ -16,12 +16,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    /// A checkpoint state file (checkpoint-best.json) or a run folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CLIP weights, when not where the checkpoint says.
-    #[arg(long)]
-    clip: Option<PathBuf>,
+    #[command(flatten)]
+    model: TrainedModelArgs,
     #[command(flatten)]
     inputs: ImageInputs,
     /// A category to draw whether predicted or not; repeatable.
@@ -82,8 +78,8 @@ pub fn run(args: ExplainArgs, device: &Device, precision: Precision) -> Result<(
         .map(|p| (p.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned()), p.display().to_string()))
         .collect();
     distinct("the images", &stems)?;
-    let checkpoint = &args.checkpoint;
-    let (model, image_size, chosen) = load_model(checkpoint, args.clip.as_ref(), PREDICT_BATCH, device, precision)?;
+    let checkpoint = &args.model.checkpoint;
+    let (model, image_size, chosen) = args.model.load(device, precision)?;
     if model.sdm.is_none() {
         bail!(
             "{}: the model was trained with --no-sdm, so it has no semantic decoupling attention to draw",
