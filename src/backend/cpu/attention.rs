@@ -4,6 +4,7 @@
 //! both backends save the same tensors).
 
 use super::gemm::gemm_f32;
+use super::vmath;
 use crate::backend::{AttentionSpec, GemmSpec};
 use rayon::prelude::*;
 
@@ -40,9 +41,10 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], spec: &AttentionSpec) -> (Vec<f3
             let mut lse = vec![0.0; q_len];
             for (row, lse) in s.chunks_mut(kv_len).zip(lse.iter_mut()) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+                vmath::map_in_place(row, |x| vmath::exp(x - max));
+                let sum: f32 = row.iter().sum();
                 *lse = max + sum.ln();
-                row.iter_mut().for_each(|x| *x = (*x - *lse).exp());
+                vmath::map_in_place(row, |p| p / sum);
             }
             (matmul(&s, head_slices(v, h, kv_len, head_dim), q_len, head_dim, kv_len, false, false), lse)
         })
@@ -77,12 +79,12 @@ pub fn backward(
             let gh = head_slices(grad, h, q_len, head_dim);
             let mut p = scores(qh, kh, spec);
             for (row, &l) in p.chunks_mut(kv_len).zip(&lse[h * q_len..(h + 1) * q_len]) {
-                row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                vmath::map_in_place(row, |x| vmath::exp(x - l));
             }
             let dv = matmul(&p, gh, kv_len, head_dim, q_len, true, false);
             let mut ds = matmul(gh, vh, q_len, kv_len, head_dim, false, true);
             for i in 0..q_len {
-                let row_dot: f32 = (0..head_dim).map(|d| gh[i * head_dim + d] * oh[i * head_dim + d]).sum();
+                let row_dot = vmath::dot(&gh[i * head_dim..][..head_dim], &oh[i * head_dim..][..head_dim]);
                 for j in 0..kv_len {
                     let idx = i * kv_len + j;
                     ds[idx] = p[idx] * (ds[idx] - row_dot) * scale;

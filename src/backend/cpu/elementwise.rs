@@ -1,5 +1,6 @@
 //! Elementwise maps, broadcasting binaries and broadcast reductions.
 
+use super::vmath;
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::Shape;
 use rayon::prelude::*;
@@ -7,55 +8,55 @@ use rayon::prelude::*;
 /// Elements per rayon task: below this, threading costs more than it saves.
 const PAR_CHUNK: usize = 1 << 14;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 const QUICK_GELU_ALPHA: f32 = 1.702;
 
+/// Fills `out` from `x` with `f`, in parallel chunks through [`vmath::map`].
+fn par_map(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+    out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, x)| vmath::map(o, x, &f));
+}
+
 pub fn unary(x: &[f32], op: UnaryOp) -> Vec<f32> {
-    let f = move |x: f32| match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sigmoid => sigmoid(x),
-        UnaryOp::QuickGelu => x * sigmoid(QUICK_GELU_ALPHA * x),
-        UnaryOp::Affine { scale, shift } => scale * x + shift,
-        UnaryOp::Clamp { min, max } => x.clamp(min, max),
-    };
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
-        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+    // One loop per op, so that each is vectorised with its own function.
+    match op {
+        UnaryOp::Neg => par_map(&mut out, x, |x| -x),
+        UnaryOp::Exp => par_map(&mut out, x, vmath::exp),
+        UnaryOp::Log => par_map(&mut out, x, f32::ln),
+        UnaryOp::Sqrt => par_map(&mut out, x, f32::sqrt),
+        UnaryOp::Tanh => par_map(&mut out, x, vmath::tanh),
+        UnaryOp::Sigmoid => par_map(&mut out, x, vmath::sigmoid),
+        UnaryOp::QuickGelu => par_map(&mut out, x, |x| x * vmath::sigmoid(QUICK_GELU_ALPHA * x)),
+        UnaryOp::Affine { scale, shift } => par_map(&mut out, x, |x| scale * x + shift),
+        UnaryOp::Clamp { min, max } => par_map(&mut out, x, |x| x.clamp(min, max)),
+    }
     out
+}
+
+/// Fills `out` from `a`, `b` and `c` with `f`, in parallel chunks through
+/// [`vmath::zip3_map`].
+fn par_map3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) {
+    let inputs = a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)).zip(c.par_chunks(PAR_CHUNK));
+    out.par_chunks_mut(PAR_CHUNK).zip(inputs).for_each(|(o, ((a, b), c))| vmath::zip3_map(o, a, b, c, &f));
 }
 
 /// `grad * op'(x)`, using the forward output `y` where that is cheaper.
 pub fn unary_backward(x: &[f32], y: &[f32], grad: &[f32], op: UnaryOp) -> Vec<f32> {
-    let d = move |x: f32, y: f32| match op {
-        UnaryOp::Neg => -1.0,
-        UnaryOp::Exp => y,
-        UnaryOp::Log => 1.0 / x,
-        UnaryOp::Sqrt => 0.5 / y,
-        UnaryOp::Tanh => 1.0 - y * y,
-        UnaryOp::Sigmoid => y * (1.0 - y),
-        UnaryOp::QuickGelu => {
-            let s = sigmoid(QUICK_GELU_ALPHA * x);
-            s + QUICK_GELU_ALPHA * x * s * (1.0 - s)
-        }
-        UnaryOp::Affine { scale, .. } => scale,
-        UnaryOp::Clamp { min, max } => f32::from((min..=max).contains(&x)),
-    };
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {
-        let base = c * PAR_CHUNK;
-        for (i, o) in o.iter_mut().enumerate() {
-            let j = base + i;
-            *o = grad[j] * d(x[j], y[j]);
-        }
-    });
+    let o = &mut out;
+    match op {
+        UnaryOp::Neg => par_map3(o, x, y, grad, |_, _, g| -g),
+        UnaryOp::Exp => par_map3(o, x, y, grad, |_, y, g| g * y),
+        UnaryOp::Log => par_map3(o, x, y, grad, |x, _, g| g * (1.0 / x)),
+        UnaryOp::Sqrt => par_map3(o, x, y, grad, |_, y, g| g * (0.5 / y)),
+        UnaryOp::Tanh => par_map3(o, x, y, grad, |_, y, g| g * (1.0 - y * y)),
+        UnaryOp::Sigmoid => par_map3(o, x, y, grad, |_, y, g| g * (y * (1.0 - y))),
+        UnaryOp::QuickGelu => par_map3(o, x, y, grad, |x, _, g| {
+            let s = vmath::sigmoid(QUICK_GELU_ALPHA * x);
+            g * (s + QUICK_GELU_ALPHA * x * s * (1.0 - s))
+        }),
+        UnaryOp::Affine { scale, .. } => par_map3(o, x, y, grad, |_, _, g| g * scale),
+        UnaryOp::Clamp { min, max } => par_map3(o, x, y, grad, |x, _, g| g * f32::from((min..=max).contains(&x))),
+    }
     out
 }
 
@@ -102,16 +103,37 @@ pub fn binary(
     rhs_shape: &Shape,
     out_shape: &Shape,
 ) -> Vec<f32> {
-    let f = move |a: f32, b: f32| match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-    };
+    let shapes = (lhs_shape, rhs_shape, out_shape);
+    match op {
+        BinaryOp::Add => binary_with(lhs, rhs, shapes, |a, b| a + b),
+        BinaryOp::Sub => binary_with(lhs, rhs, shapes, |a, b| a - b),
+        BinaryOp::Mul => binary_with(lhs, rhs, shapes, |a, b| a * b),
+        BinaryOp::Div => binary_with(lhs, rhs, shapes, |a, b| a / b),
+    }
+}
+
+/// `f` over broadcast rows; rows where each side is contiguous or a single
+/// repeated value (the common cases) go through vectorised loops.
+fn binary_with(
+    lhs: &[f32],
+    rhs: &[f32],
+    (lhs_shape, rhs_shape, out_shape): (&Shape, &Shape, &Shape),
+    f: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) -> Vec<f32> {
     let mut out = vec![0.0; out_shape.elem_count()];
     for_each_broadcast_row(&mut out, lhs_shape, rhs_shape, out_shape, |row, lo, ro, ls, rs| {
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = f(lhs[lo + j * ls], rhs[ro + j * rs]);
+        let cols = row.len();
+        match (ls, rs) {
+            (1, 1) => vmath::zip_map(row, &lhs[lo..lo + cols], &rhs[ro..ro + cols], f),
+            (1, 0) => {
+                let b = rhs[ro];
+                vmath::map(row, &lhs[lo..lo + cols], |a| f(a, b))
+            }
+            (0, 1) => {
+                let a = lhs[lo];
+                vmath::map(row, &rhs[ro..ro + cols], |b| f(a, b))
+            }
+            _ => row.iter_mut().enumerate().for_each(|(j, o)| *o = f(lhs[lo + j * ls], rhs[ro + j * rs])),
         }
     });
     out
@@ -119,10 +141,10 @@ pub fn binary(
 
 pub fn broadcast_to(x: &[f32], shape: &Shape, out_shape: &Shape) -> Vec<f32> {
     let mut out = vec![0.0; out_shape.elem_count()];
-    for_each_broadcast_row(&mut out, shape, out_shape, out_shape, |row, xo, _, xs, _| {
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = x[xo + j * xs];
-        }
+    for_each_broadcast_row(&mut out, shape, out_shape, out_shape, |row, xo, _, xs, _| match xs {
+        1 => row.copy_from_slice(&x[xo..xo + row.len()]),
+        0 => row.fill(x[xo]),
+        _ => row.iter_mut().enumerate().for_each(|(j, o)| *o = x[xo + j * xs]),
     });
     out
 }

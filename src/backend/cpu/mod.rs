@@ -10,6 +10,7 @@ pub mod heap;
 mod layout;
 mod norm;
 mod optim;
+pub mod vmath;
 
 use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CustomOp, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
 use crate::{DType, Shape};

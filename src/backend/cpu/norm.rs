@@ -3,6 +3,7 @@
 //! are processed in parallel and each row's statistics are summed in f32 in
 //! a fixed order.
 
+use super::vmath;
 use rayon::prelude::*;
 
 /// Returns (y, mean, rstd); mean and rstd hold one value per row.
@@ -81,12 +82,9 @@ pub fn softmax_row(x: &[f32], y: &mut [f32]) {
         y.fill(0.0);
         return;
     }
-    let mut sum = 0.0;
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - max).exp();
-        sum += *y;
-    }
-    y.iter_mut().for_each(|y| *y /= sum);
+    vmath::map(y, x, |x| vmath::exp(x - max));
+    let sum: f32 = y.iter().sum();
+    vmath::map_in_place(y, |y| y / sum);
 }
 
 /// dx = y * (dy - sum(dy * y)) per row.

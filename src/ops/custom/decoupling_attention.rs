@@ -18,6 +18,7 @@
 
 use super::decoupling::{add_term_gradients, cuda_scores_backward, DecouplingDims};
 use crate::autograd;
+use crate::backend::cpu::vmath;
 use crate::backend::cuda::common::{grid_for, int, launch, BLOCK};
 use crate::backend::cuda::CudaDevice;
 use crate::backend::custom::{exact_inputs, CustomOp};
@@ -183,17 +184,9 @@ impl CustomOp for DecouplingAttentionBackward {
 fn scores_of_category(x_b: &[f32], t_c: &[f32], u: &[f32], z: &mut [f32], s: &mut [f32]) {
     let width = t_c.len();
     for ((x_n, z_n), s_n) in x_b.chunks_exact(width).zip(z.chunks_exact_mut(width)).zip(s.iter_mut()) {
-        let mut acc = 0.0;
-        for k in 0..width {
-            z_n[k] = (x_n[k] * t_c[k]).tanh();
-            acc += u[k] * z_n[k];
-        }
-        *s_n = acc;
+        vmath::zip_map(z_n, x_n, t_c, |x, t| vmath::tanh(x * t));
+        *s_n = vmath::dot(u, z_n);
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Returns (out [B, C, D], lse [B, C]).
@@ -212,7 +205,7 @@ fn cpu_forward(x: &[f32], t: &[f32], u: &[f32], patches: &[f32], dims: &Attentio
             let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for (s_n, patch) in s.iter().zip(patches[b * positions * embed..].chunks_exact(embed)) {
-                let p = (s_n - max).exp();
+                let p = vmath::exp(s_n - max);
                 sum += p;
                 out_bc.iter_mut().zip(patch).for_each(|(o, &v)| *o += p * v);
             }
@@ -267,8 +260,8 @@ fn cpu_backward(
                 let lse_bc = lse[b * classes + c];
                 let mut delta = 0.0;
                 for ((s_n, dp_n), patch) in s.iter_mut().zip(dp.iter_mut()).zip(patches_b.chunks_exact(embed)) {
-                    *s_n = (*s_n - lse_bc).exp();
-                    *dp_n = dot(dout_bc, patch);
+                    *s_n = vmath::exp(*s_n - lse_bc);
+                    *dp_n = vmath::dot(dout_bc, patch);
                     delta += *s_n * *dp_n;
                 }
                 let dt_c = &mut dt[c * width..][..width];
