@@ -39,6 +39,7 @@ mod softmax;
 
 pub use device::{CudaDevice, PoolMemory};
 
+use super::custom::{StoredInput, StoredOutput};
 use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CustomOp, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
 use crate::{DType, Shape};
 use anyhow::{bail, Result};
@@ -244,6 +245,31 @@ impl CudaStorage {
         let Some(first) = inputs.first() else { bail!("{} needs at least one input", op.name()) };
         for input in inputs {
             first.same_device(input)?;
+        }
+        let stored: Option<Vec<StoredInput>> = inputs
+            .iter()
+            .map(|s| match &s.buffer {
+                CudaBuffer::F32(b) => Some(StoredInput::F32(b)),
+                CudaBuffer::BF16(b) => Some(StoredInput::Bf16(b)),
+                CudaBuffer::F16(_) | CudaBuffer::U32(_) => None,
+            })
+            .collect();
+        if let Some(outputs) = stored.map(|s| op.cuda_stored(&first.device, &s)).transpose()?.flatten() {
+            super::custom::check_outputs(op, inputs.len(), outputs.len())?;
+            return outputs
+                .into_iter()
+                .zip(inputs)
+                .map(|(out, input)| {
+                    let (storage, dtype) = match out {
+                        StoredOutput::F32(v) => (CudaStorage::f32_buffer(&first.device, v), DType::F32),
+                        StoredOutput::Bf16(v) => (input.bf16_buffer(v), DType::BF16),
+                    };
+                    if dtype != input.dtype() {
+                        bail!("{}: an output in {dtype} for an input in {}", op.name(), input.dtype());
+                    }
+                    Ok(storage)
+                })
+                .collect();
         }
         let values = inputs.iter().map(|s| s.f32s()).collect::<Result<Vec<_>>>()?;
         let views: Vec<&CudaSlice<f32>> = values.iter().map(|v| &**v).collect();
