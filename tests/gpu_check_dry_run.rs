@@ -26,6 +26,7 @@ const CHECKS: &[&str] = &[
     "bench_report",
     "kernels_nvrtc",
     "bench_e2e",
+    "prompt_memory",
     "memcheck",
     "racecheck",
 ];
