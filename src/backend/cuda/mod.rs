@@ -8,7 +8,9 @@
 //! f32 accumulation), unary maps, broadcasting binaries, the row gather,
 //! layernorm and attention, forward and backward (the `_bf16` kernel
 //! instances: widened on load, computed in f32, rounded once on store;
-//! attention with head width 64 runs the tensor-core flash kernels).
+//! attention with head width 64 runs the tensor-core flash kernels), and
+//! the custom ops that take their buffers as stored
+//! ([`CustomOp::cuda_stored`]: the prompt assembly).
 //! Every other primitive widens a bf16/f16 operand with a cast kernel, runs
 //! in f32 and narrows its output back to the dtype of the first float
 //! input. Either way the result is what the CPU reference computes, up to
