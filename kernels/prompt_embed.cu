@@ -16,12 +16,14 @@ T is float or bf16_bits (the tower's dtype: the `_bf16` instances read and
 write bf16 as stored, widened on load, computed in f32, rounded once on
 store). The context is always f32.
 
-1. prompt_embed_forward(frozen, pos, ctx, x, C, L, W, M, shared)
-   x[c, l, w] = pos[l, w] + (1 <= l <= M ? ctx[s, l - 1, w]
+1. prompt_embed_forward(frozen, pos, ctx, x, C, L, W, M, shared, ctx_bf16)
+   x[c, l, w] = pos[l, w] + (1 <= l <= M ? r(ctx[s, l - 1, w])
                                          : frozen[c, l < 1 ? 0 : l - M, w])
-   with s = 0 when shared, else c: the f32 sum rounded once to T. This is
-   the whole of to_dtype(ctx) + broadcast + concat(prefix, ctx, suffix) +
-   positional add, in one pass that writes x once.
+   with s = 0 when shared, else c, and r the rounding to bf16 when ctx_bf16
+   (a bf16 tower: what to_dtype(ctx) fed the add) or the identity: the f32
+   sum rounded once to T. This is the whole of to_dtype(ctx) + broadcast +
+   concat(prefix, ctx, suffix) + positional add, bit for bit, in one pass
+   that writes x once.
    block = 256, grid = min(ceil(C L W / 256), 65535) (grid-stride over the
    C L W elements of x: consecutive threads take consecutive w, so every
    load and store is coalesced). WRITES every x element, with `=`.
@@ -44,7 +46,8 @@ int (checked by the host); element offsets are 64-bit.
 template <typename T>
 __device__ __forceinline__ void prompt_embed_forward_impl(const T* __restrict__ frozen, const T* __restrict__ pos,
                                                           const float* __restrict__ ctx, T* __restrict__ x, int classes,
-                                                          int len, int width, int n_ctx, int shared) {
+                                                          int len, int width, int n_ctx, int shared,
+                                                          int ctx_bf16) {
     const long long row = (long long)len * width;
     const long long n = (long long)classes * row;
     const long long frozen_row = (long long)(len - n_ctx) * width;
@@ -57,6 +60,9 @@ __device__ __forceinline__ void prompt_embed_forward_impl(const T* __restrict__ 
         float v;
         if (l >= 1 && l <= n_ctx) {
             v = ctx[(shared ? 0 : c) * (long long)n_ctx * width + (long long)(l - 1) * width + w];
+            if (ctx_bf16) {
+                v = to_f32(from_f32<bf16_bits>(v));
+            }
         } else {
             const int f = (l == 0) ? 0 : l - n_ctx;
             v = to_f32(frozen[c * frozen_row + (long long)f * width + w]);
@@ -93,8 +99,8 @@ __device__ __forceinline__ void prompt_embed_backward_impl(const T* __restrict__
 #define PROMPT_EMBED(T, FWD, BWD) \
     extern "C" __global__ void __launch_bounds__(256) \
     FWD(const T* __restrict__ frozen, const T* __restrict__ pos, const float* __restrict__ ctx, T* __restrict__ x, \
-        int classes, int len, int width, int n_ctx, int shared) { \
-        prompt_embed_forward_impl(frozen, pos, ctx, x, classes, len, width, n_ctx, shared); \
+        int classes, int len, int width, int n_ctx, int shared, int ctx_bf16) { \
+        prompt_embed_forward_impl(frozen, pos, ctx, x, classes, len, width, n_ctx, shared, ctx_bf16); \
     } \
     extern "C" __global__ void __launch_bounds__(256) \
     BWD(const T* __restrict__ dx, float* __restrict__ dctx, int classes, int len, int width, int n_ctx, int shared) { \

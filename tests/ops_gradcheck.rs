@@ -740,10 +740,10 @@ fn grad_prompt_embed_per_category_and_shared() {
     }
 }
 
-/// The op is the literal assembly: concat(SOT, ctx broadcast to every
-/// category, the rest) plus the first L positional rows, bit for bit in
-/// f32; the gradient reaches the context only, and frozen inputs that
-/// require a gradient are refused.
+/// The op is the literal assembly: `to_dtype(ctx)`, broadcast to every
+/// category, concat(SOT, ctx, the rest) plus the first L positional rows,
+/// bit for bit in f32 and in bf16; the gradient reaches the context only,
+/// and frozen inputs that require a gradient are refused.
 #[test]
 fn prompt_embed_is_concat_plus_positions() {
     let mut rng = Rng::new(301);
@@ -751,16 +751,20 @@ fn prompt_embed_is_concat_plus_positions() {
     let frozen = tensor(rng.normal_vec(c * (l - m) * w, 1.0), &[c, l - m, w]);
     let pos = tensor(rng.normal_vec(9 * w, 1.0), &[9, w]);
     let ctx = tensor(rng.normal_vec(m * w, 1.0), &[1, m, w]).into_parameter().unwrap();
+    let unfused = |dtype: DType| -> Vec<f32> {
+        let (frozen, pos) = (frozen.to_dtype(dtype).unwrap(), pos.to_dtype(dtype).unwrap());
+        let shared = ctx.to_dtype(dtype).unwrap().broadcast_to(&Shape::new(vec![c, m, w])).unwrap();
+        let parts = [&frozen.narrow(1, 0, 1).unwrap(), &shared, &frozen.narrow(1, 1, l - 1 - m).unwrap()];
+        Tensor::concat(&parts, 1).unwrap().add(&pos.narrow(0, 0, l).unwrap()).unwrap().to_vec().unwrap()
+    };
     let got = frozen.prompt_embed(&pos, &ctx).unwrap();
-    let shared = ctx.broadcast_to(&Shape::new(vec![c, m, w])).unwrap();
-    let parts = [&frozen.narrow(1, 0, 1).unwrap(), &shared, &frozen.narrow(1, 1, l - 1 - m).unwrap()];
-    let want = Tensor::concat(&parts, 1).unwrap().add(&pos.narrow(0, 0, l).unwrap()).unwrap();
     assert_eq!(got.dims(), &[c, l, w]);
-    assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap());
+    assert_eq!(got.to_vec().unwrap(), unfused(DType::F32));
     got.sum_all().unwrap().backward().unwrap();
     assert_eq!(ctx.grad().unwrap().to_vec().unwrap(), vec![c as f32; m * w]);
     let bf16 = frozen.to_dtype(DType::BF16).unwrap().prompt_embed(&pos.to_dtype(DType::BF16).unwrap(), &ctx).unwrap();
     assert_eq!(bf16.dtype(), DType::BF16);
+    assert_eq!(bf16.to_vec().unwrap(), unfused(DType::BF16));
     let trainable = frozen.clone().into_parameter().unwrap();
     assert!(trainable.prompt_embed(&pos, &ctx).is_err());
     assert!(frozen.prompt_embed(&pos.narrow(0, 0, l - 1).unwrap(), &ctx).is_err(), "fewer positions than L");

@@ -714,7 +714,7 @@ const TEXT_CONTEXT: usize = 77;
 /// categories).
 fn prompts(cat: &mut Catalogue, s: &Setup) -> Result<()> {
     let (c, l, w, m) = (s.classes, s.text_tokens, s.text_width, s.n_ctx);
-    let dims = |shared: bool| PromptDims { classes: c, len: l, width: w, n_ctx: m, shared };
+    let dims = |shared: bool, ctx_bf16: bool| PromptDims { classes: c, len: l, width: w, n_ctx: m, shared, ctx_bf16 };
     let params = |sets: usize| {
         vec![("classes", c), ("len", l), ("width", w), ("n_ctx", m), ("sets", sets), ("positions", TEXT_CONTEXT)]
     };
@@ -730,8 +730,9 @@ fn prompts(cat: &mut Catalogue, s: &Setup) -> Result<()> {
                 tower(rng.normal_vec(TEXT_CONTEXT * w, 0.01)),
                 HostInput::f32(rng.normal_vec(c * m * w, 0.02)),
             ];
-            let elem = if inputs[0].dtype == DType::BF16 { 2.0 } else { 4.0 };
-            Ok((params(c), forward_bytes(elem), inputs, custom(PromptEmbed(dims(false)))))
+            let bf16 = inputs[0].dtype == DType::BF16;
+            let elem = if bf16 { 2.0 } else { 4.0 };
+            Ok((params(c), forward_bytes(elem), inputs, custom(PromptEmbed(dims(false, bf16)))))
         })?;
     }
     for (op, shared) in [("prompt_embed_bwd", false), ("prompt_embed_bwd_shared", true)] {
@@ -746,7 +747,7 @@ fn prompts(cat: &mut Catalogue, s: &Setup) -> Result<()> {
                 params(sets),
                 Work::f32_bytes(&[c * m * w, sets * m * w]),
                 inputs,
-                custom(PromptEmbedBackward(dims(shared))),
+                custom(PromptEmbedBackward(dims(shared, false))),
             ))
         })?;
     }

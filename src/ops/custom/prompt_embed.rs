@@ -12,7 +12,9 @@
 //! read and write a bf16 tower's buffers as stored.
 //!
 //! The CPU implementation is the reference: the same sum in f32, rounded
-//! once to the tower's dtype.
+//! once to the tower's dtype. With a bf16 tower the context is rounded to
+//! bf16 before the add, as the unfused `to_dtype(ctx)` did, so the op is
+//! bit-identical to the four ops it replaces in either dtype.
 
 use crate::autograd;
 use crate::backend::cuda::common::{grid_for, int, launch, KernelElem, BLOCK};
@@ -35,6 +37,10 @@ pub struct PromptDims {
     pub n_ctx: usize,
     /// One context for every category (CoOp) instead of one per category.
     pub shared: bool,
+    /// Round the context to bf16 before the positional add (a bf16
+    /// tower): the value the unfused `to_dtype(ctx)` fed the add, so the
+    /// op is bit-identical to the unfused ops (the forward only).
+    pub ctx_bf16: bool,
 }
 
 impl PromptDims {
@@ -68,6 +74,15 @@ impl PromptDims {
             int(self.n_ctx, "context length")?,
             i32::from(self.shared),
         ])
+    }
+
+    /// A context value as the add sees it.
+    fn ctx_value(&self, v: f32) -> f32 {
+        if self.ctx_bf16 {
+            half::bf16::from_f32(v).to_f32()
+        } else {
+            v
+        }
     }
 }
 
@@ -113,7 +128,8 @@ impl Tensor {
         if self.requires_grad() || pos.requires_grad() {
             bail!("prompt_embed: the frozen embeddings and positional table must not require grad");
         }
-        let dims = PromptDims { classes, len, width, n_ctx, shared: sets != classes };
+        let dims =
+            PromptDims { classes, len, width, n_ctx, shared: sets != classes, ctx_bf16: self.dtype() == DType::BF16 };
         let x = single(Storage::apply_custom(&PromptEmbed(dims), &[&self.storage(), &pos.storage(), &ctx.storage()])?)?;
         let out = Tensor::op_output(x, Shape::new(vec![classes, len, width]), &[ctx]);
         let ctx_in = ctx.clone();
@@ -155,13 +171,14 @@ impl CustomOp for PromptEmbed {
         for c in 0..d.classes {
             let set = if d.shared { 0 } else { c };
             for l in 0..d.len {
-                let src = if (1..=d.n_ctx).contains(&l) {
-                    &ctx[(set * d.n_ctx + l - 1) * w..][..w]
+                let pos = &pos[l * w..][..w];
+                if (1..=d.n_ctx).contains(&l) {
+                    let ctx = &ctx[(set * d.n_ctx + l - 1) * w..][..w];
+                    x.extend(ctx.iter().zip(pos).map(|(&v, p)| d.ctx_value(v) + p));
                 } else {
                     let f = if l == 0 { 0 } else { l - d.n_ctx };
-                    &frozen[(c * (d.len - d.n_ctx) + f) * w..][..w]
-                };
-                x.extend(src.iter().zip(&pos[l * w..][..w]).map(|(v, p)| v + p));
+                    x.extend(frozen[(c * (d.len - d.n_ctx) + f) * w..][..w].iter().zip(pos).map(|(v, p)| v + p));
+                }
             }
         }
         Ok(vec![x])
@@ -231,13 +248,14 @@ fn cuda_forward<T: KernelElem>(
 ) -> Result<CudaSlice<T>> {
     PromptEmbed(*d).check(frozen.len(), pos.len(), ctx.len())?;
     let [classes, len, width, n_ctx, shared] = d.ints()?;
+    let ctx_bf16 = i32::from(d.ctx_bf16);
     let mut x = dev.alloc::<T>(d.x_len())?;
     let forward = dev.kernel("prompt_embed", T::pick("prompt_embed_forward", "prompt_embed_forward_bf16"))?;
     // SAFETY: frozen holds C (L - M) W elements of T, pos at least L W of T,
     // ctx S M W f32 (all checked above) and x C L W of T; the kernel writes
     // each x element once (grid-stride) and reads only within those sizes.
     unsafe {
-        launch!(forward, grid_for(d.x_len(), BLOCK); frozen, pos, ctx, &mut x, &classes, &len, &width, &n_ctx, &shared)
+        launch!(forward, grid_for(d.x_len(), BLOCK); frozen, pos, ctx, &mut x, &classes, &len, &width, &n_ctx, &shared, &ctx_bf16)
     }?;
     Ok(x)
 }
