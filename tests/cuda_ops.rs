@@ -683,6 +683,62 @@ fn masked_bce_one_pass_bf16_tails_and_determinism() {
     assert_eq!(first.to_bits(), again.to_bits(), "masked BCE loss differs between runs: {first} vs {again}");
 }
 
+/// Prompt assembly sizes (C, L, W, M, context sets, positional rows): a
+/// width of 5 and 65 (no 16-byte rows), one category with L = M + 1, shared
+/// contexts summed over 4 and 37 categories, more positional rows than L.
+const AWKWARD_PROMPTS: [(usize, usize, usize, usize, usize, usize); 5] =
+    [(3, 7, 5, 2, 3, 9), (4, 21, 65, 16, 1, 77), (1, 2, 3, 1, 1, 2), (37, 9, 130, 4, 1, 12), (5, 6, 64, 3, 5, 6)];
+
+/// frozen [C, L - M, W], pos [P, W] and ctx [S, M, W] of a prompt assembly.
+fn prompt_inputs(rng: &mut Rng, (c, l, w, m, s, p): (usize, usize, usize, usize, usize, usize)) -> [Input; 3] {
+    [Input::randn(rng, &[c, l - m, w], 0.5), Input::randn(rng, &[p, w], 0.5), Input::randn(rng, &[s, m, w], 0.5)]
+}
+
+/// The prompt assembly's forward and its backward into the context, f32
+/// and bf16 (the tower's dtype; the context stays f32), per-category and
+/// shared: the frozen embeddings and positions are detached, as the
+/// tower's are.
+#[test]
+fn prompt_embed_forward_and_backward() {
+    let Some(gpu) = cuda_or_skip("prompt_embed_forward_and_backward") else { return };
+    let mut rng = Rng::new(44);
+    for shape in AWKWARD_PROMPTS {
+        let inputs = prompt_inputs(&mut rng, shape);
+        check(&gpu, &format!("prompt_embed {shape:?}"), &inputs, |_, t| {
+            t[0].detach().prompt_embed(&t[1].detach(), &t[2])
+        });
+        check_at(&gpu, &format!("prompt_embed bf16 {shape:?}"), &inputs, BF16_TOL, |_, t| {
+            bf16(&t[0].detach())?.prompt_embed(&bf16(&t[1].detach())?, &t[2])
+        });
+    }
+}
+
+/// Both devices round the same f32 sum once, and the shared context's
+/// gradient is summed in category order: the GPU's x and dctx have the
+/// CPU's bits, in f32 and bf16, and again on a second run.
+#[test]
+fn prompt_embed_is_bit_exact_and_deterministic() {
+    let Some(gpu) = cuda_or_skip("prompt_embed_is_bit_exact_and_deterministic") else { return };
+    let mut rng = Rng::new(45);
+    for dtype in [DType::F32, DType::BF16] {
+        for shape in [AWKWARD_PROMPTS[1], AWKWARD_PROMPTS[3]] {
+            let [frozen, pos, ctx] = prompt_inputs(&mut rng, shape);
+            let grad = Input::randn(&mut rng, &[shape.0, shape.1, shape.2], 1.0);
+            let run = |device: &Device| -> Vec<Vec<u32>> {
+                let on = |i: &Input, dtype| Tensor::from_vec_dtype(i.values.clone(), i.shape.clone(), dtype, device);
+                let ctx = on(&ctx, DType::F32).unwrap().into_parameter().unwrap();
+                let x = on(&frozen, dtype).unwrap().prompt_embed(&on(&pos, dtype).unwrap(), &ctx).unwrap();
+                x.mul(&on(&grad, dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+                let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+                vec![bits(&x), bits(&ctx.grad().unwrap())]
+            };
+            let want = run(&Device::Cpu);
+            assert_eq!(run(&gpu), want, "prompt_embed {dtype} {shape:?}: GPU bits differ from the CPU's");
+            assert_eq!(run(&gpu), want, "prompt_embed {dtype} {shape:?}: a second GPU run differs");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Flash attention (kernels/flash_attention.cu): bf16 heads of width 64 on
 // tensor cores, called through the backend so that lse is compared too.

@@ -26,6 +26,7 @@ const CHECKS: &[&str] = &[
     "bench_report",
     "kernels_nvrtc",
     "bench_e2e",
+    "prompt_memory",
     "memcheck",
     "racecheck",
 ];
@@ -109,9 +110,12 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 /// The rows of results.md's table: (check, result).
 fn rows(results: &str) -> Vec<(String, String)> {
+    // The checks' table only (the prompt_memory and bench tables follow it).
     results
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| check ") && !l.starts_with("| ---"))
+        .skip_while(|l| !l.starts_with("| check "))
+        .skip(2)
+        .take_while(|l| l.starts_with("| "))
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
             (cells[0].to_owned(), cells[2].to_owned())

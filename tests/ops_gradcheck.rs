@@ -720,3 +720,53 @@ fn grad_decoupling_attention_through_the_module_parameters() {
         x.decoupling_attention(&t, &u, &shift, &p[0])
     });
 }
+
+// ---------------------------------------------------------------------------
+// Prompt assembly (issue 16, part 3).
+
+/// The context's gradient through the one-op prompt assembly, one context
+/// per category and one shared by every category (summed over them).
+#[test]
+fn grad_prompt_embed_per_category_and_shared() {
+    let mut rng = Rng::new(300);
+    let (c, l, w, m) = (3, 6, 5, 2);
+    let frozen = tensor(rng.normal_vec(c * (l - m) * w, 1.0), &[c, l - m, w]);
+    let pos = tensor(rng.normal_vec((l + 2) * w, 1.0), &[l + 2, w]);
+    for sets in [c, 1] {
+        let ctx = Input::randn(&mut rng, &[sets, m, w], 1.0);
+        gradcheck(&format!("prompt_embed, {sets} context sets"), 300 + sets as u64, &[ctx], |p| {
+            frozen.prompt_embed(&pos, &p[0])
+        });
+    }
+}
+
+/// The op is the literal assembly: `to_dtype(ctx)`, broadcast to every
+/// category, concat(SOT, ctx, the rest) plus the first L positional rows,
+/// bit for bit in f32 and in bf16; the gradient reaches the context only,
+/// and frozen inputs that require a gradient are refused.
+#[test]
+fn prompt_embed_is_concat_plus_positions() {
+    let mut rng = Rng::new(301);
+    let (c, l, w, m) = (4, 7, 3, 2);
+    let frozen = tensor(rng.normal_vec(c * (l - m) * w, 1.0), &[c, l - m, w]);
+    let pos = tensor(rng.normal_vec(9 * w, 1.0), &[9, w]);
+    let ctx = tensor(rng.normal_vec(m * w, 1.0), &[1, m, w]).into_parameter().unwrap();
+    let unfused = |dtype: DType| -> Vec<f32> {
+        let (frozen, pos) = (frozen.to_dtype(dtype).unwrap(), pos.to_dtype(dtype).unwrap());
+        let shared = ctx.to_dtype(dtype).unwrap().broadcast_to(&Shape::new(vec![c, m, w])).unwrap();
+        let parts = [&frozen.narrow(1, 0, 1).unwrap(), &shared, &frozen.narrow(1, 1, l - 1 - m).unwrap()];
+        Tensor::concat(&parts, 1).unwrap().add(&pos.narrow(0, 0, l).unwrap()).unwrap().to_vec().unwrap()
+    };
+    let got = frozen.prompt_embed(&pos, &ctx).unwrap();
+    assert_eq!(got.dims(), &[c, l, w]);
+    assert_eq!(got.to_vec().unwrap(), unfused(DType::F32));
+    got.sum_all().unwrap().backward().unwrap();
+    assert_eq!(ctx.grad().unwrap().to_vec().unwrap(), vec![c as f32; m * w]);
+    let bf16 = frozen.to_dtype(DType::BF16).unwrap().prompt_embed(&pos.to_dtype(DType::BF16).unwrap(), &ctx).unwrap();
+    assert_eq!(bf16.dtype(), DType::BF16);
+    assert_eq!(bf16.to_vec().unwrap(), unfused(DType::BF16));
+    let trainable = frozen.clone().into_parameter().unwrap();
+    assert!(trainable.prompt_embed(&pos, &ctx).is_err());
+    assert!(frozen.prompt_embed(&pos.narrow(0, 0, l - 1).unwrap(), &ctx).is_err(), "fewer positions than L");
+    assert!(frozen.prompt_embed(&pos, &ctx.to_dtype(DType::BF16).unwrap()).is_err(), "a bf16 context");
+}

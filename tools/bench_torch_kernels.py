@@ -16,7 +16,11 @@ time between two events after torch.cuda.synchronize(); CPU: wall clock,
 torch.set_num_threads(--threads).
 
 End-to-end figures (train_step, clip_image_forward) have no counterpart
-here: the report lists them as engine only.
+here: the report lists them as engine only. The text tower step
+(text_tower_step[_bf16]) has one: the CoOp-style prompt text pass as
+PyTorch users write it, OpenAI's text transformer (nn.MultiheadAttention
+with the causal mask) on all 77 positions, forward and backward into the
+context; with bf16 towers, bf16 autocast over f32 weights, as CoOp runs.
 
 Usage:
   python tools/bench_torch_kernels.py --engine DIR/bench.json [--out DIR/torch.json]
@@ -105,6 +109,72 @@ def step_of(forward, inputs, grad_inputs, impl):
     return Op(call, impl + ", forward + backward (autograd.grad)")
 
 
+def prompt_embed(frozen, pos, ctx, n_ctx):
+    # CoOp's assembly: cat(SOT, ctx in the tower's dtype broadcast to every
+    # category, the rest), then the positional add of the text tower.
+    classes, length = frozen.shape[0], frozen.shape[1] + n_ctx
+    ctx = ctx.to(frozen.dtype).expand(classes, -1, -1)
+    return torch.cat([frozen[:, :1], ctx, frozen[:, 1:]], 1) + pos[:length]
+
+
+class CoopTextPass:
+    """The CoOp prompt text pass on a random OpenAI text transformer
+    (clip.model.Transformer when the clip package is there, else the same
+    blocks written out: nn.MultiheadAttention, QuickGELU, causal mask):
+    prompts of all `context` positions, ln_final, the EOT rows gathered,
+    text_projection; forward and backward into the per-category context."""
+
+    def __init__(self, p, dev, autocast):
+        width, layers, heads, context = p["width"], p["layers"], p["heads"], p["context"]
+        classes, n_ctx, length = p["classes"], p["n_ctx"], p["len"]
+        self.transformer = text_transformer(width, layers, heads, context).to(dev)
+        for param in self.transformer.parameters():
+            param.requires_grad_(False)
+        self.ln_final = torch.nn.LayerNorm(width).to(dev).requires_grad_(False)
+        self.projection = torch.randn(width, p["embed"], device=dev) * width ** -0.5
+        self.pos = torch.randn(context, width, device=dev) * 0.01
+        # SOT, the name, ".", EOT at the engine's longest position, padding.
+        self.frozen = torch.randn(classes, context - n_ctx, width, device=dev) * 0.02
+        self.eot = torch.full((classes,), length - 1, device=dev)
+        self.ctx = (torch.randn(classes, n_ctx, width, device=dev) * 0.02).requires_grad_(True)
+        self.weights = torch.randn(classes, p["embed"], device=dev)
+        self.n_ctx, self.dev, self.autocast = n_ctx, dev, autocast
+
+    def step(self):
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+            x = prompt_embed(self.frozen, self.pos, self.ctx, self.n_ctx)
+            x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+            x = self.ln_final(x)
+            features = x[torch.arange(x.shape[0], device=self.dev), self.eot] @ self.projection
+        (grad,) = torch.autograd.grad((features.float() * self.weights).sum(), (self.ctx,))
+        return grad
+
+
+def text_transformer(width, layers, heads, context):
+    mask = torch.full((context, context), float("-inf")).triu_(1)
+    try:
+        import clip.model as openai_clip
+
+        return openai_clip.Transformer(width, layers, heads, attn_mask=mask)
+    except ImportError:
+        pass
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(width, heads)
+            self.ln_1, self.ln_2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+            self.c_fc, self.c_proj = torch.nn.Linear(width, 4 * width), torch.nn.Linear(4 * width, width)
+            self.register_buffer("mask", mask)
+
+        def forward(self, x):
+            h = self.ln_1(x)
+            x = x + self.attn(h, h, h, need_weights=False, attn_mask=self.mask.to(h.dtype))[0]
+            return x + self.c_proj(quick_gelu(self.c_fc(self.ln_2(x))))
+
+    return torch.nn.Sequential(*[Block() for _ in range(layers)])
+
+
 def copy_bandwidth(dev, warmup, runs, min_sample_ms):
     """GB/s of dst.copy_(src) on 256 MiB of f32, bytes read plus written:
     the reference of the masked BCE's bandwidth target."""
@@ -139,6 +209,12 @@ def build(op, p, dev):
         a, w = randn(p["m"], p["k"], dev=dev).bfloat16(), randn(p["n"], p["k"], dev=dev).bfloat16()
         b = randn(p["n"], dev=dev).bfloat16()
         return Op(lambda: F.linear(a, w, b), "F.linear (bf16, bias)")
+    if op.startswith("text_tower_step"):
+        # The bf16 engine figure against autocast (what CoOp users run);
+        # the f32 one against f32.
+        text_pass = CoopTextPass(p, dev, autocast=op.endswith("_bf16") and dev.type == "cuda")
+        impl = "CoOp text pass, 77 positions, clip.model.Transformer" + (" (bf16 autocast)" if text_pass.autocast else "")
+        return Op(text_pass.step, impl + ", forward + backward (autograd.grad)")
     if op.endswith("_bf16"):
         # The f32 case's PyTorch op on bfloat16 inputs.
         global DTYPE
@@ -223,6 +299,14 @@ def build(op, p, dev):
         if op == "masked_bce_step":
             return step_of(fwd, (logits,), (logits,), impl)
         return backward_of(fwd, (logits,), impl) if grad else Op(lambda: fwd(logits), impl)
+    if op.startswith("prompt_embed"):
+        c, m, w, sets = p["classes"], p["n_ctx"], p["width"], p["sets"]
+        grad = "_bwd" in op
+        frozen, pos = randn(c, p["len"] - m, w, dev=dev, std=0.02), randn(p["positions"], w, dev=dev, std=0.01)
+        ctx = torch.randn(sets, m, w, device=dev).mul_(0.02).requires_grad_(grad)
+        fwd = lambda ctx: prompt_embed(frozen, pos, ctx, m)  # noqa: E731
+        impl = "torch.cat([sot, ctx.to(dtype).expand(C, -1, -1), rest], 1) + pos[:L]"
+        return backward_of(fwd, (ctx,), impl) if grad else Op(lambda: fwd(ctx), impl)
     if op.startswith("contrastive"):
         grad = op.endswith("_bwd")
         logits = randn(p["n"], p["n"], dev=dev, requires_grad=grad, std=3.0)

@@ -55,6 +55,13 @@
 #                    literal and optimized, ViT-B/16 at 448 (batch 32, 80
 #                    classes), at 224 (batch 64) and ViT-B/32 at 224 (batch
 #                    128, 20 classes); its table goes into results.md
+#     prompt_memory  peak GPU memory of the MLR-PL training step, ViT-B/16 at
+#                    224, batch 32, 80 and 1000 classes: the engine (bench
+#                    --e2e, its pool's peak) and PyTorch literal (CoOp
+#                    prompts, 77 positions; torch.cuda.max_memory_allocated),
+#                    uncapped and, at 1000 classes, capped at 16 GiB (a
+#                    16 GB GPU); out of memory is recorded as such; its table
+#                    goes into results.md
 #   sanitizers (last; limited to the kernels of kernels/*.cu listed in the
 #   bundle's kernel-names.txt, so cuBLAS's kernels run uninstrumented):
 #     memcheck       compute-sanitizer --tool memcheck on the training-step
@@ -110,6 +117,51 @@ if [[ ${1:-} == --device-select ]]; then
     echo "FAIL: expected exit 0 and one 'device auto: ...; running on the CPU' line (exit $rc)"
     status=1
   fi
+  exit $status
+fi
+
+# --prompt-memory ENGINE PYTHON DIR: the prompt_memory check; writes
+# DIR/prompt-memory.md.
+if [[ ${1:-} == --prompt-memory ]]; then
+  engine=$2 python=$3 dir=$4
+  table=$dir/prompt-memory.md
+  mkdir -p "$dir"
+  {
+    echo "| classes | engine (pool peak, MiB) | PyTorch literal (max_memory_allocated, MiB) | PyTorch literal, 16 GiB cap |"
+    echo "| --- | --- | --- | --- |"
+  } >"$table"
+  # field JSON: the peak (the engine's is under "figures"), or "out of memory".
+  field() {
+    "$python" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+d = d.get("figures", d)
+print("out of memory (peak %.0f)" % d["peak_memory_mib"] if d.get("out_of_memory") else "%.0f" % d["peak_memory_mib"])' \
+      "$1" 2>/dev/null || echo "failed"
+  }
+  status=0
+  for classes in 80 1000; do
+    e2e=(--device cuda bench --e2e --model vit-b16 --classes "$classes" --batch 32 --image-size 224)
+    echo "# engine, $classes classes"
+    "$engine" "${e2e[@]}" --runs 1 --warmup 0 --json >"$dir/engine-$classes.json" || status=1
+    "$engine" "${e2e[@]}" --export "$dir/in-$classes" || status=1
+    torch_run() {
+      "$python" "$bundle/tools/torch_reference.py" --clip "$dir/in-$classes/clip.safetensors" \
+        --inputs "$dir/in-$classes/inputs.safetensors" --variant literal --device cuda --steps 1 --warmup 1 "$@"
+      local rc=$?
+      [[ $rc -eq 0 || $rc -eq 3 ]] || status=1
+    }
+    echo "# PyTorch literal, $classes classes"
+    torch_run --json "$dir/torch-$classes.json"
+    capped="not run"
+    if [[ $classes == 1000 ]]; then
+      echo "# PyTorch literal, $classes classes, 16 GiB cap"
+      torch_run --memory-cap-gib 16 --json "$dir/torch-$classes-16g.json"
+      capped=$(field "$dir/torch-$classes-16g.json")
+    fi
+    echo "| $classes | $(field "$dir/engine-$classes.json") | $(field "$dir/torch-$classes.json") | $capped |" >>"$table"
+    rm -rf "$dir/in-$classes"
+  done
+  cat "$table"
   exit $status
 fi
 
@@ -294,6 +346,7 @@ check bench_report runs 15 "$python" "$bundle/tools/bench_kernels_report.py" "$w
 check kernels_nvrtc runs 60 "$tests/kernels_nvrtc" --test-threads=1
 check bench_e2e runs 150 bash "$bundle/tools/bench-vs-torch.sh" --device cuda --engine "$engine" --python "$python" \
   --rounds 1 --wait-idle 0 --out "$work/e2e/benchmarks.md"
+check prompt_memory runs 150 bash "$self" --prompt-memory "$engine" "$python" "$work/prompt-memory"
 
 # ---- sanitizers ------------------------------------------------------------
 step_tests=("$tests/cuda_training" training_step_matches_the_cpu --test-threads=1)
@@ -333,6 +386,12 @@ rm -rf "$work/run-bf16" "$work/run-f32"
     echo "## bench_e2e: tools/bench-vs-torch.sh"
     echo
     head -n 40 "$work/e2e/benchmarks.md"
+  fi
+  if [[ -f $work/prompt-memory/prompt-memory.md ]]; then
+    echo
+    echo "## prompt_memory: peak GPU memory, ViT-B/16 at 224, batch 32"
+    echo
+    cat "$work/prompt-memory/prompt-memory.md"
   fi
   if [[ -f $work/bench/report.md ]]; then
     echo

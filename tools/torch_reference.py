@@ -31,10 +31,16 @@ median. One variant per process, so the peak memory is that variant's:
 ``ru_maxrss`` (the process's peak resident set) on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU.
 
+``--memory-cap-gib G`` (GPU) caps PyTorch's allocator at G GiB
+(``torch.cuda.set_per_process_memory_fraction``), to ask whether the step
+fits a smaller GPU; running out of memory, capped or not, is a result, not a
+crash: the JSON then holds ``"out_of_memory": true``, the peak reached and
+the error's first line, and the script exits 3.
+
 Usage:
   python tools/torch_reference.py --clip DIR/clip.safetensors --inputs DIR/inputs.safetensors
       --variant literal|optimized [--image-size R] [--device cpu|cuda] [--steps N] [--warmup N]
-      [--threads N] [--compile auto|on|off] [--json PATH]
+      [--threads N] [--compile auto|on|off] [--memory-cap-gib G] [--json PATH]
 """
 
 import argparse
@@ -232,8 +238,34 @@ def main():
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                     help="optimized: torch.compile the step after the vision tower (auto: keep it only where it "
                          "works and is faster than eager over 3 trial steps)")
+    ap.add_argument("--memory-cap-gib", type=float, help="cuda: cap the allocator at this many GiB")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
+    if args.memory_cap_gib is not None and args.device != "cuda":
+        sys.exit("--memory-cap-gib needs --device cuda")
+    try:
+        run(args)
+    except torch.cuda.OutOfMemoryError as e:
+        peak, peak_kind = peak_memory_mib(torch.device(args.device))
+        doc = {"format_version": FORMAT_VERSION, "variant": args.variant, "torch_version": torch.__version__,
+               "device": torch.cuda.get_device_name(), "out_of_memory": True,
+               "memory_cap_gib": args.memory_cap_gib, "error": str(e).splitlines()[0] if str(e) else "",
+               "peak_memory_mib": peak, "peak_memory_kind": peak_kind}
+        print(f"torch {args.variant}: out of memory"
+              f"{f' (capped at {args.memory_cap_gib:g} GiB)' if args.memory_cap_gib else ''}; peak {peak:.0f} MiB",
+              file=sys.stderr)
+        write_json(args.json, doc)
+        sys.exit(3)
+
+
+def write_json(path, doc):
+    if path:
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+
+
+def run(args):
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -244,6 +276,9 @@ def main():
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.cuda.reset_peak_memory_stats()
+        if args.memory_cap_gib is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
     if args.variant == "literal":
         impl = Literal(model, class_names, n_ctx, device)
     else:
@@ -356,6 +391,8 @@ def main():
         # Process CPU time of all threads (OpenMP's spin-waits included).
         "train_cpu_ms": statistics.mean(train_cpu_ms),
         "inference": figures(infer_ms),
+        "out_of_memory": False,
+        "memory_cap_gib": args.memory_cap_gib,
         "peak_memory_mib": peak,
         "peak_memory_kind": peak_kind,
     }
@@ -363,10 +400,7 @@ def main():
     print(f"torch {args.variant}{' (compiled)' if compiled else ''}: first loss {first_loss:.6f}; train "
           f"{t['median_ms']:.1f} ms ({t['images_per_s']:.2f} images/s), inference {i['median_ms']:.1f} ms; "
           f"peak {peak:.0f} MiB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
+    write_json(args.json, doc)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,27 @@
 //!
 //! Both implementations compute in f32: inputs arrive widened (shared when
 //! already f32) and output `i` is stored in the dtype of input `i`, which is
-//! how a backward's gradients take their inputs' dtypes.
+//! how a backward's gradients take their inputs' dtypes. An op whose kernels
+//! also have bf16 instances may read and write its buffers as stored
+//! instead ([`CustomOp::cuda_stored`]): same rule, output `i` in input `i`'s
+//! dtype, rounded once from the f32 the kernel computes, as the CPU
+//! reference rounds it.
 
 use super::cuda::CudaDevice;
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
+
+/// A CUDA input as stored: f32, or bf16 as its 16-bit patterns.
+pub enum StoredInput<'a> {
+    F32(&'a CudaSlice<f32>),
+    Bf16(&'a CudaSlice<u16>),
+}
+
+/// A CUDA output as stored; its dtype must be its input's.
+pub enum StoredOutput {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<u16>),
+}
 
 pub trait CustomOp {
     /// Names the op in errors.
@@ -21,6 +37,12 @@ pub trait CustomOp {
     fn cpu(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>>;
     /// The op on `dev`: enqueues its kernels on the device's stream.
     fn cuda(&self, dev: &CudaDevice, inputs: &[&CudaSlice<f32>]) -> Result<Vec<CudaSlice<f32>>>;
+    /// The op on `dev` with every input as stored (called when each is f32
+    /// or bf16): `None` leaves it to [`CustomOp::cuda`] on widened inputs,
+    /// which is all an op without bf16 kernel instances needs.
+    fn cuda_stored(&self, _dev: &CudaDevice, _inputs: &[StoredInput<'_>]) -> Result<Option<Vec<StoredOutput>>> {
+        Ok(None)
+    }
 }
 
 /// Fails unless the op returned at most one output per input (output `i`

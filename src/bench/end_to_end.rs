@@ -15,6 +15,7 @@ use super::case::{case_id, Work};
 use super::check::{compare, tolerance_for};
 use super::kernels::MINI_CLIP;
 use super::report::Figure;
+use super::text_tower;
 use super::timing::{measure, Plan};
 use crate::clip::Clip;
 use crate::data::image::Preprocess;
@@ -31,12 +32,17 @@ use anyhow::{Context, Result};
 pub const TRAIN_STEP: &str = "train_step";
 pub const CLIP_IMAGE_FORWARD: &str = "clip_image_forward";
 
-/// The end-to-end ids that contain `filter` (all when None).
+/// The end-to-end ids that contain `filter` (all when None), the text
+/// tower step ([`text_tower`]) last.
 pub fn selected(filter: Option<&str>) -> Vec<&'static str> {
-    [TRAIN_STEP, CLIP_IMAGE_FORWARD]
+    let mut ops: Vec<&'static str> = [TRAIN_STEP, CLIP_IMAGE_FORWARD]
         .into_iter()
         .filter(|op| filter.is_none_or(|f| case_id(op, MINI_CLIP.name).contains(f)))
-        .collect()
+        .collect();
+    if text_tower::selected(filter) {
+        ops.push(text_tower::TEXT_TOWER_STEP);
+    }
+    ops
 }
 
 /// The default model on `device` and one batch of the embedded set with
@@ -93,15 +99,32 @@ pub fn run(
     load_clip: &dyn Fn(&Device) -> Result<Clip>,
     mut report: impl FnMut(&Figure),
 ) -> Result<Vec<Figure>> {
-    if ops.is_empty() {
-        return Ok(Vec::new());
+    let (text, ops): (Vec<&str>, Vec<&str>) = ops.iter().partition(|&&op| op == text_tower::TEXT_TOWER_STEP);
+    let mut figures =
+        if ops.is_empty() { Vec::new() } else { mini_clip(&ops, device, precision, plan, load_clip, &mut report)? };
+    if !text.is_empty() {
+        let figure = text_tower::run(device, precision, plan)?;
+        report(&figure);
+        figures.push(figure);
     }
+    Ok(figures)
+}
+
+/// The end-to-end figures of the default `train` run.
+fn mini_clip(
+    ops: &[&str],
+    device: &Device,
+    precision: Precision,
+    plan: &Plan,
+    load_clip: &dyn Fn(&Device) -> Result<Clip>,
+    report: &mut impl FnMut(&Figure),
+) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
     let on_device = Scenario::new(load_clip(device)?, device).context("setting up the end-to-end benchmark")?;
     let reference = if device.is_cuda() { Some(Scenario::new(load_clip(&Device::Cpu)?, &Device::Cpu)?) } else { None };
     let tolerance = tolerance_for(precision.frozen_dtype());
     // Whole steps are long: one per sample.
     let plan = Plan { min_sample_ms: 0.0, ..*plan };
-    let mut figures = Vec::new();
     for &op in ops {
         let what = format!(
             "{} ({})",

@@ -26,6 +26,7 @@ use crate::ops::custom::contrastive_loss::{ContrastiveLoss, ContrastiveLossBackw
 use crate::ops::custom::decoupling::{DecouplingDims, Scores, ScoresBackward};
 use crate::ops::custom::decoupling_attention::{AttentionDims, DecouplingAttention, DecouplingAttentionBackward};
 use crate::ops::custom::masked_bce::{MaskedBce, MaskedBceBackward};
+use crate::ops::custom::prompt_embed::{PromptDims, PromptEmbed, PromptEmbedBackward};
 use crate::ops::L2_EPS;
 use crate::rng::Rng;
 use crate::{DType, Shape};
@@ -209,6 +210,7 @@ pub fn cases(filter: Option<&str>) -> Result<Vec<Case>> {
         elementwise(&mut cat, s)?;
         layout(&mut cat, s)?;
         losses(&mut cat, s)?;
+        prompts(&mut cat, s)?;
         optimizers(&mut cat, s)?;
     }
     decoupling_attention_steps(&mut cat, &VIT_B16_448)?;
@@ -701,6 +703,55 @@ fn losses(cat: &mut Catalogue, s: &Setup) -> Result<()> {
         let run = custom(ContrastiveLossBackward { n: b });
         Ok((vec![("n", b)], Work::f32_bytes(&[b * b, 1, b * b]), inputs, run))
     })
+}
+
+/// CLIP's text context (the positional table's rows).
+const TEXT_CONTEXT: usize = 77;
+
+/// The prompt assembly of the text pass (`kernels/prompt_embed.cu`):
+/// forward in f32 and bf16 towers (the context f32 either way), backward
+/// into per-category contexts and into one shared context (a sum over the
+/// categories).
+fn prompts(cat: &mut Catalogue, s: &Setup) -> Result<()> {
+    let (c, l, w, m) = (s.classes, s.text_tokens, s.text_width, s.n_ctx);
+    let dims = |shared: bool, ctx_bf16: bool| PromptDims { classes: c, len: l, width: w, n_ctx: m, shared, ctx_bf16 };
+    let params = |sets: usize| {
+        vec![("classes", c), ("len", l), ("width", w), ("n_ctx", m), ("sets", sets), ("positions", TEXT_CONTEXT)]
+    };
+    // Bytes: frozen rows, the positions run and x in the tower's dtype, ctx in f32.
+    let forward_bytes =
+        |elem: f64| Work::Bytes(elem * ((c * (l - m) + l + c * l) * w) as f64 + 4.0 * (c * m * w) as f64);
+    for (op, tower) in
+        [("prompt_embed_fwd", HostInput::f32 as fn(Vec<f32>) -> HostInput), ("prompt_embed_fwd_bf16", HostInput::bf16)]
+    {
+        cat.add(op, s, |rng| {
+            let inputs = vec![
+                tower(rng.normal_vec(c * (l - m) * w, 0.02)),
+                tower(rng.normal_vec(TEXT_CONTEXT * w, 0.01)),
+                HostInput::f32(rng.normal_vec(c * m * w, 0.02)),
+            ];
+            let bf16 = inputs[0].dtype == DType::BF16;
+            let elem = if bf16 { 2.0 } else { 4.0 };
+            Ok((params(c), forward_bytes(elem), inputs, custom(PromptEmbed(dims(false, bf16)))))
+        })?;
+    }
+    for (op, shared) in [("prompt_embed_bwd", false), ("prompt_embed_bwd_shared", true)] {
+        let sets = if shared { 1 } else { c };
+        cat.add(op, s, |rng| {
+            let inputs = vec![
+                HostInput::f32(rng.normal_vec(sets * m * w, 0.02)),
+                HostInput::f32(rng.normal_vec(c * l * w, 1.0)),
+            ];
+            // The context rows of the x-gradient read, dctx written.
+            Ok((
+                params(sets),
+                Work::f32_bytes(&[c * m * w, sets * m * w]),
+                inputs,
+                custom(PromptEmbedBackward(dims(shared, false))),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Logits and labels in {-1, 0, 1} (about a third unknown) of `n` entries.

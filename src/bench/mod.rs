@@ -10,6 +10,8 @@
 //!
 //! * [`kernels`]: the cases (primitive, shapes of two models, inputs, work);
 //! * [`end_to_end`]: a training step and the image encoder, images/s;
+//! * [`text_tower`]: the prompt text pass (text tower forward and backward,
+//!   80 categories, ViT-B/16), an end-to-end figure;
 //! * [`train_step`]: `--e2e`, the MLR-PL training and inference steps of a
 //!   configuration given by flags, phase by phase;
 //! * [`check`], [`timing`], [`report`]: the comparison, the clock, the output.
@@ -19,6 +21,7 @@ pub mod check;
 pub mod end_to_end;
 pub mod kernels;
 pub mod report;
+pub mod text_tower;
 pub mod timing;
 pub mod train_step;
 

@@ -388,6 +388,18 @@ fn transformer_flops(layers: usize, seqs: usize, len: usize, w: usize, causal: b
     layers as f64 * (24.0 * seqs * len * w * w + attention)
 }
 
+/// Matrix-product FLOPs of the prompt text pass of `classes` prompts of
+/// `len` positions through the tower `t`, forward and backward (input
+/// gradients only: the tower is frozen).
+pub fn text_flops(t: &crate::clip::config::TextConfig, classes: usize, len: usize) -> (f64, f64) {
+    let forward =
+        transformer_flops(t.layers, classes, len, t.width, true) + 2.0 * (classes * t.width * t.embed_dim) as f64;
+    // Input gradients of the linear layers cost their forward; attention's
+    // dQ, dK and dV cost twice its forward.
+    let backward = forward + t.layers as f64 * 4.0 * (classes * len * len) as f64 * 0.5 * t.width as f64;
+    (forward, backward)
+}
+
 pub fn step_flops(s: &Scenario) -> StepFlops {
     let config = &s.model.clip.config;
     let (v, t) = (&config.vision, &config.text);
@@ -397,12 +409,7 @@ pub fn step_flops(s: &Scenario) -> StepFlops {
     let vision = transformer_flops(v.layers, s.images.dims()[0], patches + 1, v.width, false)
         + 2.0 * b * n * (3 * v.patch * v.patch * v.width) as f64
         + 2.0 * b * (n + 1.0) * (v.width * v.embed_dim) as f64;
-    let len = s.text_length();
-    let text_forward = transformer_flops(t.layers, s.model.num_classes(), len, t.width, true)
-        + 2.0 * c * (t.width * t.embed_dim) as f64;
-    // Input gradients of the linear layers cost their forward; attention's
-    // dQ, dK and dV cost twice its forward.
-    let text_backward = text_forward + t.layers as f64 * 4.0 * c * (len * len) as f64 * 0.5 * t.width as f64;
+    let (text_forward, text_backward) = text_flops(t, s.model.num_classes(), s.text_length());
     let d = s.model.sdm.as_ref().map_or(0.0, |sdm| sdm.w1.dims()[0] as f64);
     let decoupling_forward = match s.model.sdm {
         Some(_) => 2.0 * b * n * embed * d + 2.0 * c * embed * d + 2.0 * b * c * n * d + 2.0 * b * c * n * embed,

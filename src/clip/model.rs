@@ -197,11 +197,13 @@ impl TextTower {
 
     /// CLIP's `encode_text` on tokenized sequences (SOT ... EOT, padded):
     /// [T, embed_dim]. Runs only the first max(EOT) + 1 positions: the
-    /// causal mask makes the rest irrelevant to the EOT feature.
+    /// causal mask makes the rest irrelevant to the EOT feature; the last
+    /// block runs on the EOT rows only, as in [`TextTower::encode_prompts`].
     pub fn encode(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
         let eot = Self::eot_positions(tokens);
         let len = eot.iter().max().map_or(0, |m| m + 1);
-        self.encode_pooled(&self.embed(tokens, len)?, &eot)
+        let (x, rows) = self.positioned(&self.embed(tokens, len)?, &eot)?;
+        self.project(&self.transformer.forward_rows(&x, true, &rows)?)
     }
 
     /// The text transformer on token embeddings x [T, L, width], pooled at
@@ -215,20 +217,33 @@ impl TextTower {
         self.project(&x.reshape([t * len, width])?.index_select(&rows)?)
     }
 
-    /// [`TextTower::encode_embeddings`] without the per-block view, for
-    /// prompt learning: the last block computes its attention output
-    /// projection and MLP for the EOT rows only, the only ones pooled (the
-    /// other rows of its output feed nothing), so the text pass does about
-    /// 1/L_t less work forward and backward.
-    pub fn encode_pooled(&self, x: &Tensor, eot: &[usize]) -> Result<Tensor> {
-        let (x, rows) = self.positioned(x, eot)?;
+    /// The text features of learned prompts, [C, embed_dim], f32: the
+    /// transformer's input assembled by one op ([`Tensor::prompt_embed`]:
+    /// SOT, the f32 context `ctx` [C or 1, M, W], the `frozen` embeddings
+    /// [C, L - M, W] after it, plus the positional embeddings, in the
+    /// weights' dtype), then the blocks with the last one computing its
+    /// attention output projection and MLP for the EOT rows only, the only
+    /// ones pooled (the other rows of its output feed nothing), so the text
+    /// pass does about 1/L_t less work forward and backward. The gradient
+    /// reaches `ctx` only.
+    pub fn encode_prompts(&self, frozen: &Tensor, ctx: &Tensor, eot: &[usize]) -> Result<Tensor> {
+        let x = frozen.prompt_embed(&self.positional_embedding, ctx)?;
+        let rows = self.eot_rows(&x, eot)?;
         self.project(&self.transformer.forward_rows(&x, true, &rows)?)
     }
 
     /// x [T, L, width] checked against the tower and `eot`, in the weights'
-    /// dtype with the positional embeddings added, and the flat row index
-    /// (t L + eot_t) of each sequence's EOT.
+    /// dtype with the positional embeddings added, and its EOT rows.
     fn positioned(&self, x: &Tensor, eot: &[usize]) -> Result<(Tensor, Tensor)> {
+        let rows = self.eot_rows(x, eot)?;
+        let len = x.dims()[1];
+        let x = x.to_dtype(self.token_embedding.dtype())?.add(&self.positional_embedding.narrow(0, 0, len)?)?;
+        Ok((x, rows))
+    }
+
+    /// The flat row index (t L + eot_t) of each sequence's EOT in x
+    /// [T, L, width], checked against the tower.
+    fn eot_rows(&self, x: &Tensor, eot: &[usize]) -> Result<Tensor> {
         let &[t, len, width] = x.dims() else { bail!("text embeddings must be [T, L, W], got shape {}", x.shape()) };
         if width != self.config.width || len > self.config.context_length || eot.len() != t {
             bail!(
@@ -242,10 +257,8 @@ impl TextTower {
         if let Some(&bad) = eot.iter().find(|&&e| e >= len) {
             bail!("EOT position {bad} is outside the {len} positions given");
         }
-        let x = x.to_dtype(self.token_embedding.dtype())?.add(&self.positional_embedding.narrow(0, 0, len)?)?;
         let rows: Vec<u32> = eot.iter().enumerate().map(|(i, &e)| (i * len + e) as u32).collect();
-        let rows = Tensor::from_ids(rows, [t], x.device())?;
-        Ok((x, rows))
+        Tensor::from_ids(rows, [t], x.device())
     }
 
     /// `ln_final` and `text_projection` of pooled rows [T, width]: [T, embed_dim], f32.

@@ -32,10 +32,10 @@ impl Default for PromptConfig {
 pub struct PromptLearner {
     /// The learned context: [C, M, W], or [1, M, W] when shared.
     pub ctx: Tensor,
-    /// Frozen SOT embeddings [C, 1, W].
-    prefix: Tensor,
-    /// Frozen embeddings after the context, up to the longest EOT: [C, L - 1 - M, W].
-    suffix: Tensor,
+    /// The frozen token embeddings around the context, [C, L - M, W]: SOT,
+    /// then what follows the context up to the longest EOT (L positions in
+    /// all), in the tower's dtype.
+    frozen: Tensor,
     /// EOT position of each category's prompt.
     eot: Vec<usize>,
 }
@@ -83,8 +83,8 @@ impl PromptLearner {
         let width = text.config.width;
         let _no_grad = crate::autograd::no_grad();
         let embedded = text.embed(&tokens, len)?;
-        let prefix = embedded.narrow(1, 0, 1)?;
-        let suffix = embedded.narrow(1, 1 + n_ctx, len - 1 - n_ctx)?;
+        let frozen =
+            Tensor::concat(&[&embedded.narrow(1, 0, 1)?, &embedded.narrow(1, 1 + n_ctx, len - 1 - n_ctx)?], 1)?;
         let ctx_sets = if config.shared_ctx { 1 } else { classes };
         let device = text.token_embedding().device().clone();
         let ctx = match init_ids {
@@ -97,7 +97,7 @@ impl PromptLearner {
         };
         // A private copy: the broadcast phrase may share storage with the frozen table.
         let ctx = Tensor::from_vec(ctx.to_vec()?, ctx.shape().clone(), &device)?.into_parameter()?;
-        Ok(PromptLearner { ctx, prefix, suffix, eot })
+        Ok(PromptLearner { ctx, frozen, eot })
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -108,23 +108,8 @@ impl PromptLearner {
         &self.eot
     }
 
-    /// The prompts' token embeddings [C, L, W], L = longest EOT + 1, in the
-    /// frozen table's dtype (the f32 context is converted; its gradient comes
-    /// back as f32).
-    pub fn embeddings(&self) -> Result<Tensor> {
-        let classes = self.prefix.dims()[0];
-        let ctx = self.ctx.to_dtype(self.prefix.dtype())?;
-        let ctx = if ctx.dims()[0] == classes {
-            ctx
-        } else {
-            let d = ctx.dims().to_vec();
-            ctx.broadcast_to(&[classes, d[1], d[2]].into())?
-        };
-        Tensor::concat(&[&self.prefix, &ctx, &self.suffix], 1)
-    }
-
     /// One text feature per category through the frozen tower: [C, D].
     pub fn text_features(&self, text: &TextTower) -> Result<Tensor> {
-        text.encode_pooled(&self.embeddings()?, &self.eot)
+        text.encode_prompts(&self.frozen, &self.ctx, &self.eot)
     }
 }

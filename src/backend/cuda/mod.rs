@@ -8,7 +8,9 @@
 //! f32 accumulation), unary maps, broadcasting binaries, the row gather,
 //! layernorm and attention, forward and backward (the `_bf16` kernel
 //! instances: widened on load, computed in f32, rounded once on store;
-//! attention with head width 64 runs the tensor-core flash kernels).
+//! attention with head width 64 runs the tensor-core flash kernels), and
+//! the custom ops that take their buffers as stored
+//! ([`CustomOp::cuda_stored`]: the prompt assembly).
 //! Every other primitive widens a bf16/f16 operand with a cast kernel, runs
 //! in f32 and narrows its output back to the dtype of the first float
 //! input. Either way the result is what the CPU reference computes, up to
@@ -39,6 +41,7 @@ mod softmax;
 
 pub use device::{CudaDevice, PoolMemory};
 
+use super::custom::{StoredInput, StoredOutput};
 use super::{AdamWStep, AttentionSpec, BackendStorage, BinaryOp, CustomOp, GemmSpec, ParamUpdate, SgdStep, UnaryOp};
 use crate::{DType, Shape};
 use anyhow::{bail, Result};
@@ -244,6 +247,31 @@ impl CudaStorage {
         let Some(first) = inputs.first() else { bail!("{} needs at least one input", op.name()) };
         for input in inputs {
             first.same_device(input)?;
+        }
+        let stored: Option<Vec<StoredInput>> = inputs
+            .iter()
+            .map(|s| match &s.buffer {
+                CudaBuffer::F32(b) => Some(StoredInput::F32(b)),
+                CudaBuffer::BF16(b) => Some(StoredInput::Bf16(b)),
+                CudaBuffer::F16(_) | CudaBuffer::U32(_) => None,
+            })
+            .collect();
+        if let Some(outputs) = stored.map(|s| op.cuda_stored(&first.device, &s)).transpose()?.flatten() {
+            super::custom::check_outputs(op, inputs.len(), outputs.len())?;
+            return outputs
+                .into_iter()
+                .zip(inputs)
+                .map(|(out, input)| {
+                    let (storage, dtype) = match out {
+                        StoredOutput::F32(v) => (CudaStorage::f32_buffer(&first.device, v), DType::F32),
+                        StoredOutput::Bf16(v) => (input.bf16_buffer(v), DType::BF16),
+                    };
+                    if dtype != input.dtype() {
+                        bail!("{}: an output in {dtype} for an input in {}", op.name(), input.dtype());
+                    }
+                    Ok(storage)
+                })
+                .collect();
         }
         let values = inputs.iter().map(|s| s.f32s()).collect::<Result<Vec<_>>>()?;
         let views: Vec<&CudaSlice<f32>> = values.iter().map(|v| &**v).collect();

@@ -9,3 +9,4 @@ pub mod contrastive_loss;
 pub mod decoupling;
 pub mod decoupling_attention;
 pub mod masked_bce;
+pub mod prompt_embed;
