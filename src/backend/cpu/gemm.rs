@@ -15,10 +15,10 @@ const SMALL_GEMM_FLOPS: usize = 64 * 64 * 64;
 /// accumulation, one rounding per element as in a fused GEMM epilogue.
 pub fn gemm_f32(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &GemmSpec) -> Vec<f32> {
     let GemmSpec { batch, m, n, k, .. } = *spec;
-    let mut out = vec![0.0f32; batch * m * n];
-    if let Some(bias) = bias {
-        out.par_chunks_mut(n.max(1)).with_min_len(64).for_each(|row| row.copy_from_slice(bias));
-    }
+    let mut out = match bias {
+        Some(bias) => bias.repeat(batch * m),
+        None => vec![0.0f32; batch * m * n],
+    };
     if m * n == 0 {
         return out;
     }
